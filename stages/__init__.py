@@ -1,0 +1,1 @@
+"""textclf pipeline stages: one module per DVC stage, plus what they share."""

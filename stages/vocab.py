@@ -1,0 +1,128 @@
+"""vocab: the train split → data/processed/vocab.json.
+
+Built from the train split only, so test documents never shape the features. Order is
+deterministic (count desc, token asc); `<pad>` = 0 and `<unk>` = 1; with `ngrams: 2` adjacent
+token pairs ("a b") are counted too. The content hash goes into the model bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stages.artifacts import InputError, read_json, run_main, write_json
+from stages.params import VocabParams, load_params
+
+log = logging.getLogger("textclf.vocab")
+
+TRAIN = Path("data/processed/train.parquet")
+VOCAB = Path("data/processed/vocab.json")
+PAD, UNK = "<pad>", "<unk>"
+SPECIALS = (PAD, UNK)
+
+
+def bigrams(tokens: pa.ListArray) -> pa.ListArray:
+    """Adjacent token pairs per document, joined by a space (tokens never contain spaces)."""
+    values = pc.list_flatten(tokens)
+    offsets = tokens.offsets.to_numpy()
+    n = len(tokens)
+    lengths = np.diff(offsets)
+    if len(values) < 2:
+        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
+    pairs = pc.binary_join_element_wise(values[:-1], values[1:], " ")
+    # a pair is valid when both tokens belong to the same document: drop the pairs that start
+    # at a document's last token
+    last = offsets[1:][lengths > 0] - 1
+    keep = np.ones(len(values) - 1, dtype=bool)
+    keep[last[last < len(values) - 1]] = False
+    counts = np.maximum(lengths - 1, 0)
+    new_offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(counts, out=new_offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(new_offsets), pairs.filter(pa.array(keep)))
+
+
+def count_tokens(tokens: pa.ListArray, ngrams: int) -> pa.Table:
+    """(token, count) over all documents, as an Arrow table (an exact, mergeable reduction)."""
+    values = pc.list_flatten(tokens)
+    if ngrams == 2:
+        values = pa.concat_arrays([values, pc.list_flatten(bigrams(tokens))])
+    vc = pc.value_counts(values)
+    return pa.table({"token": vc.field("values"), "count": vc.field("counts")})
+
+
+def build_vocab(counts: pa.Table, params: VocabParams) -> dict:
+    table = counts.filter(pc.greater_equal(counts["count"], params.min_freq))
+    table = table.filter(pc.invert(pc.is_in(table["token"], value_set=pa.array(SPECIALS))))
+    table = table.sort_by([("count", "descending"), ("token", "ascending")]).slice(0, params.max_size)
+    tokens = [*SPECIALS, *table["token"].to_pylist()]
+    freq = [0, 0, *table["count"].to_pylist()]
+    return {
+        "tokens": tokens,
+        "counts": freq,
+        "ngrams": params.ngrams,
+        "min_freq": params.min_freq,
+        "max_size": params.max_size,
+        "hash": vocab_hash(tokens),
+    }
+
+
+def vocab_hash(tokens: list[str]) -> str:
+    return hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def check_vocab(vocab: dict, path: Path | str = VOCAB) -> dict:
+    """The vocab contract: unique tokens, ids = positions, specials first, hash matches."""
+    tokens = vocab.get("tokens")
+    problems = []
+    if not isinstance(tokens, list) or not tokens:
+        problems.append("tokens: missing or empty")
+    else:
+        if tokens[:2] != list(SPECIALS):
+            problems.append(f"tokens: must start with {list(SPECIALS)}, got {tokens[:2]}")
+        if len(set(tokens)) != len(tokens):
+            problems.append(f"tokens: {len(tokens) - len(set(tokens))} duplicate token(s)")
+        if len(vocab.get("counts", [])) != len(tokens):
+            problems.append("counts: length differs from tokens")
+        if vocab.get("hash") != vocab_hash(tokens):
+            problems.append("hash: does not match the tokens")
+    if problems:
+        raise InputError(f"{path}: invalid vocabulary: " + "; ".join(problems))
+    return vocab
+
+
+def load_vocab(path: Path | str = VOCAB) -> dict:
+    return check_vocab(read_json(path), path)
+
+
+def main() -> None:
+    def body():
+        params = load_params("vocab")
+        import pyarrow.parquet as pq
+
+        if not TRAIN.exists():
+            raise InputError(f"{TRAIN}: not found (run dvc repro split)")
+        counts = None
+        # Count row group by row group and merge: memory stays bounded by the vocabulary size.
+        pf = pq.ParquetFile(TRAIN)
+        for i in range(pf.num_row_groups):
+            tokens = pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
+            part = count_tokens(tokens, params.ngrams)
+            counts = part if counts is None else pa.concat_tables([counts, part])
+            counts = counts.group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
+        if counts is None:
+            raise InputError(f"{TRAIN}: the train split is empty")
+        vocab = check_vocab(build_vocab(counts, params))
+        write_json(vocab, VOCAB)
+        log.info("vocab: %d entries (%d specials), hash %s", len(vocab["tokens"]), len(SPECIALS), vocab["hash"][:12])
+
+    run_main("vocab", body)
+
+
+if __name__ == "__main__":
+    main()

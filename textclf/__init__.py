@@ -1,0 +1,1 @@
+"""User commands on top of the pipeline (console script `textclf`)."""
