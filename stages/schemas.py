@@ -76,6 +76,10 @@ class Rejected(pa.DataFrameModel):
     reason: Series[str] = pa.Field(isin=list(INGEST_REASONS + CLEAN_REASONS))
     label: Series[str] = pa.Field(nullable=True)
 
+    class Config:
+        strict = True
+        coerce = True  # an empty frame of object columns is still a valid (empty) string frame
+
 
 class Clean(Documents):
     """data/interim/clean.parquet: documents plus their cleaned token list."""

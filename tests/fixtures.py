@@ -1,0 +1,97 @@
+"""Small corpora and temp repos for tests (imported by conftest and by tests directly)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# What a copy of the project needs to run its pipeline (tracked files, no data, no venv).
+PROJECT_FILES = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"]
+
+POS_ZH = ["很好", "喜欢", "满意", "推荐", "不错", "漂亮", "舒服", "快"]
+NEG_ZH = ["很差", "失望", "难用", "退货", "糟糕", "太慢", "破", "脏"]
+POS_EN = ["great", "excellent", "love", "perfect", "happy", "recommend"]
+NEG_EN = ["terrible", "awful", "broken", "refund", "hate", "disappointing"]
+NEUTRAL_ZH = ["房间", "酒店", "手机", "书", "价格", "服务", "屏幕", "电池", "早餐", "快递"]
+NEUTRAL_EN = ["the", "room", "phone", "book", "price", "service", "screen", "battery"]
+
+
+def make_docs(n: int = 600, seed: int = 0) -> list[tuple[str, str]]:
+    """(label, text) pairs: learnable from sentiment words, mixed Chinese/English, some noise."""
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        zh = rng.random() < 0.7
+        lex = (POS_ZH if label == "pos" else NEG_ZH) if zh else (POS_EN if label == "pos" else NEG_EN)
+        neutral = NEUTRAL_ZH if zh else NEUTRAL_EN
+        words = [rng.choice(neutral) for _ in range(rng.randint(2, 6))] + \
+                [rng.choice(lex) for _ in range(rng.randint(1, 3))]
+        rng.shuffle(words)
+        sep = "" if zh else " "
+        text = sep.join(words) + rng.choice(["", "!", "。", "！", " #%d" % i])
+        docs.append((label, text))
+    return docs
+
+
+def write_text_dir(root: Path, docs: list[tuple[str, str]]) -> Path:
+    """`<root>/<label>.txt`, one document per line (the original article's layout)."""
+    root.mkdir(parents=True, exist_ok=True)
+    by_label: dict[str, list[str]] = {}
+    for label, text in docs:
+        by_label.setdefault(label, []).append(text)
+    for label, texts in by_label.items():
+        (root / f"{label}.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return root
+
+
+def env() -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's bin first (python, dvc), quiet DVC."""
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e["DVC_NO_ANALYTICS"] = "1"
+    e.setdefault("GIT_AUTHOR_NAME", "textclf-tests")
+    e.setdefault("GIT_AUTHOR_EMAIL", "tests@example.invalid")
+    e.setdefault("GIT_COMMITTER_NAME", "textclf-tests")
+    e.setdefault("GIT_COMMITTER_EMAIL", "tests@example.invalid")
+    return e
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def make_repo(dest: Path, docs: list[tuple[str, str]] | None = None, params: dict | None = None,
+              git: bool = True) -> Path:
+    """A copy of the project in `dest`: git + DVC initialised, a fixture corpus in data/raw,
+    params.yaml pointing at it (plus `params` overrides, section by section)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    write_text_dir(dest / "data" / "raw", docs if docs is not None else make_docs())
+    p = yaml.safe_load((dest / "params.yaml").read_text(encoding="utf-8"))
+    p["ingest"]["source"] = "data/raw"
+    for section, values in (params or {}).items():
+        p.setdefault(section, {}).update(values)
+    (dest / "params.yaml").write_text(yaml.safe_dump(p, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    if git:
+        run(["git", "init", "-q", "-b", "main"], dest)
+        run(["dvc", "init", "-q"], dest)
+        run(["dvc", "config", "core.analytics", "false"], dest)
+        run(["git", "add", "-A"], dest)
+        run(["git", "commit", "-qm", "fixture repo"], dest)
+    return dest
