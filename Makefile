@@ -25,7 +25,8 @@ install-dev: $(VENV)/.installed-dev
 
 ## run: build the whole pipeline on the embedded sample corpus with DVC
 run: install
-	$(BIN)/dvc repro
+	mkdir -p data/raw
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
 lint: install-dev
 	$(BIN)/ruff check .
@@ -33,7 +34,7 @@ lint: install-dev
 ## test: lint + the whole test suite
 test: install-dev
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest
 
 clean:
 	rm -rf data/interim data/processed models reports/validation

@@ -37,11 +37,11 @@ class CleanResult:
 
 
 def clean(documents: pd.DataFrame, params: CleanParams, stopwords: frozenset[str]) -> CleanResult:
-    tokens = clean_batch(pa.array(documents["text"].astype(object), type=pa.string()), params, stopwords)
+    tokens = clean_batch(documents["text"], params, stopwords)
     lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
     empty = lengths == 0
     out = documents.loc[~empty].reset_index(drop=True)
-    out["tokens"] = pd.Series(tokens.filter(pa.array(~empty)), dtype=schemas.TOKENS_DTYPE)
+    out["tokens"] = pd.Series(pd.arrays.ArrowExtensionArray(tokens.filter(pa.array(~empty))))
     gone = documents.loc[empty]
     rejected = pd.DataFrame({
         "record": gone["text"].to_numpy(dtype=object),

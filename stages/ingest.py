@@ -20,7 +20,7 @@ from stages import schemas
 from stages.artifacts import run_main, write_json, write_parquet
 from stages.params import IngestParams, load_params
 from stages.sources import SPLIT_DIRS, read_records
-from stages.text import hash64, normalize, to_hex
+from stages.text import hash64, hex_array, normalize
 
 log = logging.getLogger("textclf.ingest")
 
@@ -40,62 +40,65 @@ class IngestResult:
 def ingest(records: pd.DataFrame, params: IngestParams) -> IngestResult:
     """Record frame (stages.sources) → documents, rejected records, accounting."""
     n = len(records)
-    reason = records["reason"].astype(object).to_numpy(copy=True)
-    text = normalize(pa.array(records["text"].astype(object).where(records["text"].notna(), None),
-                              type=pa.string()))
-    text = pc.fill_null(text, "")
+    reason = records["reason"].to_numpy(dtype=object, na_value=None).copy()
+    text = pc.fill_null(normalize(_strings(records["text"])), "")
 
     def flag(mask: np.ndarray, why: str) -> None:
         reason[mask & pd.isna(reason)] = why
 
     flag(pc.equal(text, "").to_numpy(zero_copy_only=False), "empty")
     flag(pc.greater(pc.utf8_length(text), params.max_chars).to_numpy(zero_copy_only=False), "too_long")
-    label = records["label"].astype(object).where(records["label"].notna(), None)
-    label = pd.Series(pc.utf8_trim_whitespace(pa.array(label, type=pa.string())).to_pandas(), dtype=object)
-    flag((label.isna() | (label == "")).to_numpy(), "missing_label")
-    split = records["split"].astype(object).map(lambda s: s if s is None else SPLIT_DIRS.get(str(s).strip().lower(), "?"),
-                                                na_action="ignore")
-    flag((split == "?").to_numpy(), "invalid_split")
+    label = pc.utf8_trim_whitespace(_strings(records["label"]))
+    flag(pc.fill_null(pc.equal(label, ""), True).to_numpy(zero_copy_only=False), "missing_label")
+    split_given = records["split"].notna().to_numpy()
+    split = (records["split"].astype(str).str.strip().str.lower().map(SPLIT_DIRS)
+             .to_numpy(dtype=object, na_value=None))
+    split[~split_given] = None
+    flag(split_given & pd.isna(split), "invalid_split")
 
-    doc_id = to_hex(hash64(text))
+    h = hash64(text)  # doc_id, as an integer: grouping on it is cheaper than on hex strings
     ok = pd.isna(reason)
     # Label conflicts: the same normalised text with more than one label — every copy goes.
-    cand = pd.DataFrame({"doc_id": doc_id[ok], "label": label[ok].to_numpy()})
-    n_labels = cand.groupby("doc_id", sort=False)["label"].transform("nunique").to_numpy()
+    cand = pd.DataFrame({"h": h[ok], "label": pd.factorize(label.filter(pa.array(ok)).to_numpy(zero_copy_only=False))[0]})
+    by_text = cand.groupby("h", sort=False)["label"]
     conflict = np.zeros(n, dtype=bool)
-    conflict[np.flatnonzero(ok)[n_labels > 1]] = True
+    conflict[np.flatnonzero(ok)[(by_text.transform("min") != by_text.transform("max")).to_numpy()]] = True
     flag(conflict, "label_conflict")
 
     ok = pd.isna(reason)
     kept_idx = np.flatnonzero(ok)
-    ids_ok = pd.Series(doc_id[kept_idx])
+    ids_ok = pd.Series(h[kept_idx])
     dup = ids_ok.duplicated(keep="first").to_numpy()
     # Copies of one text from different predefined splits: the kept row takes the latest split
     # in train < valid < test, so a document the user put in test never trains the model.
-    split_ok = split.iloc[kept_idx].map(_SPLIT_RANK)
-    rank = split_ok.groupby(ids_ok.to_numpy(), sort=False).transform("max").to_numpy()
-    split_conflicts = int((split_ok.groupby(ids_ok.to_numpy(), sort=False).nunique() > 1).sum())
+    split_ok = pd.Series(split[kept_idx]).map(_SPLIT_RANK)
+    by_id = split_ok.groupby(ids_ok.to_numpy(), sort=False)
+    rank = by_id.transform("max").to_numpy()
+    split_conflicts = int((by_id.nunique() > 1).sum())
     first = kept_idx[~dup]
-    inv_rank = {v: k for k, v in _SPLIT_RANK.items()}
+    take = pa.array(first)
+    inv_rank = np.array(list(_SPLIT_RANK), dtype=object)
+    doc_rank = rank[~dup]
+    doc_split = np.full(len(first), None, dtype=object)
+    doc_split[~np.isnan(doc_rank)] = inv_rank[doc_rank[~np.isnan(doc_rank)].astype(int)]
     docs = pd.DataFrame({
-        "doc_id": doc_id[first],
-        "text": np.asarray(text.take(pa.array(first)).to_pylist(), dtype=object),
-        "label": label.iloc[first].to_numpy(),
-        "source": records["source"].iloc[first].astype(str).to_numpy(),
-        "line": records["line"].iloc[first].to_numpy(),
-        "split": pd.Series(rank[~dup]).map(inv_rank).astype(object).where(lambda s: s.notna(), None).to_numpy(),
+        "doc_id": _str_column(hex_array(h[first])),
+        "text": _str_column(text.take(take)),
+        "label": _str_column(label.take(take)),
+        "source": _str_column(_strings(records["source"]).take(take)),
+        "line": pd.array(records["line"].to_numpy(dtype=object, na_value=None)[first], dtype="Int64"),
+        "split": _str_column(pa.array(doc_split, type=pa.string())),
     })
-    docs = _as_str_frame(docs, ["doc_id", "text", "label", "source", "split"])
 
     rej_idx = np.flatnonzero(~pd.isna(reason))
+    take = pa.array(rej_idx, type=pa.int64())
     rejected = pd.DataFrame({
-        "record": records["text"].iloc[rej_idx].to_numpy(),
-        "source": records["source"].iloc[rej_idx].astype(str).to_numpy(),
-        "line": records["line"].iloc[rej_idx].to_numpy(),
-        "reason": reason[rej_idx],
-        "label": records["label"].iloc[rej_idx].to_numpy(),
+        "record": _str_column(_strings(records["text"]).take(take)),
+        "source": _str_column(_strings(records["source"]).take(take)),
+        "line": pd.array(records["line"].to_numpy(dtype=object, na_value=None)[rej_idx], dtype="Int64"),
+        "reason": _str_column(pa.array(reason[rej_idx], type=pa.string())),
+        "label": _str_column(_strings(records["label"]).take(take)),
     })
-    rejected = _as_str_frame(rejected, ["record", "source", "reason", "label"])
 
     by_reason = {r: 0 for r in schemas.INGEST_REASONS}
     by_reason.update({str(k): int(v) for k, v in pd.Series(reason[rej_idx]).value_counts().items()})
@@ -109,16 +112,27 @@ def ingest(records: pd.DataFrame, params: IngestParams) -> IngestResult:
         "predefined_split": {str(k): int(v) for k, v in docs["split"].value_counts().sort_index().items()},
         "split_conflicts": split_conflicts,
     }
-    assert stats["read"] == stats["kept"] + stats["duplicates"] + stats["quarantined"]
+    if stats["read"] != stats["kept"] + stats["duplicates"] + stats["quarantined"]:  # not an assert: never skipped
+        raise RuntimeError(f"ingest accounting broken: {stats}")
     return IngestResult(docs, rejected, stats)
 
 
-def _as_str_frame(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    for c in cols:
-        df[c] = df[c].astype(object).where(df[c].notna(), None).astype("str") \
-            if df[c].notna().all() else df[c].astype(object).where(df[c].notna(), None)
-    df["line"] = pd.array(df["line"], dtype="Int64")
-    return df
+def _strings(col: pd.Series) -> pa.Array:
+    """A record column as an Arrow string array (zero-copy for Arrow-backed columns)."""
+    arr = pa.array(col, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_null(arr.type):
+        return arr.cast(pa.string())
+    return arr if arr.type == pa.string() else pc.cast(arr, pa.string())
+
+
+def _str_column(arr: pa.Array) -> pd.Series:
+    """Arrow strings → a pandas column: the Arrow-backed "str" dtype when nothing is null, else
+    objects with None (pandas' "str" dtype would turn None into NaN)."""
+    if arr.null_count == 0:
+        return pd.Series(pd.array(arr, dtype="str"))
+    return pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def main() -> None:

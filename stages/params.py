@@ -83,6 +83,7 @@ class TrainParams(_Section):
     hidden_dim: int = Field(default=0, ge=0)  # bag: 0 = no hidden layer
     dropout: float = Field(default=0.0, ge=0, lt=1)
     bigrams: Literal["none", "vocab", "hashed"] = "hashed"
+    weighting: Literal["none", "idf"] = "none"  # bag: plain or IDF-weighted mean of embeddings
     hash_buckets: int = Field(default=200_000, gt=0)
     kernel_sizes: tuple[int, ...] = (3, 4, 5)  # cnn
     num_filters: int = Field(default=100, gt=0)  # cnn

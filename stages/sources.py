@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +28,8 @@ import pyarrow.parquet as pq
 from stages.artifacts import InputError
 from stages.params import IngestParams
 from stages.text import MARKER, decode, looks_binary
+
+log = logging.getLogger("textclf.sources")
 
 SAMPLES = {
     # name: (distribution, {label: file inside the distribution})
@@ -150,6 +154,8 @@ def _read_label_layout(root: Path, split: str | None, encoding: str) -> Iterator
         elif p.is_dir():
             found = True
             yield read_file_per_doc(p, p.name, split, encoding)
+        else:
+            log.warning("%s: not a <label>.txt file or <label>/ folder: not read", p)
     if not found:
         raise InputError(f"{root}: no <label>.txt files or <label>/ folders found")
 
@@ -164,11 +170,13 @@ def read_line_file(path: Path, label: str | None, split: str | None, encoding: s
     if not data:
         return _frame([], [], [], [], [], [])
     text = decode(data, encoding)
+    reason: np.ndarray | None = None
     if text is not None:
-        lines = text.split("\n")
-        if lines and lines[-1] == "":  # a final newline ends the last line; it is not a record
-            lines.pop()
-        reasons: list[str | None] | None = None
+        # Split in Arrow: no Python string per line.
+        arr = pc.list_flatten(pc.split_pattern(pa.array([text], type=pa.large_string()), "\n"))
+        if text.endswith("\n"):  # a final newline ends the last line; it is not a record
+            arr = arr.slice(0, len(arr) - 1)
+        arr = arr.cast(pa.string())
     else:  # mixed or broken encoding: decode line by line, quarantine the lines that fail
         raw_lines = data.split(b"\n")
         if raw_lines and raw_lines[-1] == b"":
@@ -180,11 +188,14 @@ def read_line_file(path: Path, label: str | None, split: str | None, encoding: s
             s = decode(raw, encoding)
             lines.append(s if s is not None else raw.decode("utf-8", errors="backslashreplace"))
             reasons.append(None if s is not None else "undecodable")
-    arr = pc.utf8_rtrim(pa.array(lines, type=pa.string()), characters="\r")
+        arr = pa.array(lines, type=pa.string())
+        reason = np.array(reasons, dtype=object)
+    arr = pc.utf8_rtrim(arr, characters="\r")
     n = len(arr)
+    if reason is None:
+        reason = np.full(n, None, dtype=object)
     is_marker = pc.starts_with(pc.utf8_ltrim_whitespace(arr), MARKER).to_numpy(zero_copy_only=False)
-    reason = pd.Series(reasons if reasons is not None else [None] * n, dtype=object)
-    reason = reason.where(~(is_marker & reason.isna()), "marker")
+    reason[is_marker & pd.isna(reason)] = "marker"
     return _frame(arr, [label] * n, [split] * n, [source] * n, pd.RangeIndex(1, n + 1), reason)
 
 
@@ -205,25 +216,28 @@ def read_file_per_doc(folder: Path, label: str, split: str | None, encoding: str
 
 
 def read_fasttext(path: Path, encoding: str) -> pd.DataFrame:
-    """`__label__pos some text` lines. A line without exactly one label is `malformed`."""
+    """`__label__pos some text` lines. A line without exactly one leading label is `malformed`."""
     lines = read_line_file(path, None, None, encoding)
-    ok = lines["reason"].isna()
-    arr = pa.array(lines.loc[ok, "text"].astype(object), type=pa.string())
-    # Labels are the leading __label__ words; documents are single-label here.
-    m = pc.extract_regex(arr, pattern=r"^\s*(?P<labels>(?:__label__\S+\s*)*)(?P<rest>.*)$")
-    labels = pc.utf8_split_whitespace(pc.struct_field(m, "labels"))
-    nlab = pc.list_value_length(labels).to_numpy(zero_copy_only=False)
-    first = pc.list_element(labels, 0) if len(arr) and (nlab > 0).any() else pa.nulls(len(arr), pa.string())
-    lab = pc.replace_substring_regex(pc.fill_null(first.cast(pa.string()), ""), "^__label__", "")
-    rest = pc.struct_field(m, "rest")
+    ok = lines["reason"].isna().to_numpy()
+    if not ok.any():
+        return lines
+    text = lines["text"].to_numpy(dtype=object, na_value=None).copy()
+    arr = pa.array(text[ok], type=pa.string())
+    m = pc.extract_regex(arr, pattern=r"^\s*(?P<labels>(?:__label__\S*\s*)*)(?P<rest>.*)$")
+    labels = pc.utf8_trim_whitespace(pc.struct_field(m, "labels"))
+    words = pc.utf8_split_whitespace(labels)  # "" splits into [""]: never an empty list
+    nlab = np.where(pc.equal(labels, "").to_numpy(zero_copy_only=False), 0,
+                    pc.list_value_length(words).to_numpy(zero_copy_only=False))
+    first = pc.replace_substring_regex(pc.list_element(words, 0), "^__label__", "")
     blank = pc.equal(pc.utf8_trim_whitespace(arr), "").to_numpy(zero_copy_only=False)
-    idx = lines.index[ok]
-    lines.loc[idx, "label"] = pd.Series(lab.to_pylist(), index=idx).replace("", None)
-    lines.loc[idx, "text"] = pd.Series(rest.to_pylist(), index=idx)
     bad = (nlab != 1) & ~blank  # blank lines are `empty`, decided by ingest
-    lines.loc[idx[bad], "reason"] = "malformed"
-    lines.loc[idx[bad], "text"] = pd.Series(arr.to_pylist(), index=idx)[bad]
-    return lines
+    rest = pc.struct_field(m, "rest").to_numpy(zero_copy_only=False)
+    text[ok] = np.where(bad, text[ok], rest)  # a malformed line keeps its original record
+    label = np.full(len(lines), None, dtype=object)
+    label[ok] = np.where(nlab == 1, first.to_numpy(zero_copy_only=False), None)
+    reason = lines["reason"].to_numpy(dtype=object, na_value=None).copy()
+    reason[ok] = np.where(bad, "malformed", None)
+    return _frame(text, label, lines["split"], lines["source"], lines["line"], reason)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +259,9 @@ def _select(df: pd.DataFrame, path: Path, params: IngestParams, first_line: int)
         if name is None:
             return [None] * n
         s = df[name]
-        return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None or isinstance(v, str) else str(v))
+        out = s.astype(str).to_numpy(dtype=object).copy()  # numbers become their text, as in a CSV
+        out[s.isna().to_numpy()] = None
+        return out
 
     return _frame(col(wanted["text"]), col(wanted["label"]), col(wanted.get("split")),
                   [str(path)] * n, pd.RangeIndex(first_line, first_line + n), [None] * n)
@@ -274,7 +290,7 @@ def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
     lines = read_line_file(path, None, None, params.encoding)
     cols = {k: v for k, v in _columns(params).items() if v is not None}
     texts, labels, splits, reasons = [], [], [], []
-    seen_text_col, n_objects = False, 0
+    keys: set[str] = set()
     for raw, reason in zip(lines["text"], lines["reason"], strict=True):
         if reason is not None or not str(raw).strip():
             texts.append(raw)
@@ -292,8 +308,7 @@ def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
             splits.append(None)
             reasons.append("malformed")
             continue
-        n_objects += 1
-        seen_text_col |= cols["text"] in obj
+        keys.update(obj)
         text = obj.get(cols["text"])
         texts.append(text if isinstance(text, str) or text is None else json.dumps(text, ensure_ascii=False))
         lab = obj.get(cols["label"])
@@ -301,8 +316,10 @@ def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
         sp = obj.get(cols["split"]) if "split" in cols else None
         splits.append(None if sp is None else str(sp))
         reasons.append(None if text is not None else "malformed")
-    if n_objects and not seen_text_col:
-        raise InputError(f"{path}: no record has the text column {cols['text']!r} (set ingest.text_column)")
+    missing = [v for v in cols.values() if v not in keys]
+    if keys and missing:  # a column no record has is a setting to fix, not a data problem
+        raise InputError(f"{path}: column(s) {missing} not found in any record; columns are {sorted(keys)} "
+                         "(set ingest.text_column / ingest.label_column / ingest.split_column)")
     return _frame(texts, labels, splits, lines["source"], lines["line"], reasons)
 
 
@@ -324,10 +341,11 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _frame(text, label, split, source, line, reason) -> pd.DataFrame:
-    if isinstance(text, pa.Array | pa.ChunkedArray):
-        text = text.to_pandas()
+    # text stays Arrow-backed (pandas' "str" dtype): no Python object per record
+    text = pd.array(text if isinstance(text, pa.Array | pa.ChunkedArray) else pa.array(text, type=pa.string(), from_pandas=True),
+                    dtype="str")
     df = pd.DataFrame({
-        "text": pd.Series(text, dtype=object),
+        "text": pd.Series(text),
         "label": pd.Series(label, dtype=object),
         "split": pd.Series(split, dtype=object),
         "source": pd.Series(source, dtype=object),

@@ -9,7 +9,9 @@ served model sees exactly the tokens it was trained on.
 
 from __future__ import annotations
 
+import codecs
 import html
+import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
@@ -31,11 +33,15 @@ _URL_MARK, _EMAIL_MARK = "\ue000", "\ue001"
 _SCRIPT_STYLE = r"(?is)<script\b[^>]*>.*?</script\s*>|<style\b[^>]*>.*?</style\s*>"
 _COMMENT = r"(?s)<!--.*?-->"
 _TAG = r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>"
-_URL = r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>\"']+"
+# A URL runs until whitespace, a quote or bracket, or a non-ASCII character: Chinese text often
+# follows a link without a space ("见http://x.cn/a很好"), and that text is not part of the link.
+# Only the scheme is case-insensitive: under (?i) the class would also exclude "s" and "k" (they
+# case-fold to U+017F and U+212A, which are in the excluded non-ASCII range).
+_URL = r"\b(?i:https?://|ftp://|www\.)[^\s<>\"'\x{80}-\x{10ffff}]+"
 _EMAIL = r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"
 _PUNCT = r"[\p{P}\p{S}]"
 _DIGITS = r"\p{N}"
-_CJK = r"([\p{Han}\p{Hiragana}\p{Katakana}])"
+_CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}]"
 
 # scikit-learn's English list, minus negations: "not good" must not become "good".
 _KEEP_EN = frozenset({"no", "not", "nor", "never", "none", "nothing", "cannot", "nobody", "neither"})
@@ -72,11 +78,11 @@ def decode(data: bytes, encoding: str = "auto") -> str | None:
 
 def normalize(texts: pa.Array | Iterable[str]) -> pa.Array:
     """NFKC, BOMs and control characters removed, whitespace runs collapsed, ends stripped."""
-    arr = _as_string_array(texts)
-    arr = pc.utf8_normalize(arr, form="NFKC")
-    arr = pc.replace_substring_regex(arr, pattern=r"[\x{feff}\x{200b}\x{00ad}]", replacement="")
-    arr = pc.replace_substring_regex(arr, pattern=r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", replacement=" ")
-    arr = pc.replace_substring_regex(arr, pattern=r"\s+", replacement=" ")
+    arr = pc.utf8_normalize(_as_string_array(texts), form="NFKC")
+    arr, _ = _sub_where(arr, r"[\x{feff}\x{200b}\x{00ad}]", r"[\x{feff}\x{200b}\x{00ad}]", "")
+    arr, _ = _sub_where(arr, r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", " ")
+    # only rows with a whitespace run or a non-space whitespace character need rewriting
+    arr, _ = _sub_where(arr, r"\s\s|[\t\n\f\r]", r"\s+", " ")
     return pc.utf8_trim_whitespace(arr)
 
 
@@ -84,34 +90,154 @@ def normalize(texts: pa.Array | Iterable[str]) -> pa.Array:
 # cleaning and tokenisation (clean stage and predict)
 
 def strip_html(arr: pa.Array) -> pa.Array:
-    arr = pc.replace_substring_regex(arr, pattern=_SCRIPT_STYLE, replacement=" ")
-    arr = pc.replace_substring_regex(arr, pattern=_COMMENT, replacement=" ")
-    arr = pc.replace_substring_regex(arr, pattern=_TAG, replacement=" ")
+    """Remove tags, comments and <script>/<style> elements with their content; unescape entities."""
+    arr = _as_string_array(arr)
+    arr, _ = _sub_where(arr, "<", _SCRIPT_STYLE, " ")
+    arr, _ = _sub_where(arr, "<", _COMMENT, " ")
+    arr, _ = _sub_where(arr, "<", _TAG, " ")
     # Entities: only rows that contain '&' go through html.unescape (numeric entities need it).
-    has_amp = pc.fill_null(pc.match_substring(arr, "&"), False)
+    has_amp = pc.fill_null(pc.match_substring_regex(arr, "&"), False)
     if pc.any(has_amp).as_py():
-        idx = np.flatnonzero(has_amp.to_numpy(zero_copy_only=False))
-        fixed = [html.unescape(s) if s is not None else None for s in arr.take(pa.array(idx)).to_pylist()]
-        values = arr.to_pylist() if len(idx) * 4 > len(arr) else None
-        if values is not None:
-            for i, s in zip(idx, fixed, strict=True):
-                values[i] = s
-            arr = pa.array(values, type=pa.string())
-        else:
-            arr = pc.replace_with_mask(arr, has_amp, pa.array(fixed, type=pa.string()))
+        fixed = [html.unescape(s) if s is not None else None for s in arr.filter(has_amp).to_pylist()]
+        arr = pc.replace_with_mask(arr, has_amp, pa.array(fixed, type=pa.string()))
     return arr
 
 
-def tokenize(arr: pa.Array, tokenizer: str) -> pa.ListArray:
+def _sub_where(arr: pa.Array, hint: str, pattern: str, replacement: str) -> tuple[pa.Array, np.ndarray | None]:
+    """`replace_substring_regex`, run only on the rows that match the cheap regex `hint` (most
+    rows have no tag, URL or e-mail, and a literal search is much faster than the full pattern).
+    Also returns which rows matched the hint (None: none did)."""
+    mask = pc.fill_null(pc.match_substring_regex(arr, hint), False)
+    if not pc.any(mask).as_py():
+        return arr, None
+    fixed = pc.replace_substring_regex(arr.filter(mask), pattern=pattern, replacement=replacement)
+    return pc.replace_with_mask(arr, mask, fixed), mask.to_numpy(zero_copy_only=False)
+
+
+def tokenize(arr: pa.Array, tokenizer: str, punctuation: bool = False, digits: bool = False) -> pa.ListArray:
+    """Texts → token lists. `word`: whitespace-delimited words; `char`: every non-space character;
+    `auto`: CJK characters one token each, other text words (within mixed documents too);
+    `jieba`: jieba's word segmentation. With `punctuation` / `digits`, those characters
+    (`\\p{P}\\p{S}` / `\\p{N}`) separate tokens and are dropped. A null text has no tokens.
+    The URL / e-mail placeholder characters `clean_batch` puts in become `<url>` / `<email>`."""
+    arr = _as_string_array(arr)
     if tokenizer == "jieba":
+        if punctuation:
+            arr = pc.replace_substring_regex(arr, pattern=_PUNCT, replacement=" ")
+        if digits:
+            arr = pc.replace_substring_regex(arr, pattern=_DIGITS, replacement=" ")
         return _jieba_tokenize(arr)
+    if tokenizer not in ("word", "char", "auto"):
+        raise ValueError(f"unknown tokenizer {tokenizer!r} (auto, word, char, jieba)")
+    drop = _SPACE | (_PUNCT_CLS if punctuation else 0) | (_DIGIT_CLS if digits else 0)
+    arr = pc.fill_null(arr, "")
+    # Work in slices of about _CHUNK_BYTES of text: bounded temporary memory on any corpus size.
+    offsets = _offsets(arr)
+    bounds = [0]
+    while bounds[-1] < len(arr):
+        start = bounds[-1]
+        stop = int(np.searchsorted(offsets, offsets[start] + _CHUNK_BYTES, side="right")) - 1
+        bounds.append(min(len(arr), max(stop, start + 1)))
+    parts = [_tokenize_codepoints(arr.slice(a, b - a), tokenizer, drop) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if not parts:
+        return pa.array([], type=pa.list_(pa.string()))
+    return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+
+
+# Character classes for the tokenizer, as bit flags per code point. They are computed once with
+# the same RE2 classes the regex steps use (\p{P}\p{S}, \p{N}, \p{Han}...) and Arrow's notion of
+# whitespace, so the table is the definition, not an approximation of it.
+_SPACE, _PUNCT_CLS, _DIGIT_CLS, _CJK_CLS = 1, 2, 4, 8
+_CHUNK_BYTES = 16 << 20
+
+
+def _classify(codepoints: np.ndarray) -> np.ndarray:
+    chars = pa.array(list(codepoints.astype("<u4").tobytes().decode("utf-32-le", errors="replace")),
+                     type=pa.string())
+    flags = np.zeros(len(chars), dtype=np.uint8)
+    for flag, pattern in ((_PUNCT_CLS, _PUNCT), (_DIGIT_CLS, _DIGITS), (_CJK_CLS, _CJK)):
+        flags |= flag * pc.match_substring_regex(chars, pattern).to_numpy(zero_copy_only=False).astype(np.uint8)
+    flags |= _SPACE * pc.utf8_is_space(chars).to_numpy(zero_copy_only=False).astype(np.uint8)
+    return flags
+
+
+@lru_cache(maxsize=1)
+def _bmp_classes() -> np.ndarray:
+    cps = np.arange(0x10000, dtype=np.uint32)
+    cps[0xD800:0xE000] = 0x20  # surrogates never occur in decoded text
+    return _classify(cps)
+
+
+def _char_classes(cp: np.ndarray) -> np.ndarray:
+    flags = _bmp_classes()[cp & 0xFFFF]
+    astral = cp > 0xFFFF
+    if astral.any():  # rare (emoji, CJK extension B+): classify just the distinct ones
+        uniq, inv = np.unique(cp[astral], return_inverse=True)
+        flags[astral] = _classify(uniq)[inv]
+    return flags
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    """Value offsets of a string or list array (respecting slicing), as int64."""
+    return np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+
+
+def _tokenize_codepoints(arr: pa.StringArray, tokenizer: str, drop: int) -> pa.ListArray:
+    """One batch, no nulls. Decode to code points once, find token starts with array logic, and
+    build the Arrow list<string> straight from buffers: no Python objects per row or token."""
+    n = len(arr)
+    off = _offsets(arr)
+    raw = memoryview(arr.buffers()[2])[off[0]:off[-1]] if n else b""
+    cp = np.frombuffer(codecs.decode(raw, "utf-8").encode("utf-32-le"), dtype=np.uint32)
+    doc_off = np.zeros(n + 1, dtype=np.int64)  # documents' boundaries in code points
+    np.cumsum(pc.utf8_length(arr).to_numpy(zero_copy_only=False), out=doc_off[1:])
+    flags = _char_classes(cp)
+    member = (flags & drop) == 0  # a character that ends up inside some token
     if tokenizer == "char":
-        arr = pc.replace_substring_regex(arr, pattern=r"(\S)", replacement=r"\1 ")
-    elif tokenizer == "auto":
-        # CJK characters become single tokens; everything else stays whitespace-delimited words,
-        # per document and within mixed documents.
-        arr = pc.replace_substring_regex(arr, pattern=_CJK, replacement=r" \1 ")
-    return pc.utf8_split_whitespace(arr)
+        start = member
+    else:  # a token starts at a member after a non-member, a document start, or a CJK character
+        boundary = np.empty(len(cp), dtype=bool)
+        boundary[:1] = True
+        np.logical_not(member[:-1], out=boundary[1:])
+        boundary[doc_off[:-1][doc_off[:-1] < doc_off[1:]]] = True
+        if tokenizer == "auto":
+            cjk = (flags & _CJK_CLS) != 0
+            boundary |= cjk
+            boundary[1:] |= cjk[:-1]
+        start = member & boundary
+    list_offsets = np.searchsorted(np.flatnonzero(start), doc_off).astype(np.int32)
+    # A token's characters are contiguous, so the kept characters, in order, are exactly the
+    # tokens' characters back to back: token k starts at the kept-index of its first character.
+    kept = cp[member]
+    tok_start = np.flatnonzero(start[member])
+    kept, tok_start = _expand_placeholders(kept, tok_start)
+    data = kept.tobytes().decode("utf-32-le").encode("utf-8")
+    utf8 = np.frombuffer(data, dtype=np.uint8)
+    lead = np.flatnonzero((utf8 & 0xC0) != 0x80)  # byte offset of each kept code point
+    value_offsets = np.append(lead[tok_start], len(utf8)).astype(np.int32)
+    values = pa.StringArray.from_buffers(len(tok_start), pa.py_buffer(value_offsets), pa.py_buffer(data))
+    return pa.ListArray.from_arrays(pa.array(list_offsets, type=pa.int32()), values)
+
+
+_PLACEHOLDERS = {ord(_URL_MARK): URL_TOKEN, ord(_EMAIL_MARK): EMAIL_TOKEN}
+
+
+def _expand_placeholders(kept: np.ndarray, tok_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Write each placeholder character (always a token of its own) out as its token name, in the
+    code point stream, before the strings are built: no pass over all tokens afterwards."""
+    found = np.flatnonzero((kept == ord(_URL_MARK)) | (kept == ord(_EMAIL_MARK)))
+    if not len(found):
+        return kept, tok_start
+    width = np.ones(len(kept), dtype=np.int64)
+    for cp, name in _PLACEHOLDERS.items():
+        width[found[kept[found] == cp]] = len(name)
+    pos = np.zeros(len(kept) + 1, dtype=np.int64)  # where each code point starts after expansion
+    np.cumsum(width, out=pos[1:])
+    out = np.repeat(kept, width)
+    for cp, name in _PLACEHOLDERS.items():
+        at = pos[found[kept[found] == cp]]
+        out[at[:, None] + np.arange(len(name))] = np.frombuffer(name.encode("utf-32-le"), dtype=np.uint32)
+    return out, pos[tok_start]
 
 
 def _jieba_tokenize(arr: pa.Array) -> pa.ListArray:
@@ -120,22 +246,18 @@ def _jieba_tokenize(arr: pa.Array) -> pa.ListArray:
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("clean.tokenizer=jieba needs the jieba package: pip install 'textclf[jieba]'") from err
     jieba.setLogLevel(60)
-    out = [[t for t in jieba.lcut(s) if t.strip()] if s is not None else None for s in arr.to_pylist()]
+    name = {_URL_MARK: URL_TOKEN, _EMAIL_MARK: EMAIL_TOKEN}
+    out = [[name.get(t, t) for t in jieba.lcut(s) if t.strip()] if s is not None else [] for s in arr.to_pylist()]
     return pa.array(out, type=pa.list_(pa.string()))
 
 
-def _rebuild(lists: pa.ListArray, values: pa.Array, keep: pa.Array | None = None) -> pa.ListArray:
-    """A list array with the same rows as `lists`, new flat `values`, optionally filtered."""
-    n = len(lists)
-    parents = pc.list_parent_indices(lists).to_numpy()
-    if keep is not None:
-        mask = keep.to_numpy(zero_copy_only=False)
-        parents = parents[mask]
-        values = values.filter(keep)
-    counts = np.bincount(parents, minlength=n)
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
+def _rebuild(lists: pa.ListArray, values: pa.Array, keep: np.ndarray) -> pa.ListArray:
+    """`lists`' rows holding `values` (same length as the flattened lists) where `keep` is true."""
+    offsets = _offsets(lists) - _offsets(lists)[0]
+    # new offset = old offset - values dropped before it (few are dropped: no pass over all values)
+    dropped = np.flatnonzero(~keep)
+    new_offsets = offsets - np.searchsorted(dropped, offsets)
+    return pa.ListArray.from_arrays(pa.array(new_offsets, type=pa.int32()), values.filter(pa.array(keep)))
 
 
 @lru_cache(maxsize=8)
@@ -158,7 +280,9 @@ def load_stopwords(params: CleanParams, extra: Iterable[str] | None = None) -> f
         path = Path(params.stopwords_file)
         if not path.exists():
             raise FileNotFoundError(f"clean.stopwords_file: {path} not found")
-        words |= {w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()}
+        # Compared with cleaned tokens, so normalised the same way: NFKC, lowercased if tokens are.
+        user = {unicodedata.normalize("NFKC", w.strip()) for w in path.read_text(encoding="utf-8").splitlines()}
+        words |= {w.lower() if params.lowercase else w for w in user if w}
     if extra:
         words |= set(extra)
     return frozenset(words)
@@ -170,26 +294,26 @@ def clean_batch(texts: pa.Array | Iterable[str], params: CleanParams,
     arr = _as_string_array(texts)
     if params.html:
         arr = strip_html(arr)
-    if params.urls:
-        arr = pc.replace_substring_regex(arr, pattern=_URL, replacement=f" {_URL_MARK} ")
-        arr = pc.replace_substring_regex(arr, pattern=_EMAIL, replacement=f" {_EMAIL_MARK} ")
+    if params.urls:  # placeholder characters now, token names when the tokens are built
+        arr, _ = _sub_where(arr, r"(?i)://|www\.", _URL, f" {_URL_MARK} ")
+        arr, _ = _sub_where(arr, "@", _EMAIL, f" {_EMAIL_MARK} ")
     if params.lowercase:
         arr = pc.utf8_lower(arr)
-    if params.punctuation:
-        arr = pc.replace_substring_regex(arr, pattern=_PUNCT, replacement=" ")
-    if params.digits:
-        arr = pc.replace_substring_regex(arr, pattern=_DIGITS, replacement=" ")
-    tokens = tokenize(arr, params.tokenizer)
+    tokens = tokenize(arr, params.tokenizer, punctuation=params.punctuation, digits=params.digits)
     values = pc.list_flatten(tokens)
-    if params.urls:
-        values = pc.replace_substring(values, _URL_MARK, URL_TOKEN)
-        values = pc.replace_substring(values, _EMAIL_MARK, EMAIL_TOKEN)
     stop = load_stopwords(params) if stopwords is None else stopwords
-    # Splitting leaves empty strings where whitespace runs were: drop them with the stopwords.
-    keep = pc.greater(pc.utf8_length(values), 0)
+    keep = np.ones(len(values), dtype=bool)
+    if params.tokenizer == "jieba":  # jieba can return tokens that are only spaces
+        keep &= pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0).to_numpy(zero_copy_only=False)
     if stop:
-        keep = pc.and_(keep, pc.invert(pc.is_in(values, value_set=pa.array(sorted(stop), type=pa.string()))))
+        keep &= ~pc.is_in(values, value_set=_stopword_array(stop)).to_numpy(zero_copy_only=False)
     return _rebuild(tokens, values, keep)
+
+
+@lru_cache(maxsize=8)
+def _stopword_array(stop: frozenset[str]) -> pa.Array:
+    # the placeholder tokens are never stopwords: a link is a signal whatever the word list says
+    return pa.array(sorted(stop - {URL_TOKEN, EMAIL_TOKEN}), type=pa.string())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +336,14 @@ def to_hex(h: np.ndarray) -> np.ndarray:
     return _HEX[b].reshape(-1, 16).copy().view("S16").ravel().astype(str)
 
 
+def hex_array(h: np.ndarray) -> pa.StringArray:
+    """uint64 → 16-character lowercase hex strings as an Arrow array, built from one buffer."""
+    b = np.ascontiguousarray(h.astype(">u8")).view(np.uint8).reshape(-1, 8)
+    data = np.ascontiguousarray(_HEX[b].reshape(-1))
+    offsets = np.arange(0, 16 * (len(h) + 1), 16, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(h), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
 def seed_key(seed: int) -> str:
     """A 16-byte SipHash key derived from an integer seed."""
     return f"textclf{seed % 10**9:09d}"
@@ -227,5 +359,7 @@ def _as_string_array(texts) -> pa.Array:
     if isinstance(texts, pa.Array):
         return texts if texts.type == pa.string() else texts.cast(pa.string())
     if isinstance(texts, pd.Series):
-        return pa.array(texts.astype(object).where(texts.notna(), None), type=pa.string())
+        arr = pa.array(texts, from_pandas=True)  # zero-copy for Arrow-backed columns
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        return arr if arr.type == pa.string() else arr.cast(pa.string())
     return pa.array(list(texts), type=pa.string())

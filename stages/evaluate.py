@@ -1,0 +1,168 @@
+"""evaluate: the bundle + the test split (+ the baseline's predictions) → reports/metrics.json,
+reports/predictions.parquet, reports/plots/.
+
+Model and baseline are scored by the same function (`score`) with scikit-learn: accuracy,
+macro-/weighted-F1, per-class precision/recall/F1/support, ROC-AUC, expected calibration error.
+Plots for DVC: the model's confusion matrix (DVC's `confusion` template), ROC and PR curves
+(binary: the positive class is the second label in sorted order; more classes: micro-averaged
+one-vs-rest).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.preprocessing import label_binarize
+
+from stages import schemas
+from stages.artifacts import read_parquet, run_main, write_json, write_parquet
+from stages.baseline import predictions_frame
+from stages.bundle import Bundle, load_bundle
+from stages.model import EncodingConfig, encode, predict_proba
+from stages.params import load_params
+
+log = logging.getLogger("textclf.evaluate")
+
+TEST = Path("data/processed/test.parquet")
+BUNDLE = Path("models/classifier")
+BASELINE = Path("reports/baseline/predictions.parquet")
+METRICS = Path("reports/metrics.json")
+PREDICTIONS = Path("reports/predictions.parquet")
+PLOTS = Path("reports/plots")
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Equal-width bins over the top-class confidence; weighted |accuracy - confidence|."""
+    if len(y) == 0:
+        return float("nan")
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(np.float64)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    n = np.bincount(which, minlength=bins)
+    acc = np.bincount(which, weights=correct, minlength=bins)
+    cs = np.bincount(which, weights=conf, minlength=bins)
+    nz = n > 0
+    return float(np.sum(np.abs(acc[nz] - cs[nz])) / len(y))
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, labels: list[str], bins: int = 10) -> dict:
+    """Every metric for one set of predictions; y_true are label strings, proba [n, k]."""
+    index = {c: i for i, c in enumerate(labels)}
+    y = np.array([index[v] for v in y_true], dtype=np.int64) if len(y_true) else np.zeros(0, np.int64)
+    pred = proba.argmax(axis=1)
+    ids = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
+    out = {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=ids, zero_division=0)),
+        "weighted_f1": float(f1_score(y, pred, average="weighted", labels=ids, zero_division=0)),
+        "roc_auc": _roc_auc(y, proba),
+        "ece": expected_calibration_error(y, proba, bins),
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                      for i, c in enumerate(labels)},
+    }
+    return out
+
+
+def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float | None:
+    present = np.unique(y)
+    if len(present) < 2:
+        return None  # undefined with one class in the test split
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(y, proba[:, 1]))
+    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(proba.shape[1]))))
+
+
+def curves(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> tuple[list[dict], list[dict]]:
+    """ROC and PR points: binary for two classes, micro-averaged one-vs-rest otherwise."""
+    index = {c: i for i, c in enumerate(labels)}
+    y = np.array([index[v] for v in y_true], dtype=np.int64)
+    if len(np.unique(y)) < 2:
+        return [], []
+    if len(labels) == 2:
+        truth, scores = (y == 1).astype(int), proba[:, 1]
+    else:
+        truth, scores = label_binarize(y, classes=list(range(len(labels)))).ravel(), proba.ravel()
+    fpr, tpr, _ = roc_curve(truth, scores)
+    prec, rec, _ = precision_recall_curve(truth, scores)
+    roc = [{"fpr": round(float(a), 5), "tpr": round(float(b), 5)} for a, b in zip(fpr, tpr, strict=True)]
+    step = max(1, len(rec) // 500)  # a PR curve has a point per threshold: keep the plot light
+    pr = [{"recall": round(float(a), 5), "precision": round(float(b), 5)}
+          for a, b in zip(rec[::step], prec[::step], strict=True)]
+    return roc, pr
+
+
+def model_proba(bundle: Bundle, tokens: pa.ListArray, device: torch.device | str = "cpu") -> np.ndarray:
+    enc = EncodingConfig(**bundle.config["encoding"])
+    ids, offsets = encode(tokens, pa.array(bundle.vocab["tokens"], pa.string()), enc)
+    model = bundle.build_model(device)
+    return predict_proba(model, torch.from_numpy(ids).to(device), torch.from_numpy(offsets).to(device)).numpy()
+
+
+def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: int = 10
+             ) -> tuple[dict, pd.DataFrame, dict]:
+    labels = bundle.labels
+    unknown = sorted(set(test["label"].tolist()) - set(labels))
+    if unknown:
+        from stages.artifacts import InputError
+
+        raise InputError(f"test split has labels the model was not trained on: {unknown}")
+    proba = model_proba(bundle, test["tokens"].array._pa_array.combine_chunks())
+    preds = predictions_frame(test, labels, proba)
+    y_true = test["label"].to_numpy(dtype=object)
+    base = baseline.set_index("doc_id").reindex(test["doc_id"].to_numpy())
+    if base["label"].isna().any():
+        from stages.artifacts import InputError
+
+        raise InputError(f"{BASELINE}: does not cover the test split (rerun: dvc repro baseline)")
+    base_proba = base[[f"prob_{c}" for c in labels]].to_numpy(dtype=np.float64)
+    metrics = {
+        "test": score(y_true, proba, labels, bins),
+        "baseline": score(y_true, base_proba, labels, bins),
+        "model": {"type": bundle.config["model"]["type"],
+                  "best_epoch": bundle.config.get("training", {}).get("best_epoch")},
+    }
+    metrics["delta_macro_f1"] = round(metrics["test"]["macro_f1"] - metrics["baseline"]["macro_f1"], 6)
+    roc, pr = curves(y_true, proba, labels)
+    plots = {
+        "confusion": [{"actual": a, "predicted": b} for a, b in zip(y_true, preds["predicted"], strict=True)],
+        "roc": roc,
+        "pr": pr,
+    }
+    return metrics, preds, plots
+
+
+def main() -> None:
+    def body():
+        params = load_params("evaluate")
+        bundle = load_bundle(BUNDLE)
+        test = read_parquet(TEST)
+        metrics, preds, plots = evaluate(test, bundle, read_parquet(BASELINE), params.calibration_bins)
+        preds = schemas.validate(preds, schemas.predictions_schema(bundle.labels), "evaluate", str(PREDICTIONS))
+        write_parquet(preds, PREDICTIONS)
+        for name, rows in plots.items():
+            write_json(rows, PLOTS / f"{name}.json")
+        write_json(metrics, METRICS)
+        t, b = metrics["test"], metrics["baseline"]
+        log.info("test: accuracy %.4f, macro-F1 %.4f | baseline: accuracy %.4f, macro-F1 %.4f",
+                 t["accuracy"], t["macro_f1"], b["accuracy"], b["macro_f1"])
+
+    run_main("evaluate", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+"""train: train/valid splits + vocab → models/classifier/ (the bundle), reports/train/ (DVCLive).
+
+The fast data path: each split is encoded once into a flat id tensor + offsets that stays on the
+device; an epoch is a device-side permutation cut into index slices, and each batch is gathered
+with tensor ops (no DataLoader, no per-document Python). On CUDA the forward pass runs under bf16
+autocast. After every epoch a checkpoint (models/checkpoint/, a `persist: true` DVC out) records
+everything needed to continue — a run killed mid-epoch resumes from the last completed epoch
+and ends exactly where an uninterrupted run would (per-epoch seeds, no hidden RNG state).
+
+`fit()` is the pure core (tensors and params in, weights and history out); it imports nothing
+from DVC, DVCLive or Prefect, so benchmarks and GPU checks can call it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import f1_score
+from torch import nn
+
+from stages.model import (
+    EncodingConfig,
+    ModelConfig,
+    build_model,
+    encode,
+    forward_batch,
+    idf_weights,
+    predict_proba,
+)
+from stages.params import TrainParams
+
+log = logging.getLogger("textclf.train")
+
+TRAIN = Path("data/processed/train.parquet")
+VALID = Path("data/processed/valid.parquet")
+VOCAB = Path("data/processed/vocab.json")
+BUNDLE = Path("models/classifier")
+CHECKPOINT = Path("models/checkpoint")
+LIVE_DIR = Path("reports/train")
+
+
+@dataclass
+class Encoded:
+    """One split, encoded and resident on a device."""
+
+    ids: torch.Tensor
+    offsets: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def to(self, device: torch.device) -> Encoded:
+        return Encoded(self.ids.to(device), self.offsets.to(device), self.labels.to(device))
+
+
+def encode_split(tokens: pa.ListArray, labels: np.ndarray, vocab_tokens: pa.Array, enc: EncodingConfig,
+                 label_index: dict[str, int]) -> Encoded:
+    ids, offsets = encode(tokens, vocab_tokens, enc)
+    y = np.array([label_index[v] for v in labels], dtype=np.int64) if len(labels) < 64 else \
+        pa.compute.index_in(pa.array(labels, pa.string()), value_set=pa.array(list(label_index))).to_numpy()
+    return Encoded(torch.from_numpy(ids), torch.from_numpy(offsets), torch.from_numpy(np.asarray(y, np.int64)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def lr_at(step: int, total: int, base: float, schedule: str, warmup: int) -> float:
+    """Pure LR schedule: linear warm-up, then constant / cosine / linear decay to 0."""
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "none" or total <= warmup:
+        return base
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return base * (1.0 - progress)
+
+
+def make_optimizer(model: nn.Module, p: TrainParams) -> torch.optim.Optimizer:
+    params = [q for q in model.parameters() if q.requires_grad]
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    if p.optimizer == "adam":
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+    return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+
+
+def use_sparse(p: TrainParams) -> bool:
+    # Sparse embedding gradients make plain SGD updates touch only the rows a batch used — the
+    # difference between ~1 and ~10 M tokens/s on CPU for large vocabularies. Adam(W), momentum,
+    # weight decay and clipping need dense gradients.
+    return p.model == "bag" and p.optimizer == "sgd" and p.momentum == 0 and p.weight_decay == 0 \
+        and p.grad_clip == 0
+
+
+def class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    counts = torch.bincount(labels.cpu(), minlength=k).float().clamp(min=1)
+    return (counts.sum() / (k * counts)).to(labels.device)
+
+
+def train_step(model, opt, batch_idx, data: Encoded, loss_fn, grad_clip: float, amp: bool) -> float:
+    model.train()
+    with torch.autocast(device_type=data.ids.device.type, dtype=torch.bfloat16,
+                        enabled=amp and data.ids.device.type == "cuda"):
+        logits = forward_batch(model, data.ids, data.offsets, batch_idx)
+    loss = loss_fn(logits.float(), data.labels[batch_idx])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model, data: Encoded, loss_fn, amp: bool) -> dict:
+    with torch.autocast(device_type=data.ids.device.type, dtype=torch.bfloat16,
+                        enabled=amp and data.ids.device.type == "cuda"):
+        probs = predict_proba(model, data.ids, data.offsets).to(data.labels.device)
+    loss = float(nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), data.labels))
+    y, pred = data.labels.cpu().numpy(), probs.argmax(1).cpu().numpy()
+    return {"loss": loss, "accuracy": float((y == pred).mean()),
+            "macro_f1": float(f1_score(y, pred, average="macro", labels=list(range(probs.shape[1])),
+                                       zero_division=0))}
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, device, lengths: torch.Tensor | None = None,
+            bucket_batches: int = 50):
+    """Index slices of one epoch's permutation. With `lengths` (cnn), documents of similar length
+    share a batch: the permutation is cut into chunks of `bucket_batches` batches, each chunk is
+    sorted by length, and the resulting batches are shuffled again."""
+    perm = torch.randperm(n, generator=generator).to(device)
+    if lengths is None:
+        return [perm[s:s + batch_size] for s in range(0, n, batch_size)]
+    out = []
+    chunk = batch_size * bucket_batches
+    for s in range(0, n, chunk):
+        part = perm[s:s + chunk]
+        part = part[torch.argsort(lengths[part], stable=True)]
+        out += [part[b:b + batch_size] for b in range(0, len(part), batch_size)]
+    order = torch.randperm(len(out), generator=generator).tolist()
+    return [out[i] for i in order]
+
+
+@dataclass
+class TrainState:
+    """Everything an interrupted run needs to continue (saved after every epoch)."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    done: bool = False
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]
+    state: TrainState
+    tokens_per_s: float
+
+
+def fit(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device: torch.device,
+        checkpoint: Path | None = None, fingerprint: str = "",
+        on_epoch: Callable[[dict], None] | None = None, progress: bool = False) -> FitResult:
+    """Train with early stopping on validation macro-F1; return the best epoch's weights."""
+    torch.manual_seed(p.seed)
+    model = build_model(cfg, sparse=use_sparse(p))
+    if cfg.weighting == "idf":
+        model.idf.copy_(idf_weights(train.ids, train.offsets, cfg.num_embeddings))
+    model = model.to(device)
+    opt = make_optimizer(model, p)
+    state = TrainState()
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if checkpoint is not None:
+        resumed = load_checkpoint(checkpoint, fingerprint, model, opt)
+        if resumed is not None:
+            state, best = resumed
+            log.info("resuming after epoch %d (best macro-F1 %.4f at epoch %d)", state.epoch,
+                     state.best_f1, state.best_epoch)
+            for rec in state.history:  # replay the logged epochs, so the logs match a full run
+                if on_epoch:
+                    on_epoch(rec)
+    train, valid = train.to(device), valid.to(device)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(train.labels, cfg.num_classes, p.class_weight),
+                                  label_smoothing=p.label_smoothing)
+    steps_per_epoch = math.ceil(train.n / p.batch_size)
+    total_steps = steps_per_epoch * p.epochs
+    lengths = (train.offsets[1:] - train.offsets[:-1]) if cfg.type == "cnn" else None
+    tokens_seen, seconds = 0, 0.0
+    while not state.done and state.epoch < p.epochs:
+        epoch = state.epoch
+        # Per-epoch seeds: the permutation and dropout masks of epoch e are the same whether or
+        # not the run was interrupted before it.
+        torch.manual_seed(p.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(p.seed * 1_000_003 + epoch)
+        t0 = time.perf_counter()
+        losses = []
+        for idx in _progress(batches(train.n, p.batch_size, gen, device, lengths), progress, epoch):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(state.step, total_steps, p.lr, p.schedule, p.warmup_steps)
+            losses.append(train_step(model, opt, idx, train, loss_fn, p.grad_clip, p.amp))
+            state.step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        tokens_seen += train.tokens
+        val = evaluate(model, valid, loss_fn, p.amp)
+        rec = {"epoch": epoch + 1, "train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),
+               "valid_loss": val["loss"], "valid_accuracy": val["accuracy"], "valid_macro_f1": val["macro_f1"],
+               "lr": opt.param_groups[0]["lr"]}
+        state.history.append(rec)
+        state.epoch = epoch + 1
+        if val["macro_f1"] > state.best_f1:
+            state.best_f1, state.best_epoch, state.bad_epochs = val["macro_f1"], epoch + 1, 0
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+            if state.bad_epochs >= p.patience:
+                state.done = True
+        log.info("epoch %d: train loss %.4f, valid loss %.4f, acc %.4f, macro-F1 %.4f", epoch + 1,
+                 rec["train_loss"], rec["valid_loss"], rec["valid_accuracy"], rec["valid_macro_f1"])
+        if on_epoch:
+            on_epoch(rec)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, fingerprint, model, opt, state, best)
+    return FitResult(best, state, tokens_seen / seconds if seconds else 0.0)
+
+
+def _progress(it, enabled: bool, epoch: int):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=f"epoch {epoch + 1}", leave=False, disable=not sys.stderr.isatty())
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint: safetensors (tensors) + JSON (everything else); no pickle
+
+def save_checkpoint(path: Path, fingerprint: str, model: nn.Module, opt: torch.optim.Optimizer,
+                    state: TrainState, best: dict[str, torch.Tensor]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()}
+    osd = opt.state_dict()
+    opt_meta: dict = {"param_groups": osd["param_groups"], "state": {}}
+    for pid, st in osd["state"].items():
+        opt_meta["state"][str(pid)] = {}
+        for name, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"opt.{pid}.{name}"] = val.detach().cpu().contiguous()
+                opt_meta["state"][str(pid)][name] = "tensor"
+            else:
+                opt_meta["state"][str(pid)][name] = val
+    meta = {"fingerprint": fingerprint, "state": state.__dict__, "optimizer": opt_meta}
+    tmp_t, tmp_m = path / ".state.safetensors.tmp", path / ".state.json.tmp"
+    save_file(tensors, str(tmp_t))
+    tmp_m.write_text(json.dumps(meta), encoding="utf-8")
+    # tensors first, JSON last: a JSON whose tensors are missing never exists
+    os.replace(tmp_t, path / "state.safetensors")
+    os.replace(tmp_m, path / "state.json")
+
+
+def load_checkpoint(path: Path, fingerprint: str, model: nn.Module, opt: torch.optim.Optimizer
+                    ) -> tuple[TrainState, dict[str, torch.Tensor]] | None:
+    meta_path, tensor_path = path / "state.json", path / "state.safetensors"
+    if not meta_path.exists() or not tensor_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        tensors = load_file(str(tensor_path))
+    except Exception as err:  # noqa: BLE001 - a broken checkpoint means: start over, loudly
+        log.warning("ignoring unreadable checkpoint %s: %s", path, err)
+        return None
+    state = TrainState(**meta["state"])
+    if meta.get("fingerprint") != fingerprint:
+        log.info("checkpoint is for other data or params: starting from scratch")
+        return None
+    if state.done or not state.history:
+        return None  # a finished run: a rerun (e.g. `dvc repro -f`) trains again from scratch
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    osd: dict = {"param_groups": meta["optimizer"]["param_groups"], "state": {}}
+    for pid, st in meta["optimizer"]["state"].items():
+        osd["state"][int(pid)] = {name: (tensors[f"opt.{pid}.{name}"] if val == "tensor" else val)
+                                  for name, val in st.items()}
+    opt.load_state_dict(osd)
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    return state, best
+
+
+def fingerprint_of(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+
+def prepare(train_df, valid_df, vocab: dict, p: TrainParams) -> tuple[Encoded, Encoded, ModelConfig,
+                                                                     EncodingConfig, list[str]]:
+    labels = sorted(set(train_df["label"].tolist()))
+    index = {c: i for i, c in enumerate(labels)}
+    unknown = sorted(set(valid_df["label"].tolist()) - set(labels))
+    if unknown:
+        from stages.artifacts import InputError
+
+        raise InputError(f"valid split has labels the train split lacks: {unknown}")
+    bigrams = p.bigrams if p.model == "bag" else "none"
+    if bigrams == "vocab" and vocab.get("ngrams", 1) < 2:
+        from stages.artifacts import InputError
+
+        raise InputError("train.bigrams=vocab needs vocab.ngrams: 2")
+    enc = EncodingConfig(vocab_size=len(vocab["tokens"]), bigrams=bigrams,
+                         hash_buckets=p.hash_buckets if bigrams == "hashed" else 0)
+    vt = pa.array(vocab["tokens"], pa.string())
+
+    def tok(df):
+        return df["tokens"].array._pa_array.combine_chunks()
+
+    tr = encode_split(tok(train_df), train_df["label"].to_numpy(dtype=object), vt, enc, index)
+    va = encode_split(tok(valid_df), valid_df["label"].to_numpy(dtype=object), vt, enc, index)
+    cfg = ModelConfig(type=p.model, num_embeddings=enc.num_embeddings, embed_dim=p.embed_dim,
+                      num_classes=len(labels), hidden_dim=p.hidden_dim if p.model == "bag" else 0,
+                      dropout=p.dropout, kernel_sizes=p.kernel_sizes, num_filters=p.num_filters,
+                      max_len=p.max_len, weighting=p.weighting if p.model == "bag" else "none")
+    return tr, va, cfg, enc, labels
+
+
+def main() -> None:
+    from stages.artifacts import read_parquet, run_main
+    from stages.bundle import save_bundle
+    from stages.params import load_params
+    from stages.vocab import load_vocab
+
+    def body():
+        p = load_params("train")
+        clean_params = load_params("clean")
+        try:
+            device = resolve_device(p.device)
+        except ValueError as err:
+            from stages.params import ParamsError
+
+            raise ParamsError(f"params.yaml: train.device: {err}") from None
+        vocab = load_vocab(VOCAB)
+        train_df, valid_df = read_parquet(TRAIN), read_parquet(VALID)
+        tr, va, cfg, enc, labels = prepare(train_df, valid_df, vocab, p)
+        log.info("training %s on %s: %d train / %d valid documents, %d embeddings", p.model, device,
+                 tr.n, va.n, cfg.num_embeddings)
+        fp = fingerprint_of(p.model_dump(), vocab["hash"], _file_digest(TRAIN), _file_digest(VALID))
+        from dvclive import Live
+
+        with Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+            def on_epoch(rec):
+                for k in ("train_loss", "valid_loss", "valid_accuracy", "valid_macro_f1"):
+                    live.log_metric(k.replace("_", "/", 1), rec[k], plot=True)
+                live.next_step()
+
+            result = fit(tr, va, cfg, p, device, checkpoint=CHECKPOINT, fingerprint=fp, on_epoch=on_epoch,
+                         progress=True)
+            live.summary = {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
+                            "epochs": result.state.epoch, "tokens_per_s": round(result.tokens_per_s)}
+        config = {
+            "model": cfg.to_dict(),
+            "encoding": {"vocab_size": enc.vocab_size, "bigrams": enc.bigrams, "hash_buckets": enc.hash_buckets},
+            "labels": labels,
+            "vocab_hash": vocab["hash"],
+            "text": {"clean": clean_params.model_dump(mode="json"), "normalize": "nfkc-v1"},
+            "params": p.model_dump(mode="json"),
+            "training": {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
+                         "epochs_run": result.state.epoch, "device": str(device),
+                         "history": result.state.history},
+        }
+        save_bundle(BUNDLE, result.best_state, config, vocab)
+        log.info("best epoch %d, valid macro-F1 %.4f; bundle written to %s", result.state.best_epoch,
+                 result.state.best_f1, BUNDLE)
+
+    run_main("train", body)
+
+
+def _file_digest(path: Path) -> str:
+    from stages.artifacts import sha256_file
+
+    return sha256_file(path)
+
+
+if __name__ == "__main__":
+    main()
