@@ -8,17 +8,20 @@ bundle directory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
 
 from stages.artifacts import InputError, sha256_file
 from stages.model import ModelConfig, build_model
@@ -48,8 +51,12 @@ class Bundle:
         return ModelConfig.from_dict(self.config["model"])
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
-        model = build_model(self.model_config)
-        model.load_state_dict(self.state_dict)
+        try:
+            model = build_model(self.model_config)
+            model.load_state_dict(self.state_dict)
+        except (TypeError, ValueError, KeyError, RuntimeError) as err:
+            # a bundle that passed its manifest but was written by an incompatible textclf
+            raise BundleError(f"{self.path}: model config and weights do not fit this textclf: {err}") from None
         return model.to(device).eval()
 
 
@@ -93,7 +100,8 @@ def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: d
 
 def _member(root: Path, name: str) -> Path:
     """A file inside the bundle; names with separators, '..' or links are refused."""
-    if not isinstance(name, str) or not name or name != Path(name).name or name in (".", ".."):
+    if not isinstance(name, str) or not name or "\x00" in name or name != Path(name).name \
+            or name in (".", ".."):
         raise BundleError(f"{root}: manifest names {name!r}, which is not a plain file name in the bundle")
     p = root / name
     if p.is_symlink():
@@ -103,33 +111,72 @@ def _member(root: Path, name: str) -> Path:
     return p
 
 
+def _read_member(root: Path, name: str) -> bytes:
+    """The bytes of one bundle file, read once: the bytes that are hashed are the bytes that are
+    parsed (no window in which the file could be swapped between check and use). Opened without
+    following links and only if it is a regular file (a FIFO or device would block or never end)."""
+    p = _member(root, name)
+    try:
+        st = p.lstat()
+    except FileNotFoundError:
+        raise BundleError(f"{root}: {name} listed in the manifest is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleError(f"{root}: {name} is not a regular file")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(p, flags)
+    except OSError as err:
+        raise BundleError(f"{root}: cannot read {name}: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise BundleError(f"{root}: {name} is not a regular file")
+        return f.read()
+
+
+def _json(root: Path, name: str, data: bytes) -> dict:
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{root / name}: not valid JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise BundleError(f"{root / name}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def load_bundle(path: Path | str = "models/classifier") -> Bundle:
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root}: no model bundle here (train one with `dvc repro train`)")
-    mpath = _member(root, "manifest.json")
-    if not mpath.exists():
+    if not (root / "manifest.json").exists() and not (root / "manifest.json").is_symlink():
         raise BundleError(f"{root}: manifest.json missing: not a textclf bundle")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleError(f"{mpath}: not valid JSON: {err}") from None
+    manifest = _json(root, "manifest.json", _read_member(root, "manifest.json"))
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{root}: bundle format {manifest.get('format')!r}, this textclf reads {FORMAT!r}")
-    files = manifest.get("files") or {}
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise BundleError(f"{root}: manifest.json: `files` must map file names to SHA-256 digests")
     missing = [f for f in FILES if f not in files]
     if missing:
         raise BundleError(f"{root}: manifest does not list {missing}")
-    for name, digest in files.items():
-        p = _member(root, name)
-        if not p.is_file():
-            raise BundleError(f"{root}: {name} listed in the manifest is missing")
-        if sha256_file(p) != digest:
+    for name in files:  # every name is checked before any file is opened
+        _member(root, name)
+    data: dict[str, bytes] = {}
+    for name in [*FILES, *sorted(set(files) - set(FILES))]:  # extra listed files are verified too
+        data[name] = _read_member(root, name)
+        if hashlib.sha256(data[name]).hexdigest() != files[name]:
             raise BundleError(f"{root}: {name} does not match its SHA-256 in manifest.json "
                               "(modified or corrupted bundle): refusing to load it")
-    config = json.loads(_member(root, "config.json").read_text(encoding="utf-8"))
-    vocab = json.loads(_member(root, "vocab.json").read_text(encoding="utf-8"))
+    config = _json(root, "config.json", data["config.json"])
+    vocab = _json(root, "vocab.json", data["vocab.json"])
     if config.get("vocab_hash") != vocab.get("hash"):
         raise BundleError(f"{root}: config.json names vocab {config.get('vocab_hash')}, vocab.json is {vocab.get('hash')}")
-    state = load_file(str(_member(root, "model.safetensors")))
+    for key, kind in (("labels", list), ("model", dict), ("encoding", dict)):
+        if not isinstance(config.get(key), kind):
+            raise BundleError(f"{root}: config.json has no valid `{key}`: not a textclf bundle or an incompatible one")
+    if not isinstance(vocab.get("tokens"), list):
+        raise BundleError(f"{root}: vocab.json has no token list")
+    try:
+        state = load(data["model.safetensors"])  # safetensors: tensors only, nothing is unpickled
+    except SafetensorError as err:
+        raise BundleError(f"{root}: model.safetensors is not a valid safetensors file: {err}") from None
     return Bundle(root, config, vocab, state, manifest)

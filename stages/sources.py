@@ -13,6 +13,7 @@ reason (null, or why the reader already rejects it).
 
 from __future__ import annotations
 
+import codecs
 import importlib.metadata
 import json
 import logging
@@ -93,6 +94,12 @@ def read_records(params: IngestParams) -> pd.DataFrame:
 
 
 def iter_records(params: IngestParams) -> Iterator[pd.DataFrame]:
+    if params.encoding != "auto":  # a typo would otherwise quarantine every record as undecodable
+        try:
+            codecs.lookup(params.encoding)
+        except LookupError:
+            raise InputError(f"ingest.encoding: unknown encoding {params.encoding!r} "
+                             "(auto, or a Python codec name such as utf-8, gb18030, big5, latin-1)") from None
     fmt = resolve_format(params)
     if fmt == "sample":
         for label, path in sample_files(params.source.removeprefix("sample:")).items():
@@ -165,7 +172,7 @@ def read_line_file(path: Path, label: str | None, split: str | None, encoding: s
     """One document per line. Every line is a record; a marker line is rejected as `marker`."""
     source = source or str(path)
     data = _read_bytes(path)
-    if looks_binary(data):
+    if _is_binary(data, encoding):
         return _frame([f"<binary file, {len(data)} bytes>"], [label], [split], [source], [None], ["binary"])
     if not data:
         return _frame([], [], [], [], [], [])
@@ -204,7 +211,7 @@ def read_file_per_doc(folder: Path, label: str, split: str | None, encoding: str
     texts, reasons = [], []
     for p in files:
         data = _read_bytes(p)
-        if looks_binary(data):
+        if _is_binary(data, encoding):
             texts.append(f"<binary file, {len(data)} bytes>")
             reasons.append("binary")
             continue
@@ -271,7 +278,7 @@ def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
     import io
 
     data = _read_bytes(path)
-    if looks_binary(data):
+    if _is_binary(data, params.encoding):
         return _frame([f"<binary file, {len(data)} bytes>"], [None], [None], [str(path)], [None], ["binary"])
     text = decode(data, params.encoding)
     if text is None:
@@ -332,6 +339,12 @@ def read_parquet_source(path: Path, params: IngestParams) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+
+def _is_binary(data: bytes, encoding: str) -> bool:
+    """NUL bytes mean binary, unless the user declared an encoding that has them (UTF-16/32) and
+    the bytes decode in it."""
+    return looks_binary(data) and (encoding == "auto" or decode(data, encoding) is None)
+
 
 def _read_bytes(path: Path) -> bytes:
     try:

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from stages import schemas
-from stages.artifacts import read_parquet, run_main, write_json, write_parquet
+from stages.artifacts import ContractError, read_parquet, run_main, write_json, write_parquet
 from stages.params import SplitParams, load_params
 from stages.text import hash64, hex_array, join_tokens, seed_key, to_hex
 
@@ -43,15 +43,19 @@ def group_ids(tokens: pd.Series | pa.Array) -> np.ndarray:
 
 def assign(groups: np.ndarray | pa.Array, params: SplitParams) -> np.ndarray:
     """Hash each group id with the seed → a uniform number in [0, 1) → a split by the ratios."""
+    return np.array(schemas.SPLITS)[assign_codes(groups, params)]
+
+
+def assign_codes(groups: np.ndarray | pa.Array, params: SplitParams) -> np.ndarray:
+    """`assign` as indices into schemas.SPLITS (0 train, 1 valid, 2 test)."""
     u = (hash64(groups, key=seed_key(params.seed)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return np.where(u < params.train, "train", np.where(u < params.train + params.valid, "valid", "test"))
+    return (u >= params.train).astype(np.int64) + (u >= params.train + params.valid)
 
 
 def split(clean: pd.DataFrame, params: SplitParams) -> tuple[dict[str, pd.DataFrame], dict]:
     h = group_hash(clean["tokens"])
     gid = hex_array(h)
-    code = np.searchsorted(_SPLITS_SORTED, assign(gid, params))
-    code = _SORTED_TO_RANK[code]
+    code = assign_codes(gid, params)
     groups = pd.factorize(h)[0]  # small integer group numbers for the reductions below
     # A predefined split, where any member of the group has one, decides for the whole group
     # (latest of train < valid < test wins, so user-defined test data never trains the model).
@@ -66,10 +70,6 @@ def split(clean: pd.DataFrame, params: SplitParams) -> tuple[dict[str, pd.DataFr
                       group_id=pd.Series(pd.array(gid, dtype="str"), index=clean.index))
     parts = {s: df.loc[code == i].reset_index(drop=True) for i, s in enumerate(schemas.SPLITS)}
     return parts, split_stats(df, predefined, groups=groups, codes=code)
-
-
-_SPLITS_SORTED = np.array(sorted(_RANK))  # test, train, valid
-_SORTED_TO_RANK = np.array([_RANK[s] for s in _SPLITS_SORTED])
 
 
 def split_stats(df: pd.DataFrame, predefined: np.ndarray, groups: np.ndarray | None = None,
@@ -98,7 +98,7 @@ def split_stats(df: pd.DataFrame, predefined: np.ndarray, groups: np.ndarray | N
         }
     return {
         "documents": int(len(df)),
-        "groups": int(len(np.unique(groups))),
+        "groups": int(groups.max()) + 1 if len(groups) else 0,  # factorize codes: 0..k-1
         "leaked_groups": int((group_split["g"].value_counts() > 1).sum()),
         "mixed_label_groups": int((group_label["g"].value_counts() > 1).sum()),
         "predefined": int(predefined.sum()),
@@ -106,13 +106,34 @@ def split_stats(df: pd.DataFrame, predefined: np.ndarray, groups: np.ndarray | N
     }
 
 
+def leaked_groups(parts: dict[str, pd.DataFrame]) -> list[str]:
+    """Group ids found in more than one split: the cross-split half of the contract, which the
+    per-file schema cannot see."""
+    gids = pd.concat([p["group_id"] for p in parts.values()], ignore_index=True)
+    names = np.repeat(np.arange(len(parts)), [len(p) for p in parts.values()])
+    pairs = pd.DataFrame({"g": gids.to_numpy(dtype=object), "s": names}).drop_duplicates()
+    counts = pairs["g"].value_counts()
+    return sorted(counts.index[counts > 1])
+
+
 def main() -> None:
     def body():
         params = load_params("split")
         parts, stats = split(read_parquet(CLEAN), params)
+        # validate all three before writing any: a failing stage leaves the old outputs whole
+        parts = {name: schemas.validate(part, schemas.SplitDocs, "split", str(OUT_DIR / f"{name}.parquet"))
+                 for name, part in parts.items()}
+        leaked = leaked_groups(parts)
+        if leaked:
+            summary = f"  column group_id: check one_split_per_group failed for {len(leaked)} value(s)"
+            report = schemas.VALIDATION_DIR / "split.json"
+            write_json({"stage": "split", "artifact": str(OUT_DIR / "{train,valid,test}.parquet"),
+                        "summary": [summary], "failure_cases": [
+                            {"column": "group_id", "check": "one_split_per_group", "failure_case": g}
+                            for g in leaked[:1000]]}, report)
+            raise ContractError("split", summary, report)
         for name, part in parts.items():
-            path = OUT_DIR / f"{name}.parquet"
-            write_parquet(schemas.validate(part, schemas.SplitDocs, "split", str(path)), path)
+            write_parquet(part, OUT_DIR / f"{name}.parquet")
         write_json(stats, STATS)
         for name, part in stats["splits"].items():
             if part["max_share_deviation"] > 0.03:  # hash assignment: balanced in expectation only

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,17 @@ def count_tokens(tokens: pa.ListArray, ngrams: int) -> pa.Table:
         values = pa.concat_arrays([values, pc.list_flatten(bigrams(tokens))])
     vc = pc.value_counts(values)
     return pa.table({"token": vc.field("values"), "count": vc.field("counts")})
+
+
+def count_batches(batches: Iterable[pa.ListArray], ngrams: int) -> pa.Table | None:
+    """`count_tokens` over batches (Parquet row groups, partitions), merged as it goes: memory is
+    bounded by the vocabulary, not the corpus. None when there were no batches."""
+    counts = None
+    for tokens in batches:
+        part = count_tokens(tokens, ngrams)
+        counts = part if counts is None else pa.concat_tables([counts, part])
+        counts = counts.group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
+    return counts
 
 
 def build_vocab(counts: pa.Table, params: VocabParams) -> dict:
@@ -109,14 +121,10 @@ def main() -> None:
 
         if not TRAIN.exists():
             raise InputError(f"{TRAIN}: not found (run dvc repro split)")
-        counts = None
-        # Count row group by row group and merge: memory stays bounded by the vocabulary size.
         pf = pq.ParquetFile(TRAIN)
-        for i in range(pf.num_row_groups):
-            tokens = pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
-            part = count_tokens(tokens, params.ngrams)
-            counts = part if counts is None else pa.concat_tables([counts, part])
-            counts = counts.group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
+        batches = (pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
+                   for i in range(pf.num_row_groups))
+        counts = count_batches(batches, params.ngrams)
         if counts is None:
             raise InputError(f"{TRAIN}: the train split is empty")
         vocab = check_vocab(build_vocab(counts, params))

@@ -36,7 +36,7 @@ def make_docs(n: int = 600, seed: int = 0) -> list[tuple[str, str]]:
                 [rng.choice(lex) for _ in range(rng.randint(1, 3))]
         rng.shuffle(words)
         sep = "" if zh else " "
-        text = sep.join(words) + rng.choice(["", "!", "。", "！", " #%d" % i])
+        text = sep.join(words) + rng.choice(["", "!", "。", "！", f" #{i}"])
         docs.append((label, text))
     return docs
 

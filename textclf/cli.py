@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
@@ -48,6 +50,102 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_predictor(args: argparse.Namespace):
+    """The bundle (+ ONNX graph) the command asked for; a user-facing error message if not."""
+    from textclf.predict import Predictor
+
+    return Predictor(args.bundle, runtime=args.runtime, onnx_path=args.onnx, batch_size=args.batch_size)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from stages.artifacts import InputError, atomic_path
+    from textclf.predict import RecordWriter, TextSource, chunks
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if args.texts and args.input is not None:
+        print("textclf predict: give texts as arguments or --input, not both", file=sys.stderr)
+        return 2
+    if not args.texts and args.input is None and sys.stdin.isatty():
+        print("textclf predict: reading texts from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
+    out_path = Path(args.output) if args.output and args.output != "-" else None
+    try:
+        predictor = _load_predictor(args)
+        source = list(args.texts) if args.texts else TextSource(
+            args.input, fmt=args.input_format, column=args.column, encoding=args.encoding)
+        with contextlib.ExitStack() as stack:
+            if out_path is not None:
+                tmp = stack.enter_context(atomic_path(out_path))
+                out = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
+            else:
+                out = sys.stdout
+            writer = RecordWriter(out, args.format, predictor.labels)
+            bar = stack.enter_context(_progress(enabled=not args.texts))
+            n = 0
+            for batch in chunks(source, args.batch_size):
+                writer.write(predictor.predict(batch))
+                n += len(batch)
+                bar.update(len(batch))
+            if n == 0:
+                raise InputError("no input texts (give TEXT arguments, --input FILE, or lines on stdin)")
+            out.flush()
+    except InputError as err:  # BundleError is an InputError
+        print(f"textclf predict: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `textclf predict ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    skipped = getattr(source, "skipped_blank", 0)
+    if skipped:
+        print(f"textclf predict: skipped {skipped} blank line(s)", file=sys.stderr)
+    return 0
+
+
+def _progress(enabled: bool):
+    """A progress bar on stderr for long inputs; silent when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(unit=" docs", disable=not (enabled and sys.stderr.isatty()), leave=False, file=sys.stderr)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from stages.artifacts import InputError, setup_logging
+    from textclf import serve
+
+    setup_logging()
+    limits = serve.Limits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_chars=args.max_chars)
+    try:
+        predictor = _load_predictor(args)
+    except InputError as err:  # BundleError is an InputError
+        print(f"textclf serve: {err}", file=sys.stderr)
+        return 2
+    try:
+        serve.run(predictor, host=args.host, port=args.port, limits=limits,
+                  metrics_path=Path(args.metrics) if args.metrics else None, log_level=args.log_level)
+    except OSError as err:
+        print(f"textclf serve: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {n}")
+    return n
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", default="models/classifier", help="the model bundle (default: models/classifier)")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                   help="torch (default) or onnx: ONNX Runtime on CPU, the graph `dvc repro export` wrote")
+    p.add_argument("--onnx", default=None, metavar="PATH",
+                   help="the ONNX graph for --runtime onnx (default: models/onnx/model.onnx; "
+                        "int8: models/onnx/model.int8.onnx)")
+    p.add_argument("--batch-size", type=_positive, default=1024, help="texts per batch (default 1024)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textclf", description="Text classification pipeline tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +171,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", default=".", help="the project (default: the current directory)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is read")
     p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser("predict", help="classify texts with the trained model",
+                       description="Classify texts with a model bundle, cleaning them exactly as the "
+                                   "pipeline cleaned its training data. Texts come from the arguments, "
+                                   "--input FILE, or stdin (one per line; blank lines are skipped). "
+                                   "Writes one record per text, in input order: JSONL "
+                                   '{"label", "probabilities"} or CSV (label, prob_<label>...).')
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    p.add_argument("-i", "--input", default=None, metavar="FILE",
+                   help="a file of texts: one per line, or CSV/TSV/JSONL (by extension) with --column; - = stdin")
+    p.add_argument("--input-format", choices=("auto", "text", "csv", "tsv", "jsonl"), default="auto",
+                   help="how to read --input (default: by extension; else one text per line)")
+    p.add_argument("--column", default="text", help="CSV/TSV column or JSONL field holding the text (default: text)")
+    p.add_argument("--encoding", default="utf-8", help="input encoding (default utf-8)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default jsonl)")
+    _model_options(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("serve", help="serve the model over HTTP (FastAPI + uvicorn)",
+                       description="HTTP API: POST /predict {\"texts\": [...]}, GET /health, GET /metadata. "
+                                   "Binds 127.0.0.1 by default; there is no authentication.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    _model_options(p)
+    p.add_argument("--metrics", default="reports/metrics.json",
+                   help="evaluation metrics shown by /metadata (default reports/metrics.json; '' = none)")
+    p.add_argument("--max-texts", type=_positive, default=256, help="texts per request (default 256)")
+    p.add_argument("--max-chars", type=_positive, default=20_000, help="characters per text (default 20000)")
+    p.add_argument("--max-body-bytes", type=_positive, default=1 << 20, help="request body size (default 1 MiB)")
+    p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -125,6 +125,12 @@ def test_declared_encoding(tmp_path):
     (tmp_path / "pos.txt").write_bytes("café crème\n".encode("latin-1"))
     assert records(tmp_path, encoding="latin-1")["text"].tolist() == ["café crème"]
     assert records(tmp_path, encoding="utf-8")["reason"].tolist() == ["undecodable"]
+    # UTF-16 has NUL bytes: text when declared, binary when not
+    (tmp_path / "pos.txt").write_bytes("好评\n第二行\n".encode("utf-16"))
+    assert records(tmp_path, encoding="utf-16")["text"].tolist() == ["好评", "第二行"]
+    assert records(tmp_path)["reason"].tolist() == ["binary"]
+    with pytest.raises(InputError, match="ingest.encoding: unknown encoding 'utf-9'"):
+        records(tmp_path, encoding="utf-9")
 
 
 def test_a_one_megabyte_line_is_read_whole(tmp_path):

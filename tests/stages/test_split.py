@@ -173,3 +173,21 @@ def test_main_exits_non_zero_and_reports_when_output_breaks_the_contract(tmp_pat
     report = json.loads((tmp_path / "reports/validation/split.json").read_text(encoding="utf-8"))
     assert any("group_id" in line and "str_matches" in line for line in report["summary"])
     assert not (tmp_path / "data/processed/train.parquet").exists()
+
+
+def test_main_refuses_a_group_in_two_splits(tmp_path, monkeypatch):
+    setup_stage(tmp_path, monkeypatch)
+
+    def leaky(clean, params):
+        parts, stats = split(clean, params)
+        moved = parts["train"].iloc[:1]  # a copy of a train document's group in test: leakage
+        parts["test"] = pd.concat([parts["test"], moved.assign(split="test", doc_id="0" * 16)], ignore_index=True)
+        return parts, stats
+
+    monkeypatch.setattr(split_stage, "split", leaky)
+    with pytest.raises(SystemExit) as exc:
+        split_stage.main()
+    assert exc.value.code == 1
+    report = json.loads((tmp_path / "reports/validation/split.json").read_text(encoding="utf-8"))
+    assert report["summary"] == ["  column group_id: check one_split_per_group failed for 1 value(s)"]
+    assert not any((tmp_path / f"data/processed/{s}.parquet").exists() for s in schemas.SPLITS)

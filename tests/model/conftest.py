@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from stages.params import TrainParams
+from stages.train import prepare
+from stages.vocab import build_vocab, count_tokens
+from tests.model.util import split_frames
+
+
+@pytest.fixture(scope="session")
+def fixture_split():
+    """(train, valid, test) frames of the fixture corpus, through the real data-half cores."""
+    return split_frames()
+
+
+@pytest.fixture(scope="session")
+def fixture_vocab(fixture_split):
+    from stages.params import VocabParams
+
+    train = fixture_split[0]
+    return build_vocab(count_tokens(train["tokens"].array._pa_array.combine_chunks(), 2), VocabParams(ngrams=2))
+
+
+@pytest.fixture()
+def small_params():
+    return TrainParams(model="bag", bigrams="hashed", hash_buckets=1000, embed_dim=16, optimizer="adam",
+                       lr=0.02, batch_size=32, epochs=4, patience=10, device="cpu")
+
+
+@pytest.fixture()
+def prepared(fixture_split, fixture_vocab, small_params):
+    train, valid, _ = fixture_split
+    return prepare(train, valid, fixture_vocab, small_params)
+
+
+__all__ = ["pa"]

@@ -1,0 +1,86 @@
+"""The model bundle: round trip, integrity, no pickle."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from stages.bundle import BundleError, load_bundle, save_bundle
+from stages.model import ModelConfig, build_model
+from stages.vocab import vocab_hash
+
+TOKENS = ["<pad>", "<unk>", "好", "差"]
+
+
+def _save(path):
+    cfg = ModelConfig(type="bag", num_embeddings=4, embed_dim=3, num_classes=2)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    vocab = {"tokens": TOKENS, "counts": [0, 0, 5, 4], "hash": vocab_hash(TOKENS)}
+    config = {"model": cfg.to_dict(), "labels": ["neg", "pos"], "vocab_hash": vocab["hash"],
+              "encoding": {"vocab_size": 4, "bigrams": "none", "hash_buckets": 0}}
+    save_bundle(path, model.state_dict(), config, vocab)
+    return model
+
+
+def test_round_trip(tmp_path):
+    model = _save(tmp_path / "b")
+    b = load_bundle(tmp_path / "b")
+    assert b.labels == ["neg", "pos"]
+    assert b.config["format"] == "textclf-bundle/1"
+    assert "torch" in b.config["versions"]
+    loaded = b.build_model()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == \
+        ["config.json", "manifest.json", "model.safetensors", "vocab.json"]
+
+
+def test_overwrite_is_atomic_and_complete(tmp_path):
+    _save(tmp_path / "b")
+    _save(tmp_path / "b")
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temp or .old directories left
+    load_bundle(tmp_path / "b")
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "vocab.json"])
+def test_tampered_file_is_refused(tmp_path, name):
+    _save(tmp_path / "b")
+    f = tmp_path / "b" / name
+    f.write_bytes(f.read_bytes() + b" ")
+    with pytest.raises(BundleError, match="SHA-256"):
+        load_bundle(tmp_path / "b")
+
+
+def test_manifest_cannot_point_outside_the_bundle(tmp_path):
+    _save(tmp_path / "b")
+    (tmp_path / "secret.json").write_text("{}")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    m["files"]["../secret.json"] = "0" * 64
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="not a plain file name"):
+        load_bundle(tmp_path / "b")
+
+
+def test_missing_bundle_and_missing_manifest(tmp_path):
+    with pytest.raises(BundleError, match="no model bundle"):
+        load_bundle(tmp_path / "nope")
+    _save(tmp_path / "b")
+    (tmp_path / "b" / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="manifest.json missing"):
+        load_bundle(tmp_path / "b")
+
+
+def test_loading_never_unpickles(tmp_path, monkeypatch):
+    _save(tmp_path / "b")
+
+    def boom(*a, **k):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "load", boom)
+    monkeypatch.setattr(pickle, "loads", boom)
+    monkeypatch.setattr(torch, "load", boom)
+    load_bundle(tmp_path / "b").build_model()
