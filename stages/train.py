@@ -384,8 +384,10 @@ def main() -> None:
 
             result = fit(tr, va, cfg, p, device, checkpoint=CHECKPOINT, fingerprint=fp, on_epoch=on_epoch,
                          progress=True)
+            # only deterministic values here: the same params must give the same DVC metrics
             live.summary = {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
-                            "epochs": result.state.epoch, "tokens_per_s": round(result.tokens_per_s)}
+                            "epochs": result.state.epoch}
+        log.info("training throughput: %.0f tokens/s on %s", result.tokens_per_s, device)
         config = {
             "model": cfg.to_dict(),
             "encoding": {"vocab_size": enc.vocab_size, "bigrams": enc.bigrams, "hash_buckets": enc.hash_buckets},

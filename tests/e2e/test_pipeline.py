@@ -1,0 +1,90 @@
+"""The whole DVC pipeline on a small fixture corpus, in a temp copy of the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.fixtures import env, make_repo, run
+
+pytestmark = pytest.mark.slow
+STAGES = ["ingest", "clean", "split", "vocab", "baseline", "train", "evaluate"]
+FAST = {"train": {"epochs": 4, "batch_size": 32}}
+
+
+def test_full_repro_then_nothing_reruns(tmp_path):
+    repo = make_repo(tmp_path / "repo", params=FAST)
+    out = run(["dvc", "repro"], repo).stdout
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in out
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    for section in ("test", "baseline"):
+        assert 0.5 < metrics[section]["macro_f1"] <= 1.0
+        assert 0.5 < metrics[section]["accuracy"] <= 1.0
+    assert (repo / "models/classifier/manifest.json").exists()
+    assert (repo / "reports/plots/confusion.json").exists()
+    assert (repo / "reports/train/plots/metrics/valid/macro_f1.tsv").exists()
+    again = run(["dvc", "repro"], repo).stdout
+    assert "Running stage" not in again
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in again
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    assert "reports/metrics.json" in json.dumps(shown)
+
+
+def _train_outputs(repo):
+    weights = load_file(str(repo / "models/classifier/model.safetensors"))
+    return json.loads((repo / "reports/train/metrics.json").read_text()), weights
+
+
+def test_training_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
+    params = {"train": {"epochs": 5, "batch_size": 4, "patience": 10, "dropout": 0.3}}
+    ref = make_repo(tmp_path / "ref", params=params)
+    run(["dvc", "repro", "train"], ref)
+    ref_metrics, ref_weights = _train_outputs(ref)
+
+    repo = make_repo(tmp_path / "repo", params=params)
+    run(["dvc", "repro", "vocab"], repo)
+    state = repo / "models/checkpoint/state.json"
+    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["state"]["epoch"] >= 2:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the training process, mid-epoch
+    proc.wait(timeout=30)
+    killed_at = json.loads(state.read_text())["state"]["epoch"]
+    assert 2 <= killed_at < 5
+
+    out = run(["dvc", "repro", "train"], repo).stdout + run(["dvc", "status"], repo).stdout
+    assert "Running stage 'train'" in out
+    metrics, weights = _train_outputs(repo)
+    assert metrics == ref_metrics
+    assert weights.keys() == ref_weights.keys()
+    for k in weights:
+        assert (weights[k] == ref_weights[k]).all(), k
+
+
+def test_dvc_experiment_with_a_param_override(tmp_path):
+    repo = make_repo(tmp_path / "repo", params=FAST)
+    run(["dvc", "exp", "run", "-S", "train.lr=0.02", "-n", "lr002"], repo)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    text = json.dumps(shown)
+    assert "lr002" in text
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert exps, text[:500]
+    data = exps[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.02
+    assert "test" in data["metrics"]["reports/metrics.json"]["data"]
+    # the experiment is recorded apart from the branch: HEAD still has the committed params
+    head = run(["git", "show", "HEAD:params.yaml"], repo).stdout
+    assert "lr: 0.02" not in head
