@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from dvc.repo import Repo
 
 from stages.text import hash64, normalize, to_hex
@@ -181,6 +182,9 @@ def _vocab_tokens(path: Path) -> dict[str, int]:
     return dict(zip(v["tokens"][2:], v["counts"][2:], strict=True))
 
 
+DATA_STAGES = ("ingest", "clean", "split", "vocab")
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """HEAD~2: the fixture commit (no outputs); HEAD~1: v1 + outputs (pushed); HEAD: v2 (pushed).
@@ -188,6 +192,12 @@ def repo(tmp_path_factory):
     base = tmp_path_factory.mktemp("datadiff")
     docs_v1 = [("pos", t) for t in V1_POS] + [("neg", t) for t in V1_NEG]
     root = make_repo(base / "repo", docs_v1, params={"ingest": {"max_chars": 20000}})
+    # the data half only: what the diff reads, without training a model twice
+    dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    dvc_yaml["stages"] = {k: v for k, v in dvc_yaml["stages"].items() if k in DATA_STAGES}
+    dvc_yaml.pop("plots", None)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False), encoding="utf-8")
+    run(["git", "commit", "-qa", "--amend", "-m", "fixture repo (data half)"], root)
     run(["dvc", "remote", "add", "-d", "store", str(base / "remote")], root)
     run(["dvc", "repro", "vocab"], root)
     run(["dvc", "push"], root)

@@ -1,0 +1,287 @@
+"""Prediction: one code path with the pipeline, and the `textclf predict` command.
+
+`build_pipeline` runs the real stage cores in-process (ingest → clean → split → vocab → train →
+the bundle) on a small corpus of *raw* lines full of what ingest and clean rewrite — HTML, URLs,
+e-mails, full-width characters, odd whitespace, zero-width characters, BOMs — so a predictor that
+skipped or reordered a step would see other tokens than the model was trained on. The other test
+modules import it to build their own bundles (never the repository's models/).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+
+from stages.bundle import BundleError, load_bundle, save_bundle
+from stages.clean import clean
+from stages.evaluate import model_proba
+from stages.ingest import ingest
+from stages.params import CleanParams, IngestParams, SplitParams, TrainParams, VocabParams
+from stages.sources import read_records
+from stages.split import split
+from stages.text import hash64, load_stopwords, normalize, to_hex
+from stages.train import fit, prepare
+from stages.vocab import build_vocab, count_tokens
+from tests.fixtures import make_docs, write_text_dir
+from textclf.cli import main
+from textclf.predict import Predictor
+
+FULLWIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!"})
+
+
+def noisy_docs(n: int = 360, seed: int = 0) -> list[tuple[str, str]]:
+    """make_docs' corpus, with the raw-text noise real sources have (one kind per document)."""
+    out = []
+    for i, (label, text) in enumerate(make_docs(n, seed)):
+        kind = i % 8
+        if kind == 1:
+            text = f"<p>{text}<br/><script>var x = 1;</script></p> &amp; 更多"
+        elif kind == 2:
+            text = f"{text} 见http://shop.example.cn/item?id={i}很好 or www.example.com/x"
+        elif kind == 3:
+            text = text.translate(FULLWIDTH) + " ＡＢＣ１２３"
+        elif kind == 4:
+            text = f"\ufeff  {text}\t\t mail me: user{i}@example.com  "
+        elif kind == 5:
+            text = text.replace(" ", "\u200b  ").upper()
+        elif kind == 6:
+            text = f"{text} 2024年12月 ¥99.50 ！！！"
+        out.append((label, text))
+    return out
+
+
+@dataclass
+class Pipeline:
+    root: Path
+    bundle: Path
+    raw: pd.DataFrame  # the records as read from the raw files (text before normalisation)
+    parts: dict[str, pd.DataFrame]  # train/valid/test as the split stage makes them
+
+    def raw_texts(self, split_name: str = "test") -> list[str]:
+        """The raw line each document of a split came from (via its doc_id)."""
+        by_id = dict(zip(to_hex(hash64(normalize(self.raw["text"].tolist()))), self.raw["text"], strict=True))
+        return [by_id[d] for d in self.parts[split_name]["doc_id"]]
+
+    def tokens(self, split_name: str = "test") -> pa.ListArray:
+        return self.parts[split_name]["tokens"].array._pa_array.combine_chunks()
+
+
+def build_pipeline(root: Path, docs: list[tuple[str, str]] | None = None, clean_params: dict | None = None,
+                   **train) -> Pipeline:
+    """The stage cores in-process on `docs` (default: noisy_docs()); the bundle at root/bundle."""
+    raw_dir = write_text_dir(root / "raw", docs if docs is not None else noisy_docs())
+    ip = IngestParams(source=str(raw_dir), format="text_dir")
+    records = read_records(ip)
+    documents = ingest(records, ip).documents
+    cp = CleanParams(**(clean_params or {}))
+    cleaned = clean(documents, cp, load_stopwords(cp)).clean
+    parts, _ = split(cleaned, SplitParams(seed=1, train=0.6, valid=0.2, test=0.2))
+    vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), 1),
+                        VocabParams())
+    tp = TrainParams(**{"device": "cpu", "embed_dim": 16, "hash_buckets": 256, "batch_size": 32, "epochs": 4,
+                        "lr": 0.05, "num_filters": 8, "kernel_sizes": (2, 3), **train})
+    tr, va, cfg, enc, labels = prepare(parts["train"], parts["valid"], vocab, tp)
+    result = fit(tr, va, cfg, tp, torch.device("cpu"))
+    config = {  # as stages.train.main writes it
+        "model": cfg.to_dict(),
+        "encoding": {"vocab_size": enc.vocab_size, "bigrams": enc.bigrams, "hash_buckets": enc.hash_buckets},
+        "labels": labels,
+        "vocab_hash": vocab["hash"],
+        "text": {"clean": cp.model_dump(mode="json"), "normalize": "nfkc-v1"},
+        "params": tp.model_dump(mode="json"),
+        "training": {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
+                     "epochs_run": result.state.epoch, "device": "cpu", "history": result.state.history},
+    }
+    bundle = save_bundle(root / "bundle", result.best_state, config, vocab)
+    return Pipeline(root, bundle, records, parts)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory) -> Pipeline:
+    return build_pipeline(tmp_path_factory.mktemp("pipe"))
+
+
+@pytest.fixture(scope="module")
+def predictor(pipe) -> Predictor:
+    return Predictor(pipe.bundle)
+
+
+# =============================================================================================
+# one code path with the pipeline
+
+
+def test_the_corpus_exercises_normalisation_and_cleaning(pipe):
+    raw = pipe.raw_texts()
+    assert len(raw) >= 40
+    # the raw lines differ from the stored (normalised) text, and some carry markup and links
+    assert sum(r != t for r, t in zip(raw, pipe.parts["test"]["text"], strict=True)) >= len(raw) // 4
+    assert any("<script>" in r for r in raw) and any("http://" in r for r in raw)
+
+
+def test_predictor_tokens_equal_the_clean_stage_tokens(pipe, predictor):
+    assert predictor.tokenize(pipe.raw_texts()).equals(pipe.tokens())
+
+
+@pytest.mark.parametrize("train", [None, {"weighting": "idf", "bigrams": "none", "epochs": 2},
+                                   {"model": "cnn", "max_len": 12, "epochs": 2}],
+                         ids=["bag-hashed-bigrams", "bag-idf", "cnn"])
+def test_pipeline_predictions_and_predictor_on_raw_texts_agree(pipe, tmp_path, train):
+    """The evaluate stage's probabilities (model_proba on the clean stage's test tokens) and the
+    Predictor's on the raw lines: every label equal, probabilities equal to float precision."""
+    p = build_pipeline(tmp_path, **train) if train else pipe
+    bundle = load_bundle(p.bundle)
+    expected = model_proba(bundle, p.tokens())
+    got = Predictor(bundle).predict_proba(p.raw_texts())
+    assert got.shape == expected.shape == (len(p.parts["test"]), 2)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_predict_records(predictor):
+    texts = ["房间很好，喜欢！", "手机很差，失望，退货", "<b>great</b> phone, love it"]
+    records = predictor.predict(texts)
+    assert [set(r) for r in records] == [{"label", "probabilities"}] * 3
+    for r in records:
+        assert list(r["probabilities"]) == ["neg", "pos"]
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-5
+        assert r["label"] == max(r["probabilities"], key=r["probabilities"].get)
+    # minimum functionality: clear sentiment words get the right label
+    assert [r["label"] for r in records[:2]] == ["pos", "neg"]
+    # batched = one by one, in input order
+    assert [predictor.predict([t])[0] for t in texts] == records
+
+
+def test_invariance_to_what_cleaning_removes(predictor):
+    base = predictor.predict_proba(["房间很好 喜欢"])
+    for variant in ["房间很好 喜欢!!!", "  房间很好\t喜欢。", "<p>房间很好 喜欢</p>", "房间很好 喜欢 123", "房间很好\u200b 喜欢"]:
+        np.testing.assert_array_equal(predictor.predict_proba([variant]), base, err_msg=variant)
+
+
+def test_edge_inputs(predictor):
+    assert predictor.predict([]) == []
+    # nothing left after cleaning: the model's prior, still one record
+    [r] = predictor.predict(["!!! 123 ..."])
+    assert r["label"] in ("neg", "pos")
+    with pytest.raises(ValueError, match="strings"):
+        predictor.predict(["ok", None])
+    with pytest.raises(ValueError, match="strings"):
+        predictor.predict([1, 2])
+
+
+def test_incompatible_bundles_are_refused_clearly(pipe, tmp_path):
+    bundle = load_bundle(pipe.bundle)
+
+    def variant(**changes):
+        config = {**bundle.config, **changes}
+        return save_bundle(tmp_path / f"b{len(list(tmp_path.iterdir()))}", bundle.state_dict, config, bundle.vocab)
+
+    with pytest.raises(BundleError, match="normalisation 'nfkc-v9'"):
+        Predictor(variant(text={**bundle.config["text"], "normalize": "nfkc-v9"}))
+    with pytest.raises(BundleError, match="text.clean is not valid"):
+        Predictor(variant(text={"clean": {"tokenizer": "sentencepiece"}, "normalize": "nfkc-v1"}))
+    with pytest.raises(BundleError, match="stopword list"):
+        Predictor(variant(text={"clean": {"stopwords_file": str(tmp_path / "gone.txt")}, "normalize": "nfkc-v1"}))
+    with pytest.raises(BundleError, match="no text settings"):
+        Predictor(variant(text=None))
+    with pytest.raises(BundleError, match="do not fit"):
+        Predictor(variant(model={**bundle.config["model"], "embed_dim": 7}))
+    with pytest.raises(BundleError, match="no model bundle"):
+        Predictor(tmp_path / "missing")
+
+
+# =============================================================================================
+# the command
+
+
+def run_cli(capsys, *args, stdin: str | None = None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main(["predict", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_cli_texts_as_arguments(pipe, predictor, capsys):
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "房间很好，喜欢！", "手机很差，退货")
+    assert code == 0, err
+    assert jsonl(out) == predictor.predict(["房间很好，喜欢！", "手机很差，退货"])
+
+
+def test_cli_agrees_with_the_pipeline_on_the_raw_test_file(pipe, tmp_path, capsys):
+    raw = pipe.raw_texts()
+    path = tmp_path / "test.txt"
+    path.write_text("\n".join(raw) + "\n\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "--input", str(path), "--batch-size", "7")
+    assert code == 0, err
+    expected = model_proba(load_bundle(pipe.bundle), pipe.tokens()).argmax(1)
+    labels = load_bundle(pipe.bundle).labels
+    assert [r["label"] for r in jsonl(out)] == [labels[i] for i in expected]
+    assert "skipped 1 blank line" in err
+
+
+def test_cli_csv_and_jsonl_input_csv_output(pipe, predictor, tmp_path, capsys):
+    texts = ['房间很好, "喜欢"', "手机很差\n退货", "<i>book</i> 不错"]
+    csv_in = tmp_path / "in.csv"
+    pd.DataFrame({"id": [1, 2, 3], "review": texts}).to_csv(csv_in, index=False)
+    jsonl_in = tmp_path / "in.jsonl"
+    jsonl_in.write_text("".join(json.dumps({"review": t, "n": i}, ensure_ascii=False) + "\n"
+                                for i, t in enumerate(texts)), encoding="utf-8")
+    out_file = tmp_path / "out.csv"
+    code, _, err = run_cli(capsys, "--bundle", str(pipe.bundle), "-i", str(csv_in), "--column", "review",
+                           "--format", "csv", "-o", str(out_file))
+    assert code == 0, err
+    got = pd.read_csv(out_file)
+    want = predictor.predict(texts)
+    assert list(got.columns) == ["label", "prob_neg", "prob_pos"]
+    assert got["label"].tolist() == [r["label"] for r in want]
+    np.testing.assert_allclose(got["prob_pos"], [r["probabilities"]["pos"] for r in want])
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "-i", str(jsonl_in), "--column", "review")
+    assert code == 0, err
+    assert jsonl(out) == want
+
+
+def test_cli_reads_stdin(pipe, predictor, capsys, monkeypatch):
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), stdin="房间很好\n退货 失望\n",
+                             monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert jsonl(out) == predictor.predict(["房间很好", "退货 失望"])
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (None, ["--bundle", "{tmp}/nope", "x"], "no model bundle here"),
+    (None, ["--input", "{tmp}/missing.txt"], "missing.txt: not found"),
+    ("empty.txt", ["--input", "{tmp}/empty.txt"], "no input texts"),
+    ("latin1.txt", ["--input", "{tmp}/latin1.txt"], "not utf-8-sig text"),
+    ("in.csv", ["--input", "{tmp}/in.csv", "--column", "body"], "no column 'body' (columns: text, label)"),
+    ("in.csv", ["--input", "{tmp}/in.csv"], "in.csv:3: empty 'text'"),
+    ("bad.jsonl", ["--input", "{tmp}/bad.jsonl"], "bad.jsonl:2: not valid JSON"),
+    (None, ["--encoding", "klingon", "--input", "{tmp}/x"], "unknown encoding 'klingon'"),
+    (None, ["--input", "{tmp}/x", "some text"], "not both"),
+    (None, ["--runtime", "onnx", "--onnx", "{tmp}/none.onnx", "x"], "no ONNX model here"),
+])
+def test_cli_errors_are_one_clear_line(pipe, tmp_path, capsys, setup, args, message):
+    files = {"empty.txt": b"\n  \n", "latin1.txt": "caf\u00e9 tr\u00e8s bien\n".encode("latin-1"),
+             "in.csv": b"text,label\nok,pos\n,neg\n", "bad.jsonl": b'{"text": "ok"}\n{"text": \n'}
+    if setup:
+        (tmp_path / setup).write_bytes(files[setup])
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--bundle" not in args:
+        args = ["--bundle", str(pipe.bundle), *args]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and out == ""
+

@@ -1,0 +1,205 @@
+"""HTTP serving: a FastAPI app around one `Predictor`, run by uvicorn (`textclf serve`).
+
+  POST /predict   {"texts": ["...", ...]} → {"predictions": [{"label", "probabilities"}, ...]}
+  GET  /health    {"status": "ok"}
+  GET  /metadata  labels, bundle hash and date, model, text settings, limits, evaluation metrics
+
+Every error is JSON `{"error": <code>, "detail": <message>}`: 413 when a limit is exceeded (body
+bytes — checked before the body is parsed —, number of texts, characters in one text), 422 for a
+request that is not `{"texts": [non-empty strings]}` (bad JSON included), 404/405 for unknown
+routes, 500 (logged; the server and the client's connection carry on) for anything unexpected. The endpoint is a plain
+function, so FastAPI runs it in its thread pool and the event loop keeps answering while a batch
+is classified. Binds 127.0.0.1 unless told otherwise: there is no authentication.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from textclf.predict import Predictor
+
+log = logging.getLogger("textclf.serve")
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+METRICS = Path("reports/metrics.json")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1 << 20
+    max_texts: int = 256
+    max_chars: int = 20_000  # ingest.max_chars' default: longer documents never trained the model
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    texts: list[str]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+class Guard:
+    """ASGI middleware in front of the app. A request body over `max_bytes` is answered 413 before
+    anything parses it — by its Content-Length, or, for a chunked body, as soon as the bytes read
+    exceed it. An unexpected exception is logged and answered 500 here: past this point Starlette
+    would re-raise it to uvicorn, which drops the client's keep-alive connection."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = _error(413, "body_too_large", f"request body over {self.max_bytes} bytes")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await _error(400, "bad_request", "invalid Content-Length")(scope, receive, send)
+            if int(length) > self.max_bytes:
+                return await too_large(scope, receive, send)
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await too_large(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            return await self.app(scope, replay, tracking_send)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await _error(500, "internal_error", "internal error (logged by the server)")(scope, replay, send)
+            return None
+
+
+def read_metrics(path: Path | None) -> dict | None:
+    """reports/metrics.json as the evaluate stage wrote it, or None when it is absent/unreadable."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        log.warning("%s: not readable as JSON (%s); /metadata reports no metrics", path, err)
+        return None
+
+
+def create_app(predictor: Predictor, limits: Limits = Limits(), metrics_path: Path | None = METRICS) -> FastAPI:
+    app = FastAPI(title="textclf", summary="Text classification", version="1")
+    metadata = {**predictor.metadata(), "limits": asdict(limits),
+                "metrics": read_metrics(metrics_path), "metrics_source": str(metrics_path) if metrics_path else None}
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.code, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return _error(422, "invalid_json", "the request body is not valid JSON")
+        parts = []
+        for e in errors[:5]:
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            parts.append(f"{loc or 'body'}: {e.get('msg')}")
+        return _error(422, "invalid_request", 'expected {"texts": [string, ...]}; ' + "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # FastAPI's answer to a body that is not even text (bad UTF-8): bad JSON like any other
+            return _error(422, "invalid_json", "the request body is not valid JSON")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    def get_metadata() -> dict:
+        return metadata
+
+    @app.post("/predict")
+    def predict(request: PredictRequest) -> dict:
+        texts = request.texts
+        if not texts:
+            raise ApiError(422, "empty_batch", "texts: give at least one text")
+        if len(texts) > limits.max_texts:
+            raise ApiError(413, "too_many_texts", f"{len(texts)} texts; at most {limits.max_texts} per request")
+        long = [i for i, t in enumerate(texts) if len(t) > limits.max_chars]
+        if long:
+            raise ApiError(413, "text_too_long", f"texts {long[:10]} are over {limits.max_chars} characters")
+        blank = [i for i, t in enumerate(texts) if not t.strip()]
+        if blank:
+            raise ApiError(422, "empty_text", f"texts {blank[:10]} are empty or whitespace only")
+        return {"predictions": predictor.predict(texts)}
+
+    app.add_middleware(Guard, max_bytes=limits.max_body_bytes)
+    return app
+
+
+def server_config(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info"):
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
+                          limit_concurrency=128, server_header=False)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(predictor: Predictor, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits = Limits(),
+        metrics_path: Path | None = METRICS, log_level: str = "info") -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM)."""
+    import uvicorn
+
+    if not is_loopback(host):
+        log.warning("binding %s: reachable from other machines, and there is no authentication", host)
+    server = uvicorn.Server(server_config(create_app(predictor, limits, metrics_path), host, port, log_level))
+    server.run()
+    if not server.started:
+        raise OSError(f"could not serve on {host}:{port} (see the log above)")
+
