@@ -116,10 +116,7 @@ class CNNGraph(nn.Module):
         self.model = model
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        x = m.embedding(ids).transpose(1, 2)
-        pooled = [torch.relu(conv(x)).amax(dim=2) for conv in m.convs]
-        return torch.softmax(m.out(torch.cat(pooled, dim=1)), dim=1)
+        return torch.softmax(self.model.logits(ids), dim=1)
 
 
 def graph_module(model: nn.Module) -> nn.Module:

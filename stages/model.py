@@ -100,8 +100,19 @@ class CNNModel(nn.Module):
         min_len = max(self.cfg.kernel_sizes)
         if ids.shape[1] < min_len:
             ids = nn.functional.pad(ids, (0, min_len - ids.shape[1]))
+        return self.logits(ids)
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Class scores of padded ids (at least as wide as the widest kernel)."""
         x = self.embedding(ids).transpose(1, 2)  # [B, D, L]
-        pooled = [torch.relu(conv(x)).amax(dim=2) for conv in self.convs]
+        lengths = (ids != 0).sum(dim=1, keepdim=True)  # id 0 is only ever padding
+        pooled = []
+        for conv, k in zip(self.convs, self.cfg.kernel_sizes, strict=True):
+            h = torch.relu(conv(x))  # [B, F, L-k+1]
+            # Windows that lie wholly in the padding must not win the max-pool: without this mask a
+            # document's scores would depend on the longest document in its batch.
+            valid = torch.arange(h.shape[2], device=ids.device)[None, :] < torch.clamp(lengths - k + 1, min=1)
+            pooled.append((h * valid[:, None, :].to(h.dtype)).amax(dim=2))
         return self.out(self.dropout(torch.cat(pooled, dim=1)))
 
 

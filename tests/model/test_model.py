@@ -77,3 +77,14 @@ def test_idf_weights_match_scikit_learn_smoothing():
     w = idf_weights(ids, off, 5)
     assert torch.isclose(w[2], torch.tensor(1.0))
     assert torch.isclose(w[3], torch.log(torch.tensor(4.0 / 2.0)) + 1)
+
+
+def test_cnn_scores_do_not_depend_on_batch_padding():
+    torch.manual_seed(0)
+    cfg = ModelConfig(type="cnn", num_embeddings=30, embed_dim=8, num_classes=2, kernel_sizes=(2, 3),
+                      num_filters=4)
+    model = CNNModel(cfg).eval()
+    short = torch.tensor([[5, 6, 7]])
+    padded = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.allclose(model(short)[0], model(padded)[0], atol=1e-6)
