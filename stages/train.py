@@ -105,8 +105,8 @@ def make_optimizer(model: nn.Module, p: TrainParams) -> torch.optim.Optimizer:
     if p.optimizer == "sgd":
         return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     if p.optimizer == "adam":
-        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
-    return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay, fused=True)
+    return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, fused=True)
 
 
 def use_sparse(p: TrainParams) -> bool:
