@@ -1,0 +1,426 @@
+"""DVC as the flows see it: the stage graph, one stage through `dvc repro`, params overrides,
+and the repository lock.
+
+(Named dvcops, not dvc: Prefect puts a flow file's folder first on sys.path when it loads a
+deployment by file path, so a flows/dvc.py would shadow the `dvc` package itself.)
+
+- The graph is read from dvc.yaml at run time through DVC's own index (`Repo.index.graph`), so a
+  stage added to dvc.yaml becomes a task without touching Python, and the order is exactly the
+  one `dvc repro` would use.
+- A stage runs as `python -m dvc repro --single-item <stage>` in a subprocess: DVC decides
+  whether it changed, updates dvc.lock and the cache, and the stage's own output streams into the
+  flow log. A subprocess (not DVC's Python API) because the output can then be captured per stage,
+  a timeout can kill the stage's whole process group, and a crash cannot take the flow with it.
+- Failures are classified so the flow knows what to retry: a broken data contract (the stage
+  wrote reports/validation/<stage>.json) or invalid params (`params.yaml: section.key: ...`) are
+  permanent; anything else (a killed process, DVC's own lock held by a user's terminal, a flaky
+  disk) is worth another try.
+- Overrides use DVC's own `--set-param` machinery (Hydra override grammar applied to
+  params.yaml), and are undone afterwards unless asked to keep them.
+- One file lock per repository (.dvc/tmp/textclf-pipeline.lock) is held around every DVC call
+  of a run: a second run waits a bounded time, then fails with a message naming the holder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger("textclf.flows")
+
+LOCK_FILE = Path(".dvc/tmp/textclf-pipeline.lock")
+OWNER_FILE = Path(".dvc/tmp/textclf-pipeline.owner.json")
+# Where stages.schemas.validate writes failure cases (stages/schemas.py VALIDATION_DIR). Not
+# imported: that would load pandas and pandera into every flow process just for a path.
+VALIDATION_DIR = Path("reports/validation")
+PARAMS_FILE = "params.yaml"
+
+# What `dvc repro` prints for each stage (dvc/stage/__init__.py, run.py, cache.py).
+_RAN = re.compile(r"^Running stage '(?P<stage>[^']+)'")
+_SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")
+_RESTORED = re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run")
+# stages.artifacts.run_main logs ParamsError as "<stage>: params.yaml: <section>.<key>: <why>";
+# DVC itself fails a stage whose params are missing from the file.
+_PARAMS_ERROR = re.compile(r"params\.yaml: [\w.-]+|Parameters? .* (?:is|are) missing from")
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: the flow retries StageError, never PermanentError
+
+class PermanentError(RuntimeError):
+    """A failure another attempt cannot fix (bad data, bad params): fail the run at once."""
+
+
+class StageError(RuntimeError):
+    """A stage failed for a reason that may go away (retried with backoff)."""
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"{stage}: {message}")
+        self.stage = stage
+
+
+class ContractViolation(PermanentError):
+    """A stage's output broke its pandera contract; `summary` is the validation summary."""
+
+    def __init__(self, stage: str, summary: str, report: Path | None):
+        where = f"\n(failure cases: {report})" if report else ""
+        super().__init__(f"{stage}: output violates its data contract:\n{summary}{where}")
+        self.stage = stage
+        self.summary = summary
+        self.report = report
+
+
+class InvalidParams(PermanentError):
+    """params.yaml (or an override) is invalid: unknown key, wrong type, bad override syntax."""
+
+
+class RepoBusy(PermanentError):
+    """Another run holds the repository lock and did not release it in time."""
+
+
+def is_retryable(exc: BaseException | None) -> bool:
+    return exc is not None and not isinstance(exc, PermanentError)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage graph
+
+def stage_order(root: Path, target: str | None = None) -> list[str]:
+    """The pipeline stages in dependency order, read from the dvc.yaml files under `root`.
+
+    With a target: that stage and everything it depends on (what `dvc repro <target>` would run).
+    Ties keep dvc.yaml's declaration order, so the order is stable run to run.
+    """
+    import networkx as nx
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # an edge points from a stage to a stage it depends on
+
+        def name(stage) -> str:  # what `dvc repro` takes when run from the repository root
+            rel = os.path.relpath(stage.path, repo.root_dir)
+            return stage.name if rel == "dvc.yaml" else f"{rel}:{stage.name}"
+
+        declared = {id(stage): i for i, stage in enumerate(repo.index.stages)}
+        by_name = {name(s): s for s in graph.nodes if isinstance(s, PipelineStage)}
+        if target is not None:
+            if target not in by_name:
+                known = ", ".join(sorted(by_name, key=lambda n: declared.get(id(by_name[n]), 0)))
+                raise InvalidParams(f"target: no stage {target!r} in dvc.yaml (stages: {known or 'none'})")
+            graph = graph.subgraph({by_name[target], *nx.descendants(graph, by_name[target])})
+        order = nx.lexicographical_topological_sort(graph.reverse(copy=False),
+                                                    key=lambda s: declared.get(id(s), 0))
+        return [name(s) for s in order if isinstance(s, PipelineStage)]
+
+
+def git_tracked_outputs(root: Path) -> list[str]:
+    """Outputs DVC leaves to git (`cache: false`: metrics, plots, small reports), repo-relative.
+    `persist` outputs (a training checkpoint) are working state, not results: left out."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return sorted({os.path.relpath(out.fs_path, repo.root_dir)
+                       for stage in repo.index.stages for out in stage.outs
+                       if not out.use_cache and not out.persist})
+
+
+def lock_entry(root: Path, stage: str) -> dict | None:
+    """The stage's entry in dvc.lock (None before its first run)."""
+    import yaml
+
+    path = root / "dvc.lock"
+    if not path.exists():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return (data.get("stages") or {}).get(stage)
+
+
+# ---------------------------------------------------------------------------------------------
+# running one stage
+
+@dataclass(frozen=True)
+class StageRun:
+    stage: str
+    status: str  # ran | skipped | restored (from DVC's run cache)
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def subprocess_env() -> dict[str, str]:
+    """This interpreter's bin first on PATH (a stage's `python` is the flow's `python`, venv
+    activated or not); no DVC analytics."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run_command(cmd: list[str], cwd: Path, timeout_s: float | None = None,
+                on_line: Callable[[str], None] | None = None) -> tuple[int, list[str]]:
+    """Run `cmd`, stream its merged stdout/stderr line by line, return (exit code, last lines).
+
+    The process gets its own session, so a timeout or an interrupted flow kills the whole group
+    (a stage's children included) instead of leaving it running against the workspace.
+    """
+    tail: deque[str] = deque(maxlen=400)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+                            bufsize=1, start_new_session=True)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\r\n")
+            tail.append(line)
+            if on_line is not None:
+                on_line(line)
+
+    reader = threading.Thread(target=pump, name="textclf-output", daemon=True)
+    reader.start()
+    try:
+        rc = proc.wait(timeout=timeout_s)
+    except BaseException:  # timeout, KeyboardInterrupt, a cancelled flow run
+        kill_group(proc)
+        raise
+    finally:
+        reader.join(timeout=10)
+    return rc, list(tail)
+
+
+def kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM the process group, SIGKILL what is left after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def repro_stage(root: Path, stage: str, force: bool = False, timeout_s: float | None = None,
+                on_line: Callable[[str], None] | None = None) -> StageRun:
+    """`dvc repro --single-item <stage>`: run it if DVC says it changed (or `force`)."""
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
+    if force:
+        cmd.append("--force")
+    before = lock_entry(root, stage)
+    started = time.time()
+    try:
+        rc, lines = run_command(cmd, root, timeout_s, on_line)
+    except subprocess.TimeoutExpired:
+        raise StageError(stage, f"timed out after {timeout_s:g} s (stage_timeout_s); killed") from None
+    seconds = time.time() - started
+    if rc != 0:
+        raise classify_failure(root, stage, rc, lines, started)
+    return StageRun(stage, parse_status(stage, lines, before, lock_entry(root, stage)), seconds)
+
+
+def parse_status(stage: str, lines: list[str], before: dict | None, after: dict | None) -> str:
+    for line in lines:
+        for pattern, status in ((_RAN, "ran"), (_RESTORED, "restored"), (_SKIPPED, "skipped")):
+            m = pattern.match(line.strip())
+            if m and m["stage"] == stage:
+                return status
+    # DVC's wording changed: fall back on whether the stage's dvc.lock entry did
+    return "skipped" if before == after else "ran"
+
+
+def classify_failure(root: Path, stage: str, rc: int, lines: list[str], started: float) -> Exception:
+    """Turn a failed `dvc repro` into ContractViolation, InvalidParams or (retryable) StageError."""
+    report = fresh_validation_report(root, started)
+    if report is not None:
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+            summary = "\n".join(data.get("summary") or []) or "(no summary in the report)"
+            name = data.get("stage") or stage
+        except (OSError, ValueError):
+            summary, name = "(report unreadable)", stage
+        return ContractViolation(name, summary, report.relative_to(root))
+    params_lines = [ln for ln in lines if _PARAMS_ERROR.search(ln)]
+    if params_lines:
+        return InvalidParams(f"{stage}: invalid params:\n" + "\n".join(_strip_log_prefix(ln) for ln in params_lines))
+    return StageError(stage, f"`dvc repro` exited with {rc}:\n" + "\n".join(lines[-40:]))
+
+
+def fresh_validation_report(root: Path, since: float) -> Path | None:
+    """The validation report a stage wrote during this attempt, if any."""
+    folder = root / VALIDATION_DIR
+    if not folder.is_dir():
+        return None
+    fresh = [p for p in folder.glob("*.json") if p.stat().st_mtime >= since - 1.0]
+    return max(fresh, key=lambda p: p.stat().st_mtime) if fresh else None
+
+
+def _strip_log_prefix(line: str) -> str:
+    # "2026-01-01 10:00:00,000 ERROR textclf: vocab: params.yaml: ..." → "vocab: params.yaml: ..."
+    m = re.search(r"(?:ERROR|WARNING|INFO) [\w.]+: (.*)$", line)
+    return (m.group(1) if m else line).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# params overrides
+
+def check_overrides(overrides: list[str]) -> None:
+    for item in overrides:
+        if "=" not in item and not item.rpartition(":")[2].startswith("~"):
+            raise InvalidParams(f"params override {item!r}: expected section.key=value "
+                                "(the `dvc exp run --set-param` syntax)")
+
+
+@contextmanager
+def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False) -> Iterator[dict]:
+    """Apply `section.key=value` overrides to params files the way `dvc exp run --set-param`
+    does (DVC's Hydra override grammar; comments and order kept), and put the files back
+    afterwards unless `keep`. Yields {file: [overrides]}.
+
+    While the run lasts, dvc.lock records the overridden values; once the files are restored,
+    `dvc status` shows the affected stages as changed — the workspace holds an experiment's
+    outputs, exactly as after `dvc exp run` followed by `git checkout params.yaml`.
+    """
+    if not overrides:
+        yield {}
+        return
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides, to_hydra_overrides
+
+    check_overrides(overrides)
+    by_file = to_path_overrides(overrides)
+    originals: dict[Path, bytes] = {}
+    try:
+        for name, items in by_file.items():
+            path = root / name
+            if not path.exists():
+                raise InvalidParams(f"params override: {name} does not exist")
+            try:
+                if any(o.is_sweep_override() for o in to_hydra_overrides(items)):
+                    raise InvalidParams(f"params override {items}: sweeps (a=1,2) are not supported")
+            except InvalidParams:
+                raise
+            except Exception as err:  # hydra's OverrideParseException
+                raise InvalidParams(f"params override {items}: {err}") from None
+            originals[path] = path.read_bytes()
+            try:
+                apply_overrides(path, items)
+            except InvalidArgumentError as err:
+                cause = err.__cause__ or err
+                raise InvalidParams(f"params override {items}: {cause}") from None
+        yield by_file
+    finally:
+        if not keep:
+            for path, data in originals.items():
+                _write_atomic(path, data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def validate_params(root: Path) -> list[str]:
+    """Every section of params.yaml through stages.params (the one loader): raises InvalidParams
+    with the loader's message (`params.yaml: section.key: ...`); returns the sections checked."""
+    from stages.params import ParamsError, parse_section, read_params_file
+
+    try:
+        data = read_params_file(root / PARAMS_FILE)
+        for section, values in data.items():
+            parse_section(section, values)
+    except ParamsError as err:
+        raise InvalidParams(str(err)) from None
+    return list(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# the repository lock
+
+# Locks this run already holds (a flow calling the pipeline as a subflow must not wait for itself).
+_HELD: ContextVar[frozenset[str]] = ContextVar("textclf_repo_locks", default=frozenset())
+
+
+def lock_holder(root: Path) -> dict | None:
+    try:
+        return json.loads((root / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def describe_holder(holder: dict | None) -> str:
+    if not holder:
+        return "another process"
+    alive = ""
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            alive = ", no longer running"
+        except PermissionError:
+            pass
+    run = f", {holder['what']}" if holder.get("what") else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')}{run}, since {holder.get('since')}{alive}"
+
+
+@contextmanager
+def repo_lock(root: Path, timeout_s: float, what: str = "", poll_s: float = 0.2) -> Iterator[None]:
+    """Hold the repository's pipeline lock; wait at most `timeout_s` (0: do not wait) for it.
+
+    Re-entrant within one run (a flow that holds it may call the pipeline flow as a subflow);
+    across processes and threads it is an OS file lock, released even if the holder is killed.
+    """
+    from filelock import FileLock, Timeout
+
+    if timeout_s is None or timeout_s < 0:
+        raise InvalidParams("lock_timeout_s must be >= 0 (the wait for another run is bounded)")
+    path = (root / LOCK_FILE).resolve()
+    key = str(path)
+    if key in _HELD.get():
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("repository %s is busy (%s); waiting up to %g s (lock_timeout_s)",
+                    root, describe_holder(lock_holder(root)), timeout_s)
+        try:
+            lock.acquire(timeout=timeout_s, poll_interval=poll_s)
+        except Timeout:
+            raise RepoBusy(
+                f"repository {root} is busy: another pipeline run holds {LOCK_FILE} "
+                f"({describe_holder(lock_holder(root))}); gave up after {timeout_s:g} s. "
+                "Nothing was changed. Run again later, or raise lock_timeout_s.") from None
+    token = _HELD.set(_HELD.get() | {key})
+    owner = root / OWNER_FILE
+    try:
+        _write_atomic(owner, json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(), "what": what,
+            "since": datetime.now(UTC).isoformat(timespec="seconds")}).encode())
+        yield
+    finally:
+        _HELD.reset(token)
+        owner.unlink(missing_ok=True)
+        lock.release()

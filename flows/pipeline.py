@@ -1,0 +1,201 @@
+"""The DVC pipeline as a Prefect flow: one task per dvc.yaml stage, in DVC's order.
+
+    python -m flows.pipeline                                 # every stage (skips what is current)
+    python -m flows.pipeline --target vocab --force          # vocab and what it depends on
+    python -m flows.pipeline -S train.lr=0.05 -S train.epochs=3   # like dvc exp run --set-param
+
+Each task is `dvc repro --single-item <stage>`, so dvc.lock and the cache are updated and
+unchanged stages are skipped exactly as `dvc repro` would. Transient failures are retried with
+exponential backoff; a broken data contract or invalid params fail the run at once, with the
+validation summary in the log. The whole run holds the repository lock (flows/dvcops.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from prefect.tasks import exponential_backoff
+
+from flows import dvcops, report
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a run (logs reach the UI), a plain logger outside one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("textclf.flows")
+
+
+def resolve_repo(repo: str | Path) -> Path:
+    root = Path(repo).expanduser().resolve()
+    if not (root / "dvc.yaml").exists():
+        raise dvcops.InvalidParams(f"repo: {root} has no dvc.yaml (run from the project root or pass --repo)")
+    return root
+
+
+def _retry_unless_permanent(task, task_run, state) -> bool:
+    """retry_condition_fn: retry everything except data-contract and params failures."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            state.result()
+        except BaseException as err:  # noqa: BLE001 - we only classify it
+            exc = err
+    retry = dvcops.is_retryable(exc)
+    if not retry:
+        run_logger().error("%s: not retried (%s)", task.name, type(exc).__name__)
+    return retry
+
+
+@task(name="check-params", task_run_name="check-params", cache_policy=NO_CACHE, persist_result=False)
+def check_params(repo: str) -> list[str]:
+    """Validate every params.yaml section (overrides applied) before any stage runs."""
+    sections = dvcops.validate_params(Path(repo))
+    run_logger().info("params.yaml: %s valid", ", ".join(sections))
+    return sections
+
+
+@task(name="stage", cache_policy=NO_CACHE, persist_result=False,
+      retry_condition_fn=_retry_unless_permanent)
+def run_stage(repo: str, stage: str, force: bool = False, timeout_s: float | None = None) -> dict:
+    """Reproduce one stage through DVC; returns {stage, status: ran|skipped|restored, seconds}."""
+    logger = run_logger()
+
+    def log(line: str) -> None:  # the stage's own output, live, in the run log
+        if line.strip():
+            logger.info("%s | %s", stage, line)
+
+    try:
+        result = dvcops.repro_stage(Path(repo), stage, force=force, timeout_s=timeout_s, on_line=log)
+    except dvcops.ContractViolation as err:
+        logger.error("%s: data contract failed (not retried):\n%s\nfailure cases: %s",
+                     err.stage, err.summary, err.report)
+        raise
+    except dvcops.InvalidParams as err:
+        logger.error("%s (not retried)", err)
+        raise
+    logger.info("%s: %s in %.1f s", stage, result.status, result.seconds)
+    return result.as_dict()
+
+
+@flow(name="textclf-pipeline")
+def pipeline(target: str | None = None, force: bool = False, params: list[str] | None = None,
+             keep_params: bool = False, repo: str = ".", retries: int = 2, retry_delay_s: float = 10.0,
+             stage_timeout_s: float | None = None, lock_timeout_s: float = 600.0,
+             metrics_file: str = report.METRICS_FILE) -> dict:
+    """Run the DVC pipeline (or `target` and what it depends on) stage by stage.
+
+    Args:
+        target: a dvc.yaml stage; default all stages.
+        force: rerun stages even if DVC says they are current (`dvc repro --force`).
+        params: overrides, `section.key=value` as for `dvc exp run --set-param`.
+        keep_params: keep the overrides in params.yaml afterwards (default: restore the file).
+        repo: the project root (holds dvc.yaml).
+        retries: attempts after the first for a transiently failing stage.
+        retry_delay_s: first retry delay; doubles each retry.
+        stage_timeout_s: kill a stage that runs longer (default: no limit).
+        lock_timeout_s: how long to wait for another run on the same repository.
+        metrics_file: the evaluate stage's metrics, for the report.
+    """
+    logger = run_logger()
+    root = resolve_repo(repo)
+    overrides = list(params or [])
+    stages_done: list[dict] = []
+    planned: list[str] = []
+    with dvcops.repo_lock(root, lock_timeout_s, what=f"flow run {_flow_run_name()}"):
+        with dvcops.params_overrides(root, overrides, keep=keep_params):
+            check_params(str(root))
+            planned = dvcops.stage_order(root, target)
+            logger.info("stages: %s", " → ".join(planned))
+            stage_task = run_stage.with_options(
+                retries=retries,
+                retry_delay_seconds=exponential_backoff(retry_delay_s)(retries) if retries > 0 else 0,
+                retry_jitter_factor=0.2 if retry_delay_s > 0 else None)
+            failed: tuple[str, BaseException] | None = None
+            try:
+                for stage in planned:
+                    try:
+                        stages_done.append(stage_task.with_options(name=stage, task_run_name=stage)(
+                            str(root), stage, force=force, timeout_s=stage_timeout_s))
+                    except BaseException as err:
+                        failed = (stage, err)
+                        raise
+            finally:
+                _report(root, target, overrides, keep_params, planned, stages_done, metrics_file, failed)
+    summary = ", ".join(f"{s['stage']} {s['status']}" for s in stages_done)
+    logger.info("pipeline done: %s", summary)
+    return {"repo": str(root), "target": target, "stages": stages_done,
+            "metrics": report.read_metrics(root, metrics_file)}
+
+
+def _flow_run_name() -> str:
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.name)
+    except Exception:  # noqa: BLE001 - only a label for the lock owner file
+        return "?"
+
+
+def _report(root: Path, target: str | None, overrides: list[str], kept: bool, planned: list[str],
+            done: list[dict], metrics_file: str, failed: tuple[str, BaseException] | None) -> None:
+    current = report.read_metrics(root, metrics_file)
+    rows = report.stage_rows(done, planned, failed[0] if failed else None)
+    markdown = report.run_markdown(
+        root=root, target=target, overrides=overrides, kept=kept, current=current,
+        committed=report.committed_metrics(root, metrics_file), commit=report.head_commit(root),
+        stages=rows, metrics_file=metrics_file, error=str(failed[1]) if failed else None,
+        data_diff=report.data_diff_markdown(root))
+    try:
+        report.publish(markdown, report.per_class_rows(current), rows,
+                       description=f"textclf pipeline ({target or 'all stages'})")
+    except Exception as err:  # noqa: BLE001 - a report must not hide the run's own outcome
+        run_logger().warning("could not create artifacts: %s", err)
+        if failed is None:
+            raise
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--repo", default=".", help="project root (default: .)")
+    p.add_argument("--target", help="run this stage and what it depends on (default: all)")
+    p.add_argument("--force", action="store_true", help="rerun stages even if unchanged")
+    p.add_argument("-S", "--set-param", dest="params", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help="params override (repeatable), as dvc exp run")
+    p.add_argument("--keep-params", action="store_true", help="keep overrides in params.yaml")
+    p.add_argument("--retries", type=int, default=2)
+    p.add_argument("--retry-delay", type=float, default=10.0, help="first retry delay, seconds")
+    p.add_argument("--stage-timeout", type=float, default=None, help="seconds per stage")
+    p.add_argument("--lock-timeout", type=float, default=600.0,
+                   help="seconds to wait for another run on this repository (default 600)")
+    p.add_argument("--metrics-file", default=report.METRICS_FILE)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = pipeline(target=args.target, force=args.force, params=args.params or None,
+                          keep_params=args.keep_params, repo=args.repo, retries=args.retries,
+                          retry_delay_s=args.retry_delay, stage_timeout_s=args.stage_timeout,
+                          lock_timeout_s=args.lock_timeout, metrics_file=args.metrics_file)
+    except (dvcops.PermanentError, dvcops.StageError) as err:
+        print(f"pipeline failed: {err}", file=sys.stderr)
+        return 1
+    for s in result["stages"]:
+        print(f"{s['stage']}: {s['status']} ({s['seconds']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

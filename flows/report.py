@@ -1,0 +1,189 @@
+"""What a pipeline run reports in the Prefect UI: metrics (model vs baseline, and the change
+against the last committed metrics), per-class scores, and a stage summary.
+
+The builders are pure (dicts in, Markdown/rows out); `publish` turns them into artifacts. A run
+before the evaluate stage exists, or one that failed early, still reports: the metrics section
+then says the metrics are not available yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger("textclf.flows")
+
+METRICS_FILE = "reports/metrics.json"
+# Shown first, in this order; other scalar metrics under "test" follow alphabetically.
+HEADLINE = ("accuracy", "macro_f1")
+KEY_METRICS = "textclf-metrics"
+KEY_PER_CLASS = "textclf-per-class"
+KEY_STAGES = "textclf-stages"
+
+
+# ---------------------------------------------------------------------------------------------
+# reading metrics
+
+def read_metrics(root: Path, metrics_file: str = METRICS_FILE) -> dict | None:
+    """The workspace's metrics, or None when the file does not exist (yet)."""
+    path = root / metrics_file
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("%s: unreadable (%s); treating metrics as not available", path, err)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def committed_metrics(root: Path, metrics_file: str = METRICS_FILE, rev: str = "HEAD") -> dict | None:
+    """The metrics as last committed to git (DVC metrics are `cache: false` outputs, so git holds
+    them); None when there is no commit or the file was never committed."""
+    try:
+        proc = subprocess.run(["git", "show", f"{rev}:{metrics_file}"], cwd=root, capture_output=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.warning("git show %s:%s failed: %s", rev, metrics_file, err)
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        data = json.loads(proc.stdout.decode("utf-8"))
+    except ValueError:
+        log.warning("%s at %s is not valid JSON; no committed metrics to compare with", metrics_file, rev)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def head_commit(root: Path) -> str | None:
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def metric_value(metrics: dict | None, dotted: str) -> float | None:
+    """`test.macro_f1` → metrics["test"]["macro_f1"] as a float, None if absent."""
+    node = metrics
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def _scalars(section: dict | None) -> dict[str, int | float]:
+    if not isinstance(section, dict):
+        return {}
+    return {k: v for k, v in section.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown and tables
+
+def _fmt(v: int | float | None, signed: bool = False) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, int):  # counts (n): no decimals
+        return f"{v:+d}" if signed else f"{v:d}"
+    return f"{v:+.4f}" if signed else f"{v:.4f}"
+
+
+def metrics_table(current: dict, committed: dict | None, commit: str | None) -> str:
+    test = _scalars(current.get("test"))
+    base = _scalars(current.get("baseline"))
+    before = _scalars((committed or {}).get("test"))
+    names = [k for k in HEADLINE if k in test] + sorted(k for k in test if k not in HEADLINE)
+    since = f"last commit ({commit})" if commit else "last commit"
+    lines = [f"| metric | model | baseline | model − baseline | {since} | change |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for k in names:
+        b, old = base.get(k), before.get(k)
+        lines.append(f"| {k} | {_fmt(test[k])} | {_fmt(b)} | "
+                     f"{_fmt(None if b is None else test[k] - b, True)} | {_fmt(old)} | "
+                     f"{_fmt(None if old is None else test[k] - old, True)} |")
+    return "\n".join(lines)
+
+
+def per_class_rows(metrics: dict | None) -> list[dict]:
+    per_class = ((metrics or {}).get("test") or {}).get("per_class")
+    if not isinstance(per_class, dict):
+        return []
+    rows = []
+    for label in sorted(per_class):
+        scores = per_class[label] if isinstance(per_class[label], dict) else {}
+        rows.append({"label": label, **{k: scores.get(k) for k in ("precision", "recall", "f1", "support")}})
+    return rows
+
+
+def stage_rows(stages: Iterable[dict], planned: Iterable[str] = (), failed: str | None = None) -> list[dict]:
+    """One row per planned stage: ran / skipped / restored with seconds, or failed / not run."""
+    done = {s["stage"]: s for s in stages}
+    rows = []
+    for name in list(planned) or list(done):
+        if name in done:
+            rows.append({"stage": name, "status": done[name]["status"],
+                         "seconds": round(float(done[name]["seconds"]), 2)})
+        else:
+            rows.append({"stage": name, "status": "failed" if name == failed else "not run", "seconds": None})
+    return rows
+
+
+def data_diff_markdown(root: Path, base_rev: str = "HEAD") -> str | None:
+    """The data changes of this run against `base_rev` (`textclf diff`), as Markdown.
+
+    None when there is nothing to compare against (e.g. the base revision never ran the
+    pipeline): the artifact then says why instead of failing the run."""
+    from textclf.datadiff import DiffError, markdown_diff
+
+    try:
+        return markdown_diff(root, base_rev, level=3)
+    except DiffError as err:
+        log.info("no data diff against %s: %s", base_rev, err)
+        return f"_No `textclf diff` against `{base_rev}`: {err}_"
+
+
+def run_markdown(*, root: Path, target: str | None, overrides: list[str], kept: bool,
+                 current: dict | None, committed: dict | None, commit: str | None,
+                 stages: list[dict], metrics_file: str, error: str | None = None,
+                 data_diff: str | None = None) -> str:
+    out = ["# textclf pipeline run", ""]
+    out.append(f"- repository: `{root}`")
+    out.append(f"- target: `{target or 'all stages'}`")
+    if overrides:
+        out.append(f"- params overrides ({'kept in params.yaml' if kept else 'not kept'}): "
+                   + ", ".join(f"`{o}`" for o in overrides))
+    if error:
+        out += ["", "## Failed", "", "```", error.strip(), "```"]
+    out += ["", "## Metrics (test split)", ""]
+    if current is None:
+        out.append(f"_Metrics not available yet: `{metrics_file}` does not exist (the pipeline has "
+                   "no evaluate stage yet, or it has not run)._")
+    else:
+        out.append(metrics_table(current, committed, commit))
+        if committed is None:
+            out += ["", "_No committed metrics to compare with._"]
+    out += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---:|"]
+    for row in stages:
+        secs = "–" if row["seconds"] is None else f"{row['seconds']:.2f}"
+        out.append(f"| {row['stage']} | {row['status']} | {secs} |")
+    out += ["", "## Data changes", ""]
+    out.append(data_diff.strip() if data_diff else
+               "_Not available._")
+    return "\n".join(out) + "\n"
+
+
+def publish(markdown: str, per_class: list[dict], stages: list[dict], description: str) -> None:
+    """Create the run's artifacts (keys stay the same run to run, so the UI shows a history)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(markdown, key=KEY_METRICS, description=description)
+    if per_class:
+        create_table_artifact(per_class, key=KEY_PER_CLASS, description="per-class test scores")
+    create_table_artifact(stages, key=KEY_STAGES, description="stages: ran / skipped, seconds")

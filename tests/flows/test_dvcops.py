@@ -1,0 +1,121 @@
+"""flows/dvcops.py on real temp repos: the graph from dvc.yaml, one stage through DVC, failure
+classification, params overrides, the repository lock. No flow runs here."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import yaml
+
+from flows import dvcops
+from tests.flows.conftest import set_param
+
+DATA_HALF = ["ingest", "clean", "split", "vocab"]
+
+
+def test_stage_order_is_read_from_dvc_yaml_at_run_time(built_repo):
+    declared = list(yaml.safe_load((built_repo / "dvc.yaml").read_text())["stages"])
+    order = dvcops.stage_order(built_repo)
+    assert sorted(order) == sorted(declared)
+    assert [s for s in order if s in DATA_HALF] == DATA_HALF
+    assert dvcops.stage_order(built_repo, "split") == ["ingest", "clean", "split"]
+
+    # a stage added to dvc.yaml is picked up with no change to Python, after what it depends on
+    spec = yaml.safe_load((built_repo / "dvc.yaml").read_text())
+    spec["stages"] = {"vocab_size": {"cmd": "python -c pass", "deps": ["data/processed/vocab.json"]},
+                      **spec["stages"]}
+    (built_repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    order = dvcops.stage_order(built_repo, "vocab_size")
+    assert order == [*DATA_HALF, "vocab_size"]
+
+    with pytest.raises(dvcops.InvalidParams, match="no stage 'nope'.*vocab"):
+        dvcops.stage_order(built_repo, "nope")
+
+
+def test_repro_stage_runs_when_changed_and_skips_when_not(built_repo):
+    lines = []
+    first = dvcops.repro_stage(built_repo, "vocab", on_line=lines.append)
+    assert first.status == "skipped"
+    forced = dvcops.repro_stage(built_repo, "vocab", force=True, on_line=lines.append)
+    assert forced.status == "ran" and forced.seconds > 0
+    assert any("textclf.vocab: vocab:" in line for line in lines)  # the stage's own log, streamed
+
+
+def test_invalid_params_in_a_stage_is_permanent(built_repo):
+    set_param(built_repo, "vocab.min_freq", 0)
+    with pytest.raises(dvcops.InvalidParams, match=r"params\.yaml: vocab\.min_freq") as err:
+        dvcops.repro_stage(built_repo, "vocab")
+    assert not dvcops.is_retryable(err.value)
+    with pytest.raises(dvcops.InvalidParams, match="vocab.min_freq"):
+        dvcops.validate_params(built_repo)
+
+
+def test_unclassified_failure_is_retryable(built_repo):
+    (built_repo / "data/processed/train.parquet").write_bytes(b"not parquet")
+    with pytest.raises(dvcops.StageError, match="exited with 1") as err:
+        dvcops.repro_stage(built_repo, "vocab")
+    assert dvcops.is_retryable(err.value)
+
+
+def test_stage_timeout_kills_the_stage(built_repo):
+    with pytest.raises(dvcops.StageError, match="timed out"):
+        dvcops.repro_stage(built_repo, "vocab", force=True, timeout_s=0.3)
+    assert dvcops.is_retryable(dvcops.StageError("x", "timed out"))
+
+
+def test_params_overrides_are_applied_then_restored(built_repo):
+    params = built_repo / "params.yaml"
+    before = params.read_bytes()
+    with dvcops.params_overrides(built_repo, ["vocab.min_freq=4", "split.seed=7"]):
+        data = yaml.safe_load(params.read_text())
+        assert data["vocab"]["min_freq"] == 4 and data["split"]["seed"] == 7
+    assert params.read_bytes() == before
+
+    params.write_text("# a comment DVC's round-trip modifier keeps\n" + before.decode())
+    expected = yaml.safe_load(before)
+    expected["vocab"]["ngrams"] = 3 - expected["vocab"]["ngrams"]  # 1 <-> 2: a real change
+    with dvcops.params_overrides(built_repo, [f"vocab.ngrams={expected['vocab']['ngrams']}"], keep=True):
+        pass
+    assert yaml.safe_load(params.read_text()) == expected  # kept; nothing else changed
+    assert params.read_text().startswith("# a comment")
+    params.write_bytes(before)
+
+    for bad, match in [("vocab.min_freq", "section.key=value"), ("vocab.nope=1", "vocab.nope"),
+                       ("vocab.min_freq=[", "vocab.min_freq")]:
+        with pytest.raises(dvcops.InvalidParams, match=match):
+            with dvcops.params_overrides(built_repo, [bad]):
+                pass
+        assert params.read_bytes() == before
+
+
+def test_repo_lock_is_bounded_reentrant_and_names_its_holder(built_repo):
+    held, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with dvcops.repo_lock(built_repo, 5, what="flow run other"):
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other_run)
+    t.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        with pytest.raises(dvcops.RepoBusy, match=r"busy.*flow run other.*gave up after 0\.5 s"):
+            with dvcops.repo_lock(built_repo, 0.5):
+                pass
+        assert time.monotonic() - started < 5
+        threading.Timer(0.5, release.set).start()
+        with dvcops.repo_lock(built_repo, 10, what="me"):  # waits for the other run, then gets it
+            assert dvcops.lock_holder(built_repo)["what"] == "me"
+            with dvcops.repo_lock(built_repo, 0):  # re-entrant in the same run
+                pass
+    finally:
+        release.set()
+        t.join(10)
+    assert dvcops.lock_holder(built_repo) is None
+    with pytest.raises(dvcops.InvalidParams, match="bounded"):
+        with dvcops.repo_lock(built_repo, -1):
+            pass

@@ -1,0 +1,191 @@
+"""The new-data flow on a temp git + DVC repo.
+
+The gate needs a test metric that new data can move either way without training a model, so the
+repo gets one extra DVC stage, `score`, whose "macro_f1" is the share of `pos` documents: more
+positive documents raise it, a batch of negative ones lowers it. Everything else is real: the
+ingest contract check, `dvc add`, the pipeline flow, git commits, `dvc push` to a local remote,
+`dvc checkout` on restore.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from flows.incoming import gate, incoming
+from tests.fixtures import run
+from tests.flows.conftest import commit_all
+
+SCORE = '''\
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+labels = pq.read_table("data/interim/documents.parquet", columns=["label"]).column("label").to_pylist()
+share = labels.count("pos") / len(labels)
+Path("reports").mkdir(exist_ok=True)
+Path("reports/score.json").write_text(json.dumps({
+    "test": {"accuracy": share, "macro_f1": share},
+    "baseline": {"accuracy": 0.5, "macro_f1": 0.5}}))
+'''
+GATE = {"metrics_file": "reports/score.json", "target": "score", "min_age_s": 0, "retry_delay_s": 0}
+
+
+@pytest.fixture(scope="module")
+def scored_template(built_template, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("scored") / "repo"
+    shutil.copytree(built_template, repo, symlinks=True)
+    (repo / "score.py").write_text(SCORE)
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    spec["stages"]["score"] = {"cmd": "python score.py",
+                               "deps": ["score.py", "data/interim/documents.parquet"],
+                               "metrics": [{"reports/score.json": {"cache": False}}]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run(["dvc", "repro", "score"], repo, timeout=300)
+    commit_all(repo, "score stage")
+    return repo
+
+
+@pytest.fixture()
+def repo(scored_template, tmp_path) -> Path:
+    dest = tmp_path / "repo"
+    shutil.copytree(scored_template, dest, symlinks=True)
+    run(["dvc", "remote", "add", "--local", "-d", "store", str(tmp_path / "remote")], dest)
+    return dest
+
+
+def drop(repo: Path, name: str, data: bytes) -> Path:
+    path = repo / "data" / "incoming" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def lines(prefix: str, words: str, n: int) -> bytes:
+    return "".join(f"{prefix}{i}号{words}\n" for i in range(n)).encode("utf-8")
+
+
+def head(repo: Path) -> str:
+    return run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+
+
+def tracked_changes(repo: Path) -> str:
+    return run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout
+
+
+def incoming_artifact(state) -> str:
+    with get_client(sync_client=True) as client:
+        (art,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key={"any_": ["textclf-incoming"]},
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    return art.data
+
+
+def test_accepted_file_is_promoted_and_a_rejected_one_quarantined(repo, tmp_path):
+    raw_pos = (repo / "data/raw/pos.txt").read_bytes()
+    before = head(repo)
+    drop(repo, "pos.txt", lines("新到的评论", "很好满意推荐", 40))
+    drop(repo, "broken.txt", b"\x00\x01\x02 not text \x00" * 20)
+
+    state = incoming(repo=str(repo), **GATE, return_state=True)
+    assert state.is_completed()
+    out = state.result()
+
+    # the rejected file: quarantined with the reason beside it, never in the raw data
+    assert [v["file"] for v in out["rejected"]] == ["broken.txt"]
+    reason = (repo / "data/quarantine/broken.txt.reason.txt").read_text()
+    assert "binary" in reason and (repo / "data/quarantine/broken.txt").exists()
+    assert not (repo / "data/raw/broken.txt").exists()
+
+    # the accepted file: in the raw data, pipeline rerun, promoted in one commit
+    assert [v["file"] for v in out["accepted"]] == ["pos.txt"]
+    assert out["promoted"] and out["decision"]["new"] > out["decision"]["committed"] == 0.5
+    raw = (repo / "data/raw/pos.txt").read_bytes()
+    assert raw.startswith(raw_pos) and raw.count(b"\n") == raw_pos.count(b"\n") + 40
+    assert head(repo) != before and out["commit"] == run(["git", "rev-parse", "--short", "HEAD"], repo).stdout.strip()
+    message = run(["git", "log", "-1", "--format=%B"], repo).stdout
+    assert "promote new data (pos.txt)" in message and "test.macro_f1 0.5000 → 0.5" in message
+    committed = run(["git", "show", "--name-status", "--format=", "HEAD"], repo).stdout
+    assert "data/raw.dvc" in committed and "dvc.lock" in committed and "reports/score.json" in committed
+    assert "D\tdata/raw/pos.txt" in committed  # raw data moved from git to DVC
+    assert tracked_changes(repo) == ""
+    assert "up to date" in run(["dvc", "status", "--with-deps", "score"], repo).stdout
+    assert not (repo / "data/incoming/pos.txt").exists()
+    assert out["pushed_to"] == "store" and any((tmp_path / "remote").rglob("*"))
+    md = incoming_artifact(state)
+    assert "Promoted in commit" in md and "broken.txt" in md
+
+
+def test_a_worse_metric_is_not_promoted_and_the_workspace_is_restored(repo):
+    before = {p: (repo / p).read_bytes() for p in
+              ("dvc.lock", "params.yaml", "data/raw/neg.txt", "reports/score.json", "data/interim/documents.parquet")}
+    sha = head(repo)
+    drop(repo, "neg.txt", lines("刚收到的评论", "很差失望退货", 200))
+
+    state = incoming(repo=str(repo), tolerance=0.01, **GATE, return_state=True)
+    assert state.is_completed()
+    out = state.result()
+    assert [v["file"] for v in out["accepted"]] == ["neg.txt"]  # passed the contract check...
+    assert not out["promoted"]  # ...but the retrained score dropped 0.5 → 0.375
+    assert out["decision"]["new"] == pytest.approx(300 / 800)
+    assert "worse than the committed model" in out["decision"]["reason"]
+
+    assert head(repo) == sha  # nothing committed
+    assert tracked_changes(repo) == ""
+    assert not (repo / "data/raw.dvc").exists()  # the git → DVC move was undone too
+    assert {p: (repo / p).read_bytes() for p in before} == before
+    assert "up to date" in run(["dvc", "status", "--with-deps", "score"], repo).stdout
+    reason = (repo / "data/quarantine/neg.txt.reason.txt").read_text()
+    assert "promotion gate" in reason and "0.5000 → 0.3750" in reason
+    assert "Not promoted" in incoming_artifact(state)
+
+
+def test_no_new_files_is_a_quick_no_op(repo):
+    sha = head(repo)
+    out = incoming(repo=str(repo), **GATE)
+    assert out["accepted"] == out["rejected"] == [] and not out["promoted"]
+    assert head(repo) == sha and tracked_changes(repo) == ""
+
+
+@pytest.mark.parametrize(("committed", "new", "promote"), [
+    (0.80, 0.795, True),   # within tolerance
+    (0.80, 0.78, False),   # worse by more than tolerance
+    (None, 0.70, True),    # nothing committed yet
+    (0.80, None, False),   # the run lost its metrics
+    (None, None, True),    # no evaluate stage yet: data contracts alone
+])
+def test_gate(committed, new, promote):
+    def metrics(v):
+        return None if v is None else {"test": {"macro_f1": v}}
+
+    assert gate(metrics(committed), metrics(new), "test.macro_f1", 0.01).promote is promote
+
+
+def test_place_appends_lines_in_the_raw_files_encoding_and_never_edits_in_place(tmp_path):
+    from flows.incoming import RawSpec, landing_files, place
+
+    raw, landing = tmp_path / "raw", tmp_path / "incoming"
+    raw.mkdir()
+    landing.mkdir()
+    old = raw / "neg.txt"
+    old.write_bytes("旧的评论很差".encode("gb18030"))  # a legacy GB18030 file, no final newline
+    inode = old.stat().st_ino
+    (landing / "neg.txt").write_bytes("\ufeff新的评论太慢\n".encode())  # UTF-8 with a BOM
+    (landing / "pos.txt").write_text("新标签文件很好\n", encoding="utf-8")
+    (landing / "upload.txt.part").write_text("still copying")
+    spec = RawSpec("raw", "text_dir")
+
+    files = landing_files(landing, min_age_s=0)
+    assert [p.name for p in files] == ["neg.txt", "pos.txt"]  # partial uploads wait
+    assert landing_files(landing, min_age_s=3600) == []  # too fresh: next run
+
+    assert place(landing / "neg.txt", raw, spec) == []
+    assert old.read_bytes().decode("gb18030") == "旧的评论很差\n新的评论太慢\n"
+    assert old.stat().st_ino != inode  # replaced by rename: a DVC cache linked to it is untouched
+    assert place(landing / "pos.txt", raw, spec) == [str(raw / "pos.txt")]  # a new label file

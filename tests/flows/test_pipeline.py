@@ -1,0 +1,227 @@
+"""The pipeline flow on real temp repos against the session's Prefect test server.
+
+Flow tests stay on the data half (`target="vocab"`) so they finish quickly whatever stages
+dvc.yaml has grown since."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+
+from flows import dvcops
+from flows.pipeline import pipeline
+from tests.fixtures import env, run
+from tests.flows.conftest import commit_all
+
+DATA_HALF = ["ingest", "clean", "split", "vocab"]
+
+
+def task_runs(state) -> dict[str, list]:
+    """Task runs of the flow run behind `state`, by task run name."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    out: dict[str, list] = {}
+    for r in runs:
+        out.setdefault(r.name, []).append(r)
+    return out
+
+
+def artifacts(state) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    # table artifacts come back as JSON text
+    return {a.key: json.loads(a.data) if a.type == "table" else a.data for a in found}
+
+
+def statuses(result: dict) -> dict[str, str]:
+    return {s["stage"]: s["status"] for s in result["stages"]}
+
+
+def dvc_up_to_date(repo) -> bool:
+    return "up to date" in run(["dvc", "status", *DATA_HALF], repo).stdout
+
+
+def test_every_stage_runs_then_a_second_run_skips_all(fresh_repo):
+    state = pipeline(target="vocab", repo=str(fresh_repo), return_state=True)
+    assert state.is_completed()
+    first = state.result()
+    assert statuses(first) == dict.fromkeys(DATA_HALF, "ran")
+    assert all(s["seconds"] > 0 for s in first["stages"])
+    assert set(task_runs(state)) == {"check-params", *DATA_HALF}
+
+    second = pipeline(target="vocab", repo=str(fresh_repo))
+    assert statuses(second) == dict.fromkeys(DATA_HALF, "skipped")
+    assert dvc_up_to_date(fresh_repo)
+    lock = yaml.safe_load((fresh_repo / "dvc.lock").read_text())
+    assert set(DATA_HALF) <= set(lock["stages"])
+
+    # no evaluate output in this repo: the report says so instead of failing
+    arts = artifacts(state)
+    assert "Metrics not available yet" in arts["textclf-metrics"]
+    assert "HOOK" not in arts["textclf-metrics"] and "textclf diff" in arts["textclf-metrics"]
+    assert [row["status"] for row in arts["textclf-stages"]] == ["ran"] * 4
+
+
+def test_a_broken_data_contract_fails_at_once_without_retries(built_repo):
+    # A stricter Documents contract in this copy of the project: the real ingest stage, under
+    # real pandera, now produces output that breaks it ("neg" is not an allowed label).
+    schemas = built_repo / "stages" / "schemas.py"
+    schemas.write_text(schemas.read_text() + (
+        "\n\nclass Documents(Documents):  # test: only 'pos' allowed\n"
+        "    label: Series[str] = pa.Field(isin=['pos'])\n"))
+    state = pipeline(target="vocab", repo=str(built_repo), retries=3, retry_delay_s=0,
+                     return_state=True)
+    assert state.is_failed()
+    with pytest.raises(dvcops.ContractViolation, match=r"(?s)ingest: output violates.*column label: check isin") as err:
+        state.result()
+    assert err.value.report.as_posix() == "reports/validation/ingest.json"
+    runs = task_runs(state)
+    assert len(runs["ingest"]) == 1 and runs["ingest"][0].run_count == 1  # not retried
+    assert runs["ingest"][0].state.is_failed()
+    assert "clean" not in runs  # nothing after it ran
+    report = json.loads((built_repo / "reports/validation/ingest.json").read_text())
+    assert report["failure_cases"]
+    stages = artifacts(state)["textclf-stages"]
+    assert [(r["stage"], r["status"]) for r in stages] == [
+        ("ingest", "failed"), ("clean", "not run"), ("split", "not run"), ("vocab", "not run")]
+
+
+def test_a_transient_fault_is_retried_and_the_run_succeeds(built_repo, monkeypatch):
+    """The first attempt finds DVC's own repository lock held (a user's `dvc` in a terminal, say):
+    real `dvc repro` fails with its LockError; the retry gets through."""
+    import zc.lockfile
+
+    real = dvcops.repro_stage
+    attempts = []
+
+    def flaky(root, stage, **kw):
+        attempts.append(stage)
+        if len(attempts) > 1:
+            return real(root, stage, **kw)
+        held = zc.lockfile.LockFile(str(root / ".dvc" / "tmp" / "lock"))
+        try:
+            return real(root, stage, **kw)
+        finally:
+            held.close()
+
+    monkeypatch.setattr(dvcops, "repro_stage", flaky)
+    state = pipeline(target="ingest", force=True, repo=str(built_repo), retries=2, retry_delay_s=0,
+                     return_state=True)
+    assert state.is_completed()
+    assert attempts == ["ingest", "ingest"]
+    (ingest,) = task_runs(state)["ingest"]
+    assert ingest.run_count == 2 and ingest.state.is_completed()
+    assert statuses(state.result()) == {"ingest": "ran"}
+
+
+def test_params_overrides_reach_the_stage_and_params_yaml_is_kept(built_repo):
+    params = built_repo / "params.yaml"
+    before = params.read_bytes()
+    result = pipeline(target="vocab", params=["vocab.min_freq=50"], repo=str(built_repo))
+    assert statuses(result) == {"ingest": "skipped", "clean": "skipped", "split": "skipped", "vocab": "ran"}
+    vocab = json.loads((built_repo / "data/processed/vocab.json").read_text())
+    assert vocab["min_freq"] == 50 and all(c >= 50 for c in vocab["counts"][2:])
+    lock = yaml.safe_load((built_repo / "dvc.lock").read_text())
+    assert lock["stages"]["vocab"]["params"]["params.yaml"]["vocab.min_freq"] == 50
+    assert params.read_bytes() == before  # not a permanent edit
+
+    result = pipeline(target="vocab", params=["vocab.min_freq=50"], keep_params=True, repo=str(built_repo))
+    assert statuses(result)["vocab"] == "skipped"  # same value as the last run: nothing to do
+    assert yaml.safe_load(params.read_text())["vocab"]["min_freq"] == 50  # asked to keep it
+
+
+def test_invalid_params_fail_before_any_stage_runs(built_repo):
+    before = (built_repo / "params.yaml").read_bytes()
+    state = pipeline(target="vocab", params=["vocab.min_freq=0"], repo=str(built_repo), retries=3,
+                     return_state=True)
+    assert state.is_failed()
+    with pytest.raises(dvcops.InvalidParams, match=r"params\.yaml: vocab\.min_freq: .*greater than or equal to 1"):
+        state.result()
+    assert set(task_runs(state)) == {"check-params"}
+    assert (built_repo / "params.yaml").read_bytes() == before
+
+
+def test_metrics_report_compares_with_the_last_commit(built_repo):
+    metrics = built_repo / "reports" / "metrics.json"
+
+    def write(acc, f1, per_class):
+        metrics.write_text(json.dumps({
+            "test": {"accuracy": acc, "macro_f1": f1, "per_class": per_class},
+            "baseline": {"accuracy": 0.80, "macro_f1": 0.79}}))
+
+    write(0.85, 0.84, {"neg": {"precision": 0.8, "recall": 0.9, "f1": 0.85, "support": 30}})
+    commit_all(built_repo, "metrics")
+    write(0.90, 0.88, {"pos": {"precision": 0.9, "recall": 0.86, "f1": 0.88, "support": 27},
+                       "neg": {"precision": 0.87, "recall": 0.91, "f1": 0.89, "support": 30}})
+    state = pipeline(target="ingest", repo=str(built_repo), return_state=True)
+    arts = artifacts(state)
+    md = arts["textclf-metrics"]
+    assert "| macro_f1 | 0.8800 | 0.7900 | +0.0900 | 0.8400 | +0.0400 |" in md
+    assert "| accuracy | 0.9000 | 0.8000 | +0.1000 | 0.8500 | +0.0500 |" in md
+    assert [r["label"] for r in arts["textclf-per-class"]] == ["neg", "pos"]
+    assert arts["textclf-per-class"][1]["f1"] == 0.88
+
+
+def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_repo):
+    held, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with dvcops.repo_lock(built_repo, 5, what="flow run other-run"):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=other_run)
+    t.start()
+    try:
+        assert held.wait(10)
+        state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=0.5, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(dvcops.RepoBusy, match=r"(?s)is busy: .*other-run.*gave up after 0\.5 s.*Nothing was changed"):
+            state.result()
+        assert task_runs(state) == {}  # it touched nothing
+        threading.Timer(1.0, release.set).start()
+        assert pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=30, return_state=True).is_completed()
+    finally:
+        release.set()
+        t.join(10)
+
+
+def test_two_concurrent_runs_on_one_repo_both_end_and_dvc_lock_stays_valid(fresh_repo, prefect_api):
+    """Two real processes (as two scheduled runs would be) on one repo: one runs the stages, the
+    other waits for the lock and then finds nothing to do."""
+    e = {**env(), "PREFECT_API_URL": prefect_api}
+    cmd = [sys.executable, "-m", "flows.pipeline", "--repo", str(fresh_repo), "--target", "vocab",
+           "--retry-delay", "1", "--lock-timeout", "240"]
+    procs = [subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        outs.append((p.returncode, out, err))
+    for rc, _out, err in outs:
+        assert rc == 0, err[-3000:]
+    ran = [line.split(":")[0] for _, out, _ in outs for line in out.splitlines() if ": ran" in line]
+    skipped = [line.split(":")[0] for _, out, _ in outs for line in out.splitlines() if ": skipped" in line]
+    assert sorted(ran) == sorted(DATA_HALF) and sorted(skipped) == sorted(DATA_HALF)  # each stage once
+    lock = yaml.safe_load((fresh_repo / "dvc.lock").read_text())
+    assert lock["schema"] == "2.0" and set(DATA_HALF) <= set(lock["stages"])
+    assert dvc_up_to_date(fresh_repo)

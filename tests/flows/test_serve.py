@@ -1,0 +1,173 @@
+"""Schedules: the served deployments, prefect.yaml, and a real `prefect server start`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+
+from flows.serve import CONFIG, build_deployments, build_parser
+from tests.fixtures import env, run
+from tests.flows.conftest import set_param
+
+
+def test_schedules_and_concurrency_limits_come_from_prefect_yaml(tmp_path):
+    pipeline, incoming = build_deployments(build_parser().parse_args(["--repo", str(tmp_path)]))
+    config = {d["entrypoint"]: d for d in yaml.safe_load(CONFIG.read_text())["deployments"]}
+    assert pipeline.schedules[0].schedule.cron == config["flows/pipeline.py:pipeline"]["schedules"][0]["cron"]
+    assert incoming.schedules[0].schedule.interval.total_seconds() == \
+        config["flows/incoming.py:incoming"]["schedules"][0]["interval"]
+    for dep in (pipeline, incoming):
+        assert dep.concurrency_limit == 1 and dep.concurrency_options.collision_strategy.value == "ENQUEUE"
+        assert dep.parameters["repo"] == str(tmp_path.resolve())
+
+    (only,) = build_deployments(build_parser().parse_args(
+        ["--cron", "*/5 * * * *", "--no-incoming", "--target", "vocab"]))
+    assert only.schedules[0].schedule.cron == "*/5 * * * *" and only.parameters["target"] == "vocab"
+    (only,) = build_deployments(build_parser().parse_args(["--interval", "90", "--no-incoming"]))
+    assert only.schedules[0].schedule.interval.total_seconds() == 90
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--cron", "* * * * *", "--interval", "5"])
+
+
+def test_prefect_deploy_registers_both_deployments_from_prefect_yaml(fresh_repo, prefect_api):
+    shutil.copy2(CONFIG, fresh_repo / "prefect.yaml")
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="textclf", type="process"))
+    e = {**env(), "PREFECT_API_URL": prefect_api}
+    proc = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=fresh_repo,
+                          env=e, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        deps = {d.name: d for d in client.read_deployments()}
+    assert deps["scheduled"].schedules[0].schedule.cron == "0 3 * * *"
+    assert deps["new-data"].schedules[0].schedule.interval.total_seconds() == 600
+    for d in (deps["scheduled"], deps["new-data"]):
+        assert d.global_concurrency_limit.limit == 1
+        assert d.work_pool_name == "textclf"
+        assert d.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(fresh_repo)
+
+
+# ---------------------------------------------------------------------------------------------
+# a real server
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], e: dict, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:  # the child keeps its own handle
+        return subprocess.Popen(cmd, env=e, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop(proc: subprocess.Popen, sig: int, timeout: float = 30) -> bool:
+    """Signal the process group; True if it and everything it started ended in time."""
+    family = [proc, *(psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else [])]
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + timeout
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    clean = proc.poll() is not None and not group_alive(proc.pid)
+    if not clean:  # never leave anything behind, even when the test fails
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for p in family:
+            try:
+                if not isinstance(p, subprocess.Popen):
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(10)
+    return clean
+
+
+def wait_for(check, timeout: float, what: str, procs: list[subprocess.Popen], logs: list[Path]):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p, log in zip(procs, logs, strict=True):
+            if p.poll() is not None:
+                raise AssertionError(f"{log.name} exited ({p.returncode}) while waiting for {what}:\n"
+                                     + log.read_text(errors="replace")[-4000:])
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {timeout:g} s:\n"
+                         + "\n".join(log.read_text(errors="replace")[-3000:] for log in logs))
+
+
+def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_path):
+    # something for the scheduled run to do: only vocab has to rerun
+    set_param(built_repo, "vocab.min_freq", 7)
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    home = tmp_path / "prefect-home"
+    base = {k: v for k, v in env().items() if not k.startswith("PREFECT_")}
+    base.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    server = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                    "--port", str(port)], base, server_log)
+    serve = None
+    try:
+        def healthy():
+            try:
+                return httpx.get(f"{api}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 90, "healthy server", [server], [server_log])
+        serve = start([sys.executable, "-m", "flows.serve", "--interval", "6", "--repo", str(built_repo),
+                       "--target", "vocab", "--no-incoming"],
+                      {**base, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}, serve_log)
+
+        def completed_run():
+            r = httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
+                "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}})
+            runs = r.json() if r.status_code == 200 else []
+            return runs[0] if runs else None
+
+        run_ = wait_for(completed_run, 150, "finished scheduled run", [server, serve], [server_log, serve_log])
+        assert run_["state_type"] == "COMPLETED", serve_log.read_text(errors="replace")[-4000:]
+        assert run_["auto_scheduled"] and run_["deployment_id"]
+        assert run_["parameters"]["target"] == "vocab"
+        dep = httpx.get(f"{api}/deployments/{run_['deployment_id']}", timeout=10).json()
+        assert dep["name"] == "scheduled" and dep["global_concurrency_limit"]["limit"] == 1
+        assert yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]["vocab"]["params"][
+            "params.yaml"]["vocab.min_freq"] == 7  # the scheduled run reproduced vocab through DVC
+    finally:
+        serve_clean = stop(serve, signal.SIGINT) if serve is not None else True
+        server_clean = stop(server, signal.SIGTERM)
+    assert serve_clean, "flows.serve left processes behind:\n" + serve_log.read_text(errors="replace")[-3000:]
+    assert server_clean, "prefect server left processes behind"
+    assert "up to date" in run(["dvc", "status", "vocab"], built_repo).stdout
