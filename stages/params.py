@@ -33,6 +33,8 @@ class IngestParams(_Section):
     split_column: str | None = None
     encoding: str = "auto"
     max_chars: int = Field(default=20_000, gt=0)
+    chunk_rows: int = Field(default=0, ge=0)  # 0 = the whole table at once; N = N rows per batch
+    engine: Literal["local", "dask"] = "local"  # dask: per-batch steps run on a dask.distributed cluster
 
 
 class CleanParams(_Section):
@@ -44,6 +46,8 @@ class CleanParams(_Section):
     tokenizer: Literal["auto", "word", "char", "jieba"] = "auto"
     stopwords: tuple[Literal["en", "zh"], ...] = ("en", "zh")
     stopwords_file: str | None = None
+    chunk_rows: int = Field(default=0, ge=0)  # 0 = the whole table at once; N = N rows per batch
+    engine: Literal["local", "dask"] = "local"  # dask: per-batch steps run on a dask.distributed cluster
 
     @model_validator(mode="before")
     @classmethod
@@ -59,6 +63,8 @@ class SplitParams(_Section):
     train: float = Field(default=0.8, gt=0, lt=1)
     valid: float = Field(default=0.1, ge=0, lt=1)
     test: float = Field(default=0.1, gt=0, lt=1)
+    chunk_rows: int = Field(default=0, ge=0)  # 0 = the whole table at once; N = N rows per batch
+    engine: Literal["local", "dask"] = "local"  # dask: per-batch steps run on a dask.distributed cluster
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self):
@@ -72,6 +78,15 @@ class VocabParams(_Section):
     min_freq: int = Field(default=1, ge=1)
     max_size: int = Field(default=200_000, ge=1)
     ngrams: Literal[1, 2] = 1
+    chunk_rows: int = Field(default=0, ge=0)  # 0 = the whole table at once; N = N rows per batch
+    engine: Literal["local", "dask"] = "local"  # dask: per-batch steps run on a dask.distributed cluster
+
+
+class DistributedParams(_Section):
+    nproc: int = Field(default=1, ge=1)  # processes per node (torchrun --nproc-per-node)
+    nnodes: int = Field(default=1, ge=1)  # torchrun --nnodes
+    rdzv_endpoint: str | None = None  # host:port of the rendezvous (multi-node); None = localhost
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
 
 
 class TrainParams(_Section):
@@ -102,6 +117,7 @@ class TrainParams(_Section):
     epochs: int = Field(default=10, gt=0)
     patience: int = Field(default=3, ge=1)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="before")
     @classmethod
@@ -138,7 +154,12 @@ def _format_error(section: str, err: ValidationError) -> str:
         key = ".".join([section, *(str(p) for p in e["loc"])]) if e["loc"] else section
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(SECTIONS[section].model_fields))
+            owner: type[BaseModel] = SECTIONS[section]
+            for part in e["loc"][:-1]:  # nested sections (train.distributed.*)
+                field = owner.model_fields.get(str(part))
+                if field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                    owner = field.annotation
+            allowed = ", ".join(sorted(owner.model_fields))
             msg = f"unknown key (allowed: {allowed})"
         elif "input" in e and e["type"] not in ("missing",):
             msg = f"{msg} (got {e['input']!r})"
