@@ -238,9 +238,12 @@ def gather_padded(ids: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, m
 
 
 def forward_batch(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    if isinstance(model, BagModel):
+    # `model` may be a DistributedDataParallel wrapper: dispatch on the module inside it, but call
+    # the wrapper (its forward is what hooks the gradient all-reduce)
+    inner = getattr(model, "module", model)
+    if isinstance(inner, BagModel):
         return model(*gather_bag(ids, offsets, idx))
-    return model(gather_padded(ids, offsets, idx, model.cfg.max_len))
+    return model(gather_padded(ids, offsets, idx, inner.cfg.max_len))
 
 
 @torch.no_grad()

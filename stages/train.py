@@ -9,6 +9,14 @@ and ends exactly where an uninterrupted run would (per-epoch seeds, no hidden RN
 
 `fit()` is the pure core (tensors and params in, weights and history out); it imports nothing
 from DVC, DVCLive or Prefect, so benchmarks and GPU checks can call it directly.
+
+Distributed (`train.distributed.nproc` > 1 or `nnodes` > 1): `python -m stages.train` re-executes
+itself under `torchrun`, or a user launches `torchrun ... -m stages.train` directly. Every rank
+holds the whole encoded train split and cuts the SAME per-epoch permutation; each global batch
+of `train.batch_size` documents is split across the ranks and DistributedDataParallel averages
+the gradients, so an epoch takes the same optimizer steps as one process would. Rank 0 alone
+validates, logs, checkpoints and writes the bundle; the early-stopping decision is broadcast.
+With nproc = nnodes = 1 and no torchrun environment nothing distributed is set up.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from stages.model import (
     idf_weights,
     predict_proba,
 )
-from stages.params import TrainParams
+from stages.params import DistributedParams, TrainParams
 
 log = logging.getLogger("textclf.train")
 
@@ -124,14 +132,18 @@ def class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor | Non
     return (counts.sum() / (k * counts)).to(labels.device)
 
 
-def train_step(model, opt, batch_idx, data: Encoded, loss_fn, grad_clip: float, amp: bool) -> float:
+def train_step(model, opt, batch_idx, data: Encoded, loss_fn, grad_clip: float, amp: bool,
+               scale: float = 1.0) -> float:
+    """One optimizer step; returns the (unscaled) batch loss. `scale` multiplies the loss before
+    backward: DDP averages gradients over ranks, so a rank holding k of a global batch's n
+    documents scales its mean loss by k * world / n to make the average the global batch mean."""
     model.train()
     with torch.autocast(device_type=data.ids.device.type, dtype=torch.bfloat16,
                         enabled=amp and data.ids.device.type == "cuda"):
         logits = forward_batch(model, data.ids, data.offsets, batch_idx)
     loss = loss_fn(logits.float(), data.labels[batch_idx])
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * scale if scale != 1.0 else loss).backward()
     if grad_clip:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
@@ -168,6 +180,132 @@ def batches(n: int, batch_size: int, generator: torch.Generator, device, lengths
     return [out[i] for i in order]
 
 
+# ---------------------------------------------------------------------------------------------
+# distributed: torchrun + DistributedDataParallel (imported and set up only when asked for)
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a torch.distributed job; `fit(world=None)` is one process."""
+
+    rank: int
+    size: int
+    local_rank: int
+    backend: str
+
+    @property
+    def lead(self) -> bool:
+        return self.rank == 0
+
+
+def is_torchrun_worker() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def wants_distributed(d: DistributedParams) -> bool:
+    return d.nproc > 1 or d.nnodes > 1
+
+
+def torchrun_command(d: DistributedParams) -> list[str]:
+    """`python -m torch.distributed.run ... -m stages.train` for these params (this node's part)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={d.nproc}", f"--nnodes={d.nnodes}"]
+    if d.rdzv_endpoint:
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={d.rdzv_endpoint}"]
+    elif d.nnodes > 1:
+        raise ValueError("train.distributed.rdzv_endpoint (host:port) is required when nnodes > 1")
+    else:
+        cmd.append("--standalone")  # single node: a free local port, no rendezvous server to run
+    return cmd + ["-m", "stages.train"]
+
+
+def init_world(d: DistributedParams, device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group torchrun described in the environment; pick this rank's device."""
+    import torch.distributed as dist
+
+    _die_with_launcher()
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    backend = d.backend if d.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
+    if backend == "nccl" and device.type != "cuda":
+        raise ValueError("train.distributed.backend=nccl needs CUDA devices (use gloo or auto on CPU)")
+    dist.init_process_group(backend=backend)
+    return World(dist.get_rank(), dist.get_world_size(), local_rank, backend), device
+
+
+def _die_with_launcher() -> None:
+    """torchrun starts each worker in a session of its own, so killing `dvc repro` (or torchrun)
+    would leave the ranks training on and writing models/checkpoint/ under the next run. On
+    Linux, ask the kernel to SIGKILL this worker when its launcher dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except OSError as err:
+        log.debug("PR_SET_PDEATHSIG unavailable: %s", err)
+        return
+    if os.getppid() == 1:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def shard(idx: torch.Tensor, world: World) -> tuple[torch.Tensor, float]:
+    """This rank's part of one global batch and its loss scale (see `train_step`). A rank left
+    without documents (a last batch smaller than the world) still runs a step on one document
+    with scale 0: every rank must join every gradient all-reduce."""
+    local = idx.tensor_split(world.size)[world.rank]
+    if len(local) == 0:
+        return idx[:1], 0.0
+    return local, len(local) * world.size / len(idx)
+
+
+def _wrap_ddp(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    # The only buffer (idf) is computed from the whole train split on every rank: syncing it
+    # before every forward would be wasted traffic.
+    sig = inspect.signature(DistributedDataParallel.__init__).parameters
+    sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in sig else {"broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **sync)
+
+
+def _all_sum(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _broadcast_flag(flag: bool, device: torch.device) -> bool:
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def _check_same_start(epoch: int, device: torch.device) -> None:
+    """Every rank must resume from the same epoch (one checkpoint, seen by all: on several
+    nodes models/checkpoint/ must be shared storage, or absent everywhere)."""
+    lo, hi = _min_max(epoch, device)
+    if lo != hi:
+        raise RuntimeError(f"ranks found different checkpoints (epochs {lo}..{hi}): models/checkpoint/ "
+                           "must be the same for every rank")
+
+
+def _min_max(value: int, device: torch.device) -> tuple[int, int]:
+    import torch.distributed as dist
+
+    t = torch.tensor([-value, value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return -int(t[0]), int(t[1])
+
+
 @dataclass
 class TrainState:
     """Everything an interrupted run needs to continue (saved after every epoch)."""
@@ -190,10 +328,16 @@ class FitResult:
 
 def fit(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device: torch.device,
         checkpoint: Path | None = None, fingerprint: str = "",
-        on_epoch: Callable[[dict], None] | None = None, progress: bool = False) -> FitResult:
-    """Train with early stopping on validation macro-F1; return the best epoch's weights."""
+        on_epoch: Callable[[dict], None] | None = None, progress: bool = False,
+        world: World | None = None) -> FitResult:
+    """Train with early stopping on validation macro-F1; return the best epoch's weights.
+
+    With `world` (a process group is up), this rank trains on its shard of every global batch;
+    only the lead rank validates, calls `on_epoch`, checkpoints and returns meaningful weights."""
+    lead = world is None or world.lead
     torch.manual_seed(p.seed)
-    model = build_model(cfg, sparse=use_sparse(p))
+    # Sparse gradients: gloo all-reduces them, NCCL cannot (dense there).
+    model = build_model(cfg, sparse=use_sparse(p) and (world is None or world.backend == "gloo"))
     if cfg.weighting == "idf":
         model.idf.copy_(idf_weights(train.ids, train.offsets, cfg.num_embeddings))
     model = model.to(device)
@@ -207,9 +351,14 @@ def fit(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device
             log.info("resuming after epoch %d (best macro-F1 %.4f at epoch %d)", state.epoch,
                      state.best_f1, state.best_epoch)
             for rec in state.history:  # replay the logged epochs, so the logs match a full run
-                if on_epoch:
+                if on_epoch and lead:
                     on_epoch(rec)
-    train, valid = train.to(device), valid.to(device)
+        if world is not None:
+            _check_same_start(state.epoch, device)
+    train = train.to(device)
+    if lead:
+        valid = valid.to(device)
+    net = model if world is None else _wrap_ddp(model, world, device)
     loss_fn = nn.CrossEntropyLoss(weight=class_weights(train.labels, cfg.num_classes, p.class_weight),
                                   label_smoothing=p.label_smoothing)
     steps_per_epoch = math.ceil(train.n / p.batch_size)
@@ -220,25 +369,42 @@ def fit(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device
         epoch = state.epoch
         # Per-epoch seeds: the permutation and dropout masks of epoch e are the same whether or
         # not the run was interrupted before it.
-        torch.manual_seed(p.seed * 1_000_003 + epoch)
+        # (Ranks draw different dropout masks; the permutation is the same everywhere.)
+        torch.manual_seed(p.seed * 1_000_003 + epoch + (world.rank * 7_919 if world else 0))
         gen = torch.Generator().manual_seed(p.seed * 1_000_003 + epoch)
         t0 = time.perf_counter()
         losses = []
-        for idx in _progress(batches(train.n, p.batch_size, gen, device, lengths), progress, epoch):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(state.step, total_steps, p.lr, p.schedule, p.warmup_steps)
-            losses.append(train_step(model, opt, idx, train, loss_fn, p.grad_clip, p.amp))
-            state.step += 1
+        if world is None:
+            for idx in _progress(batches(train.n, p.batch_size, gen, device, lengths), progress, epoch):
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(state.step, total_steps, p.lr, p.schedule, p.warmup_steps)
+                losses.append(train_step(model, opt, idx, train, loss_fn, p.grad_clip, p.amp))
+                state.step += 1
+            train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
+        else:
+            for idx in _progress(batches(train.n, p.batch_size, gen, device, lengths), progress and lead, epoch):
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(state.step, total_steps, p.lr, p.schedule, p.warmup_steps)
+                local, scale = shard(idx, world)
+                losses.append(train_step(net, opt, local, train, loss_fn, p.grad_clip, p.amp, scale) * scale)
+                state.step += 1
+            # sum over ranks of scale * batch mean = world * global batch mean
+            total, count = _all_sum([float(torch.stack(losses).sum()) if losses else 0.0,
+                                     float(len(losses) * world.size)], device)
+            train_loss = total / count if count else float("nan")
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
         tokens_seen += train.tokens
+        state.epoch = epoch + 1
+        if not lead:  # the lead rank validates and decides; the others wait for its word
+            state.done = _broadcast_flag(False, device)
+            continue
         val = evaluate(model, valid, loss_fn, p.amp)
-        rec = {"epoch": epoch + 1, "train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),
+        rec = {"epoch": epoch + 1, "train_loss": train_loss,
                "valid_loss": val["loss"], "valid_accuracy": val["accuracy"], "valid_macro_f1": val["macro_f1"],
                "lr": opt.param_groups[0]["lr"]}
         state.history.append(rec)
-        state.epoch = epoch + 1
         if val["macro_f1"] > state.best_f1:
             state.best_f1, state.best_epoch, state.bad_epochs = val["macro_f1"], epoch + 1, 0
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -252,6 +418,8 @@ def fit(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device
             on_epoch(rec)
         if checkpoint is not None:
             save_checkpoint(checkpoint, fingerprint, model, opt, state, best)
+        if world is not None:
+            _broadcast_flag(state.done, device)
     return FitResult(best, state, tokens_seen / seconds if seconds else 0.0)
 
 
@@ -368,12 +536,40 @@ def main() -> None:
             from stages.params import ParamsError
 
             raise ParamsError(f"params.yaml: train.device: {err}") from None
+        world = None
+        if is_torchrun_worker():
+            try:
+                world, device = init_world(p.distributed, device)
+            except ValueError as err:
+                from stages.params import ParamsError
+
+                raise ParamsError(f"params.yaml: {err}") from None
+        elif wants_distributed(p.distributed):
+            _relaunch_under_torchrun(p.distributed)
+        try:
+            train_on(p, clean_params, device, world)
+        finally:
+            if world is not None:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+
+    def train_on(p, clean_params, device, world: World | None):
+        lead = world is None or world.lead
+        if not lead:  # one voice in the log: rank 0's
+            log.setLevel(logging.WARNING)
         vocab = load_vocab(VOCAB)
         train_df, valid_df = read_parquet(TRAIN), read_parquet(VALID)
         tr, va, cfg, enc, labels = prepare(train_df, valid_df, vocab, p)
-        log.info("training %s on %s: %d train / %d valid documents, %d embeddings", p.model, device,
-                 tr.n, va.n, cfg.num_embeddings)
-        fp = fingerprint_of(p.model_dump(), vocab["hash"], _file_digest(TRAIN), _file_digest(VALID))
+        log.info("training %s on %s: %d train / %d valid documents, %d embeddings%s", p.model, device,
+                 tr.n, va.n, cfg.num_embeddings,
+                 f" ({world.size} processes, {world.backend})" if world else "")
+        # a checkpoint is only resumed by a job of the same size (its dropout streams differ)
+        fp = fingerprint_of(p.model_dump(), vocab["hash"], _file_digest(TRAIN), _file_digest(VALID),
+                            *([world.size] if world else []))
+        if not lead:
+            fit(tr, va, cfg, p, device, checkpoint=CHECKPOINT, fingerprint=fp, world=world)
+            return
         from dvclive import Live
 
         with Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
@@ -383,7 +579,7 @@ def main() -> None:
                 live.next_step()
 
             result = fit(tr, va, cfg, p, device, checkpoint=CHECKPOINT, fingerprint=fp, on_epoch=on_epoch,
-                         progress=True)
+                         progress=True, world=world)
             # only deterministic values here: the same params must give the same DVC metrics
             live.summary = {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
                             "epochs": result.state.epoch}
@@ -397,6 +593,7 @@ def main() -> None:
             "params": p.model_dump(mode="json"),
             "training": {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
                          "epochs_run": result.state.epoch, "device": str(device),
+                         "processes": world.size if world else 1,
                          "history": result.state.history},
         }
         save_bundle(BUNDLE, result.best_state, config, vocab)
@@ -404,6 +601,27 @@ def main() -> None:
                  result.state.best_f1, BUNDLE)
 
     run_main("train", body)
+
+
+def _relaunch_under_torchrun(d: DistributedParams) -> None:
+    """Replace this process by torchrun running `-m stages.train` on d.nproc workers (POSIX:
+    exec, so DVC waits on and signals torchrun itself)."""
+    from stages.params import ParamsError
+
+    try:
+        cmd = torchrun_command(d)
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: {err}") from None
+    log.info("relaunching under torchrun: %s", " ".join(cmd[1:]))
+    for h in logging.getLogger().handlers:
+        h.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, cmd)
+    import subprocess
+
+    sys.exit(subprocess.call(cmd))
 
 
 def _file_digest(path: Path) -> str:
