@@ -3,6 +3,7 @@
     python -m flows.pipeline                                 # every stage (skips what is current)
     python -m flows.pipeline --target vocab --force          # vocab and what it depends on
     python -m flows.pipeline -S train.lr=0.05 -S train.epochs=3   # like dvc exp run --set-param
+    python -m flows.pipeline --dask-address tcp://scheduler:8786  # tasks on a Dask cluster
 
 Each task is `dvc repro --single-item <stage>`, so dvc.lock and the cache are updated and
 unchanged stages are skipped exactly as `dvc repro` would. Transient failures are retried with
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -64,9 +66,13 @@ def check_params(repo: str) -> list[str]:
 
 @task(name="stage", cache_policy=NO_CACHE, persist_result=False,
       retry_condition_fn=_retry_unless_permanent)
-def run_stage(repo: str, stage: str, force: bool = False, timeout_s: float | None = None) -> dict:
-    """Reproduce one stage through DVC; returns {stage, status: ran|skipped|restored, seconds}."""
+def run_stage(repo: str, stage: str, force: bool = False, timeout_s: float | None = None,
+              dask_address: str | None = None) -> dict:
+    """Reproduce one stage through DVC; returns {stage, status: ran|skipped|restored, seconds}.
+    With `dask_address`, stages with `engine: dask` use that cluster too (wherever the task runs)."""
     logger = run_logger()
+    if dask_address:
+        os.environ["DASK_SCHEDULER_ADDRESS"] = dask_address
 
     def log(line: str) -> None:  # the stage's own output, live, in the run log
         if line.strip():
@@ -89,7 +95,7 @@ def run_stage(repo: str, stage: str, force: bool = False, timeout_s: float | Non
 def pipeline(target: str | None = None, force: bool = False, params: list[str] | None = None,
              keep_params: bool = False, repo: str = ".", retries: int = 2, retry_delay_s: float = 10.0,
              stage_timeout_s: float | None = None, lock_timeout_s: float = 600.0,
-             metrics_file: str = report.METRICS_FILE) -> dict:
+             metrics_file: str = report.METRICS_FILE, dask_address: str | None = None) -> dict:
     """Run the DVC pipeline (or `target` and what it depends on) stage by stage.
 
     Args:
@@ -103,6 +109,9 @@ def pipeline(target: str | None = None, force: bool = False, params: list[str] |
         stage_timeout_s: kill a stage that runs longer (default: no limit).
         lock_timeout_s: how long to wait for another run on the same repository.
         metrics_file: the evaluate stage's metrics, for the report.
+        dask_address: a dask.distributed scheduler: the stage tasks are submitted to the flow's
+            task runner (run `with_dask_runner(pipeline, address)` to make that a DaskTaskRunner
+            on this cluster; `--dask-address` does) and stages with `engine: dask` use it too.
     """
     logger = run_logger()
     root = resolve_repo(repo)
@@ -122,8 +131,12 @@ def pipeline(target: str | None = None, force: bool = False, params: list[str] |
             try:
                 for stage in planned:
                     try:
-                        stages_done.append(stage_task.with_options(name=stage, task_run_name=stage)(
-                            str(root), stage, force=force, timeout_s=stage_timeout_s))
+                        one = stage_task.with_options(name=stage, task_run_name=stage)
+                        if dask_address:  # one at a time, in DVC's order, on the task runner
+                            stages_done.append(one.submit(str(root), stage, force=force, timeout_s=stage_timeout_s,
+                                                          dask_address=dask_address).result())
+                        else:
+                            stages_done.append(one(str(root), stage, force=force, timeout_s=stage_timeout_s))
                     except BaseException as err:
                         failed = (stage, err)
                         raise
@@ -133,6 +146,14 @@ def pipeline(target: str | None = None, force: bool = False, params: list[str] |
     logger.info("pipeline done: %s", summary)
     return {"repo": str(root), "target": target, "stages": stages_done,
             "metrics": report.read_metrics(root, metrics_file)}
+
+
+def with_dask_runner(flow_fn, address: str | None):
+    """The flow with prefect-dask's DaskTaskRunner on the scheduler at `address` (None: a
+    temporary LocalCluster)."""
+    from prefect_dask import DaskTaskRunner
+
+    return flow_fn.with_options(task_runner=DaskTaskRunner(address=address))
 
 
 def _flow_run_name() -> str:
@@ -179,16 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-timeout", type=float, default=600.0,
                    help="seconds to wait for another run on this repository (default 600)")
     p.add_argument("--metrics-file", default=report.METRICS_FILE)
+    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
+                   help="run the tasks with prefect-dask's DaskTaskRunner on this dask.distributed scheduler "
+                        "(stages with engine: dask use it too)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = pipeline(target=args.target, force=args.force, params=args.params or None,
+        flow_fn = with_dask_runner(pipeline, args.dask_address) if args.dask_address else pipeline
+        result = flow_fn(target=args.target, force=args.force, params=args.params or None,
                           keep_params=args.keep_params, repo=args.repo, retries=args.retries,
                           retry_delay_s=args.retry_delay, stage_timeout_s=args.stage_timeout,
-                          lock_timeout_s=args.lock_timeout, metrics_file=args.metrics_file)
+                          lock_timeout_s=args.lock_timeout, metrics_file=args.metrics_file,
+                          dask_address=args.dask_address)
     except (dvcops.PermanentError, dvcops.StageError) as err:
         print(f"pipeline failed: {err}", file=sys.stderr)
         return 1

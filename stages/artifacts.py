@@ -132,3 +132,133 @@ def run_main(stage: str, body: Callable[[], None]) -> None:
     except (ParamsError, InputError) as err:
         log.error("%s: %s", stage, err)
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# chunked execution: bounded-memory writes, batches, and the Dask engine
+
+def arrow_table(df: pd.DataFrame | pa.Table) -> pa.Table:
+    """A frame as the Arrow table `write_parquet` writes: no pandas metadata, no `null` columns."""
+    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata(None)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
+    return table
+
+
+class ChunkWriter:
+    """Write a Parquet file chunk by chunk, atomically: rows go to a temp file next to `path`,
+    renamed into place by `commit()`; `abort()` (or an exception in a `with` block) leaves no file.
+
+    Every chunk is cast to the first chunk's schema (a column that is all-null or all-valid in one
+    chunk has another Arrow string flavour than in the next), so the file reads like one table.
+    """
+
+    def __init__(self, path: Path | str, row_group_size: int = 100_000):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.row_group_size = row_group_size
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, df: pd.DataFrame | pa.Table) -> None:
+        table = arrow_table(df)
+        if self._writer is None:
+            # large_string everywhere: the flavour a column gets when its first chunk has no nulls
+            # must not decide the file's schema
+            schema = pa.schema([pa.field(f.name, pa.large_string()) if pa.types.is_string(f.type) else f
+                                for f in table.schema])
+            self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+        table = table.cast(self._writer.schema)
+        if len(table) or self.rows == 0:
+            self._writer.write_table(table, row_group_size=self.row_group_size)
+        self.rows += len(table)
+
+    @property
+    def started(self) -> bool:
+        return self._writer is not None
+
+    def commit(self) -> None:
+        if self._writer is None:
+            raise RuntimeError(f"{self.path}: nothing was written (write at least one, maybe empty, chunk)")
+        self._writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def parquet_batches(path: Path | str, chunk_rows: int, columns: list[str] | None = None):
+    """A Parquet file as pandas frames of at most `chunk_rows` rows (in file order)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: not found (run the stage that writes it: dvc repro)")
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+        yield to_pandas(pa.Table.from_batches([batch]))
+
+
+def row_group_count(path: Path | str) -> int:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: not found (run the stage that writes it: dvc repro)")
+    return pq.ParquetFile(path).num_row_groups
+
+
+def read_row_group(path: Path | str, i: int, columns: list[str] | None = None) -> pd.DataFrame:
+    return to_pandas(pq.ParquetFile(path).read_row_group(i, columns=columns))
+
+
+@contextmanager
+def dask_client():
+    """A dask.distributed client: the scheduler at $DASK_SCHEDULER_ADDRESS if set, else a
+    LocalCluster started for this stage (one single-threaded worker process per core: the batch
+    functions hold the GIL in places, and processes keep them from contending)."""
+    from dask.distributed import Client, LocalCluster
+
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        log.info("dask: connecting to %s", address)
+        with Client(address) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        log.info("dask: LocalCluster with %d workers", len(cluster.workers))
+        yield client
+
+
+def map_batches(fn: Callable, items, client=None, window: int | None = None, **kwargs):
+    """`fn(item, **kwargs)` for each item, results in item order. Locally a plain loop; with a
+    dask client each call is a task on the cluster, at most `window` in flight (default: two per
+    worker), so the results waiting here stay bounded too."""
+    if client is None:
+        for item in items:
+            yield fn(item, **kwargs)
+        return
+    from collections import deque
+
+    if window is None:
+        window = 2 * max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+    pending: deque = deque()
+    for item in items:
+        pending.append(client.submit(fn, item, pure=False, **kwargs))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -7,7 +7,9 @@ prediction uses. Documents with no token left are quarantined as `empty_after_cl
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages import schemas
-from stages.artifacts import read_parquet, run_main, write_json, write_parquet
+from stages.artifacts import (
+    ChunkWriter,
+    dask_client,
+    map_batches,
+    parquet_batches,
+    read_parquet,
+    read_row_group,
+    row_group_count,
+    run_main,
+    write_json,
+    write_parquet,
+)
 from stages.params import CleanParams, load_params
 from stages.text import clean_batch, load_stopwords
 
@@ -50,19 +63,47 @@ def clean(documents: pd.DataFrame, params: CleanParams, stopwords: frozenset[str
         "reason": np.full(len(gone), "empty_after_cleaning", dtype=object),
         "label": gone["label"].to_numpy(dtype=object),
     })
-    kept_len = lengths[~empty]
-    stats = {
-        "read": int(len(documents)),
-        "kept": int(len(out)),
-        "quarantined": int(empty.sum()),
-        "by_reason": {"empty_after_cleaning": int(empty.sum())},
+    stats = clean_stats(len(documents), lengths[~empty])
+    return CleanResult(out, rejected, stats)
+
+
+def clean_stats(read: int, kept_len: np.ndarray) -> dict:
+    """clean.json from the number of documents read and the token counts of those kept (exact
+    over all chunks: the lengths are 4 bytes a document)."""
+    return {
+        "read": int(read),
+        "kept": int(len(kept_len)),
+        "quarantined": int(read - len(kept_len)),
+        "by_reason": {"empty_after_cleaning": int(read - len(kept_len))},
         "tokens": int(kept_len.sum()),
         "tokens_per_doc": {"mean": round(float(kept_len.mean()), 2) if len(kept_len) else 0.0,
                            "p50": float(np.percentile(kept_len, 50)) if len(kept_len) else 0.0,
                            "p99": float(np.percentile(kept_len, 99)) if len(kept_len) else 0.0,
                            "max": int(kept_len.max()) if len(kept_len) else 0},
     }
-    return CleanResult(out, rejected, stats)
+
+
+def clean_part(part: pd.DataFrame | tuple[str, int], params: CleanParams, stopwords: frozenset[str]
+               ) -> tuple[CleanResult, np.ndarray]:
+    """`clean` on one batch: a frame, or (Parquet path, row group) read where it runs (a Dask
+    worker). Also returns the kept documents' token counts, for the stats."""
+    if isinstance(part, tuple):
+        part = read_row_group(*part)
+    result = clean(part, params, stopwords)
+    lengths = pc.list_value_length(pa.array(result.clean["tokens"])).to_numpy(zero_copy_only=False)
+    return result, lengths.astype(np.int64)
+
+
+def clean_chunked(parts: Iterable, params: CleanParams, stopwords: frozenset[str],
+                  write: Callable[[pd.DataFrame, pd.DataFrame], None], client=None) -> dict:
+    """`clean` batch by batch (on the Dask cluster when `client` is given): each batch's output
+    goes to `write(clean, rejected)` in order; returns the same stats as `clean`."""
+    read, lengths = 0, []
+    for result, kept_len in map_batches(clean_part, parts, client, params=params, stopwords=stopwords):
+        write(result.clean, result.rejected)
+        read += result.stats["read"]
+        lengths.append(kept_len)
+    return clean_stats(read, np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64))
 
 
 def main() -> None:
@@ -73,6 +114,8 @@ def main() -> None:
         except FileNotFoundError as err:
             from stages.artifacts import InputError
             raise InputError(str(err)) from None
+        if params.chunk_rows or params.engine == "dask":
+            return _main_chunked(params, stopwords)
         result = clean(read_parquet(DOCUMENTS), params, stopwords)
         out = schemas.validate(result.clean, schemas.Clean, "clean", str(CLEAN))
         rejected = schemas.validate(result.rejected, schemas.Rejected, "clean", str(REJECTED))
@@ -83,6 +126,34 @@ def main() -> None:
                  result.stats["read"], result.stats["kept"], result.stats["quarantined"], result.stats["tokens"])
 
     run_main("clean", body)
+
+
+def _main_chunked(params: CleanParams, stopwords: frozenset[str]) -> None:
+    """main() with `clean.chunk_rows` > 0 or `clean.engine: dask`: locally, batches of chunk_rows
+    rows; on Dask, one task per Parquet row group of the input (read by the worker)."""
+    with contextlib.ExitStack() as stack:
+        if params.engine == "dask":
+            client = stack.enter_context(dask_client())
+            path = str(DOCUMENTS.resolve())
+            parts = [(path, i) for i in range(row_group_count(DOCUMENTS))]
+        else:
+            client = None
+            parts = parquet_batches(DOCUMENTS, params.chunk_rows)
+        rows = params.chunk_rows or 100_000
+        clean_out = stack.enter_context(ChunkWriter(CLEAN, row_group_size=rows))
+        rej_out = stack.enter_context(ChunkWriter(REJECTED, row_group_size=rows))
+
+        def write(out: pd.DataFrame, rejected: pd.DataFrame) -> None:
+            clean_out.write(schemas.validate(out, schemas.Clean, "clean", str(CLEAN)))
+            rej_out.write(schemas.validate(rejected, schemas.Rejected, "clean", str(REJECTED)))
+
+        stats = clean_chunked(parts, params, stopwords, write, client)
+        if not clean_out.started:  # no documents: the empty outputs the in-memory path writes
+            result = clean(read_parquet(DOCUMENTS), params, stopwords)
+            write(result.clean, result.rejected)
+    write_json(stats, STATS)
+    log.info("cleaned %d documents: kept %d, quarantined %d (empty after cleaning), %d tokens (%s)",
+             stats["read"], stats["kept"], stats["quarantined"], stats["tokens"], params.engine)
 
 
 if __name__ == "__main__":

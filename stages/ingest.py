@@ -7,7 +7,10 @@ with the same label (a duplicate), or is quarantined with a reason — and
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +18,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from stages import schemas
-from stages.artifacts import run_main, write_json, write_parquet
+from stages.artifacts import (
+    ChunkWriter,
+    dask_client,
+    map_batches,
+    run_main,
+    write_json,
+    write_parquet,
+)
 from stages.params import IngestParams, load_params
-from stages.sources import SPLIT_DIRS, read_records
+from stages.sources import SPLIT_DIRS, iter_record_batches, read_records
 from stages.text import hash64, hex_array, normalize
 
 log = logging.getLogger("textclf.ingest")
@@ -39,7 +50,47 @@ class IngestResult:
 
 def ingest(records: pd.DataFrame, params: IngestParams) -> IngestResult:
     """Record frame (stages.sources) → documents, rejected records, accounting."""
-    n = len(records)
+    batch = prepare(records, params)
+    ok = pd.isna(batch.reason)
+    label_code = pd.factorize(batch.label.to_numpy(zero_copy_only=False))[0]
+    decision = decide(batch.h, label_code, batch.rank, ok)
+    docs, rejected = emit(batch, decision, 0)
+    stats = ingest_stats(len(records), decision, rejected["reason"].to_numpy(dtype=object),
+                         docs["label"].value_counts(), docs["split"].value_counts())
+    return IngestResult(docs, rejected, stats)
+
+
+# The per-batch steps (`prepare`, `emit`) are functions of one batch of records; `decide` is the
+# global reduction over the few per-record keys (doc hash, label, predefined split) of the whole
+# corpus: label conflicts, duplicates, the kept copy of each text and its split. `ingest` runs
+# them on one table; `ingest_chunked` runs them batch by batch, locally or on Dask.
+
+@dataclass
+class Prepared:
+    """One batch of records after the per-record steps."""
+
+    records: pd.DataFrame  # the original record frame (text, label, source, line)
+    text: pa.Array  # normalised text
+    label: pa.Array  # trimmed label
+    split: np.ndarray  # predefined split name per record, or None
+    rank: np.ndarray  # the split as _SPLIT_RANK (float, NaN = none)
+    h: np.ndarray  # uint64 hash of the normalised text (the doc_id)
+    reason: np.ndarray  # per-record quarantine reason so far, or None
+
+
+@dataclass
+class Decision:
+    """The global reduction's outcome, in corpus-wide record positions."""
+
+    conflict: np.ndarray  # bool per record: quarantined as label_conflict
+    first: np.ndarray  # sorted positions of the kept copies (one per document)
+    doc_rank: np.ndarray  # their split rank (NaN = none)
+    duplicates: int
+    split_conflicts: int
+
+
+def prepare(records: pd.DataFrame, params: IngestParams) -> Prepared:
+    """Per-record steps of one batch: normalise, hash, and every reason a record alone decides."""
     reason = records["reason"].to_numpy(dtype=object, na_value=None).copy()
     text = pc.fill_null(normalize(_strings(records["text"])), "")
 
@@ -55,38 +106,54 @@ def ingest(records: pd.DataFrame, params: IngestParams) -> IngestResult:
              .to_numpy(dtype=object, na_value=None))
     split[~split_given] = None
     flag(split_given & pd.isna(split), "invalid_split")
-
+    rank = pd.Series(split).map(_SPLIT_RANK).to_numpy(dtype=np.float64, na_value=np.nan)
     h = hash64(text)  # doc_id, as an integer: grouping on it is cheaper than on hex strings
-    ok = pd.isna(reason)
+    return Prepared(records, text, label, split, rank, h, reason)
+
+
+def decide(h: np.ndarray, label_code: np.ndarray, rank: np.ndarray, ok: np.ndarray) -> Decision:
+    """The global reduction over all records' keys (any consistent integer label coding)."""
+    n = len(h)
     # Label conflicts: the same normalised text with more than one label — every copy goes.
-    cand = pd.DataFrame({"h": h[ok], "label": pd.factorize(label.filter(pa.array(ok)).to_numpy(zero_copy_only=False))[0]})
+    cand = pd.DataFrame({"h": h[ok], "label": label_code[ok]})
     by_text = cand.groupby("h", sort=False)["label"]
     conflict = np.zeros(n, dtype=bool)
     conflict[np.flatnonzero(ok)[(by_text.transform("min") != by_text.transform("max")).to_numpy()]] = True
-    flag(conflict, "label_conflict")
-
-    ok = pd.isna(reason)
-    kept_idx = np.flatnonzero(ok)
+    kept_idx = np.flatnonzero(ok & ~conflict)
     ids_ok = pd.Series(h[kept_idx])
     dup = ids_ok.duplicated(keep="first").to_numpy()
     # Copies of one text from different predefined splits: the kept row takes the latest split
     # in train < valid < test, so a document the user put in test never trains the model.
-    split_ok = pd.Series(split[kept_idx]).map(_SPLIT_RANK)
-    by_id = split_ok.groupby(ids_ok.to_numpy(), sort=False)
-    rank = by_id.transform("max").to_numpy()
+    by_id = pd.Series(rank[kept_idx]).groupby(ids_ok.to_numpy(), sort=False)
+    doc_rank = by_id.transform("max").to_numpy()[~dup]
     split_conflicts = int((by_id.nunique() > 1).sum())
-    first = kept_idx[~dup]
+    return Decision(conflict, kept_idx[~dup], doc_rank, int(dup.sum()), split_conflicts)
+
+
+def emit(batch: Prepared, decision: Decision, offset: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Documents and rejected records of one batch, whose first record is at corpus position
+    `offset`."""
+    n = len(batch.h)
+    reason = batch.reason
+    conflict = decision.conflict[offset:offset + n]
+    if conflict.any():
+        reason = reason.copy()
+        reason[conflict & pd.isna(reason)] = "label_conflict"
+    lo, hi = np.searchsorted(decision.first, [offset, offset + n])
+    first = decision.first[lo:hi] - offset
+    doc_rank = decision.doc_rank[lo:hi]
+    records = batch.records
     take = pa.array(first)
     inv_rank = np.array(list(_SPLIT_RANK), dtype=object)
-    doc_rank = rank[~dup]
     doc_split = np.full(len(first), None, dtype=object)
     doc_split[~np.isnan(doc_rank)] = inv_rank[doc_rank[~np.isnan(doc_rank)].astype(int)]
+    line = records["line"].to_numpy(dtype=object, na_value=None)
     docs = pd.DataFrame({
-        "doc_id": _str_column(hex_array(h[first])),
-        "text": _str_column(text.take(take)),
-        "label": _str_column(label.take(take)),
+        "doc_id": _str_column(hex_array(batch.h[first])),
+        "text": _str_column(batch.text.take(take)),
+        "label": _str_column(batch.label.take(take)),
         "source": _str_column(_strings(records["source"]).take(take)),
-        "line": pd.array(records["line"].to_numpy(dtype=object, na_value=None)[first], dtype="Int64"),
+        "line": pd.array(line[first], dtype="Int64"),
         "split": _str_column(pa.array(doc_split, type=pa.string())),
     })
 
@@ -95,26 +162,133 @@ def ingest(records: pd.DataFrame, params: IngestParams) -> IngestResult:
     rejected = pd.DataFrame({
         "record": _str_column(_strings(records["text"]).take(take)),
         "source": _str_column(_strings(records["source"]).take(take)),
-        "line": pd.array(records["line"].to_numpy(dtype=object, na_value=None)[rej_idx], dtype="Int64"),
+        "line": pd.array(line[rej_idx], dtype="Int64"),
         "reason": _str_column(pa.array(reason[rej_idx], type=pa.string())),
         "label": _str_column(_strings(records["label"]).take(take)),
     })
+    return docs, rejected
 
+
+def ingest_stats(read: int, decision: Decision, reasons: np.ndarray, by_label: pd.Series,
+                 by_split: pd.Series) -> dict:
+    """ingest.json from the reduction and the (summed) per-batch counts."""
     by_reason = {r: 0 for r in schemas.INGEST_REASONS}
-    by_reason.update({str(k): int(v) for k, v in pd.Series(reason[rej_idx]).value_counts().items()})
+    by_reason.update({str(k): int(v) for k, v in pd.Series(reasons, dtype=object).value_counts().items()})
     stats = {
-        "read": int(n),
-        "kept": int(len(docs)),
-        "duplicates": int(dup.sum()),
-        "quarantined": int(len(rejected)),
+        "read": int(read),
+        "kept": int(len(decision.first)),
+        "duplicates": decision.duplicates,
+        "quarantined": int(len(reasons)),
         "by_reason": by_reason,
-        "by_label": {str(k): int(v) for k, v in docs["label"].value_counts().sort_index().items()},
-        "predefined_split": {str(k): int(v) for k, v in docs["split"].value_counts().sort_index().items()},
-        "split_conflicts": split_conflicts,
+        "by_label": {str(k): int(v) for k, v in by_label.sort_index().items() if v},
+        "predefined_split": {str(k): int(v) for k, v in by_split.sort_index().items() if v},
+        "split_conflicts": decision.split_conflicts,
     }
     if stats["read"] != stats["kept"] + stats["duplicates"] + stats["quarantined"]:  # not an assert: never skipped
         raise RuntimeError(f"ingest accounting broken: {stats}")
-    return IngestResult(docs, rejected, stats)
+    return stats
+
+
+def ingest_chunked(batches: Iterable[pd.DataFrame], params: IngestParams, spill: Path,
+                   write: Callable[[pd.DataFrame, pd.DataFrame], None], client=None) -> dict:
+    """`ingest` over record batches in bounded memory; the same documents, rejected records and
+    stats, in the same order.
+
+    Pass 1 runs `prepare` on each batch (on the Dask cluster when `client` is given), spills the
+    prepared batch to `spill` (a Parquet file) and keeps only its keys — doc hash, label code,
+    split rank, ok — about 20 bytes a record. `decide` reduces the keys of the whole corpus.
+    Pass 2 reads the spill back batch by batch, `emit`s its documents and rejected records and
+    hands them to `write(docs, rejected)` (which validates and appends them to the outputs).
+    """
+    keys: dict[str, list[np.ndarray]] = {"h": [], "code": [], "rank": [], "ok": []}
+    labels: dict[str, int] = {}
+    sizes: list[int] = []
+    writer = None
+    try:
+        for table in map_batches(_prepare_table, batches, client, params=params):
+            if writer is None:
+                writer = pq.ParquetWriter(spill, table.schema, compression="lz4")
+            writer.write_table(table, row_group_size=max(len(table), 1))
+            sizes.append(len(table))
+            keys["h"].append(table.column("h").to_numpy())
+            keys["rank"].append(table.column("rank").to_numpy())
+            keys["ok"].append(pc.is_null(table.column("reason")).to_numpy(zero_copy_only=False))
+            codes, uniques = pd.factorize(table.column("nlabel").to_numpy(zero_copy_only=False))
+            glob = np.array([labels.setdefault(u, len(labels)) for u in uniques], dtype=np.int64)
+            keys["code"].append(np.where(codes >= 0, glob[np.maximum(codes, 0)] if len(glob) else -1, -1))
+    finally:
+        if writer is not None:
+            writer.close()
+    key = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in keys.items()}
+    h = key["h"].astype(np.uint64)
+    ok = key["ok"].astype(bool)
+    decision = _run(decide, client, h, key["code"].astype(np.int64), key["rank"].astype(np.float64), ok)
+    del keys, key, ok
+    if len(np.unique(h[decision.first])) != len(decision.first):  # the whole-file half of `unique`
+        raise RuntimeError("ingest: kept documents with duplicate doc_id (reduction broken)")
+    del h
+    reasons: list[np.ndarray] = []
+    by_label = pd.Series(dtype=np.int64)
+    by_split = pd.Series(dtype=np.int64)
+    offset = 0
+    pf = pq.ParquetFile(spill) if sizes else None
+    for i, size in enumerate(sizes):
+        docs, rejected = emit(_from_table(pf.read_row_group(i)), decision, offset)
+        offset += size
+        write(docs, rejected)
+        reasons.append(rejected["reason"].to_numpy(dtype=object))
+        by_label = by_label.add(docs["label"].value_counts(), fill_value=0)
+        by_split = by_split.add(docs["split"].value_counts(), fill_value=0)
+    if not sizes:  # no records: empty outputs, as the in-memory path writes them
+        docs, rejected = emit(prepare(_empty_records(), params), decision, 0)
+        write(docs, rejected)
+    return ingest_stats(offset, decision, np.concatenate(reasons) if reasons else np.zeros(0, dtype=object),
+                        by_label.astype(np.int64), by_split.astype(np.int64))
+
+
+def _run(fn, client, *args):
+    """A reduction: here, or as one task on the Dask cluster."""
+    if client is None:
+        return fn(*args)
+    return client.submit(fn, *args, pure=False).result()
+
+
+def _prepare_table(records: pd.DataFrame, params: IngestParams) -> pa.Table:
+    """`prepare` as one Arrow table (what pass 1 spills and ships back from a Dask worker)."""
+    b = prepare(records, params)
+    return pa.table({
+        "text": _strings(records["text"]),
+        "label": _strings(records["label"]),
+        "source": _strings(records["source"]),
+        "line": pa.array(records["line"].to_numpy(dtype=object, na_value=None), type=pa.int64()),
+        "ntext": b.text,
+        "nlabel": b.label,
+        "split": pa.array(b.split, type=pa.string()),
+        "rank": pa.array(b.rank, type=pa.float64()),
+        "h": pa.array(b.h, type=pa.uint64()),
+        "reason": pa.array(b.reason, type=pa.string()),
+    })
+
+
+def _from_table(t: pa.Table) -> Prepared:
+    records = pd.DataFrame({
+        "text": pd.Series(pd.array(t.column("text").combine_chunks(), dtype="str")),
+        "label": _str_column(t.column("label").combine_chunks()),
+        "source": _str_column(t.column("source").combine_chunks()),
+        "line": pd.array(t.column("line").to_numpy(zero_copy_only=False), dtype="Int64")
+        if t.column("line").null_count == 0 else
+        pd.array(t.column("line").to_pylist(), dtype="Int64"),
+    })
+    return Prepared(records, t.column("ntext").combine_chunks(), t.column("nlabel").combine_chunks(),
+                    t.column("split").to_numpy(zero_copy_only=False).astype(object),
+                    t.column("rank").to_numpy(), t.column("h").to_numpy(),
+                    t.column("reason").to_numpy(zero_copy_only=False).astype(object))
+
+
+def _empty_records() -> pd.DataFrame:
+    return pd.DataFrame({"text": pd.Series([], dtype=object), "label": pd.Series([], dtype=object),
+                         "split": pd.Series([], dtype=object), "source": pd.Series([], dtype=object),
+                         "line": pd.array([], dtype="Int64"), "reason": pd.Series([], dtype=object)})
 
 
 def _strings(col: pd.Series) -> pa.Array:
@@ -138,6 +312,8 @@ def _str_column(arr: pa.Array) -> pd.Series:
 def main() -> None:
     def body():
         params = load_params("ingest")
+        if params.chunk_rows or params.engine == "dask":
+            return _main_chunked(params)
         records = read_records(params)
         log.info("read %d records from %s", len(records), params.source)
         result = ingest(records, params)
@@ -151,6 +327,27 @@ def main() -> None:
                  s["duplicates"], s["quarantined"])
 
     run_main("ingest", body)
+
+
+def _main_chunked(params: IngestParams) -> None:
+    """main() with `ingest.chunk_rows` > 0 or `ingest.engine: dask`: batch by batch, each
+    written chunk validated, outputs renamed into place only when all of them are complete."""
+    chunk_rows = params.chunk_rows or 100_000
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(dask_client()) if params.engine == "dask" else None
+        docs_out = stack.enter_context(ChunkWriter(DOCUMENTS, row_group_size=chunk_rows))
+        rej_out = stack.enter_context(ChunkWriter(REJECTED, row_group_size=chunk_rows))
+        spill_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".ingest-", dir=DOCUMENTS.parent)))
+
+        def write(docs: pd.DataFrame, rejected: pd.DataFrame) -> None:
+            docs_out.write(schemas.validate(docs, schemas.Documents, "ingest", str(DOCUMENTS)))
+            rej_out.write(schemas.validate(rejected, schemas.Rejected, "ingest", str(REJECTED)))
+
+        stats = ingest_chunked(iter_record_batches(params, chunk_rows), params, spill_dir / "prepared.parquet",
+                               write, client)
+    write_json(stats, STATS)
+    log.info("read %d = kept %d + duplicates %d + quarantined %d (%s, %d rows a batch)", stats["read"],
+             stats["kept"], stats["duplicates"], stats["quarantined"], params.engine, chunk_rows)
 
 
 if __name__ == "__main__":

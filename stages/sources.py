@@ -93,6 +93,45 @@ def read_records(params: IngestParams) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def iter_record_batches(params: IngestParams, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The source as record frames of at most `chunk_rows` records, in `read_records` order.
+
+    Parquet sources stream row batches (memory bounded by `chunk_rows`); the other formats are
+    read a file at a time and cut into batches (memory bounded by the largest file).
+    """
+    if chunk_rows <= 0:
+        raise ValueError("chunk_rows must be > 0")
+    if resolve_format(params) == "parquet":
+        root = Path(params.source)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                       and TABULAR_EXT.get(p.suffix.lower()) == "parquet") if root.is_dir() else [root]
+        if root.is_dir() and not files:
+            raise InputError(f"ingest.source: no parquet files under {root}")
+        for path in files:
+            yield from _parquet_source_batches(path, params, chunk_rows)
+        return
+    for frame in iter_records(params):
+        for start in range(0, len(frame), chunk_rows):
+            yield frame.iloc[start:start + chunk_rows].reset_index(drop=True)
+
+
+def _parquet_source_batches(path: Path, params: IngestParams, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+    wanted = [c for c in _columns(params).values() if c is not None]
+    names = pf.schema_arrow.names
+    if any(c not in names for c in wanted):  # the same error as the whole-file reader
+        yield _select(pd.DataFrame(columns=names), path, params, first_line=1)
+        return
+    line = 1
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=list(dict.fromkeys(wanted))):
+        df = batch.to_pandas()
+        yield _select(df, path, params, first_line=line)
+        line += len(df)
+
+
 def iter_records(params: IngestParams) -> Iterator[pd.DataFrame]:
     if params.encoding != "auto":  # a typo would otherwise quarantine every record as undecodable
         try:

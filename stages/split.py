@@ -8,7 +8,9 @@ existing one. Predefined splits from the source are honoured for the whole group
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,19 @@ import pandas as pd
 import pyarrow as pa
 
 from stages import schemas
-from stages.artifacts import ContractError, read_parquet, run_main, write_json, write_parquet
+from stages.artifacts import (
+    ChunkWriter,
+    ContractError,
+    dask_client,
+    map_batches,
+    parquet_batches,
+    read_parquet,
+    read_row_group,
+    row_group_count,
+    run_main,
+    write_json,
+    write_parquet,
+)
 from stages.params import SplitParams, load_params
 from stages.text import hash64, hex_array, join_tokens, seed_key, to_hex
 
@@ -65,11 +79,96 @@ def split(clean: pd.DataFrame, params: SplitParams) -> tuple[dict[str, pd.DataFr
         group_rank = pd.Series(given).groupby(groups, sort=False).transform("max").to_numpy()
         predefined = ~np.isnan(group_rank)
         code = np.where(predefined, np.nan_to_num(group_rank), code).astype(np.int64)
+    df, parts = _partition(clean, code, gid)
+    return parts, split_stats(df, predefined, groups=groups, codes=code)
+
+
+def _partition(clean: pd.DataFrame, code: np.ndarray, gid: pa.Array) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Add the split and group_id columns; cut the rows into the three splits (order kept)."""
     names = pa.DictionaryArray.from_arrays(pa.array(code, type=pa.int8()), pa.array(schemas.SPLITS))
     df = clean.assign(split=pd.Series(pd.array(names.cast(pa.string()), dtype="str"), index=clean.index),
                       group_id=pd.Series(pd.array(gid, dtype="str"), index=clean.index))
-    parts = {s: df.loc[code == i].reset_index(drop=True) for i, s in enumerate(schemas.SPLITS)}
-    return parts, split_stats(df, predefined, groups=groups, codes=code)
+    return df, {s: df.loc[code == i].reset_index(drop=True) for i, s in enumerate(schemas.SPLITS)}
+
+
+# Chunked: pass 1 computes each batch's keys (`split_keys`, a per-batch step), `split_decide`
+# reduces them (a predefined split decides for its whole group, across batches), pass 2 cuts each
+# batch into the three splits (`split_part`). Only ~30 bytes a document stay in memory.
+
+def _load(part: pd.DataFrame | tuple[str, int], columns: list[str] | None = None) -> pd.DataFrame:
+    return read_row_group(*part, columns=columns) if isinstance(part, tuple) else part
+
+
+def split_keys(part: pd.DataFrame | tuple[str, int], params: SplitParams) -> dict:
+    """Per-batch keys: group hash, hash-assigned split code, predefined rank, labels."""
+    clean = _load(part, ["tokens", "split", "label"])
+    h = group_hash(clean["tokens"])
+    labels, names = pd.factorize(clean["label"].to_numpy(dtype=object))
+    return {"h": h, "code": assign_codes(hex_array(h), params),
+            "given": clean["split"].map(_RANK).to_numpy(dtype=np.float64, na_value=np.nan),
+            "labels": labels, "label_names": list(names)}
+
+
+def split_decide(h: np.ndarray, code: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reduction: (final split code, predefined mask, group numbers) for every document."""
+    groups = pd.factorize(h)[0]
+    predefined = np.zeros(len(h), dtype=bool)
+    if (~np.isnan(given)).any():
+        group_rank = pd.Series(given).groupby(groups, sort=False).transform("max").to_numpy()
+        predefined = ~np.isnan(group_rank)
+        code = np.where(predefined, np.nan_to_num(group_rank), code).astype(np.int64)
+    return code, predefined, groups
+
+
+def split_part(item: tuple, ) -> dict[str, pd.DataFrame]:
+    """Pass 2 on one batch: (batch, its final codes, its group hashes) → the three parts."""
+    part, code, h = item
+    return _partition(_load(part), code, hex_array(h))[1]
+
+
+def split_chunked(parts: Callable[[], Iterable], params: SplitParams,
+                  write: Callable[[dict[str, pd.DataFrame]], None], client=None) -> dict:
+    """`split` over batches (`parts()` gives a fresh iterable of them for each pass); each batch's
+    three parts go to `write` in order. Returns the same stats; raises ContractError on leakage."""
+    keys = list(map_batches(split_keys, parts(), client, params=params))
+    cat = {k: np.concatenate([b[k] for b in keys]) if keys else np.zeros(0) for k in ("h", "code", "given")}
+    h = cat["h"].astype(np.uint64)
+    code, predefined, groups = _run(split_decide, client, h, cat["code"].astype(np.int64),
+                                    cat["given"].astype(np.float64))
+    # labels: batch codes → one global coding → sorted names, as pd.factorize(sort=True) gives
+    names = sorted({n for b in keys for n in b["label_names"]})
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.concatenate([np.array([index[n] for n in b["label_names"]], dtype=np.int64)[b["labels"]]
+                             for b in keys]) if keys else np.zeros(0, dtype=np.int64)
+    sizes = [len(b["h"]) for b in keys]
+    del keys, cat
+    stats = stats_from_codes(groups, code, labels, np.array(names, dtype=object), predefined)
+    if stats["leaked_groups"]:
+        pairs = pd.DataFrame({"g": groups, "s": code}).drop_duplicates()
+        bad = pairs["g"].value_counts()
+        first = pd.Series(np.arange(len(groups))).groupby(groups).first()
+        raise _leak_error(sorted(to_hex(h[first[bad.index[bad > 1]].to_numpy()]).tolist()))
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    items = ((part, code[offsets[i]:offsets[i + 1]], h[offsets[i]:offsets[i + 1]])
+             for i, part in enumerate(parts()))
+    for out in map_batches(split_part, items, client):
+        write(out)
+    return stats
+
+
+def _run(fn, client, *args):
+    """A reduction: here, or as one task on the Dask cluster."""
+    return fn(*args) if client is None else client.submit(fn, *args, pure=False).result()
+
+
+def _leak_error(leaked: list[str]) -> ContractError:
+    summary = f"  column group_id: check one_split_per_group failed for {len(leaked)} value(s)"
+    report = schemas.VALIDATION_DIR / "split.json"
+    write_json({"stage": "split", "artifact": str(OUT_DIR / "{train,valid,test}.parquet"),
+                "summary": [summary], "failure_cases": [
+                    {"column": "group_id", "check": "one_split_per_group", "failure_case": g}
+                    for g in leaked[:1000]]}, report)
+    return ContractError("split", summary, report)
 
 
 def split_stats(df: pd.DataFrame, predefined: np.ndarray, groups: np.ndarray | None = None,
@@ -78,9 +177,16 @@ def split_stats(df: pd.DataFrame, predefined: np.ndarray, groups: np.ndarray | N
     groups = pd.factorize(df["group_id"])[0] if groups is None else groups
     codes = df["split"].map(_RANK).to_numpy() if codes is None else codes
     labels, label_names = pd.factorize(df["label"], sort=True)
+    return stats_from_codes(groups, codes, labels, label_names, predefined)
+
+
+def stats_from_codes(groups: np.ndarray, codes: np.ndarray, labels: np.ndarray, label_names,
+                     predefined: np.ndarray) -> dict:
+    """`split_stats` from per-document integer keys: group, split code, label code (into the
+    sorted `label_names`) — a few bytes a document, so chunked runs reduce them exactly."""
     n_labels = len(label_names)
     counts = np.bincount(codes * n_labels + labels, minlength=3 * n_labels).reshape(3, n_labels)
-    overall = counts.sum(axis=0) / max(len(df), 1)
+    overall = counts.sum(axis=0) / max(len(codes), 1)
     checked = counts.sum(axis=0) >= 200  # classes with >= 200 documents
     group_split = pd.DataFrame({"g": groups, "s": codes}).drop_duplicates()
     group_label = pd.DataFrame({"g": groups, "l": labels}).drop_duplicates()
@@ -97,7 +203,7 @@ def split_stats(df: pd.DataFrame, predefined: np.ndarray, groups: np.ndarray | N
             "max_share_deviation": round(dev, 4),
         }
     return {
-        "documents": int(len(df)),
+        "documents": int(len(codes)),
         "groups": int(groups.max()) + 1 if len(groups) else 0,  # factorize codes: 0..k-1
         "leaked_groups": int((group_split["g"].value_counts() > 1).sum()),
         "mixed_label_groups": int((group_label["g"].value_counts() > 1).sum()),
@@ -119,30 +225,61 @@ def leaked_groups(parts: dict[str, pd.DataFrame]) -> list[str]:
 def main() -> None:
     def body():
         params = load_params("split")
+        if params.chunk_rows or params.engine == "dask":
+            return _main_chunked(params)
         parts, stats = split(read_parquet(CLEAN), params)
         # validate all three before writing any: a failing stage leaves the old outputs whole
         parts = {name: schemas.validate(part, schemas.SplitDocs, "split", str(OUT_DIR / f"{name}.parquet"))
                  for name, part in parts.items()}
         leaked = leaked_groups(parts)
         if leaked:
-            summary = f"  column group_id: check one_split_per_group failed for {len(leaked)} value(s)"
-            report = schemas.VALIDATION_DIR / "split.json"
-            write_json({"stage": "split", "artifact": str(OUT_DIR / "{train,valid,test}.parquet"),
-                        "summary": [summary], "failure_cases": [
-                            {"column": "group_id", "check": "one_split_per_group", "failure_case": g}
-                            for g in leaked[:1000]]}, report)
-            raise ContractError("split", summary, report)
+            raise _leak_error(leaked)
         for name, part in parts.items():
             write_parquet(part, OUT_DIR / f"{name}.parquet")
-        write_json(stats, STATS)
-        for name, part in stats["splits"].items():
-            if part["max_share_deviation"] > 0.03:  # hash assignment: balanced in expectation only
-                log.warning("split %s: a class share is %.1f points off its overall share", name,
-                            100 * part["max_share_deviation"])
-        log.info("split %d documents (%d groups): %s; leaked groups: %d", stats["documents"], stats["groups"],
-                 ", ".join(f"{k} {v['documents']}" for k, v in stats["splits"].items()), stats["leaked_groups"])
+        _finish(stats)
 
     run_main("split", body)
+
+
+def _finish(stats: dict) -> None:
+    write_json(stats, STATS)
+    for name, part in stats["splits"].items():
+        if part["max_share_deviation"] > 0.03:  # hash assignment: balanced in expectation only
+            log.warning("split %s: a class share is %.1f points off its overall share", name,
+                        100 * part["max_share_deviation"])
+    log.info("split %d documents (%d groups): %s; leaked groups: %d", stats["documents"], stats["groups"],
+             ", ".join(f"{k} {v['documents']}" for k, v in stats["splits"].items()), stats["leaked_groups"])
+
+
+def _main_chunked(params: SplitParams) -> None:
+    """main() with `split.chunk_rows` > 0 or `split.engine: dask`: two passes over clean.parquet
+    (batches of chunk_rows rows locally, row groups on Dask); the three outputs are renamed into
+    place together, only when all are complete and valid."""
+    with contextlib.ExitStack() as stack:
+        if params.engine == "dask":
+            client = stack.enter_context(dask_client())
+            path = str(CLEAN.resolve())
+            n = row_group_count(CLEAN)
+
+            def parts():
+                return [(path, i) for i in range(n)]
+        else:
+            client = None
+
+            def parts():
+                return parquet_batches(CLEAN, params.chunk_rows)
+        rows = params.chunk_rows or 100_000
+        outs = {s: stack.enter_context(ChunkWriter(OUT_DIR / f"{s}.parquet", row_group_size=rows))
+                for s in schemas.SPLITS}
+
+        def write(out: dict[str, pd.DataFrame]) -> None:
+            for name, part in out.items():
+                outs[name].write(schemas.validate(part, schemas.SplitDocs, "split", str(OUT_DIR / f"{name}.parquet")))
+
+        stats = split_chunked(parts, params, write, client)
+        if not outs["train"].started:  # no rows at all: the empty outputs the in-memory path writes
+            write(split(read_parquet(CLEAN), params)[0])
+    _finish(stats)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from stages.artifacts import InputError, read_json, run_main, write_json
+from stages.artifacts import InputError, dask_client, read_json, run_main, write_json
 from stages.params import VocabParams, load_params
 
 log = logging.getLogger("textclf.vocab")
@@ -65,9 +66,34 @@ def count_batches(batches: Iterable[pa.ListArray], ngrams: int) -> pa.Table | No
     counts = None
     for tokens in batches:
         part = count_tokens(tokens, ngrams)
-        counts = part if counts is None else pa.concat_tables([counts, part])
-        counts = counts.group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
+        counts = merge_counts(counts, part)
     return counts
+
+
+def merge_counts(*parts: pa.Table | None) -> pa.Table | None:
+    """Sum (token, count) tables: the vocabulary's reduction (associative, so any tree works)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    counts = pa.concat_tables(parts)
+    return counts.group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
+
+
+def count_row_group(path: str, i: int, ngrams: int) -> pa.Table:
+    """`count_tokens` on one row group, read where it runs (a Dask worker)."""
+    tokens = pq.ParquetFile(path).read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
+    return count_tokens(tokens, ngrams)
+
+
+def count_dask(client, path: str, row_groups: int, ngrams: int, fan_in: int = 8) -> pa.Table | None:
+    """Counts on a Dask cluster: one task per row group, merged in a tree of `merge_counts` tasks
+    on the workers; only the final table comes back."""
+    level = [client.submit(count_row_group, path, i, ngrams, pure=False) for i in range(row_groups)]
+    if not level:
+        return None
+    while len(level) > 1:
+        level = [client.submit(merge_counts, *level[j:j + fan_in], pure=False) for j in range(0, len(level), fan_in)]
+    return level[0].result()
 
 
 def build_vocab(counts: pa.Table, params: VocabParams) -> dict:
@@ -117,14 +143,24 @@ def load_vocab(path: Path | str = VOCAB) -> dict:
 def main() -> None:
     def body():
         params = load_params("vocab")
-        import pyarrow.parquet as pq
-
         if not TRAIN.exists():
             raise InputError(f"{TRAIN}: not found (run dvc repro split)")
-        pf = pq.ParquetFile(TRAIN)
-        batches = (pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
-                   for i in range(pf.num_row_groups))
-        counts = count_batches(batches, params.ngrams)
+        if params.engine == "dask":
+            with dask_client() as client:
+                counts = count_dask(client, str(TRAIN.resolve()), pq.ParquetFile(TRAIN).num_row_groups,
+                                    params.ngrams)
+        else:
+            pf = pq.ParquetFile(TRAIN)
+            if params.chunk_rows:
+                batches = (b.column("tokens") for b in pf.iter_batches(batch_size=params.chunk_rows,
+                                                                         columns=["tokens"]))
+            else:
+                batches = (pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
+                           for i in range(pf.num_row_groups))
+            counts = count_batches(batches, params.ngrams)
+            if counts is None and pf.num_row_groups:  # an empty split: specials only, as unchunked
+                tokens = pf.read_row_group(0, columns=["tokens"]).column("tokens").combine_chunks()
+                counts = count_batches([tokens], params.ngrams)
         if counts is None:
             raise InputError(f"{TRAIN}: the train split is empty")
         vocab = check_vocab(build_vocab(counts, params))
