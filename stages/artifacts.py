@@ -53,6 +53,20 @@ def atomic_path(path: Path | str):
         raise
 
 
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Swap a fully written directory `tmp` into place at `dest` (the old one is removed after)."""
+    import shutil
+
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_parquet(df: pd.DataFrame | pa.Table, path: Path | str, row_group_size: int = 100_000) -> None:
     table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
     # No pandas metadata: any Parquet reader (pandas, polars, DuckDB, Spark) reads the file as plain

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
-from stages.artifacts import InputError, sha256_file
+from stages.artifacts import InputError, replace_dir, sha256_file
 from stages.model import ModelConfig, build_model
 
 FORMAT = "textclf-bundle/1"
@@ -84,14 +84,7 @@ def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: d
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         manifest = {"format": FORMAT, "files": {name: sha256_file(tmp / name) for name in FILES}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

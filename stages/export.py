@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from stages.artifacts import replace_dir
 from stages.bundle import Bundle, BundleError
 from stages.model import BagModel, CNNModel, EncodingConfig, encode, gather_padded, predict_proba
 
@@ -309,17 +309,6 @@ def export(bundle: Bundle, tokens: pa.ListArray, labels: np.ndarray, out_dir: Pa
     return report
 
 
-def _swap_dir(tmp: Path, dest: Path) -> None:
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def main() -> None:
     from stages.artifacts import read_parquet, run_main, write_json
     from stages.bundle import load_bundle
@@ -333,7 +322,7 @@ def main() -> None:
         tmp.chmod(0o755)  # mkdtemp's 0700 would stay on models/onnx after the swap
         try:
             report = export(bundle, tokens, test["label"].to_numpy(dtype=object), tmp)
-            _swap_dir(tmp, ONNX_DIR)
+            replace_dir(tmp, ONNX_DIR)
         except ParityError as err:
             write_json(err.report, REPORT)
             log.error("export: %s (details: %s)", err, REPORT)
