@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
@@ -83,9 +84,11 @@ class Encoded:
 def encode_split(tokens: pa.ListArray, labels: np.ndarray, vocab_tokens: pa.Array, enc: EncodingConfig,
                  label_index: dict[str, int]) -> Encoded:
     ids, offsets = encode(tokens, vocab_tokens, enc)
-    y = np.array([label_index[v] for v in labels], dtype=np.int64) if len(labels) < 64 else \
-        pa.compute.index_in(pa.array(labels, pa.string()), value_set=pa.array(list(label_index))).to_numpy()
-    return Encoded(torch.from_numpy(ids), torch.from_numpy(offsets), torch.from_numpy(np.asarray(y, np.int64)))
+    y = pc.index_in(pa.array(labels, pa.string()), value_set=pa.array(list(label_index), pa.string()))
+    if y.null_count:
+        raise ValueError(f"labels outside {list(label_index)}")
+    return Encoded(torch.from_numpy(ids), torch.from_numpy(offsets),
+                   torch.from_numpy(y.to_numpy(zero_copy_only=False).astype(np.int64)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,8 +136,8 @@ def class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor | Non
 
 
 def train_step(model, opt, batch_idx, data: Encoded, loss_fn, grad_clip: float, amp: bool,
-               scale: float = 1.0) -> float:
-    """One optimizer step; returns the (unscaled) batch loss. `scale` multiplies the loss before
+               scale: float = 1.0) -> torch.Tensor:
+    """One optimizer step; returns the (unscaled) batch loss as a 0-d tensor (no host sync). `scale` multiplies the loss before
     backward: DDP averages gradients over ranks, so a rank holding k of a global batch's n
     documents scales its mean loss by k * world / n to make the average the global batch mean."""
     model.train()
