@@ -524,6 +524,24 @@ def prepare(train_df, valid_df, vocab: dict, p: TrainParams) -> tuple[Encoded, E
     return tr, va, cfg, enc, labels
 
 
+def bundle_config(cfg: ModelConfig, enc: EncodingConfig, labels: list[str], vocab: dict, clean_params,
+                  p: TrainParams, result: FitResult, device: str, processes: int = 1) -> dict:
+    """What the bundle's config.json records about a training run (stages.bundle adds format,
+    creation time and library versions)."""
+    return {
+        "model": cfg.to_dict(),
+        "encoding": {"vocab_size": enc.vocab_size, "bigrams": enc.bigrams, "hash_buckets": enc.hash_buckets},
+        "labels": labels,
+        "vocab_hash": vocab["hash"],
+        # prediction must clean text exactly as the clean stage did
+        "text": {"clean": clean_params.model_dump(mode="json"), "normalize": "nfkc-v1"},
+        "params": p.model_dump(mode="json"),
+        "training": {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
+                     "epochs_run": result.state.epoch, "device": device, "processes": processes,
+                     "history": result.state.history},
+    }
+
+
 def main() -> None:
     from stages.artifacts import read_parquet, run_main
     from stages.bundle import save_bundle
@@ -587,18 +605,8 @@ def main() -> None:
             live.summary = {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
                             "epochs": result.state.epoch}
         log.info("training throughput: %.0f tokens/s on %s", result.tokens_per_s, device)
-        config = {
-            "model": cfg.to_dict(),
-            "encoding": {"vocab_size": enc.vocab_size, "bigrams": enc.bigrams, "hash_buckets": enc.hash_buckets},
-            "labels": labels,
-            "vocab_hash": vocab["hash"],
-            "text": {"clean": clean_params.model_dump(mode="json"), "normalize": "nfkc-v1"},
-            "params": p.model_dump(mode="json"),
-            "training": {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
-                         "epochs_run": result.state.epoch, "device": str(device),
-                         "processes": world.size if world else 1,
-                         "history": result.state.history},
-        }
+        config = bundle_config(cfg, enc, labels, vocab, clean_params, p, result, str(device),
+                               processes=world.size if world else 1)
         save_bundle(BUNDLE, result.best_state, config, vocab)
         log.info("best epoch %d, valid macro-F1 %.4f; bundle written to %s", result.state.best_epoch,
                  result.state.best_f1, BUNDLE)

@@ -29,7 +29,7 @@ from stages.params import CleanParams, IngestParams, SplitParams, TrainParams, V
 from stages.sources import read_records
 from stages.split import split
 from stages.text import hash64, load_stopwords, normalize, to_hex
-from stages.train import fit, prepare
+from stages.train import bundle_config, fit, prepare
 from stages.vocab import build_vocab, count_tokens
 from tests.fixtures import make_docs, write_text_dir
 from textclf.cli import main
@@ -91,16 +91,7 @@ def build_pipeline(root: Path, docs: list[tuple[str, str]] | None = None, clean_
                         "lr": 0.05, "num_filters": 8, "kernel_sizes": (2, 3), **train})
     tr, va, cfg, enc, labels = prepare(parts["train"], parts["valid"], vocab, tp)
     result = fit(tr, va, cfg, tp, torch.device("cpu"))
-    config = {  # as stages.train.main writes it
-        "model": cfg.to_dict(),
-        "encoding": {"vocab_size": enc.vocab_size, "bigrams": enc.bigrams, "hash_buckets": enc.hash_buckets},
-        "labels": labels,
-        "vocab_hash": vocab["hash"],
-        "text": {"clean": cp.model_dump(mode="json"), "normalize": "nfkc-v1"},
-        "params": tp.model_dump(mode="json"),
-        "training": {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
-                     "epochs_run": result.state.epoch, "device": "cpu", "history": result.state.history},
-    }
+    config = bundle_config(cfg, enc, labels, vocab, cp, tp, result, "cpu")
     bundle = save_bundle(root / "bundle", result.best_state, config, vocab)
     return Pipeline(root, bundle, records, parts)
 
