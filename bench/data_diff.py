@@ -91,7 +91,7 @@ def _concat_lists(a: pa.ListArray, b: pa.ListArray) -> pa.ListArray:
 def split_and_vocab(tokens: pa.ListArray, doc_id: np.ndarray):
     split = assign(group_ids(pd.Series(tokens, dtype=pd.ArrowDtype(tokens.type))).astype(object), SplitParams())
     train = pa.array(split == "train")
-    vocab = build_vocab(count_tokens(tokens.filter(train), 1), VocabParams())
+    vocab = build_vocab(count_tokens(tokens.filter(train), 1), VocabParams(min_freq=1, ngrams=1))
     test = tokens.filter(pa.array(split == "test"))
     return pd.DataFrame({"doc_id": doc_id, "split": split.astype(object)}), vocab, test
 

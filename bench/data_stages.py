@@ -148,7 +148,7 @@ def run(n: int, seed: int, workdir: Path) -> None:
     n_train = len(parts["train"])
     del parts
     t0 = time.perf_counter()
-    vp = VocabParams()
+    vp = VocabParams(min_freq=1, ngrams=1)  # the unigram vocabulary CountVectorizer also builds
     pf = pq.ParquetFile(out / "train.parquet")
     batches = (pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
                for i in range(pf.num_row_groups))

@@ -184,7 +184,8 @@ def project(train: Encoded, valid: Encoded, vocab: int, device: torch.device, ba
     """(tokens/s, valid macro-F1 of the last epoch, epoch seconds) of stages.train.fit."""
     cfg = ModelConfig(type="bag", num_embeddings=vocab, embed_dim=EMBED_DIM, num_classes=NUM_CLASSES)
     p = TrainParams(model="bag", optimizer="sgd", lr=lr, batch_size=batch_size, epochs=epochs,
-                    patience=epochs + 1, seed=seed, device=device.type)
+                    patience=epochs + 1, seed=seed, device=device.type, weight_decay=0.0, dropout=0.0,
+                    label_smoothing=0.0)
     # untimed warm-up on a few batches: allocator, kernels, CUDA context
     k = min(train.n, 3 * batch_size)
     small = Encoded(train.ids[:int(train.offsets[k])], train.offsets[:k + 1], train.labels[:k])

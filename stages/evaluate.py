@@ -65,13 +65,17 @@ def score(y_true: np.ndarray, proba: np.ndarray, labels: list[str], bins: int = 
     pred = proba.argmax(axis=1)
     ids = list(range(len(labels)))
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
+    # Averages over the classes that occur (as truth or prediction): a class absent from this
+    # split would otherwise count as F1 = 0 and drag macro-F1 down for nothing.
+    present = np.union1d(y, pred).tolist()
     out = {
         "n": int(len(y)),
-        "accuracy": float(accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, average="macro", labels=ids, zero_division=0)),
-        "weighted_f1": float(f1_score(y, pred, average="weighted", labels=ids, zero_division=0)),
+        "accuracy": float(accuracy_score(y, pred)) if len(y) else None,
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=present, zero_division=0)) if len(y) else None,
+        "weighted_f1": float(f1_score(y, pred, average="weighted", labels=present, zero_division=0))
+        if len(y) else None,
         "roc_auc": _roc_auc(y, proba),
-        "ece": expected_calibration_error(y, proba, bins),
+        "ece": expected_calibration_error(y, proba, bins) if len(y) else None,
         "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                       for i, c in enumerate(labels)},
     }
@@ -84,6 +88,9 @@ def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float | None:
         return None  # undefined with one class in the test split
     if proba.shape[1] == 2:
         return float(roc_auc_score(y, proba[:, 1]))
+    if len(present) < proba.shape[1]:
+        # one-vs-rest AUC is undefined for a class with no positives: average over present classes
+        return float(np.mean([roc_auc_score(y == c, proba[:, c]) for c in present]))
     return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(proba.shape[1]))))
 
 

@@ -75,9 +75,9 @@ class SplitParams(_Section):
 
 
 class VocabParams(_Section):
-    min_freq: int = Field(default=1, ge=1)
+    min_freq: int = Field(default=3, ge=1)
     max_size: int = Field(default=200_000, ge=1)
-    ngrams: Literal[1, 2] = 1
+    ngrams: Literal[1, 2] = 2
     chunk_rows: int = Field(default=0, ge=0)  # 0 = the whole table at once; N = N rows per batch
     engine: Literal["local", "dask"] = "local"  # dask: per-batch steps run on a dask.distributed cluster
 
@@ -94,27 +94,27 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     # model sizes
-    embed_dim: int = Field(default=64, gt=0)
+    embed_dim: int = Field(default=32, gt=0)
     hidden_dim: int = Field(default=0, ge=0)  # bag: 0 = no hidden layer
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    bigrams: Literal["none", "vocab", "hashed"] = "hashed"
+    dropout: float = Field(default=0.9, ge=0, lt=1)
+    bigrams: Literal["none", "vocab", "hashed"] = "vocab"
     weighting: Literal["none", "idf"] = "none"  # bag: plain or IDF-weighted mean of embeddings
-    hash_buckets: int = Field(default=200_000, gt=0)
+    hash_buckets: int = Field(default=100_000, gt=0)
     kernel_sizes: tuple[int, ...] = (3, 4, 5)  # cnn
     num_filters: int = Field(default=100, gt=0)  # cnn
     max_len: int = Field(default=400, gt=0)  # cnn: tokens kept per document
     # optimisation
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(default=0.01, gt=0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(default=0.005, gt=0)
     momentum: float = Field(default=0.0, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=0.2, ge=0)
     schedule: Literal["none", "cosine", "linear"] = "none"
     warmup_steps: int = Field(default=0, ge=0)
     grad_clip: float = Field(default=0.0, ge=0)  # 0 = off
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     class_weight: Literal["none", "balanced"] = "none"
-    batch_size: int = Field(default=256, gt=0)
-    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    epochs: int = Field(default=12, gt=0)
     patience: int = Field(default=3, ge=1)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     distributed: DistributedParams = DistributedParams()
@@ -128,7 +128,7 @@ class TrainParams(_Section):
 
 
 class BaselineParams(_Section):
-    C: float = Field(default=4.0, gt=0)
+    C: float = Field(default=8.0, gt=0)
     max_features: int = Field(default=500_000, gt=0)
     max_iter: int = Field(default=1000, gt=0)
 

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 from torch import nn
@@ -161,7 +162,8 @@ def evaluate(model, data: Encoded, loss_fn, amp: bool) -> dict:
     loss = float(nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), data.labels))
     y, pred = data.labels.cpu().numpy(), probs.argmax(1).cpu().numpy()
     return {"loss": loss, "accuracy": float((y == pred).mean()),
-            "macro_f1": float(f1_score(y, pred, average="macro", labels=list(range(probs.shape[1])),
+            # over the classes that occur: an absent class must not count as F1 = 0
+            "macro_f1": float(f1_score(y, pred, average="macro", labels=np.union1d(y, pred).tolist(),
                                        zero_division=0))}
 
 
@@ -454,7 +456,9 @@ def save_checkpoint(path: Path, fingerprint: str, model: nn.Module, opt: torch.o
                 opt_meta["state"][str(pid)][name] = val
     meta = {"fingerprint": fingerprint, "state": state.__dict__, "optimizer": opt_meta}
     tmp_t, tmp_m = path / ".state.safetensors.tmp", path / ".state.json.tmp"
-    save_file(tensors, str(tmp_t))
+    # the tensors carry the epoch they belong to: a kill between the two renames below leaves a
+    # pair that disagrees, which load_checkpoint detects instead of mixing epochs
+    save_file(tensors, str(tmp_t), metadata={"epoch": str(state.epoch), "step": str(state.step)})
     tmp_m.write_text(json.dumps(meta), encoding="utf-8")
     # tensors first, JSON last: a JSON whose tensors are missing never exists
     os.replace(tmp_t, path / "state.safetensors")
@@ -469,10 +473,16 @@ def load_checkpoint(path: Path, fingerprint: str, model: nn.Module, opt: torch.o
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         tensors = load_file(str(tensor_path))
+        with safe_open(str(tensor_path), framework="pt") as f:
+            tagged = f.metadata() or {}
     except Exception as err:  # noqa: BLE001 - a broken checkpoint means: start over, loudly
         log.warning("ignoring unreadable checkpoint %s: %s", path, err)
         return None
     state = TrainState(**meta["state"])
+    if tagged.get("epoch") != str(state.epoch) or tagged.get("step") != str(state.step):
+        log.warning("checkpoint %s: tensors (epoch %s) and state (epoch %d) disagree — interrupted while "
+                    "saving; starting from scratch", path, tagged.get("epoch"), state.epoch)
+        return None
     if meta.get("fingerprint") != fingerprint:
         log.info("checkpoint is for other data or params: starting from scratch")
         return None
@@ -498,6 +508,11 @@ def prepare(train_df, valid_df, vocab: dict, p: TrainParams) -> tuple[Encoded, E
                                                                      EncodingConfig, list[str]]:
     labels = sorted(set(train_df["label"].tolist()))
     index = {c: i for i, c in enumerate(labels)}
+    if len(train_df) == 0 or len(valid_df) == 0:
+        from stages.artifacts import InputError
+
+        raise InputError(f"the {'train' if len(train_df) == 0 else 'valid'} split is empty: early stopping and "
+                         "model selection need both (more data, or other split ratios)")
     unknown = sorted(set(valid_df["label"].tolist()) - set(labels))
     if unknown:
         from stages.artifacts import InputError

@@ -26,7 +26,8 @@ def fixture_vocab(fixture_split):
 @pytest.fixture()
 def small_params():
     return TrainParams(model="bag", bigrams="hashed", hash_buckets=1000, embed_dim=16, optimizer="adam",
-                       lr=0.02, batch_size=32, epochs=4, patience=10, device="cpu")
+                       lr=0.02, batch_size=32, epochs=4, patience=10, device="cpu", dropout=0.0,
+                       weight_decay=0.0, label_smoothing=0.0)
 
 
 @pytest.fixture()

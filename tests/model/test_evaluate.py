@@ -51,3 +51,22 @@ def test_multiclass_scores_and_curves():
 def test_single_class_test_split_has_no_auc():
     m = score(np.array(["pos", "pos"], dtype=object), np.array([[0.2, 0.8], [0.6, 0.4]]), LABELS)
     assert m["roc_auc"] is None
+
+
+def test_a_class_absent_from_the_split_does_not_count_as_f1_zero():
+    labels = ["a", "b", "c"]
+    y = np.array(["a", "b", "a", "b"], dtype=object)
+    p = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.2, 0.7, 0.1]])
+    m = score(y, p, labels)
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == pytest.approx(1.0)
+    assert m["roc_auc"] == pytest.approx(1.0)
+    assert m["per_class"]["c"]["support"] == 0
+
+
+def test_metrics_json_never_holds_nan(tmp_path):
+    import json
+
+    from stages.artifacts import write_json
+
+    write_json({"x": float("nan"), "y": [1.0, float("inf")]}, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == {"x": None, "y": [1.0, None]}

@@ -28,10 +28,11 @@ def test_balanced_class_weights():
 
 
 def test_sparse_gradients_only_for_plain_sgd_bag():
-    assert use_sparse(TrainParams(model="bag", optimizer="sgd"))
+    assert use_sparse(TrainParams(model="bag", optimizer="sgd", weight_decay=0.0))
+    assert not use_sparse(TrainParams(model="bag", optimizer="sgd", weight_decay=0.01))
     assert not use_sparse(TrainParams(model="bag", optimizer="adam"))
-    assert not use_sparse(TrainParams(model="bag", optimizer="sgd", momentum=0.9))
-    assert not use_sparse(TrainParams(model="cnn", optimizer="sgd"))
+    assert not use_sparse(TrainParams(model="bag", optimizer="sgd", momentum=0.9, weight_decay=0.0))
+    assert not use_sparse(TrainParams(model="cnn", optimizer="sgd", weight_decay=0.0))
 
 
 def test_device_auto_is_cpu_without_cuda():
@@ -128,3 +129,39 @@ def test_cuda_training_matches_cpu_quality(prepared, small_params):
     cpu = fit(tr, va, cfg, small_params, CPU)
     gpu = fit(tr, va, cfg, small_params.model_copy(update={"device": "cuda"}), torch.device("cuda"))
     assert gpu.state.best_f1 >= cpu.state.best_f1 - 0.02
+
+
+def test_an_empty_valid_split_is_a_clear_input_error(fixture_split, fixture_vocab, small_params):
+    from stages.artifacts import InputError
+
+    train, valid, _ = fixture_split
+    with pytest.raises(InputError, match="valid split is empty"):
+        prepare(train, valid.iloc[:0], fixture_vocab, small_params)
+
+
+def test_checkpoint_whose_tensors_and_state_disagree_is_not_resumed(prepared, small_params, tmp_path):
+    """A kill between the two renames of a checkpoint save leaves epoch e+1's tensors beside
+    epoch e's state: detected, and training starts over instead of mixing epochs."""
+    import shutil
+
+    tr, va, cfg, _, _ = prepared
+    p = small_params.model_copy(update={"epochs": 3})
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after(n):
+        def hook(rec):
+            if rec["epoch"] == n:
+                raise Stop
+        return hook
+
+    with pytest.raises(Stop):
+        fit(tr, va, cfg, p, CPU, checkpoint=a, fingerprint="fp", on_epoch=stop_after(2))  # epoch 1 saved
+    with pytest.raises(Stop):
+        fit(tr, va, cfg, p, CPU, checkpoint=b, fingerprint="fp", on_epoch=stop_after(3))  # epoch 2 saved
+    shutil.copy(b / "state.safetensors", a / "state.safetensors")  # epoch-2 tensors, epoch-1 state
+    seen = []
+    fit(tr, va, cfg, p, CPU, checkpoint=a, fingerprint="fp", on_epoch=seen.append)
+    assert [h["epoch"] for h in seen] == [1, 2, 3]  # trained from scratch: nothing replayed

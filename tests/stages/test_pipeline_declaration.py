@@ -49,3 +49,12 @@ def test_shared_modules_a_stage_imports_are_dependencies():
                     and n.module.startswith("stages.")}
         for mod in imported:
             assert f"{mod.replace('.', '/')}.py" in stage["deps"], f"{name} imports {mod}"
+
+
+def test_code_defaults_are_the_shipped_params():
+    """params.yaml and the typed defaults tell the same story (benches and tests use the classes)."""
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for section, cls in SECTIONS.items():
+        assert cls().model_dump(mode="json") == load_params(section, ROOT / "params.yaml").model_dump(mode="json"), \
+            section
+        assert set(shipped[section]) == set(cls.model_fields), section

@@ -88,7 +88,8 @@ def build_pipeline(root: Path, docs: list[tuple[str, str]] | None = None, clean_
     vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), 1),
                         VocabParams())
     tp = TrainParams(**{"device": "cpu", "embed_dim": 16, "hash_buckets": 256, "batch_size": 32, "epochs": 4,
-                        "lr": 0.05, "num_filters": 8, "kernel_sizes": (2, 3), **train})
+                        "lr": 0.05, "num_filters": 8, "kernel_sizes": (2, 3), "bigrams": "hashed",
+                        "optimizer": "adam", "dropout": 0.0, "weight_decay": 0.0, "label_smoothing": 0.0, **train})
     tr, va, cfg, enc, labels = prepare(parts["train"], parts["valid"], vocab, tp)
     result = fit(tr, va, cfg, tp, torch.device("cpu"))
     config = bundle_config(cfg, enc, labels, vocab, cp, tp, result, "cpu")
