@@ -34,6 +34,7 @@ INGEST_REASONS = (
     "invalid_split",  # split column value not in train/valid/test
     "label_conflict",  # the same text appears with different labels: every copy
     "malformed",  # a line that does not parse in its format (bad JSON, no __label__)
+    "unsupported_file",  # a file in a text directory that is neither <label>.txt nor in <label>/
 )
 CLEAN_REASONS = ("empty_after_cleaning",)
 TOKENS_DTYPE = pd.ArrowDtype(arrow.list_(arrow.string()))

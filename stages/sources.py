@@ -200,8 +200,10 @@ def _read_label_layout(root: Path, split: str | None, encoding: str) -> Iterator
         elif p.is_dir():
             found = True
             yield read_file_per_doc(p, p.name, split, encoding)
-        else:
-            log.warning("%s: not a <label>.txt file or <label>/ folder: not read", p)
+        else:  # not part of the layout: one quarantined record, so the file is accounted for
+            log.warning("%s: not a <label>.txt file or <label>/ folder: quarantined as unsupported_file", p)
+            yield _frame([f"<file {p.name}, {p.stat().st_size} bytes>"], [None], [split], [str(p)], [None],
+                         ["unsupported_file"])
     if not found:
         raise InputError(f"{root}: no <label>.txt files or <label>/ folders found")
 

@@ -69,6 +69,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print("textclf predict: reading texts from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
     out_path = Path(args.output) if args.output and args.output != "-" else None
     try:
+        blank = [i + 1 for i, t in enumerate(args.texts or []) if not t.strip()]
+        if blank:  # as the server answers 422: an empty text has nothing to classify
+            raise InputError(f"text argument(s) {blank} are empty or whitespace only")
         predictor = _load_predictor(args)
         source = list(args.texts) if args.texts else TextSource(
             args.input, fmt=args.input_format, column=args.column, encoding=args.encoding)

@@ -55,12 +55,14 @@ def test_label_txt_layout_one_document_per_line(tmp_path, caplog):
     assert resolve_format(IngestParams(source=str(tmp_path))) == "text_dir"
     assert rows(df, "text", "label", "line", "reason", "split") == [
         ("差评", "neg", 1, None, None), ("很差", "neg", 2, None, None),  # \r\n handled
+        ("<file notes.md, 16 bytes>", None, None, "unsupported_file", None),  # accounted for, not skipped
         ("好评", "pos", 1, None, None), ("", "pos", 2, None, None),
         ("<停止词>", "pos", 3, "marker", None), ("  <停止词> 也是标记", "pos", 4, "marker", None),
         ("最后一行", "pos", 5, None, None),
     ]
-    assert df["source"].tolist() == [str(tmp_path / "neg.txt")] * 2 + [str(tmp_path / "pos.txt")] * 5
-    assert "notes.md" in caplog.text  # a file the layout does not read is named, not silently skipped
+    assert df["source"].tolist() == [str(tmp_path / "neg.txt")] * 2 + [str(tmp_path / "notes.md")] + \
+        [str(tmp_path / "pos.txt")] * 5
+    assert "notes.md" in caplog.text
 
 
 def test_label_folder_layout_one_document_per_file(tmp_path):

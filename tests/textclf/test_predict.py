@@ -212,6 +212,12 @@ def test_cli_texts_as_arguments(pipe, predictor, capsys):
     assert jsonl(out) == predictor.predict(["房间很好，喜欢！", "手机很差，退货"])
 
 
+def test_cli_refuses_empty_text_arguments(pipe, capsys):
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "好", "  ")
+    assert code == 2 and out == ""
+    assert "[2] are empty" in err
+
+
 def test_cli_agrees_with_the_pipeline_on_the_raw_test_file(pipe, tmp_path, capsys):
     raw = pipe.raw_texts()
     path = tmp_path / "test.txt"
