@@ -129,10 +129,16 @@ class Verdict:
     stats: dict = field(default_factory=dict)
 
 
-def _shape_problem(path: Path, spec: RawSpec) -> str | None:
+def _shape_problem(path: Path, spec: RawSpec, root: Path | None = None) -> str | None:
     from stages.sources import TABULAR_EXT
 
     if spec.format == "text_dir":
+        from stages.sources import SPLIT_DIRS
+
+        if root is not None and (root / spec.folder).is_dir() and any(
+                (root / spec.folder / d).is_dir() for d in SPLIT_DIRS):
+            return (f"{spec.folder} is split into train/valid/test folders: a top-level `{path.name}` would "
+                    f"break that layout; put it under {spec.folder}/train/ (or valid/, test/) yourself")
         if path.is_dir() or path.suffix.lower() == ".txt":
             return None
         return (f"{spec.folder} is a text_dir corpus: send `<label>.txt` (a document per line) or a "
@@ -155,7 +161,7 @@ def check_against_contract(path: Path, root: Path, spec: RawSpec, known_labels: 
     from stages.params import load_params
     from stages.sources import read_records
 
-    problem = _shape_problem(path, spec)
+    problem = _shape_problem(path, spec, root)
     if problem:
         return Verdict(path.name, False, problem)
     params = load_params("ingest", root / "params.yaml")
@@ -243,8 +249,9 @@ def _reencode(data: bytes, like: bytes) -> bytes:
         return text.encode("gb18030") if decode(like, "gb18030") is not None else text.encode("utf-8")
 
 
-def place(path: Path, raw: Path, spec: RawSpec) -> list[str]:
+def place(path: Path, raw: Path, spec: RawSpec, backups: dict[str, bytes] | None = None) -> list[str]:
     """Add an accepted file to the raw folder in its layout; returns the raw paths created.
+    The original bytes of a raw file it appends to go into `backups` (for `restore`).
 
     Files are written to a temp name and renamed into place, never modified in place, so a DVC
     cache linked to the workspace (hardlink/symlink cache types) is never touched.
@@ -255,6 +262,8 @@ def place(path: Path, raw: Path, spec: RawSpec) -> list[str]:
         new = _strip_bom(path.read_bytes())
         if target.exists():
             old = target.read_bytes()
+            if backups is not None:
+                backups.setdefault(str(target), old)
             new = _reencode(new, old)
             data = old + (b"\n" if old and not old.endswith(b"\n") else b"") + new
         else:
@@ -324,6 +333,7 @@ class Workspace:
     raw_in_git: bool
     stages: list[str]  # the stages the run may change (its target and what that depends on)
     created: list[str] = field(default_factory=list)
+    backups: dict[str, bytes] = field(default_factory=dict)  # raw files appended to: original bytes
 
     @classmethod
     def capture(cls, root: Path, raw: str, params_files: list[str], target: str | None) -> Workspace:
@@ -402,6 +412,8 @@ def restore(ws: Workspace) -> None:
             (root / p).unlink(missing_ok=True)
     for p in ws.created:
         Path(p).unlink(missing_ok=True)
+    for p, data in ws.backups.items():  # raw files this run appended to (also when DVC does not track them)
+        dvcops._write_atomic(Path(p), data)
     # Only what this run could have changed, and only what the committed dvc.lock knows: a stage
     # outside the target that never ran has no hashes to check out.
     targets = [s for s in ws.stages if dvcops.lock_entry(root, s) is not None]
@@ -466,7 +478,7 @@ def incoming(repo: str = ".", landing: str = LANDING, quarantine_dir: str = QUAR
         committed = report.committed_metrics(root, metrics_file)
         try:
             for path in accepted:
-                ws.created += place(path, root / spec.folder, spec)
+                ws.created += place(path, root / spec.folder, spec, ws.backups)
             track_raw(str(root), spec.folder, ws.raw_in_git)
             pipeline(target=target, params=params, keep_params=True, repo=str(root), retries=retries,
                      retry_delay_s=retry_delay_s, lock_timeout_s=lock_timeout_s, metrics_file=metrics_file)

@@ -189,3 +189,22 @@ def test_place_appends_lines_in_the_raw_files_encoding_and_never_edits_in_place(
     assert old.read_bytes().decode("gb18030") == "旧的评论很差\n新的评论太慢\n"
     assert old.stat().st_ino != inode  # replaced by rename: a DVC cache linked to it is untouched
     assert place(landing / "pos.txt", raw, spec) == [str(raw / "pos.txt")]  # a new label file
+
+
+def test_place_remembers_what_it_appended_to_and_split_layouts_refuse_top_level_files(tmp_path):
+    from flows.incoming import RawSpec, _shape_problem, place
+
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "neg.txt").write_text("旧的\n", encoding="utf-8")
+    new = tmp_path / "neg.txt"
+    new.write_text("新的\n", encoding="utf-8")
+    backups: dict[str, bytes] = {}
+    place(new, raw, RawSpec("data/raw", "text_dir"), backups)
+    assert backups == {str(raw / "neg.txt"): "旧的\n".encode()}  # what restore() writes back
+
+    spec = RawSpec("data/raw", "text_dir")
+    assert _shape_problem(new, spec, tmp_path) is None
+    (raw / "train").mkdir()
+    problem = _shape_problem(new, spec, tmp_path)
+    assert problem and "train/valid/test" in problem
