@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.model import ModelConfig  # noqa: E402
 from stages.params import TrainParams  # noqa: E402
-from stages.train import Encoded, fit, resolve_device  # noqa: E402
+from stages.train import Encoded, fit, resolve_device, tune_allocator  # noqa: E402
 
 EMBED_DIM = 64
 NUM_CLASSES = 2
@@ -250,7 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--textbook-seconds", type=float, default=20.0)
     ap.add_argument("--quick", action="store_true", help="50k documents, 8 s of textbook batches")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="skip stages.train.tune_allocator (the train stage applies it to its process)")
     args = ap.parse_args(argv)
+    # as the train stage runs: applied once, before every variant, so the comparison stays fair
+    tuned = False if args.default_allocator else tune_allocator()
+    print(f"allocator: {'glibc tuned (stages.train.tune_allocator)' if tuned else 'default'}")
     if args.quick:
         args.docs = 50_000
         args.textbook_seconds = min(args.textbook_seconds, 8.0)
