@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from stages.artifacts import write_bytes
+
 log = logging.getLogger("textclf.flows")
 
 LOCK_FILE = Path(".dvc/tmp/textclf-pipeline.lock")
@@ -331,13 +333,7 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
     finally:
         if not keep:
             for path, data in originals.items():
-                _write_atomic(path, data)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+                write_bytes(path, data)
 
 
 def validate_params(root: Path) -> list[str]:
@@ -416,7 +412,7 @@ def repo_lock(root: Path, timeout_s: float, what: str = "", poll_s: float = 0.2)
     token = _HELD.set(_HELD.get() | {key})
     owner = root / OWNER_FILE
     try:
-        _write_atomic(owner, json.dumps({
+        write_bytes(owner, json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(), "what": what,
             "since": datetime.now(UTC).isoformat(timespec="seconds")}).encode())
         yield

@@ -39,6 +39,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import dvcops, report
 from flows.pipeline import pipeline, resolve_repo, run_logger
+from stages.artifacts import write_bytes
 
 LANDING = "data/incoming"
 QUARANTINE = "data/quarantine"
@@ -268,7 +269,7 @@ def place(path: Path, raw: Path, spec: RawSpec, backups: dict[str, bytes] | None
             data = old + (b"\n" if old and not old.endswith(b"\n") else b"") + new
         else:
             data, created = new, [str(target)]
-        dvcops._write_atomic(target, data if data.endswith(b"\n") or not data else data + b"\n")
+        write_bytes(target, data if data.endswith(b"\n") or not data else data + b"\n")
         return created
     if path.is_dir():
         dest_dir = raw / path.name
@@ -402,7 +403,7 @@ def restore(ws: Workspace) -> None:
     out to match; files this run created in the raw folder removed (their originals are kept)."""
     root = ws.root
     for name, data in ws.params_bytes.items():
-        dvcops._write_atomic(root / name, data)
+        write_bytes(root / name, data)
     git(root, "reset", "-q")  # the index was clean when the run started (Workspace.capture)
     at_head = [p for p in ws.meta_paths + ([ws.raw] if ws.raw_in_git else []) if tracked_at_head(root, p)]
     if at_head:
@@ -413,7 +414,7 @@ def restore(ws: Workspace) -> None:
     for p in ws.created:
         Path(p).unlink(missing_ok=True)
     for p, data in ws.backups.items():  # raw files this run appended to (also when DVC does not track them)
-        dvcops._write_atomic(Path(p), data)
+        write_bytes(Path(p), data)
     # Only what this run could have changed, and only what the committed dvc.lock knows: a stage
     # outside the target that never ran has no hashes to check out.
     targets = [s for s in ws.stages if dvcops.lock_entry(root, s) is not None]

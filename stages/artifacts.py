@@ -39,6 +39,15 @@ class ContractError(RuntimeError):
         self.report = report
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any threads
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_path(path: Path | str):
     """Yield a temp path next to `path`; rename it over `path` only if the block succeeds."""
@@ -46,6 +55,8 @@ def atomic_path(path: Path | str):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file 0600: give it the mode the replaced file had, else the usual default
+    os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -66,6 +77,12 @@ def replace_dir(tmp: Path, dest: Path) -> None:
     os.replace(tmp, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_bytes(path: Path | str, data: bytes) -> None:
+    """Replace a file's content atomically (temp file beside it + rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_parquet(df: pd.DataFrame | pa.Table, path: Path | str, row_group_size: int = 100_000) -> None:
@@ -119,8 +136,7 @@ def _finite(obj):
 
 def write_json(obj, path: Path | str) -> None:
     text = json.dumps(_finite(obj), indent=2, ensure_ascii=False, sort_keys=False, allow_nan=False)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+    write_bytes(path, (text + "\n").encode("utf-8"))
 
 
 def read_json(path: Path | str):

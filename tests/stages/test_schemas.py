@@ -108,3 +108,18 @@ def test_predictions_schema_checks_labels_and_probabilities():
     schemas.validate(ok, schema, "test")
     got = failures(ok.assign(predicted=["pos", "other"], prob_pos=[0.8, 1.5]), schema)
     assert ("predicted", "isin") in got and ("prob_pos", "in_range") in got
+
+
+def test_atomic_writes_keep_the_replaced_files_mode(tmp_path):
+    import stat
+
+    from stages.artifacts import write_bytes
+
+    f = tmp_path / "params.yaml"
+    f.write_text("a: 1\n")
+    f.chmod(0o640)
+    write_bytes(f, b"a: 2\n")
+    assert f.read_bytes() == b"a: 2\n" and stat.S_IMODE(f.stat().st_mode) == 0o640
+    new = tmp_path / "new.json"
+    write_bytes(new, b"{}")
+    assert stat.S_IMODE(new.stat().st_mode) & 0o044  # readable by others, not mkstemp's 0600
