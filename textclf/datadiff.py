@@ -115,15 +115,24 @@ def join(a_ids: pd.Series | np.ndarray, b_ids: pd.Series | np.ndarray, what: str
     return index.get_indexer(np.asarray(b_ids, dtype=object))
 
 
-def diff_documents(a: pd.DataFrame, b: pd.DataFrame, examples: int = 5) -> dict:
-    pos = join(a["doc_id"], b["doc_id"], "documents")
+def match(a: pd.DataFrame, b: pd.DataFrame, column: str, what: str):
+    """Join a and b on doc_id and compare `column` for the documents in both.
+
+    Returns (pos, in_a, still, changed, values_a, values_b): for each row of b its row in a (or -1)
+    and whether it exists there; for each row of a whether it is still in b; for each row of b
+    whether `column` differs from a's value."""
+    pos = join(a["doc_id"], b["doc_id"], what)
     in_a = pos >= 0
-    label_a = a["label"].to_numpy(dtype=object)
-    label_b = b["label"].to_numpy(dtype=object)
-    relabeled = np.zeros(len(b), dtype=bool)
-    relabeled[in_a] = label_a[pos[in_a]] != label_b[in_a]
+    va, vb = a[column].to_numpy(dtype=object), b[column].to_numpy(dtype=object)
+    changed = np.zeros(len(b), dtype=bool)
+    changed[in_a] = va[pos[in_a]] != vb[in_a]
     still = np.zeros(len(a), dtype=bool)
     still[pos[in_a]] = True
+    return pos, in_a, still, changed, va, vb
+
+
+def diff_documents(a: pd.DataFrame, b: pd.DataFrame, examples: int = 5) -> dict:
+    pos, in_a, still, relabeled, label_a, _ = match(a, b, "label", "documents")
     added, removed = ~in_a, ~still
     n_relabeled = int(relabeled.sum())
     rel = np.flatnonzero(relabeled)[:examples]
@@ -175,14 +184,7 @@ def diff_labels(a: pd.Series, b: pd.Series) -> dict:
 def diff_splits(a: pd.DataFrame, b: pd.DataFrame, examples: int = 5) -> dict:
     """Documents per split at a and b, what entered and left each split, and documents present at
     both revisions whose split changed (there should be none: the split is stable by design)."""
-    pos = join(a["doc_id"], b["doc_id"], "splits")
-    in_a = pos >= 0
-    split_a = a["split"].to_numpy(dtype=object)
-    split_b = b["split"].to_numpy(dtype=object)
-    moved = np.zeros(len(b), dtype=bool)
-    moved[in_a] = split_a[pos[in_a]] != split_b[in_a]
-    still = np.zeros(len(a), dtype=bool)
-    still[pos[in_a]] = True
+    pos, in_a, still, moved, split_a, split_b = match(a, b, "split", "splits")
     ca, cb = a["split"].value_counts(), b["split"].value_counts()
     added = pd.Series(split_b[~in_a]).value_counts()
     removed = pd.Series(split_a[~still]).value_counts()
