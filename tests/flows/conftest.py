@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,26 @@ def fresh_repo(tmp_path) -> Path:
     for key, value in GIT_IDENTITY:
         run(["git", "config", key, value], repo)
     return repo
+
+
+@contextmanager
+def another_run_holds_the_lock(repo: Path, what: str) -> Iterator[threading.Event]:
+    """A thread holding the repository lock, as a concurrent flow run would, until the yielded
+    event is set (or the block ends)."""
+    from flows import dvcops
+
+    held, release = threading.Event(), threading.Event()
+
+    def other_run():
+        with dvcops.repo_lock(repo, 5, what=what):
+            held.set()
+            release.wait(60)
+
+    t = threading.Thread(target=other_run)
+    t.start()
+    try:
+        assert held.wait(10)
+        yield release
+    finally:
+        release.set()
+        t.join(10)

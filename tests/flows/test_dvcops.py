@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from flows import dvcops
-from tests.flows.conftest import set_param
+from tests.flows.conftest import another_run_holds_the_lock, set_param
 
 DATA_HALF = ["ingest", "clean", "split", "vocab"]
 
@@ -91,17 +91,7 @@ def test_params_overrides_are_applied_then_restored(built_repo):
 
 
 def test_repo_lock_is_bounded_reentrant_and_names_its_holder(built_repo):
-    held, release = threading.Event(), threading.Event()
-
-    def other_run():
-        with dvcops.repo_lock(built_repo, 5, what="flow run other"):
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=other_run)
-    t.start()
-    try:
-        assert held.wait(10)
+    with another_run_holds_the_lock(built_repo, "flow run other") as release:
         started = time.monotonic()
         with pytest.raises(dvcops.RepoBusy, match=r"busy.*flow run other.*gave up after 0\.5 s"):
             with dvcops.repo_lock(built_repo, 0.5):
@@ -112,9 +102,6 @@ def test_repo_lock_is_bounded_reentrant_and_names_its_holder(built_repo):
             assert dvcops.lock_holder(built_repo)["what"] == "me"
             with dvcops.repo_lock(built_repo, 0):  # re-entrant in the same run
                 pass
-    finally:
-        release.set()
-        t.join(10)
     assert dvcops.lock_holder(built_repo) is None
     with pytest.raises(dvcops.InvalidParams, match="bounded"):
         with dvcops.repo_lock(built_repo, -1):

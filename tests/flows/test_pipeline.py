@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import (
 from flows import dvcops
 from flows.pipeline import pipeline
 from tests.fixtures import env, run
-from tests.flows.conftest import commit_all
+from tests.flows.conftest import another_run_holds_the_lock, commit_all
 
 DATA_HALF = ["ingest", "clean", "split", "vocab"]
 
@@ -177,17 +177,7 @@ def test_metrics_report_compares_with_the_last_commit(built_repo):
 
 
 def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_repo):
-    held, release = threading.Event(), threading.Event()
-
-    def other_run():
-        with dvcops.repo_lock(built_repo, 5, what="flow run other-run"):
-            held.set()
-            release.wait(30)
-
-    t = threading.Thread(target=other_run)
-    t.start()
-    try:
-        assert held.wait(10)
+    with another_run_holds_the_lock(built_repo, "flow run other-run") as release:
         state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=0.5, return_state=True)
         assert state.is_failed()
         with pytest.raises(dvcops.RepoBusy, match=r"(?s)is busy: .*other-run.*gave up after 0\.5 s.*Nothing was changed"):
@@ -195,9 +185,6 @@ def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_
         assert task_runs(state) == {}  # it touched nothing
         threading.Timer(1.0, release.set).start()
         assert pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=30, return_state=True).is_completed()
-    finally:
-        release.set()
-        t.join(10)
 
 
 def test_two_concurrent_runs_on_one_repo_both_end_and_dvc_lock_stays_valid(fresh_repo, prefect_api):
