@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from stages.text import hash64
+from stages.vocab import bigrams
 
 BIGRAM_HASH_KEY = "textclf-bigram-1"
 
@@ -136,12 +137,6 @@ def idf_weights(ids: torch.Tensor, offsets: torch.Tensor, num_embeddings: int) -
 # ---------------------------------------------------------------------------------------------
 # encoding: token lists → flat ids + offsets
 
-def _bigram_pairs(tokens: pa.ListArray) -> pa.ListArray:
-    from stages.vocab import bigrams
-
-    return bigrams(tokens)
-
-
 class VocabIndex:
     """token → id lookups against one vocabulary, with the hash table built once.
 
@@ -179,7 +174,7 @@ def encode(tokens: pa.ListArray | pa.ChunkedArray, vocab_tokens: pa.Array | Voca
     uni_off = _offsets(tokens)
     if enc.bigrams == "none":
         return uni.astype(np.int64), uni_off
-    pairs = _bigram_pairs(tokens)
+    pairs = bigrams(tokens)
     pvals = pc.list_flatten(pairs)
     poff = _offsets(pairs)
     pparent = np.repeat(np.arange(n), np.diff(poff))
