@@ -111,6 +111,25 @@ def metrics_table(current: dict, committed: dict | None, commit: str | None) -> 
     return "\n".join(lines)
 
 
+def comparison_line(current: dict) -> str | None:
+    """One sentence on whether model - baseline is more than the test split's noise (evaluate's
+    `comparison`: paired bootstrap interval and McNemar p-value)."""
+    c = current.get("comparison")
+    if not isinstance(c, dict) or metric_value(current, "comparison.delta_macro_f1") is None:
+        return None
+    text = f"Model − baseline macro-F1: {c['delta_macro_f1']:+.4f}"
+    low, high = metric_value(current, "comparison.ci95_low"), metric_value(current, "comparison.ci95_high")
+    if low is not None and high is not None:
+        verdict = ("the model is better" if low > 0 else "the baseline is better" if high < 0
+                   else "within the test split's noise")
+        text += f", 95% paired bootstrap interval [{low:+.4f}, {high:+.4f}]: {verdict}"
+    p = metric_value(current, "comparison.mcnemar_p")
+    if p is not None:
+        text += (f". McNemar p = {p:.3g} ({c.get('model_only_correct')} documents only the model gets right, "
+                 f"{c.get('baseline_only_correct')} only the baseline)")
+    return text + "."
+
+
 def per_class_rows(metrics: dict | None) -> list[dict]:
     per_class = ((metrics or {}).get("test") or {}).get("per_class")
     if not isinstance(per_class, dict):
@@ -167,6 +186,9 @@ def run_markdown(*, root: Path, target: str | None, overrides: list[str], kept: 
                    "no evaluate stage yet, or it has not run)._")
     else:
         out.append(metrics_table(current, committed, commit))
+        line = comparison_line(current)
+        if line:
+            out += ["", line]
         if committed is None:
             out += ["", "_No committed metrics to compare with._"]
     out += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---:|"]

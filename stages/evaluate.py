@@ -3,6 +3,9 @@ reports/predictions.parquet, reports/plots/.
 
 Model and baseline are scored by the same function (`score`) with scikit-learn: accuracy,
 macro-/weighted-F1, per-class precision/recall/F1/support, ROC-AUC, expected calibration error.
+`compare` says whether the model-minus-baseline difference is more than the test split's noise:
+a paired bootstrap 95% interval of the macro-F1 difference (seeded, so the metrics are
+reproducible) and an exact McNemar test on the documents exactly one of the two gets right.
 Plots for DVC: the model's confusion matrix (DVC's `confusion` template), ROC and PR curves
 (binary: the positive class is the second label in sorted order; more classes: micro-averaged
 one-vs-rest).
@@ -113,6 +116,50 @@ def curves(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> tuple[li
     return roc, pr
 
 
+def bootstrap_macro_f1(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Macro-F1 of each bootstrap replicate, vectorised: `counts[b, i]` is how often document i
+    was drawn in replicate b. Classes absent from a replicate (as truth and as prediction) do not
+    count, as in `score`."""
+    onehot_t = np.eye(k, dtype=np.float64)[y]  # [n, k]
+    onehot_p = np.eye(k, dtype=np.float64)[pred]
+    c = counts.astype(np.float64)
+    tp = c @ (onehot_t * onehot_p)  # [B, k]
+    denom = c @ onehot_t + c @ onehot_p  # true + predicted per class
+    present = denom > 0
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=present)
+    return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+
+
+def compare(y: np.ndarray, pred_model: np.ndarray, pred_baseline: np.ndarray, k: int, n_boot: int = 1000,
+            seed: int = 0, chunk: int = 250) -> dict:
+    """Model vs baseline on the same documents (class indices): the macro-F1 difference, its
+    paired bootstrap 95% interval (None with n_boot = 0) and McNemar's exact p-value."""
+    from scipy.stats import binomtest
+
+    n = len(y)
+    ones = np.ones((1, n), dtype=np.int64)
+    delta = float(bootstrap_macro_f1(y, pred_model, ones, k)[0] - bootstrap_macro_f1(y, pred_baseline, ones, k)[0])
+    model_right, base_right = pred_model == y, pred_baseline == y
+    b, c = int(np.sum(model_right & ~base_right)), int(np.sum(~model_right & base_right))
+    low = high = None
+    if n_boot and n:
+        rng = np.random.default_rng(seed)
+        deltas = []
+        for start in range(0, n_boot, chunk):  # bounded memory: chunk x n draw counts at a time
+            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_boot - start))
+            deltas.append(bootstrap_macro_f1(y, pred_model, counts, k) - bootstrap_macro_f1(y, pred_baseline, counts, k))
+        low, high = (float(v) for v in np.percentile(np.concatenate(deltas), [2.5, 97.5]))
+    return {
+        "delta_macro_f1": delta,
+        "ci95_low": low,
+        "ci95_high": high,
+        "bootstrap": int(n_boot),
+        "model_only_correct": b,
+        "baseline_only_correct": c,
+        "mcnemar_p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0,
+    }
+
+
 def model_proba(bundle: Bundle, tokens: pa.ListArray, device: torch.device | str = "cpu") -> np.ndarray:
     enc = EncodingConfig(**bundle.config["encoding"])
     ids, offsets = encode(tokens, pa.array(bundle.vocab["tokens"], pa.string()), enc)
@@ -120,8 +167,8 @@ def model_proba(bundle: Bundle, tokens: pa.ListArray, device: torch.device | str
     return predict_proba(model, torch.from_numpy(ids).to(device), torch.from_numpy(offsets).to(device)).numpy()
 
 
-def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: int = 10
-             ) -> tuple[dict, pd.DataFrame, dict]:
+def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: int = 10, n_boot: int = 1000,
+             seed: int = 0) -> tuple[dict, pd.DataFrame, dict]:
     labels = bundle.labels
     unknown = sorted(set(test["label"].tolist()) - set(labels))
     if unknown:
@@ -143,7 +190,9 @@ def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: i
         "model": {"type": bundle.config["model"]["type"],
                   "best_epoch": bundle.config.get("training", {}).get("best_epoch")},
     }
-    metrics["delta_macro_f1"] = round(metrics["test"]["macro_f1"] - metrics["baseline"]["macro_f1"], 6)
+    index = {c: i for i, c in enumerate(labels)}
+    y = np.array([index[v] for v in y_true], dtype=np.int64)
+    metrics["comparison"] = compare(y, proba.argmax(axis=1), base_proba.argmax(axis=1), len(labels), n_boot, seed)
     roc, pr = curves(y_true, proba, labels)
     plots = {
         "confusion": [{"actual": a, "predicted": b} for a, b in zip(y_true, preds["predicted"], strict=True)],
@@ -158,7 +207,8 @@ def main() -> None:
         params = load_params("evaluate")
         bundle = load_bundle(BUNDLE)
         test = read_parquet(TEST)
-        metrics, preds, plots = evaluate(test, bundle, read_parquet(BASELINE), params.calibration_bins)
+        metrics, preds, plots = evaluate(test, bundle, read_parquet(BASELINE), params.calibration_bins,
+                                          params.bootstrap, params.seed)
         preds = schemas.validate(preds, schemas.predictions_schema(bundle.labels), "evaluate", str(PREDICTIONS))
         write_parquet(preds, PREDICTIONS)
         for name, rows in plots.items():
@@ -167,6 +217,10 @@ def main() -> None:
         t, b = metrics["test"], metrics["baseline"]
         log.info("test: accuracy %.4f, macro-F1 %.4f | baseline: accuracy %.4f, macro-F1 %.4f",
                  t["accuracy"], t["macro_f1"], b["accuracy"], b["macro_f1"])
+        c = metrics["comparison"]
+        if c["ci95_low"] is not None:
+            log.info("model - baseline macro-F1 %+.4f, 95%% bootstrap interval [%+.4f, %+.4f], McNemar p = %.3g",
+                     c["delta_macro_f1"], c["ci95_low"], c["ci95_high"], c["mcnemar_p"])
 
     run_main("evaluate", body)
 

@@ -158,20 +158,24 @@ def test_invalid_params_fail_before_any_stage_runs(built_repo):
 def test_metrics_report_compares_with_the_last_commit(built_repo):
     metrics = built_repo / "reports" / "metrics.json"
 
-    def write(acc, f1, per_class):
+    def write(acc, f1, per_class, **extra):
         metrics.write_text(json.dumps({
             "test": {"accuracy": acc, "macro_f1": f1, "per_class": per_class},
-            "baseline": {"accuracy": 0.80, "macro_f1": 0.79}}))
+            "baseline": {"accuracy": 0.80, "macro_f1": 0.79}, **extra}))
 
     write(0.85, 0.84, {"neg": {"precision": 0.8, "recall": 0.9, "f1": 0.85, "support": 30}})
     commit_all(built_repo, "metrics")
     write(0.90, 0.88, {"pos": {"precision": 0.9, "recall": 0.86, "f1": 0.88, "support": 27},
-                       "neg": {"precision": 0.87, "recall": 0.91, "f1": 0.89, "support": 30}})
+                       "neg": {"precision": 0.87, "recall": 0.91, "f1": 0.89, "support": 30}},
+          comparison={"delta_macro_f1": 0.09, "ci95_low": -0.01, "ci95_high": 0.2, "bootstrap": 1000,
+                      "model_only_correct": 7, "baseline_only_correct": 3, "mcnemar_p": 0.34})
     state = pipeline(target="ingest", repo=str(built_repo), return_state=True)
     arts = artifacts(state)
     md = arts["textclf-metrics"]
     assert "| macro_f1 | 0.8800 | 0.7900 | +0.0900 | 0.8400 | +0.0400 |" in md
     assert "| accuracy | 0.9000 | 0.8000 | +0.1000 | 0.8500 | +0.0500 |" in md
+    assert ("Model − baseline macro-F1: +0.0900, 95% paired bootstrap interval [-0.0100, +0.2000]: within the "
+            "test split's noise. McNemar p = 0.34 (7 documents only the model gets right, 3 only the baseline).") in md
     assert [r["label"] for r in arts["textclf-per-class"]] == ["neg", "pos"]
     assert arts["textclf-per-class"][1]["f1"] == 0.88
 

@@ -70,3 +70,70 @@ def test_metrics_json_never_holds_nan(tmp_path):
 
     write_json({"x": float("nan"), "y": [1.0, float("inf")]}, tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == {"x": None, "y": [1.0, None]}
+
+
+# ---------------------------------------------------------------------------------------------
+# model vs baseline: is the difference more than the test split's noise?
+
+def _pair(n: int, model_acc: float, base_acc: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    pm = np.where(rng.random(n) < model_acc, y, 1 - y)
+    pb = np.where(rng.random(n) < base_acc, y, 1 - y)
+    return y, pm, pb
+
+
+def test_bootstrap_replicates_are_scikit_learn_macro_f1_of_the_resampled_split():
+    from stages.evaluate import bootstrap_macro_f1
+
+    y, pm, _ = _pair(300, 0.8, 0.8)
+    rng = np.random.default_rng(7)
+    idx = rng.integers(0, len(y), (5, len(y)))
+    counts = np.stack([np.bincount(i, minlength=len(y)) for i in idx])
+    got = bootstrap_macro_f1(y, pm, counts, k=2)
+    want = [f1_score(y[i], pm[i], average="macro") for i in idx]
+    assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_identical_predictions_tie_exactly():
+    from stages.evaluate import compare
+
+    y, pm, _ = _pair(200, 0.8, 0.8)
+    c = compare(y, pm, pm.copy(), k=2, n_boot=200, seed=0)
+    assert c["delta_macro_f1"] == 0.0 and c["ci95_low"] == 0.0 and c["ci95_high"] == 0.0
+    assert c["model_only_correct"] == c["baseline_only_correct"] == 0
+    assert c["mcnemar_p"] == 1.0
+
+
+def test_a_clearly_better_model_has_a_confidence_interval_above_zero():
+    from stages.evaluate import compare
+
+    y, pm, pb = _pair(1000, 0.95, 0.75)
+    c = compare(y, pm, pb, k=2, n_boot=500, seed=0)
+    observed = f1_score(y, pm, average="macro") - f1_score(y, pb, average="macro")
+    assert c["delta_macro_f1"] == pytest.approx(observed)
+    assert 0 < c["ci95_low"] < observed < c["ci95_high"]
+    assert c["mcnemar_p"] < 1e-6 and c["model_only_correct"] > c["baseline_only_correct"]
+
+
+def test_a_noise_level_difference_straddles_zero_and_the_comparison_is_deterministic():
+    from stages.evaluate import compare
+
+    y, pm, pb = _pair(400, 0.85, 0.85, seed=3)
+    a = compare(y, pm, pb, k=2, n_boot=300, seed=1)
+    assert a["ci95_low"] < 0 < a["ci95_high"] and a["mcnemar_p"] > 0.05
+    assert compare(y, pm, pb, k=2, n_boot=300, seed=1) == a
+    assert compare(y, pm, pb, k=2, n_boot=0, seed=1)["ci95_low"] is None  # bootstrap off
+
+
+def test_the_run_report_says_whether_the_difference_is_noise():
+    from flows.report import comparison_line
+
+    base = {"delta_macro_f1": 0.02, "bootstrap": 1000, "model_only_correct": 30, "baseline_only_correct": 10,
+            "mcnemar_p": 0.002}
+    assert "the model is better" in comparison_line({"comparison": {**base, "ci95_low": 0.005, "ci95_high": 0.03}})
+    assert "the baseline is better" in comparison_line({"comparison": {**base, "ci95_low": -0.03, "ci95_high": -0.01}})
+    assert "noise" in comparison_line({"comparison": {**base, "ci95_low": -0.01, "ci95_high": 0.03}})
+    off = comparison_line({"comparison": {**base, "ci95_low": None, "ci95_high": None, "bootstrap": 0}})
+    assert "interval" not in off and off.startswith("Model − baseline macro-F1: +0.0200. McNemar")
+    assert comparison_line({"test": {}}) is None  # metrics from before the comparison existed
