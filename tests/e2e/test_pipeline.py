@@ -91,3 +91,28 @@ def test_dvc_experiment_with_a_param_override(tmp_path):
     # the experiment is recorded apart from the branch: HEAD still has the committed params
     head = run(["git", "show", "HEAD:params.yaml"], repo).stdout
     assert "lr: 0.02" not in head
+
+
+def test_queued_experiments_run_with_dvc_queue_start(tmp_path):
+    """`dvc exp run --queue` + `dvc queue start`: a background worker runs the queued experiment,
+    and `dvc exp show` lists it with its params and metrics."""
+    repo = make_repo(tmp_path / "repo", params=FAST)
+    run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.03", "-n", "queued-lr003"], repo)
+    try:
+        run(["dvc", "queue", "start", "-j", "1"], repo)
+        deadline = time.monotonic() + 300
+        while True:
+            status = run(["dvc", "queue", "status"], repo).stdout
+            if "queued-lr003" in status and not any(s in status for s in ("Queued", "Running")):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(2)
+        assert "Success" in status, status
+    finally:
+        subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env(), capture_output=True, timeout=60)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = {e["name"]: e["revs"][0]["data"] for rev in shown for e in (rev.get("experiments") or [])}
+    assert "queued-lr003" in exps, json.dumps(shown)[:500]
+    data = exps["queued-lr003"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.03
+    assert 0.0 <= data["metrics"]["reports/metrics.json"]["data"]["test"]["macro_f1"] <= 1.0
