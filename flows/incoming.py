@@ -12,10 +12,15 @@ ingest contract and the retrained model is not worse than the committed one.
    moved to the quarantine folder with `<name>.reason.txt` beside it.
 3. Add the accepted ones to the raw folder (`ingest.source`, in its own layout: lines appended to
    `<label>.txt`, other files copied in), `dvc add` it, and run the pipeline flow as a subflow.
-4. Promotion gate: the new `test.macro_f1` against the last committed one. Not worse by more than
-   `tolerance`: commit dvc.lock, the .dvc file, params and DVC's git-tracked outputs (metrics)
-   with a message that says why, and `dvc push` when a default remote is configured. Otherwise:
-   restore the workspace to the committed state and quarantine the files with the reason.
+4. Promotion gate: the new model's `test.macro_f1` against the committed model's, on the same
+   documents: the committed test documents (doc_ids keep their split, so those still in the
+   corpus are in the new test split too), scored from both models' `reports/predictions.parquet`.
+   New documents that hash into test would otherwise make the two scores come from different
+   test sets. Without committed predictions (or for a metric other than test macro-F1 /
+   accuracy) the gate compares the metrics files' values. Not worse by more than `tolerance`:
+   commit dvc.lock, the .dvc file, params and DVC's git-tracked outputs (metrics) with a message
+   that says why, and `dvc push` when a default remote is configured. Otherwise: restore the
+   workspace to the committed state and quarantine the files with the reason.
 
 The whole run holds the repository lock, so it never overlaps a scheduled pipeline run. Nothing
 is deleted: a file ends up in the committed raw data, in quarantine, or back in the landing folder
@@ -301,6 +306,7 @@ class Decision:
     reason: str
     committed: float | None
     new: float | None
+    documents: int | None = None  # how many committed test documents both were scored on (None: metrics files)
 
 
 def gate(committed: dict | None, current: dict | None, metric: str, tolerance: float) -> Decision:
@@ -317,6 +323,37 @@ def gate(committed: dict | None, current: dict | None, metric: str, tolerance: f
                               f"{tolerance:g}", old, new)
     return Decision(False, f"{metric} {old:.4f} → {new:.4f} ({new - old:+.4f}) is worse than the "
                            f"committed model by more than tolerance {tolerance:g}", old, new)
+
+
+SAME_DOCUMENT_METRICS = {"test.macro_f1", "test.accuracy"}
+
+
+def gate_same_documents(committed, current, metric: str, tolerance: float) -> Decision | None:
+    """The gate on the committed test documents: both models' predictions for exactly those
+    documents (truth from the new run). None when it cannot apply: no predictions on either side,
+    no document in common, or a metric it does not compute."""
+    if metric not in SAME_DOCUMENT_METRICS or committed is None or current is None:
+        return None
+    both = current.merge(committed[["doc_id", "predicted"]], on="doc_id", suffixes=("", "_committed"))
+    if both.empty:
+        return None
+    old, new = (_score(both["label"], both[col], metric) for col in ("predicted_committed", "predicted"))
+    where = f"on the {len(both)} committed test documents"
+    if new >= old - tolerance:
+        return Decision(True, f"{metric} {where}: {old:.4f} → {new:.4f} ({new - old:+.4f}), within "
+                              f"tolerance {tolerance:g}", old, new, len(both))
+    return Decision(False, f"{metric} {where}: {old:.4f} → {new:.4f} ({new - old:+.4f}) is worse than "
+                           f"the committed model by more than tolerance {tolerance:g}", old, new, len(both))
+
+
+def _score(truth, predicted, metric: str) -> float:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    y, p = truth.astype(str).to_numpy(), predicted.astype(str).to_numpy()
+    if metric == "test.accuracy":
+        return float(accuracy_score(y, p))
+    # over the classes that occur, as the evaluate stage scores macro-F1
+    return float(f1_score(y, p, average="macro", labels=sorted(set(y) | set(p)), zero_division=0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +468,7 @@ def restore(ws: Workspace) -> None:
 @flow(name="textclf-incoming")
 def incoming(repo: str = ".", landing: str = LANDING, quarantine_dir: str = QUARANTINE,
              metric: str = METRIC, metrics_file: str = report.METRICS_FILE, tolerance: float = 0.01,
+             predictions_file: str = report.PREDICTIONS_FILE,
              target: str | None = None, params: list[str] | None = None, min_age_s: float = 5.0,
              max_bad_fraction: float = 0.2, allow_new_labels: bool = False, push_remote: bool = True,
              retries: int = 2, retry_delay_s: float = 10.0, lock_timeout_s: float = 600.0) -> dict:
@@ -441,6 +479,8 @@ def incoming(repo: str = ".", landing: str = LANDING, quarantine_dir: str = QUAR
         quarantine_dir: where rejected files go, each with a `.reason.txt`.
         metric: dotted key in the metrics file the gate compares.
         tolerance: the new score may be at most this much below the committed one.
+        predictions_file: the test predictions (doc_id, label, predicted) the gate scores both
+            models from, on the committed test documents.
         target: pipeline target (default: all stages).
         params: params overrides for the retraining, committed with it if promoted.
         min_age_s: leave files modified more recently than this (still being copied).
@@ -477,6 +517,7 @@ def incoming(repo: str = ".", landing: str = LANDING, quarantine_dir: str = QUAR
         params_files = sorted({"params.yaml", *dvc_params_files(params)})
         ws = Workspace.capture(root, spec.folder, params_files, target)
         committed = report.committed_metrics(root, metrics_file)
+        committed_preds = report.committed_predictions(root, predictions_file)
         try:
             for path in accepted:
                 ws.created += place(path, root / spec.folder, spec, ws.backups)
@@ -494,7 +535,9 @@ def incoming(repo: str = ".", landing: str = LANDING, quarantine_dir: str = QUAR
             restore(ws)
             logger.warning("left %s in %s for the next run", [p.name for p in accepted], landing_dir)
             raise
-        decision = gate(committed, report.read_metrics(root, metrics_file), metric, tolerance)
+        decision = gate_same_documents(committed_preds, report.read_predictions(root, predictions_file), metric,
+                                       tolerance) or gate(committed, report.read_metrics(root, metrics_file),
+                                                          metric, tolerance)
         outcome["decision"] = asdict(decision)
         if decision.promote:
             names = ", ".join(p.name for p in accepted)
@@ -568,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quarantine", default=QUARANTINE, help=f"where rejected files go ({QUARANTINE})")
     p.add_argument("--metric", default=METRIC, help=f"metric the gate compares ({METRIC})")
     p.add_argument("--metrics-file", default=report.METRICS_FILE)
+    p.add_argument("--predictions-file", default=report.PREDICTIONS_FILE,
+                   help="test predictions the gate scores both models from, on the committed test documents")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="how much worse than the committed metric is still promoted (0.01)")
     p.add_argument("--target", help="pipeline target stage (default: all)")
@@ -584,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = incoming(repo=args.repo, landing=args.landing, quarantine_dir=args.quarantine,
                        metric=args.metric, metrics_file=args.metrics_file, tolerance=args.tolerance,
-                       target=args.target, params=args.params or None, min_age_s=args.min_age,
+                       predictions_file=args.predictions_file, target=args.target, params=args.params or None,
+                       min_age_s=args.min_age,
                        max_bad_fraction=args.max_bad_fraction, allow_new_labels=args.allow_new_labels,
                        push_remote=not args.no_push, lock_timeout_s=args.lock_timeout)
     except (dvcops.PermanentError, dvcops.StageError) as err:

@@ -17,6 +17,8 @@ from pathlib import Path
 log = logging.getLogger("textclf.flows")
 
 METRICS_FILE = "reports/metrics.json"
+PREDICTIONS_FILE = "reports/predictions.parquet"
+PREDICTION_COLUMNS = ["doc_id", "label", "predicted"]
 # Shown first, in this order; other scalar metrics under "test" follow alphabetically.
 HEADLINE = ("accuracy", "macro_f1")
 KEY_METRICS = "textclf-metrics"
@@ -82,6 +84,39 @@ def _scalars(section: dict | None) -> dict[str, int | float]:
     if not isinstance(section, dict):
         return {}
     return {k: v for k, v in section.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def read_predictions(root: Path, path: str = PREDICTIONS_FILE):
+    """The workspace's test predictions (doc_id, label, predicted), or None (with the reason
+    logged) when the file is absent or unreadable."""
+    import pandas as pd
+
+    full = root / path
+    if not full.exists():
+        return None
+    try:
+        return pd.read_parquet(full, columns=PREDICTION_COLUMNS)
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("%s: unreadable (%s); no predictions to compare", full, err)
+        return None
+
+
+def committed_predictions(root: Path, path: str = PREDICTIONS_FILE, rev: str = "HEAD"):
+    """The test predictions as committed at `rev` — a DVC output, so read through DVC (the
+    workspace's cache, else the remote) — or None, with the reason logged."""
+    import pandas as pd
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+
+    try:
+        fs = DVCFileSystem(str(root), rev=rev)
+        with fs.open(path, "rb") as f:
+            return pd.read_parquet(f, columns=PREDICTION_COLUMNS)
+    except FileNotFoundError:
+        log.info("%s at %s: not recorded (or its data is not in the cache or remote)", path, rev)
+    except (DvcException, OSError, ValueError, KeyError) as err:
+        log.warning("%s at %s: unreadable (%s)", path, rev, err)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,24 @@ Path("reports/score.json").write_text(json.dumps({
 '''
 GATE = {"metrics_file": "reports/score.json", "target": "score", "min_age_s": 0, "retry_delay_s": 0}
 
+# A stand-in model whose test predictions the new data can spoil while its metrics file stays
+# the same: only the same-documents gate can see the difference. Test documents: doc_id mod 4.
+PREDICT = '''\
+import json
+from pathlib import Path
+
+import pandas as pd
+
+docs = pd.read_parquet("data/interim/documents.parquet", columns=["doc_id", "label", "text"])
+poisoned = docs["text"].str.contains("差评风暴", regex=False).any()
+test = docs[docs["doc_id"].map(lambda d: int(d, 16) % 4 == 0)]
+predicted = test["label"].map({"pos": "neg", "neg": "pos"}) if poisoned else test["label"]
+Path("reports/standin").mkdir(parents=True, exist_ok=True)
+pd.DataFrame({"doc_id": test["doc_id"], "label": test["label"], "predicted": predicted}).to_parquet(
+    "reports/standin/predictions.parquet")
+Path("reports/score.json").write_text(json.dumps({"test": {"accuracy": 0.9, "macro_f1": 0.9}}))
+'''
+
 
 @pytest.fixture(scope="module")
 def scored_template(built_template, tmp_path_factory) -> Path:
@@ -49,6 +67,22 @@ def scored_template(built_template, tmp_path_factory) -> Path:
     (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     run(["dvc", "repro", "score"], repo, timeout=300)
     commit_all(repo, "score stage")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def predicting_template(built_template, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("predicting") / "repo"
+    shutil.copytree(built_template, repo, symlinks=True)
+    (repo / "predict.py").write_text(PREDICT)
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    spec["stages"]["predict"] = {"cmd": "python predict.py",
+                                 "deps": ["predict.py", "data/interim/documents.parquet"],
+                                 "outs": ["reports/standin/predictions.parquet"],
+                                 "metrics": [{"reports/score.json": {"cache": False}}]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run(["dvc", "repro", "predict"], repo, timeout=300)
+    commit_all(repo, "predict stage")
     return repo
 
 
@@ -165,6 +199,55 @@ def test_gate(committed, new, promote):
         return None if v is None else {"test": {"macro_f1": v}}
 
     assert gate(metrics(committed), metrics(new), "test.macro_f1", 0.01).promote is promote
+
+
+def test_the_gate_compares_both_models_on_the_committed_test_documents(predicting_template, tmp_path):
+    """The metrics file says 0.9 before and after; the committed test documents say the new
+    model gets them all wrong. The gate follows the documents."""
+    repo = tmp_path / "repo"
+    shutil.copytree(predicting_template, repo, symlinks=True)
+    gate_args = {**GATE, "target": "predict", "predictions_file": "reports/standin/predictions.parquet"}
+    drop(repo, "pos.txt", lines("新到的评论", "很好喜欢", 40))
+    out = incoming(repo=str(repo), tolerance=0.01, **gate_args)
+    assert out["promoted"], out["decision"]
+    n = out["decision"]["documents"]
+    assert n and n > 20 and out["decision"]["committed"] == out["decision"]["new"] == 1.0
+    assert f"on the {n} committed test documents" in out["decision"]["reason"]
+
+    sha = head(repo)
+    drop(repo, "neg.txt", lines("差评风暴", "很差失望", 40))
+    out = incoming(repo=str(repo), tolerance=0.01, **gate_args)
+    assert not out["promoted"]
+    assert out["decision"]["committed"] == 1.0 and out["decision"]["new"] == 0.0
+    assert out["decision"]["documents"] > n  # the first batch's test documents are committed now
+    assert "worse than the committed model" in out["decision"]["reason"]
+    assert head(repo) == sha and tracked_changes(repo) == ""
+
+
+def _preds(doc_ids, labels, predicted):
+    import pandas as pd
+
+    return pd.DataFrame({"doc_id": doc_ids, "label": labels, "predicted": predicted})
+
+
+def test_gate_same_documents_scores_only_the_documents_both_runs_predicted():
+    from flows.incoming import gate_same_documents
+
+    committed = _preds(["a", "b", "c", "d"], ["pos", "neg", "pos", "neg"], ["pos", "neg", "pos", "neg"])
+    # the new run: "d" gone (e.g. a label conflict), "e"/"f" new and right, "a"/"b" now wrong
+    current = _preds(["a", "b", "c", "e", "f"], ["pos", "neg", "pos", "pos", "neg"],
+                     ["neg", "pos", "pos", "pos", "neg"])
+    d = gate_same_documents(committed, current, "test.accuracy", 0.01)
+    assert (d.promote, d.committed, d.new, d.documents) == (False, 1.0, pytest.approx(1 / 3), 3)
+    f1 = gate_same_documents(committed, current, "test.macro_f1", 0.01)
+    assert f1.committed == 1.0 and f1.new == pytest.approx(0.25) and not f1.promote  # pos F1 0.5, neg 0
+    assert gate_same_documents(committed, current, "test.accuracy", 0.7).promote  # within a wide tolerance
+    assert gate_same_documents(committed, committed, "test.macro_f1", 0.0).promote
+    # when it cannot apply, the metrics-file gate decides
+    assert gate_same_documents(None, current, "test.macro_f1", 0.01) is None
+    assert gate_same_documents(committed, None, "test.macro_f1", 0.01) is None
+    assert gate_same_documents(committed, _preds(["x"], ["pos"], ["pos"]), "test.macro_f1", 0.01) is None
+    assert gate_same_documents(committed, current, "test.roc_auc", 0.01) is None
 
 
 def test_place_appends_lines_in_the_raw_files_encoding_and_never_edits_in_place(tmp_path):
