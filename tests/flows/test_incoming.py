@@ -55,35 +55,31 @@ Path("reports/score.json").write_text(json.dumps({"test": {"accuracy": 0.9, "mac
 '''
 
 
+def with_stage(built_template: Path, parent: Path, name: str, script: str, outs: list[str] | None = None) -> Path:
+    """A copy of the built template repo with one more DVC stage (`python <name>.py`, reading the
+    ingested documents, writing reports/score.json as metrics), run and committed."""
+    repo = parent / "repo"
+    shutil.copytree(built_template, repo, symlinks=True)
+    (repo / f"{name}.py").write_text(script)
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    spec["stages"][name] = {"cmd": f"python {name}.py", "deps": [f"{name}.py", "data/interim/documents.parquet"],
+                            **({"outs": outs} if outs else {}),
+                            "metrics": [{"reports/score.json": {"cache": False}}]}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run(["dvc", "repro", name], repo, timeout=300)
+    commit_all(repo, f"{name} stage")
+    return repo
+
+
 @pytest.fixture(scope="module")
 def scored_template(built_template, tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("scored") / "repo"
-    shutil.copytree(built_template, repo, symlinks=True)
-    (repo / "score.py").write_text(SCORE)
-    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
-    spec["stages"]["score"] = {"cmd": "python score.py",
-                               "deps": ["score.py", "data/interim/documents.parquet"],
-                               "metrics": [{"reports/score.json": {"cache": False}}]}
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    run(["dvc", "repro", "score"], repo, timeout=300)
-    commit_all(repo, "score stage")
-    return repo
+    return with_stage(built_template, tmp_path_factory.mktemp("scored"), "score", SCORE)
 
 
 @pytest.fixture(scope="module")
 def predicting_template(built_template, tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("predicting") / "repo"
-    shutil.copytree(built_template, repo, symlinks=True)
-    (repo / "predict.py").write_text(PREDICT)
-    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
-    spec["stages"]["predict"] = {"cmd": "python predict.py",
-                                 "deps": ["predict.py", "data/interim/documents.parquet"],
-                                 "outs": ["reports/standin/predictions.parquet"],
-                                 "metrics": [{"reports/score.json": {"cache": False}}]}
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    run(["dvc", "repro", "predict"], repo, timeout=300)
-    commit_all(repo, "predict stage")
-    return repo
+    return with_stage(built_template, tmp_path_factory.mktemp("predicting"), "predict", PREDICT,
+                      outs=["reports/standin/predictions.parquet"])
 
 
 @pytest.fixture()
