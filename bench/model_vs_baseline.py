@@ -44,9 +44,12 @@ from stages.params import BaselineParams, TrainParams, VocabParams, load_params 
 from stages.text import hash64  # noqa: E402
 from stages.vocab import build_vocab, count_tokens  # noqa: E402
 
+SECTIONS = {"train": TrainParams, "vocab": VocabParams, "baseline": BaselineParams}
+
 
 def overridden(section: str, overrides: list[str]):
-    """params.yaml's section with `section.key=value` overrides (values parsed as YAML)."""
+    """params.yaml's section with `section.key=value` overrides (values parsed as YAML); unknown
+    keys are rejected by the section's params model, with params.yaml's wording."""
     import yaml
 
     base = load_params(section).model_dump()
@@ -57,9 +60,9 @@ def overridden(section: str, overrides: list[str]):
             continue
         node = base
         for p in parts[1:-1]:
-            node = node[p]
+            node = node.setdefault(p, {})
         node[parts[-1]] = yaml.safe_load(value)
-    return {"train": TrainParams, "vocab": VocabParams, "baseline": BaselineParams}[section](**base)
+    return SECTIONS[section](**base)
 
 
 def tokens_of(df: pd.DataFrame) -> pa.ListArray:
@@ -87,8 +90,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--processed", default="data/processed")
     args = ap.parse_args(argv)
 
+    bad = [o for o in args.overrides if "=" not in o or o.split(".", 1)[0] not in SECTIONS]
+    if bad:
+        ap.error(f"-S takes section.key=value for sections {sorted(SECTIONS)}: {bad}")
     train_stage.tune_allocator()
-    tp, vp, bp = (overridden(s, args.overrides) for s in ("train", "vocab", "baseline"))
+    try:
+        tp, vp, bp = (overridden(s, args.overrides) for s in ("train", "vocab", "baseline"))
+    except ValueError as err:  # pydantic: unknown key, wrong type
+        ap.error(f"-S: {err}")
     d = Path(args.processed)
     pool = pd.concat([read_parquet(d / "train.parquet"), read_parquet(d / "valid.parquet")], ignore_index=True)
     print(f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
@@ -112,11 +121,16 @@ def main(argv: list[str] | None = None) -> None:
               f"model macro-F1 {m:.4f} (best epoch {epoch}), baseline {b:.4f}, model − baseline {m - b:+.4f} "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
     arr = np.array(diffs)
-    se = arr.std(ddof=1) / np.sqrt(len(arr)) if len(arr) > 1 else float("nan")
+    k = len(arr)
+    se = arr.std(ddof=1) / np.sqrt(k) if k > 1 else float("nan")
+    # The folds' training sets overlap, so the naive standard error understates the uncertainty;
+    # Nadeau & Bengio's correction scales the variance by (1/k + n_held/n_train) instead of 1/k.
+    held = len(pool) / k
+    corrected = arr.std(ddof=1) * np.sqrt(1 / k + held / (len(pool) - held)) if k > 1 else float("nan")
     mean_m, mean_b = np.mean(scores, axis=0)
     print(f"mean macro-F1: model {mean_m:.4f}, baseline {mean_b:.4f} = {mean_m / mean_b:.4f}x baseline")
-    print(f"model − baseline macro-F1: mean {arr.mean():+.4f}, standard error {se:.4f} over {len(arr)} folds; "
-          f"model wins {int((arr > 0).sum())} of {len(arr)} folds")
+    print(f"model − baseline macro-F1: mean {arr.mean():+.4f} over {k} folds, standard error {se:.4f} "
+          f"(naive) / {corrected:.4f} (Nadeau-Bengio corrected); model wins {int((arr > 0).sum())} of {k} folds")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ ingest contract and the retrained model is not worse than the committed one.
    documents: the committed test documents (doc_ids keep their split, so those still in the
    corpus are in the new test split too), scored from both models' `reports/predictions.parquet`.
    New documents that hash into test would otherwise make the two scores come from different
-   test sets. Without committed predictions (or for a metric other than test macro-F1 /
-   accuracy) the gate compares the metrics files' values. Not worse by more than `tolerance`:
+   test sets. When that cannot apply (no committed or no renewed predictions, fewer than 30
+   documents in common, a metric other than test macro-F1 / accuracy) the gate compares the
+   metrics files' values and its reason says why. Not worse by more than `tolerance`:
    commit dvc.lock, the .dvc file, params and DVC's git-tracked outputs (metrics) with a message
    that says why, and `dvc push` when a default remote is configured. Otherwise: restore the
    workspace to the committed state and quarantine the files with the reason.
@@ -328,15 +329,25 @@ def gate(committed: dict | None, current: dict | None, metric: str, tolerance: f
 SAME_DOCUMENT_METRICS = {"test.macro_f1", "test.accuracy"}
 
 
-def gate_same_documents(committed, current, metric: str, tolerance: float) -> Decision | None:
+MIN_SAME_DOCUMENTS = 30
+
+
+def gate_same_documents(committed, current, metric: str, tolerance: float,
+                        min_documents: int = MIN_SAME_DOCUMENTS) -> Decision | str:
     """The gate on the committed test documents: both models' predictions for exactly those
-    documents (truth from the new run). None when it cannot apply: no predictions on either side,
-    no document in common, or a metric it does not compute."""
-    if metric not in SAME_DOCUMENT_METRICS or committed is None or current is None:
-        return None
+    documents (truth from the new run). When it cannot apply, the reason why (a string): a metric
+    it does not compute, no predictions on either side, predictions the run did not renew (its
+    target did not rerun the stage that writes them), or fewer than `min_documents` in common."""
+    if metric not in SAME_DOCUMENT_METRICS:
+        return f"it computes only {sorted(SAME_DOCUMENT_METRICS)}"
+    if committed is None or current is None:
+        return f"no {'committed' if committed is None else 'new'} test predictions"
+    key = ["doc_id", "label", "predicted"]
+    if committed[key].sort_values("doc_id", ignore_index=True).equals(current[key].sort_values("doc_id", ignore_index=True)):
+        return "the run did not produce new test predictions"
     both = current.merge(committed[["doc_id", "predicted"]], on="doc_id", suffixes=("", "_committed"))
-    if both.empty:
-        return None
+    if len(both) < min_documents:
+        return f"only {len(both)} committed test documents are in the new test split (< {min_documents})"
     old, new = (_score(both["label"], both[col], metric) for col in ("predicted_committed", "predicted"))
     where = f"on the {len(both)} committed test documents"
     if new >= old - tolerance:
@@ -347,13 +358,26 @@ def gate_same_documents(committed, current, metric: str, tolerance: float) -> De
 
 
 def _score(truth, predicted, metric: str) -> float:
+    """Accuracy, or macro-F1 over the classes that are true of these documents: a class only the
+    new model knows (new data may add one) can only count as that model's errors — it is not
+    averaged in as an F1 of 0 that the committed model, never predicting it, escapes."""
     from sklearn.metrics import accuracy_score, f1_score
 
     y, p = truth.astype(str).to_numpy(), predicted.astype(str).to_numpy()
     if metric == "test.accuracy":
         return float(accuracy_score(y, p))
-    # over the classes that occur, as the evaluate stage scores macro-F1
-    return float(f1_score(y, p, average="macro", labels=sorted(set(y) | set(p)), zero_division=0))
+    return float(f1_score(y, p, average="macro", labels=sorted(set(y)), zero_division=0))
+
+
+def decide(committed_preds, current_preds, committed: dict | None, current: dict | None, metric: str,
+           tolerance: float) -> Decision:
+    """The same-documents gate when it applies; else the metrics files' values, saying why."""
+    same = gate_same_documents(committed_preds, current_preds, metric, tolerance)
+    if isinstance(same, Decision):
+        return same
+    d = gate(committed, current, metric, tolerance)
+    return Decision(d.promote, f"{d.reason} (metrics files compared; not on the same documents: {same})",
+                    d.committed, d.new)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,9 +559,8 @@ def incoming(repo: str = ".", landing: str = LANDING, quarantine_dir: str = QUAR
             restore(ws)
             logger.warning("left %s in %s for the next run", [p.name for p in accepted], landing_dir)
             raise
-        decision = gate_same_documents(committed_preds, report.read_predictions(root, predictions_file), metric,
-                                       tolerance) or gate(committed, report.read_metrics(root, metrics_file),
-                                                          metric, tolerance)
+        decision = decide(committed_preds, report.read_predictions(root, predictions_file), committed,
+                          report.read_metrics(root, metrics_file), metric, tolerance)
         outcome["decision"] = asdict(decision)
         if decision.promote:
             names = ", ".join(p.name for p in accepted)

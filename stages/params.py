@@ -136,7 +136,7 @@ class BaselineParams(_Section):
 class EvaluateParams(_Section):
     calibration_bins: int = Field(default=10, gt=1)
     bootstrap: int = Field(default=1000, ge=0)  # paired bootstrap replicates of model - baseline; 0 = off
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
 
 SECTIONS: dict[str, type[_Section]] = {

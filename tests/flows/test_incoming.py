@@ -233,17 +233,41 @@ def test_gate_same_documents_scores_only_the_documents_both_runs_predicted():
     # the new run: "d" gone (e.g. a label conflict), "e"/"f" new and right, "a"/"b" now wrong
     current = _preds(["a", "b", "c", "e", "f"], ["pos", "neg", "pos", "pos", "neg"],
                      ["neg", "pos", "pos", "pos", "neg"])
-    d = gate_same_documents(committed, current, "test.accuracy", 0.01)
+    d = gate_same_documents(committed, current, "test.accuracy", 0.01, min_documents=3)
     assert (d.promote, d.committed, d.new, d.documents) == (False, 1.0, pytest.approx(1 / 3), 3)
-    f1 = gate_same_documents(committed, current, "test.macro_f1", 0.01)
+    f1 = gate_same_documents(committed, current, "test.macro_f1", 0.01, min_documents=3)
     assert f1.committed == 1.0 and f1.new == pytest.approx(0.25) and not f1.promote  # pos F1 0.5, neg 0
-    assert gate_same_documents(committed, current, "test.accuracy", 0.7).promote  # within a wide tolerance
-    assert gate_same_documents(committed, committed, "test.macro_f1", 0.0).promote
-    # when it cannot apply, the metrics-file gate decides
-    assert gate_same_documents(None, current, "test.macro_f1", 0.01) is None
-    assert gate_same_documents(committed, None, "test.macro_f1", 0.01) is None
-    assert gate_same_documents(committed, _preds(["x"], ["pos"], ["pos"]), "test.macro_f1", 0.01) is None
-    assert gate_same_documents(committed, current, "test.roc_auc", 0.01) is None
+    assert gate_same_documents(committed, current, "test.accuracy", 0.7, min_documents=3).promote  # wide tolerance
+    # when it cannot apply it says why, and the metrics-file gate decides
+    assert "no committed" in gate_same_documents(None, current, "test.macro_f1", 0.01)
+    assert "no new" in gate_same_documents(committed, None, "test.macro_f1", 0.01)
+    assert "did not produce new" in gate_same_documents(committed, committed.iloc[::-1], "test.macro_f1", 0.01)
+    assert "only 3 committed" in gate_same_documents(committed, current, "test.macro_f1", 0.01)  # < 30
+    assert "computes only" in gate_same_documents(committed, current, "test.roc_auc", 0.01)
+    assert not isinstance(gate_same_documents(committed, current, "test.macro_f1", 0.01, min_documents=3), str)
+
+
+def test_a_class_only_the_new_model_knows_counts_as_its_errors_not_as_an_f1_of_zero():
+    """New data may add a label (allow_new_labels): the committed test documents never have it
+    as truth, so one stray prediction of it must cost one error, not a whole class's F1."""
+    from flows.incoming import gate_same_documents
+
+    ids = [f"d{i}" for i in range(100)]
+    truth = ["pos", "neg"] * 50
+    committed = _preds(ids, truth, truth)
+    current = _preds(ids, truth, ["neu"] + truth[1:])
+    d = gate_same_documents(committed, current, "test.macro_f1", 0.01)
+    assert d.documents == 100 and d.committed == 1.0
+    assert d.new == pytest.approx((2 * 49 / 99 + 1.0) / 2)  # pos recall 49/50, neg perfect
+    assert d.promote
+
+
+def test_the_fallback_gate_says_why_it_did_not_compare_the_same_documents():
+    from flows.incoming import decide
+
+    d = decide(None, None, {"test": {"macro_f1": 0.8}}, {"test": {"macro_f1": 0.75}}, "test.macro_f1", 0.01)
+    assert not d.promote and d.documents is None
+    assert "metrics files compared; not on the same documents: no committed test predictions" in d.reason
 
 
 def test_place_appends_lines_in_the_raw_files_encoding_and_never_edits_in_place(tmp_path):
