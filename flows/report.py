@@ -102,18 +102,16 @@ def read_predictions(root: Path, path: str = PREDICTIONS_FILE):
 
 
 def committed_predictions(root: Path, path: str = PREDICTIONS_FILE, rev: str = "HEAD"):
-    """The test predictions as committed at `rev` — a DVC output, so read through DVC (the
-    workspace's cache, else the remote) — or None, with the reason logged."""
-    import pandas as pd
-    from dvc.api import DVCFileSystem
+    """The test predictions as committed at `rev` — a DVC output, read as `textclf diff` reads
+    outputs (`textclf.datadiff.read_output`) — or None, with the reason logged."""
     from dvc.exceptions import DvcException
 
+    from textclf.datadiff import DiffError, read_output
+
     try:
-        fs = DVCFileSystem(str(root), rev=rev)
-        with fs.open(path, "rb") as f:
-            return pd.read_parquet(f, columns=PREDICTION_COLUMNS)
-    except FileNotFoundError:
-        log.info("%s at %s: not recorded (or its data is not in the cache or remote)", path, rev)
+        return read_output(root, rev, path, PREDICTION_COLUMNS)
+    except DiffError as err:
+        log.info("no committed predictions to compare with: %s", err)
     except (DvcException, OSError, ValueError, KeyError) as err:
         log.warning("%s at %s: unreadable (%s)", path, rev, err)
     return None

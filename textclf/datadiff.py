@@ -275,16 +275,7 @@ def oov_rates(test_tokens: pa.Array | pa.ChunkedArray | pd.Series | None, vocab_
 def diff_revisions(root: Path | str = ".", rev_a: str = "HEAD", rev_b: str | None = None,
                    examples: int = 5, top: int = 10) -> dict:
     """Diff the pipeline outputs at git revision `rev_a` against `rev_b` (None: the workspace)."""
-    from dvc.exceptions import NotDvcRepoError
-    from dvc.repo import Repo
-
-    root = Path(root)
-    try:
-        repo = Repo(str(root))
-    except NotDvcRepoError:
-        raise DiffError(f"{root.resolve()}: not a DVC repository (run textclf diff inside the project, "
-                        "or pass --repo)") from None
-    with repo:
+    with open_repo(root) as repo:
         commit_a = resolve_rev(repo, rev_a)
         commit_b = resolve_rev(repo, rev_b) if rev_b is not None else None
         repo_root = Path(repo.root_dir)
@@ -296,6 +287,30 @@ def diff_revisions(root: Path | str = ".", rev_a: str = "HEAD", rev_b: str | Non
     for w in result["warnings"]:
         log.warning("%s", w)
     return result
+
+
+def open_repo(root: Path | str):
+    """The DVC repository at `root`; a clear DiffError when it is not one."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Repo(str(root))
+    except NotDvcRepoError:
+        raise DiffError(f"{Path(root).resolve()}: not a DVC repository (run textclf diff inside the project, "
+                        "or pass --repo)") from None
+
+
+def read_output(root: Path | str, rev: str, path: str, columns: list[str]) -> pd.DataFrame:
+    """One Parquet pipeline output as recorded at git revision `rev` (read through DVC: the
+    workspace's cache, else the remote), its columns checked. DiffError, saying what to do, for
+    whatever stops it."""
+    from dvc.api import DVCFileSystem
+
+    with open_repo(root) as repo:
+        commit = resolve_rev(repo, rev)
+        reader = _Reader(DVCFileSystem(repo.root_dir, rev=commit), rev, commit)
+        return reader.parquet(PurePosixPath(path), columns)
 
 
 def markdown_diff(root: Path | str = ".", base_rev: str = "HEAD", level: int = 3) -> str:
