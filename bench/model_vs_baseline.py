@@ -36,6 +36,7 @@ from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flows.dvcops import InvalidParams, params_overrides, validate_params  # noqa: E402
 from stages import baseline as baseline_stage  # noqa: E402
 from stages import train as train_stage  # noqa: E402
 from stages.artifacts import read_parquet  # noqa: E402
@@ -44,25 +45,15 @@ from stages.params import BaselineParams, TrainParams, VocabParams, load_params 
 from stages.text import hash64  # noqa: E402
 from stages.vocab import build_vocab, count_tokens  # noqa: E402
 
-SECTIONS = {"train": TrainParams, "vocab": VocabParams, "baseline": BaselineParams}
+SECTIONS = ("train", "vocab", "baseline")  # what this benchmark uses; the data splits are fixed
 
 
-def overridden(section: str, overrides: list[str]):
-    """params.yaml's section with `section.key=value` overrides (values parsed as YAML); unknown
-    keys are rejected by the section's params model, with params.yaml's wording."""
-    import yaml
-
-    base = load_params(section).model_dump()
-    for item in overrides:
-        key, _, value = item.partition("=")
-        parts = key.split(".")
-        if parts[0] != section:
-            continue
-        node = base
-        for p in parts[1:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return SECTIONS[section](**base)
+def load_with_overrides(overrides: list[str]) -> tuple[TrainParams, VocabParams, BaselineParams]:
+    """params.yaml's train / vocab / baseline sections with `-S` overrides applied the way
+    `dvc exp run -S` applies them (flows.dvcops.params_overrides: params.yaml is put back after)."""
+    with params_overrides(Path.cwd(), overrides):
+        validate_params(Path.cwd())
+        return tuple(load_params(s) for s in SECTIONS)
 
 
 def tokens_of(df: pd.DataFrame) -> pa.ListArray:
@@ -95,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"-S takes section.key=value for sections {sorted(SECTIONS)}: {bad}")
     train_stage.tune_allocator()
     try:
-        tp, vp, bp = (overridden(s, args.overrides) for s in ("train", "vocab", "baseline"))
-    except ValueError as err:  # pydantic: unknown key, wrong type
+        tp, vp, bp = load_with_overrides(args.overrides)
+    except InvalidParams as err:  # unknown key, wrong type, bad syntax
         ap.error(f"-S: {err}")
     d = Path(args.processed)
     pool = pd.concat([read_parquet(d / "train.parquet"), read_parquet(d / "valid.parquet")], ignore_index=True)
