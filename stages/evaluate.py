@@ -34,7 +34,7 @@ from stages import schemas
 from stages.artifacts import read_parquet, run_main, write_json, write_parquet
 from stages.baseline import predictions_frame
 from stages.bundle import Bundle, load_bundle
-from stages.model import EncodingConfig, encode, predict_proba
+from stages.model import EncodingConfig, encode, label_ids, predict_proba
 from stages.params import load_params
 
 log = logging.getLogger("textclf.evaluate")
@@ -63,8 +63,7 @@ def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10)
 
 def score(y_true: np.ndarray, proba: np.ndarray, labels: list[str], bins: int = 10) -> dict:
     """Every metric for one set of predictions; y_true are label strings, proba [n, k]."""
-    index = {c: i for i, c in enumerate(labels)}
-    y = np.array([index[v] for v in y_true], dtype=np.int64) if len(y_true) else np.zeros(0, np.int64)
+    y = label_ids(y_true, labels)
     pred = proba.argmax(axis=1)
     ids = list(range(len(labels)))
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
@@ -99,8 +98,7 @@ def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float | None:
 
 def curves(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> tuple[list[dict], list[dict]]:
     """ROC and PR points: binary for two classes, micro-averaged one-vs-rest otherwise."""
-    index = {c: i for i, c in enumerate(labels)}
-    y = np.array([index[v] for v in y_true], dtype=np.int64)
+    y = label_ids(y_true, labels)
     if len(np.unique(y)) < 2:
         return [], []
     if len(labels) == 2:
@@ -196,8 +194,7 @@ def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: i
         "model": {"type": bundle.config["model"]["type"],
                   "best_epoch": bundle.config.get("training", {}).get("best_epoch")},
     }
-    index = {c: i for i, c in enumerate(labels)}
-    y = np.array([index[v] for v in y_true], dtype=np.int64)
+    y = label_ids(y_true, labels)
     metrics["comparison"] = compare(y, proba.argmax(axis=1), base_proba.argmax(axis=1), len(labels), n_boot, seed)
     roc, pr = curves(y_true, proba, labels)
     plots = {

@@ -33,7 +33,15 @@ from torch import nn
 
 from stages.artifacts import replace_dir
 from stages.bundle import Bundle, BundleError
-from stages.model import BagModel, CNNModel, EncodingConfig, encode, gather_padded, predict_proba
+from stages.model import (
+    BagModel,
+    CNNModel,
+    EncodingConfig,
+    encode,
+    gather_padded,
+    label_ids,
+    predict_proba,
+)
 
 log = logging.getLogger("textclf.export")
 
@@ -290,13 +298,12 @@ def export(bundle: Bundle, tokens: pa.ListArray, labels: np.ndarray, out_dir: Pa
     torch_p = predict_proba(model, torch.from_numpy(ids), torch.from_numpy(offsets)).numpy().astype(np.float64)
     fp32 = OnnxClassifier(out_dir / FP32, bundle).proba(ids, offsets)
     int8 = OnnxClassifier(out_dir / INT8, bundle).proba(ids, offsets)
-    index = {c: i for i, c in enumerate(bundle.labels)}
-    unknown = sorted(set(labels.tolist()) - set(index))
+    unknown = sorted(set(labels.tolist()) - set(bundle.labels))
     if unknown:
         from stages.artifacts import InputError
 
         raise InputError(f"test split has labels the model was not trained on: {unknown}")
-    y = np.array([index[v] for v in labels], dtype=np.int64)
+    y = label_ids(labels, bundle.labels)
     report = compare(torch_p, fp32, int8, y)
     report["bundle_sha256"] = bundle_digest(bundle)
     report["size_bytes"] = {"fp32": (out_dir / FP32).stat().st_size, "int8": (out_dir / INT8).stat().st_size}

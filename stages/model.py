@@ -135,7 +135,19 @@ def idf_weights(ids: torch.Tensor, offsets: torch.Tensor, num_embeddings: int) -
 
 
 # ---------------------------------------------------------------------------------------------
-# encoding: token lists → flat ids + offsets
+# encoding: labels → class indices; token lists → flat ids + offsets
+
+def label_ids(values, labels: list[str]) -> np.ndarray:
+    """The class index (position in `labels`) of every label value, vectorised; ValueError
+    naming the values that are not among `labels`."""
+    import pandas as pd
+
+    values = np.asarray(values, dtype=object)
+    ids = pd.Categorical(values, categories=list(labels)).codes.astype(np.int64)
+    if (ids < 0).any():
+        raise ValueError(f"labels outside {list(labels)}: {sorted(set(values[ids < 0].tolist()))}")
+    return ids
+
 
 class VocabIndex:
     """token → id lookups against one vocabulary, with the hash table built once.

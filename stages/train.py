@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -48,6 +47,7 @@ from stages.model import (
     encode,
     forward_batch,
     idf_weights,
+    label_ids,
     predict_proba,
 )
 from stages.params import DistributedParams, TrainParams
@@ -85,11 +85,7 @@ class Encoded:
 def encode_split(tokens: pa.ListArray, labels: np.ndarray, vocab_tokens: pa.Array, enc: EncodingConfig,
                  label_index: dict[str, int]) -> Encoded:
     ids, offsets = encode(tokens, vocab_tokens, enc)
-    y = pc.index_in(pa.array(labels, pa.string()), value_set=pa.array(list(label_index), pa.string()))
-    if y.null_count:
-        raise ValueError(f"labels outside {list(label_index)}")
-    return Encoded(torch.from_numpy(ids), torch.from_numpy(offsets),
-                   torch.from_numpy(y.to_numpy(zero_copy_only=False).astype(np.int64)))
+    return Encoded(torch.from_numpy(ids), torch.from_numpy(offsets), torch.from_numpy(label_ids(labels, list(label_index))))
 
 
 def tune_allocator() -> bool:
