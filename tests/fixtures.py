@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -96,3 +97,14 @@ def make_repo(dest: Path, docs: list[tuple[str, str]] | None = None, params: dic
         run(["git", "add", "-A"], dest)
         run(["git", "commit", "-qm", "fixture repo"], dest)
     return dest
+
+
+def contract_failure(main, root: Path, stage: str) -> dict:
+    """Run a stage's `main()` that must fail its output contract: it exits 1, and this returns
+    the validation report it wrote (reports/validation/<stage>.json)."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 1
+    return json.loads((root / "reports" / "validation" / f"{stage}.json").read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from stages.artifacts import read_parquet, write_parquet
 from stages.clean import CleanResult, clean
 from stages.params import CleanParams
 from stages.text import hash64, load_stopwords, to_hex
+from tests.fixtures import contract_failure
 
 
 def documents(texts: list[str], labels: list[str] | None = None) -> pd.DataFrame:
@@ -111,10 +112,7 @@ def test_main_exits_non_zero_and_reports_when_output_breaks_the_contract(tmp_pat
         return CleanResult(out, result.rejected, result.stats)
 
     monkeypatch.setattr(clean_stage, "clean", broken)
-    with pytest.raises(SystemExit) as exc:
-        clean_stage.main()
-    assert exc.value.code == 1
-    report = json.loads((tmp_path / "reports/validation/clean.json").read_text(encoding="utf-8"))
+    report = contract_failure(clean_stage.main, tmp_path, "clean")
     assert report["stage"] == "clean"
     assert any("tokens" in line and "non_empty_lists" in line and "1 value" in line for line in report["summary"])
     assert not (tmp_path / "data/interim/clean.parquet").exists()

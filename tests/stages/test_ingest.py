@@ -17,6 +17,7 @@ from stages.ingest import IngestResult, ingest
 from stages.params import IngestParams
 from stages.sources import RECORD_COLUMNS, read_records
 from stages.text import hash64, to_hex
+from tests.fixtures import contract_failure
 
 
 def run_ingest(source, **kw) -> IngestResult:
@@ -225,10 +226,7 @@ def test_main_exits_non_zero_and_reports_when_output_breaks_the_contract(tmp_pat
         return IngestResult(docs, result.rejected, result.stats)
 
     monkeypatch.setattr(ingest_stage, "ingest", broken)
-    with pytest.raises(SystemExit) as exc:
-        ingest_stage.main()
-    assert exc.value.code == 1
-    report = json.loads((tmp_path / "reports/validation/ingest.json").read_text(encoding="utf-8"))
+    report = contract_failure(ingest_stage.main, tmp_path, "ingest")
     assert report["stage"] == "ingest" and report["failure_cases"]
     assert any("doc_id" in line and "unique" in line for line in report["summary"])
     assert any("str_matches" in line for line in report["summary"])

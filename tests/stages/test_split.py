@@ -18,6 +18,7 @@ from stages.artifacts import read_parquet, write_parquet
 from stages.params import SplitParams
 from stages.split import group_ids, split
 from stages.text import hash64, to_hex
+from tests.fixtures import contract_failure
 
 
 def clean_frame(token_lists, labels=None, splits=None, start: int = 0) -> pd.DataFrame:
@@ -167,10 +168,7 @@ def test_main_exits_non_zero_and_reports_when_output_breaks_the_contract(tmp_pat
         return parts, stats
 
     monkeypatch.setattr(split_stage, "split", broken)
-    with pytest.raises(SystemExit) as exc:
-        split_stage.main()
-    assert exc.value.code == 1
-    report = json.loads((tmp_path / "reports/validation/split.json").read_text(encoding="utf-8"))
+    report = contract_failure(split_stage.main, tmp_path, "split")
     assert any("group_id" in line and "str_matches" in line for line in report["summary"])
     assert not (tmp_path / "data/processed/train.parquet").exists()
 
@@ -185,9 +183,6 @@ def test_main_refuses_a_group_in_two_splits(tmp_path, monkeypatch):
         return parts, stats
 
     monkeypatch.setattr(split_stage, "split", leaky)
-    with pytest.raises(SystemExit) as exc:
-        split_stage.main()
-    assert exc.value.code == 1
-    report = json.loads((tmp_path / "reports/validation/split.json").read_text(encoding="utf-8"))
+    report = contract_failure(split_stage.main, tmp_path, "split")
     assert report["summary"] == ["  column group_id: check one_split_per_group failed for 1 value(s)"]
     assert not any((tmp_path / f"data/processed/{s}.parquet").exists() for s in schemas.SPLITS)
