@@ -147,13 +147,13 @@ def emit(batch: Prepared, decision: Decision, offset: int) -> tuple[pd.DataFrame
     inv_rank = np.array(list(_SPLIT_RANK), dtype=object)
     doc_split = np.full(len(first), None, dtype=object)
     doc_split[~np.isnan(doc_rank)] = inv_rank[doc_rank[~np.isnan(doc_rank)].astype(int)]
-    line = records["line"].to_numpy(dtype=object, na_value=None)
+    line = pd.array(records["line"], dtype="Int64")  # nullable: masked indexing, no Python ints
     docs = pd.DataFrame({
         "doc_id": _str_column(hex_array(batch.h[first])),
         "text": _str_column(batch.text.take(take)),
         "label": _str_column(batch.label.take(take)),
         "source": _str_column(_strings(records["source"]).take(take)),
-        "line": pd.array(line[first], dtype="Int64"),
+        "line": line[first],
         "split": _str_column(pa.array(doc_split, type=pa.string())),
     })
 
@@ -162,7 +162,7 @@ def emit(batch: Prepared, decision: Decision, offset: int) -> tuple[pd.DataFrame
     rejected = pd.DataFrame({
         "record": _str_column(_strings(records["text"]).take(take)),
         "source": _str_column(_strings(records["source"]).take(take)),
-        "line": pd.array(line[rej_idx], dtype="Int64"),
+        "line": line[rej_idx],
         "reason": _str_column(pa.array(reason[rej_idx], type=pa.string())),
         "label": _str_column(_strings(records["label"]).take(take)),
     })
@@ -260,7 +260,7 @@ def _prepare_table(records: pd.DataFrame, params: IngestParams) -> pa.Table:
         "text": _strings(records["text"]),
         "label": _strings(records["label"]),
         "source": _strings(records["source"]),
-        "line": pa.array(records["line"].to_numpy(dtype=object, na_value=None), type=pa.int64()),
+        "line": pa.array(pd.array(records["line"], dtype="Int64"), type=pa.int64()),
         "ntext": b.text,
         "nlabel": b.label,
         "split": pa.array(b.split, type=pa.string()),
@@ -275,9 +275,8 @@ def _from_table(t: pa.Table) -> Prepared:
         "text": pd.Series(pd.array(t.column("text").combine_chunks(), dtype="str")),
         "label": _str_column(t.column("label").combine_chunks()),
         "source": _str_column(t.column("source").combine_chunks()),
-        "line": pd.array(t.column("line").to_numpy(zero_copy_only=False), dtype="Int64")
-        if t.column("line").null_count == 0 else
-        pd.array(t.column("line").to_pylist(), dtype="Int64"),
+        # nulls come back as NaN in a float array, which Int64 turns back into <NA>
+        "line": pd.array(t.column("line").to_numpy(zero_copy_only=False), dtype="Int64"),
     })
     return Prepared(records, t.column("ntext").combine_chunks(), t.column("nlabel").combine_chunks(),
                     t.column("split").to_numpy(zero_copy_only=False).astype(object),
