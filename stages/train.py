@@ -394,21 +394,15 @@ def fit(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device
         gen = torch.Generator().manual_seed(p.seed * 1_000_003 + epoch)
         t0 = time.perf_counter()
         losses = []
+        for idx in _progress(batches(train.n, p.batch_size, gen, device, lengths), progress and lead, epoch):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(state.step, total_steps, p.lr, p.schedule, p.warmup_steps)
+            local, scale = (idx, 1.0) if world is None else shard(idx, world)
+            losses.append(train_step(net, opt, local, train, loss_fn, p.grad_clip, p.amp, scale) * scale)
+            state.step += 1
         if world is None:
-            for idx in _progress(batches(train.n, p.batch_size, gen, device, lengths), progress, epoch):
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(state.step, total_steps, p.lr, p.schedule, p.warmup_steps)
-                losses.append(train_step(model, opt, idx, train, loss_fn, p.grad_clip, p.amp))
-                state.step += 1
             train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
-        else:
-            for idx in _progress(batches(train.n, p.batch_size, gen, device, lengths), progress and lead, epoch):
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(state.step, total_steps, p.lr, p.schedule, p.warmup_steps)
-                local, scale = shard(idx, world)
-                losses.append(train_step(net, opt, local, train, loss_fn, p.grad_clip, p.amp, scale) * scale)
-                state.step += 1
-            # sum over ranks of scale * batch mean = world * global batch mean
+        else:  # sum over ranks of scale * batch mean = world * global batch mean
             total, count = _all_sum([float(torch.stack(losses).sum()) if losses else 0.0,
                                      float(len(losses) * world.size)], device)
             train_loss = total / count if count else float("nan")
