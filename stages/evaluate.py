@@ -3,9 +3,10 @@ reports/predictions.parquet, reports/plots/.
 
 Model and baseline are scored by the same function (`score`) with scikit-learn: accuracy,
 macro-/weighted-F1, per-class precision/recall/F1/support, ROC-AUC, expected calibration error.
-`compare` says whether the model-minus-baseline difference is more than the test split's noise:
-a paired bootstrap 95% interval of the macro-F1 difference (seeded, so the metrics are
-reproducible) and an exact McNemar test on the documents exactly one of the two gets right.
+`compare_to_baseline` says whether the model-minus-baseline difference is more than the test
+split's noise: a paired bootstrap 95% interval of the macro-F1 difference (seeded, so the
+metrics are reproducible) and an exact McNemar test on the documents exactly one of the two
+gets right.
 Plots for DVC: the model's confusion matrix (DVC's `confusion` template), ROC and PR curves
 (binary: the positive class is the second label in sorted order; more classes: micro-averaged
 one-vs-rest).
@@ -128,8 +129,8 @@ def bootstrap_macro_f1(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, k: i
     return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
 
 
-def compare(y: np.ndarray, pred_model: np.ndarray, pred_baseline: np.ndarray, k: int, n_boot: int = 1000,
-            seed: int = 0) -> dict:
+def compare_to_baseline(y: np.ndarray, pred_model: np.ndarray, pred_baseline: np.ndarray, k: int,
+                        n_boot: int = 1000, seed: int = 0) -> dict:
     """Model vs baseline on the same documents (class indices): the macro-F1 difference, its
     paired bootstrap 95% interval (None with n_boot = 0) and McNemar's exact p-value.
 
@@ -195,7 +196,8 @@ def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: i
                   "best_epoch": bundle.config.get("training", {}).get("best_epoch")},
     }
     y = label_ids(y_true, labels)
-    metrics["comparison"] = compare(y, proba.argmax(axis=1), base_proba.argmax(axis=1), len(labels), n_boot, seed)
+    metrics["comparison"] = compare_to_baseline(y, proba.argmax(axis=1), base_proba.argmax(axis=1), len(labels),
+                                                n_boot, seed)
     roc, pr = curves(y_true, proba, labels)
     plots = {
         "confusion": [{"actual": a, "predicted": b} for a, b in zip(y_true, preds["predicted"], strict=True)],

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from stages.evaluate import curves, expected_calibration_error, score
+from stages.evaluate import (
+    bootstrap_macro_f1,
+    compare_to_baseline,
+    curves,
+    expected_calibration_error,
+    score,
+)
 
 LABELS = ["neg", "pos"]
 Y = np.array(["pos", "pos", "neg", "neg", "pos", "neg"], dtype=object)
@@ -84,7 +90,6 @@ def _pair(n: int, model_acc: float, base_acc: float, seed: int = 0):
 
 
 def test_bootstrap_replicates_are_scikit_learn_macro_f1_of_the_resampled_split():
-    from stages.evaluate import bootstrap_macro_f1
 
     y, pm, _ = _pair(300, 0.8, 0.8)
     rng = np.random.default_rng(7)
@@ -96,20 +101,18 @@ def test_bootstrap_replicates_are_scikit_learn_macro_f1_of_the_resampled_split()
 
 
 def test_identical_predictions_tie_exactly():
-    from stages.evaluate import compare
 
     y, pm, _ = _pair(200, 0.8, 0.8)
-    c = compare(y, pm, pm.copy(), k=2, n_boot=200, seed=0)
+    c = compare_to_baseline(y, pm, pm.copy(), k=2, n_boot=200, seed=0)
     assert c["delta_macro_f1"] == 0.0 and c["ci95_low"] == 0.0 and c["ci95_high"] == 0.0
     assert c["model_only_correct"] == c["baseline_only_correct"] == 0
     assert c["mcnemar_p"] == 1.0
 
 
 def test_a_clearly_better_model_has_a_confidence_interval_above_zero():
-    from stages.evaluate import compare
 
     y, pm, pb = _pair(1000, 0.95, 0.75)
-    c = compare(y, pm, pb, k=2, n_boot=500, seed=0)
+    c = compare_to_baseline(y, pm, pb, k=2, n_boot=500, seed=0)
     observed = f1_score(y, pm, average="macro") - f1_score(y, pb, average="macro")
     assert c["delta_macro_f1"] == pytest.approx(observed)
     assert 0 < c["ci95_low"] < observed < c["ci95_high"]
@@ -117,13 +120,12 @@ def test_a_clearly_better_model_has_a_confidence_interval_above_zero():
 
 
 def test_a_noise_level_difference_straddles_zero_and_the_comparison_is_deterministic():
-    from stages.evaluate import compare
 
     y, pm, pb = _pair(400, 0.85, 0.85, seed=3)
-    a = compare(y, pm, pb, k=2, n_boot=300, seed=1)
+    a = compare_to_baseline(y, pm, pb, k=2, n_boot=300, seed=1)
     assert a["ci95_low"] < 0 < a["ci95_high"] and a["mcnemar_p"] > 0.05
-    assert compare(y, pm, pb, k=2, n_boot=300, seed=1) == a
-    off = compare(y, pm, pb, k=2, n_boot=0, seed=1)
+    assert compare_to_baseline(y, pm, pb, k=2, n_boot=300, seed=1) == a
+    off = compare_to_baseline(y, pm, pb, k=2, n_boot=0, seed=1)
     assert off["ci95_low"] is None and off["bootstrap"] == 0 and off["delta_macro_f1"] == a["delta_macro_f1"]
 
 
@@ -131,14 +133,13 @@ def test_drawing_triples_is_resampling_documents_multiclass():
     """The bootstrap draws counts over (truth, model, baseline) triples; its interval matches a
     brute-force resampling of the documents, and the point estimate is scikit-learn's, with 4
     classes of which one is rare (absent from many replicates)."""
-    from stages.evaluate import bootstrap_macro_f1, compare
 
     rng = np.random.default_rng(5)
     n, k = 600, 4
     y = rng.choice(k, n, p=[0.45, 0.3, 0.22, 0.03])
     pm = np.where(rng.random(n) < 0.8, y, rng.integers(0, k, n))
     pb = np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n))
-    c = compare(y, pm, pb, k=k, n_boot=4000, seed=0)
+    c = compare_to_baseline(y, pm, pb, k=k, n_boot=4000, seed=0)
 
     def macro(t, p):
         return f1_score(t, p, average="macro", labels=np.union1d(t, p))
@@ -153,10 +154,9 @@ def test_drawing_triples_is_resampling_documents_multiclass():
 
 
 def test_an_empty_test_split_has_no_difference_to_report():
-    from stages.evaluate import compare
 
     empty = np.zeros(0, dtype=np.int64)
-    c = compare(empty, empty, empty, k=2, n_boot=100)
+    c = compare_to_baseline(empty, empty, empty, k=2, n_boot=100)
     assert c["delta_macro_f1"] is None and c["ci95_low"] is None and c["bootstrap"] == 0
     assert c["mcnemar_p"] == 1.0
 
