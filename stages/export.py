@@ -37,6 +37,7 @@ from stages.model import (
     BagModel,
     CNNModel,
     EncodingConfig,
+    LinearModel,
     encode,
     gather_padded,
     label_ids,
@@ -116,6 +117,40 @@ class BagGraph(nn.Module):
         return torch.softmax(logits, dim=1)
 
 
+class LinearGraph(nn.Module):
+    """`LinearModel` + softmax: the TF-IDF weights from term counts (ONNX Unique over
+    document * V + id), per-document sums as differences of a float64 running sum (as BagGraph),
+    both heads and their probability average."""
+
+    def __init__(self, model: LinearModel):
+        super().__init__()
+        self.cfg = model.cfg
+        self.idf = model.idf
+        mix = model.cfg.nb_mix
+        # one table [V, 2K]: a gather per id serves both heads
+        self.table = nn.Parameter(torch.cat([model.lr_weight, model.nb_weight], 1).detach().clone(), requires_grad=False)
+        self.bias = nn.Parameter(torch.cat([model.lr_bias, model.nb_bias]).detach().clone(), requires_grad=False)
+        self.mix = mix
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        n = offsets.shape[0]
+        k = self.cfg.num_classes
+        ends = torch.cat([offsets[1:], torch.ones(1, dtype=torch.int64) * ids.shape[0]])
+        doc = torch.repeat_interleave(torch.arange(n), ends - offsets)
+        _, inverse, counts = torch.unique(doc * self.idf.shape[0] + ids, sorted=True, return_inverse=True,
+                                          return_counts=True)
+        tf = counts[inverse].float()
+        value = ((1 + torch.log(tf)) if self.cfg.sublinear_tf else tf) * self.idf[ids] * (ids > 1).float()
+        csq = torch.cumsum(torch.cat([torch.zeros(1), value * value / tf]).double(), 0)
+        norm = torch.sqrt((csq[ends] - csq[offsets]).float()).clamp_min(1e-12)
+        w = value / tf / norm[doc]
+        rows = self.table[ids] * w[:, None]
+        cs = torch.cumsum(torch.cat([torch.zeros(1, 2 * k), rows]).double(), 0)
+        logits = (cs[ends] - cs[offsets]).float() + self.bias
+        lr, nb = torch.softmax(logits[:, :k], dim=1), torch.softmax(logits[:, k:], dim=1)
+        return (1 - self.mix) * lr + self.mix * nb
+
+
 class CNNGraph(nn.Module):
     """`CNNModel` + softmax, minus its pad-to-the-widest-kernel branch (the runner pads)."""
 
@@ -130,6 +165,8 @@ class CNNGraph(nn.Module):
 def graph_module(model: nn.Module) -> nn.Module:
     if isinstance(model, BagModel):
         return BagGraph(model).eval()
+    if isinstance(model, LinearModel):
+        return LinearGraph(model).eval()
     if isinstance(model, CNNModel):
         return CNNGraph(model).eval()
     raise TypeError(f"cannot export {type(model).__name__}")
@@ -142,7 +179,7 @@ def export_onnx(model: nn.Module, bundle: Bundle, path: Path) -> Path:
     import onnx
 
     graph = graph_module(model)
-    if isinstance(model, BagModel):
+    if isinstance(model, (BagModel, LinearModel)):
         k = min(8, model.cfg.num_embeddings)
         args = (torch.arange(k, dtype=torch.int64), torch.tensor([0, k // 2, k // 2], dtype=torch.int64))
         names, axes = ["ids", "offsets"], {"ids": {0: "ids"}, "offsets": {0: "batch"}, "probs": {0: "batch"}}
@@ -237,7 +274,7 @@ class OnnxClassifier:
         """Probabilities for encoded documents (`encode`'s flat ids + offsets [n+1]), in order."""
         n = len(offsets) - 1
         out = np.empty((n, len(self.labels)), dtype=np.float32)
-        if self.type == "bag":
+        if self.type in ("bag", "linear"):
             # batches of at most batch_size documents and about MAX_BATCH_IDS ids: the running
             # sum holds a float64 row per id
             s = 0

@@ -33,6 +33,8 @@ class ModelConfig:
     num_filters: int = 100
     max_len: int = 400
     weighting: str = "none"  # bag: none = mean of embeddings | idf = IDF-weighted mean
+    nb_mix: float = 0.5  # linear: weight of the naive-Bayes-scaled head in the probability average
+    sublinear_tf: bool = True  # linear: term frequency 1 + log(tf)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
@@ -85,6 +87,63 @@ class BagModel(nn.Module):
         return self.head(summed / denom.clamp_min(1e-6)[:, None])
 
 
+class LinearModel(nn.Module):
+    """Full-rank linear classifiers over the document's TF-IDF vector, as scikit-learn's
+    TfidfVectorizer(sublinear_tf=True) + LogisticRegression compute it, plus a second head whose
+    weights were fitted on naive-Bayes log-count-ratio-scaled features (NBSVM, Wang & Manning
+    2012). The two make different errors; their probabilities are averaged with weight `nb_mix`.
+
+    The TF-IDF vector is computed from (ids, offsets) inside the model — term counts per document,
+    1 + log(tf), the train split's IDF, L2 normalisation — so prediction, evaluation and the ONNX
+    graph take the same input as every other family. `<pad>` and `<unk>` carry no weight.
+    `forward` returns log-probabilities: softmax of them is the averaged distribution."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        v, k = cfg.num_embeddings, cfg.num_classes
+        self.register_buffer("idf", torch.ones(v))
+        self.lr_weight = nn.Parameter(torch.zeros(v, k))
+        self.lr_bias = nn.Parameter(torch.zeros(k))
+        self.nb_weight = nn.Parameter(torch.zeros(v, k))
+        self.nb_bias = nn.Parameter(torch.zeros(k))
+
+    def term_weights(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Per-id weights whose sum over a document's copies of an id is its TF-IDF value."""
+        return tfidf_weights(ids, offsets, self.idf, self.cfg.sublinear_tf)
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        w = self.term_weights(ids, offsets)
+        mix = self.cfg.nb_mix
+        lr = nn.functional.embedding_bag(ids, self.lr_weight, offsets, mode="sum", per_sample_weights=w) + self.lr_bias
+        if mix == 0:
+            return lr
+        nb = nn.functional.embedding_bag(ids, self.nb_weight, offsets, mode="sum", per_sample_weights=w) + self.nb_bias
+        if mix == 1:
+            return nb
+        return torch.log(((1 - mix) * torch.softmax(lr, 1) + mix * torch.softmax(nb, 1)).clamp_min(1e-30))
+
+
+def doc_index(offsets: torch.Tensor, total: int) -> torch.Tensor:
+    """The document of every id, from bag offsets (starts; the last bag ends at `total`)."""
+    lengths = torch.diff(offsets, append=torch.tensor([total], device=offsets.device))
+    return torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths, output_size=total)
+
+
+def tfidf_weights(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, sublinear: bool = True
+                  ) -> torch.Tensor:
+    """Per-id weights w such that summing w over a document's copies of id i gives its TF-IDF
+    value (1 + log tf_i) * idf_i / ||.||_2 (or tf_i * idf_i). Ids 0 and 1 (<pad>, <unk>) get 0."""
+    if len(ids) == 0:
+        return torch.zeros(0, device=ids.device)
+    doc = doc_index(offsets, len(ids))
+    _, inverse, counts = torch.unique(doc * idf.shape[0] + ids, return_inverse=True, return_counts=True)
+    tf = counts[inverse].to(idf.dtype)
+    value = ((1 + torch.log(tf)) if sublinear else tf) * idf[ids] * (ids > 1).to(idf.dtype)
+    sq = torch.zeros(len(offsets), device=ids.device, dtype=idf.dtype).index_add_(0, doc, value * value / tf)
+    return value / tf / torch.sqrt(sq).clamp_min(1e-12)[doc]
+
+
 class CNNModel(nn.Module):
     """TextCNN (Kim 2014): embeddings → parallel 1-D convolutions → max-pool over time → classes."""
 
@@ -120,6 +179,8 @@ class CNNModel(nn.Module):
 def build_model(cfg: ModelConfig, sparse: bool = False) -> nn.Module:
     if cfg.type == "bag":
         return BagModel(cfg, sparse=sparse)
+    if cfg.type == "linear":
+        return LinearModel(cfg)
     if cfg.type == "cnn":
         return CNNModel(cfg)
     raise ValueError(f"unknown model type {cfg.type!r}")
@@ -248,7 +309,7 @@ def forward_batch(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, id
     # `model` may be a DistributedDataParallel wrapper: dispatch on the module inside it, but call
     # the wrapper (its forward is what hooks the gradient all-reduce)
     inner = getattr(model, "module", model)
-    if isinstance(inner, BagModel):
+    if isinstance(inner, (BagModel, LinearModel)):
         return model(*gather_bag(ids, offsets, idx))
     return model(gather_padded(ids, offsets, idx, inner.cfg.max_len))
 

@@ -89,8 +89,37 @@ class DistributedParams(_Section):
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
 
 
+class LinearParams(_Section):
+    """The `linear` family: TF-IDF logistic regression + an NB-scaled head (stages.linear)."""
+
+    # inverse L2 strength: mean loss + ||W||^2 / (2 C n), scikit-learn's multinomial objective (with two
+    # classes, a softmax over two rows pays half the penalty: scikit-learn's binary C = 2 C)
+    C: float = Field(default=8.0, gt=0)
+    nb_mix: float = Field(default=0.5, ge=0, le=1)  # weight of the NB head's probabilities; 0 = plain LR
+    nb_alpha: float = Field(default=1.0, gt=0)  # smoothing of the naive-Bayes ratios
+    sublinear_tf: bool = True  # 1 + log(tf) instead of tf
+    max_iter: int = Field(default=300, gt=0)  # L-BFGS iterations per head
+
+
+class AutotuneParams(_Section):
+    """Optuna search of the train params on the valid split (the test split is never read)."""
+
+    budget_s: float = Field(default=45.0, ge=0)  # wall-clock ceiling of the search; 0 = autotune off
+    trials: int = Field(default=12, ge=1)  # trials (the first one is the params as written)
+    seed: int = 0
+    families: tuple[Literal["linear", "bag", "cnn"], ...] = ("linear", "bag")
+    pruner: Literal["median", "halving", "none"] = "median"  # on per-epoch valid macro-F1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_to_tuples(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("families"), list):
+            data = {**data, "families": tuple(data["families"])}
+        return data
+
+
 class TrainParams(_Section):
-    model: Literal["bag", "cnn"] = "bag"
+    model: Literal["linear", "bag", "cnn"] = "linear"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     # model sizes
@@ -117,6 +146,8 @@ class TrainParams(_Section):
     epochs: int = Field(default=12, gt=0)
     patience: int = Field(default=3, ge=1)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    linear: LinearParams = LinearParams()
+    autotune: AutotuneParams = AutotuneParams()
     distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="before")
@@ -128,7 +159,8 @@ class TrainParams(_Section):
 
 
 class BaselineParams(_Section):
-    C: float = Field(default=8.0, gt=0)
+    C: float = Field(default=8.0, gt=0)  # LR on the model's tokens
+    raw_C: float = Field(default=4.0, gt=0)  # LR on the raw text (scikit-learn's analyzers)
     max_features: int = Field(default=500_000, gt=0)
     max_iter: int = Field(default=1000, gt=0)
 

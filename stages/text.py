@@ -118,7 +118,9 @@ def tokenize(arr: pa.Array, tokenizer: str, punctuation: bool = False, digits: b
     """Texts → token lists. `word`: whitespace-delimited words; `char`: every non-space character;
     `auto`: CJK characters one token each, other text words (within mixed documents too);
     `jieba`: jieba's word segmentation. With `punctuation` / `digits`, those characters
-    (`\\p{P}\\p{S}` / `\\p{N}`) separate tokens and are dropped. A null text has no tokens.
+    (`\\p{P}\\p{S}` / `\\p{N}`) separate tokens and are dropped; kept punctuation is split off
+    the words around it, a run of it one token ("great!!!" → "great", "!!!"), because runs such
+    as "!!!", "?!" and ":)" carry sentiment. A null text has no tokens.
     The URL / e-mail placeholder characters `clean_batch` puts in become `<url>` / `<email>`."""
     arr = _as_string_array(arr)
     if tokenizer == "jieba":
@@ -204,6 +206,9 @@ def _tokenize_codepoints(arr: pa.StringArray, tokenizer: str, drop: int) -> pa.L
             cjk = (flags & _CJK_CLS) != 0
             boundary |= cjk
             boundary[1:] |= cjk[:-1]
+        if not drop & _PUNCT_CLS:  # kept punctuation: a run of it is a token ("!!!", "?!", ":)")
+            punct = (flags & _PUNCT_CLS) != 0
+            boundary[1:] |= punct[1:] != punct[:-1]
         start = member & boundary
     list_offsets = np.searchsorted(np.flatnonzero(start), doc_off).astype(np.int32)
     # A token's characters are contiguous, so the kept characters, in order, are exactly the

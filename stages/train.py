@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 from safetensors import safe_open
@@ -40,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 from torch import nn
 
+from stages.linear import fit_linear
 from stages.model import (
     EncodingConfig,
     ModelConfig,
@@ -344,13 +346,17 @@ class FitResult:
     best_state: dict[str, torch.Tensor]
     state: TrainState
     tokens_per_s: float
+    cut: bool = False  # stopped by a deadline (autotune's budget) before early stopping or max epochs
 
 
 def fit(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device: torch.device,
         checkpoint: Path | None = None, fingerprint: str = "",
         on_epoch: Callable[[dict], None] | None = None, progress: bool = False,
-        world: World | None = None) -> FitResult:
+        world: World | None = None, deadline: float | None = None) -> FitResult:
     """Train with early stopping on validation macro-F1; return the best epoch's weights.
+
+    `deadline` (a time.monotonic() value; one process only) ends training after the epoch in
+    which it passes: autotune's budget.
 
     With `world` (a process group is up), this rank trains on its shard of every global batch;
     only the lead rank validates, calls `on_epoch`, checkpoints and returns meaningful weights."""
@@ -434,7 +440,32 @@ def fit(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device
             save_checkpoint(checkpoint, fingerprint, model, opt, state, best)
         if world is not None:
             _broadcast_flag(state.done, device)
+        elif deadline is not None and not state.done and state.epoch < p.epochs and time.monotonic() >= deadline:
+            return FitResult(best, state, tokens_seen / seconds if seconds else 0.0, cut=True)
     return FitResult(best, state, tokens_seen / seconds if seconds else 0.0)
+
+
+def fit_linear_family(train: Encoded, valid: Encoded, cfg: ModelConfig, p: TrainParams, device: torch.device,
+                      on_epoch: Callable[[dict], None] | None = None, deadline: float | None = None) -> FitResult:
+    """The `linear` family: one convex fit (stages.linear), no epochs; its one record is logged
+    as epoch 1 so the logs, checkpoints and bundle look like every other family's."""
+    tr = train.to(device)
+    fitted = fit_linear(tr.ids, tr.offsets, tr.labels, cfg, p.linear.C, p.class_weight, p.linear.nb_alpha,
+                        p.linear.max_iter, deadline)
+    model = build_model(cfg).to(device)
+    model.load_state_dict(fitted.state_dict)
+    val = evaluate(model, valid.to(device), None, amp=False)
+    rec = {"epoch": 1, "train_loss": fitted.train_loss, "valid_loss": val["loss"], "valid_accuracy": val["accuracy"],
+           "valid_macro_f1": val["macro_f1"], "lr": 0.0}
+    log.info("linear: %d L-BFGS iterations%s in %.1f s; valid loss %.4f, acc %.4f, macro-F1 %.4f",
+             fitted.iterations, "" if fitted.converged else " (not converged)", fitted.seconds, val["loss"],
+             val["accuracy"], val["macro_f1"])
+    if on_epoch:
+        on_epoch(rec)
+    state = TrainState(epoch=1, step=fitted.iterations, best_f1=val["macro_f1"], best_epoch=1, history=[rec], done=True)
+    best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    cut = not fitted.converged and deadline is not None and time.monotonic() >= deadline
+    return FitResult(best, state, train.tokens / fitted.seconds if fitted.seconds else 0.0, cut=cut)
 
 
 def _progress(it, enabled: bool, epoch: int):
@@ -527,7 +558,7 @@ def prepare(train_df, valid_df, vocab: dict, p: TrainParams) -> tuple[Encoded, E
         from stages.artifacts import InputError
 
         raise InputError(f"valid split has labels the train split lacks: {unknown}")
-    bigrams = p.bigrams if p.model == "bag" else "none"
+    bigrams = p.bigrams if p.model in ("bag", "linear") else "none"
     if bigrams == "vocab" and vocab.get("ngrams", 1) < 2:
         from stages.artifacts import InputError
 
@@ -541,11 +572,16 @@ def prepare(train_df, valid_df, vocab: dict, p: TrainParams) -> tuple[Encoded, E
 
     tr = encode_split(tok(train_df), train_df["label"].to_numpy(dtype=object), vt, enc, index)
     va = encode_split(tok(valid_df), valid_df["label"].to_numpy(dtype=object), vt, enc, index)
-    cfg = ModelConfig(type=p.model, num_embeddings=enc.num_embeddings, embed_dim=p.embed_dim,
-                      num_classes=len(labels), hidden_dim=p.hidden_dim if p.model == "bag" else 0,
-                      dropout=p.dropout, kernel_sizes=p.kernel_sizes, num_filters=p.num_filters,
-                      max_len=p.max_len, weighting=p.weighting if p.model == "bag" else "none")
-    return tr, va, cfg, enc, labels
+    return tr, va, model_config(p, enc.num_embeddings, len(labels)), enc, labels
+
+
+def model_config(p: TrainParams, num_embeddings: int, num_classes: int) -> ModelConfig:
+    return ModelConfig(type=p.model, num_embeddings=num_embeddings, embed_dim=p.embed_dim,
+                       num_classes=num_classes, hidden_dim=p.hidden_dim if p.model == "bag" else 0,
+                       dropout=p.dropout, kernel_sizes=p.kernel_sizes, num_filters=p.num_filters,
+                       max_len=p.max_len, weighting=p.weighting if p.model == "bag" else "none",
+                       nb_mix=p.linear.nb_mix if p.model == "linear" else 0.5,
+                       sublinear_tf=p.linear.sublinear_tf)
 
 
 def bundle_config(cfg: ModelConfig, enc: EncodingConfig, labels: list[str], vocab: dict, clean_params,
@@ -566,77 +602,232 @@ def bundle_config(cfg: ModelConfig, enc: EncodingConfig, labels: list[str], voca
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# one configuration, start to finish (a plain run, or one autotune trial)
+
+@dataclass
+class Outcome:
+    """A trained configuration: its fit, model config, encoding and labels."""
+
+    result: FitResult
+    cfg: ModelConfig
+    enc: EncodingConfig
+    labels: list[str]
+    params: TrainParams
+
+
+class Prepared:
+    """The train/valid splits encoded once per encoding (autotune trials share them)."""
+
+    def __init__(self, train_df, valid_df, vocab: dict):
+        self.train_df, self.valid_df, self.vocab = train_df, valid_df, vocab
+        self._cache: dict = {}
+
+    def get(self, p: TrainParams) -> tuple[Encoded, Encoded, ModelConfig, EncodingConfig, list[str]]:
+        key = (p.bigrams if p.model in ("bag", "linear") else "none", p.hash_buckets)
+        if key not in self._cache:
+            self._cache[key] = prepare(self.train_df, self.valid_df, self.vocab, p)
+        tr, va, cfg, enc, labels = self._cache[key]
+        return tr, va, model_config(p, cfg.num_embeddings, cfg.num_classes), enc, labels
+
+
+def train_model(data: Prepared, p: TrainParams, device: torch.device) -> Outcome:
+    """What the train stage does with these params, in memory: the autotune search when
+    `autotune.budget_s` > 0, else one run of the params as written (no checkpoint, no logs)."""
+    if p.autotune.budget_s > 0:
+        return autotune(data, p, device, checkpoint=None).result
+    return train_config(data, p, device)
+
+
+def train_config(data: Prepared, p: TrainParams, device: torch.device, *, checkpoint: Path | None = None,
+                 fingerprint: str = "", on_epoch: Callable[[dict], None] | None = None,
+                 deadline: float | None = None, progress: bool = False, world: World | None = None) -> Outcome:
+    tr, va, cfg, enc, labels = data.get(p)
+    if cfg.type == "linear":
+        result = fit_linear_family(tr, va, cfg, p, device, on_epoch=on_epoch, deadline=deadline)
+    else:
+        result = fit(tr, va, cfg, p, device, checkpoint=checkpoint, fingerprint=fingerprint, on_epoch=on_epoch,
+                     progress=progress, world=world, deadline=deadline)
+    return Outcome(result, cfg, enc, labels, p)
+
+
+def autotune(data: Prepared, p: TrainParams, device: torch.device, fingerprint: str = "",
+             checkpoint: Path | None = CHECKPOINT):
+    """The Optuna search (stages.autotune) over `train_config` runs (resumable in `checkpoint`)."""
+    from stages import autotune as at
+
+    def run_trial(params: TrainParams, report, deadline: float):
+        # a linear fit reports once, when it has finished: nothing left to prune
+        final = params.model == "linear"
+        out = train_config(data, params, device, deadline=deadline,
+                           on_epoch=lambda rec: report(rec["epoch"], rec["valid_macro_f1"], final=final))
+        return out, out.result.cut
+
+    return at.search(p, run_trial, score=lambda out: out.result.state.best_f1, checkpoint=checkpoint,
+                     fingerprint=fingerprint, restore=restore_outcome, save=save_outcome)
+
+
+BEST_TENSORS, BEST_META = "best.safetensors", "best.json"
+
+
+def save_outcome(folder: Path, out: Outcome) -> None:
+    """The best autotune trial so far, kept beside the search log (safetensors + JSON)."""
+    from stages.artifacts import write_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"cfg": out.cfg.to_dict(), "enc": out.enc.__dict__, "labels": out.labels, "params": out.params.model_dump(mode="json"),
+            "state": out.result.state.__dict__, "tokens_per_s": out.result.tokens_per_s, "cut": out.result.cut}
+    tmp = folder / f".{BEST_TENSORS}.tmp"
+    # one metadata key: safetensors writes its metadata map in no fixed order
+    save_file({k: v.detach().cpu().contiguous() for k, v in out.result.best_state.items()}, str(tmp),
+              metadata={"meta": json.dumps(meta, sort_keys=True)})
+    os.replace(tmp, folder / BEST_TENSORS)
+    write_bytes(folder / BEST_META, json.dumps(meta, sort_keys=True).encode("utf-8"))
+
+
+def restore_outcome(folder: Path) -> Outcome | None:
+    try:
+        meta = json.loads((folder / BEST_META).read_text(encoding="utf-8"))
+        with safe_open(str(folder / BEST_TENSORS), framework="pt") as f:
+            if json.loads((f.metadata() or {}).get("meta", "null")) != meta:
+                return None  # interrupted between the two writes
+        tensors = load_file(str(folder / BEST_TENSORS))
+        result = FitResult(tensors, TrainState(**meta["state"]), meta["tokens_per_s"], meta["cut"])
+        return Outcome(result, ModelConfig.from_dict(meta["cfg"]), EncodingConfig(**meta["enc"]), meta["labels"],
+                       TrainParams.model_validate(meta["params"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("ignoring the unreadable best trial in %s: %s", folder, err)
+        return None
+
+
+def warn_small_classes(labels, minimum: int = 50) -> list[str]:
+    """Classes with fewer than `minimum` training documents: their F1 is noisy and easily 0."""
+    counts = pd.Series(labels).value_counts()
+    small = sorted(counts[counts < minimum].index.tolist())
+    for c in small:
+        log.warning("class %r has only %d training documents (< %d): expect a noisy or zero F1 for it; "
+                    "class_weight: balanced and more examples help", c, counts[c], minimum)
+    return small
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+AUTOTUNE_REPORT = LIVE_DIR / "autotune.json"
+TRIALS_PLOT = LIVE_DIR / "autotune" / "trials.json"
+
+
 def main() -> None:
-    from stages.artifacts import read_parquet, run_main
+    from stages.artifacts import run_main
+
+    run_main("train", _main)
+
+
+def _main() -> None:
+    from stages.params import ParamsError, load_params
+
+    tune_allocator()
+    p = load_params("train")
+    clean_params = load_params("clean")
+    try:
+        device = resolve_device(p.device)
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: train.device: {err}") from None
+    distributed = is_torchrun_worker() or wants_distributed(p.distributed)
+    if distributed and p.autotune.budget_s > 0:
+        raise ParamsError("params.yaml: train.autotune runs in one process: set train.autotune.budget_s: 0 to "
+                          "train with train.distributed (or tune first, then copy the chosen params)")
+    world = None
+    if is_torchrun_worker():
+        try:
+            world, device = init_world(p.distributed, device)
+        except ValueError as err:
+            raise ParamsError(f"params.yaml: {err}") from None
+    elif wants_distributed(p.distributed):
+        _relaunch_under_torchrun(p.distributed)
+    try:
+        train_on(p, clean_params, device, world)
+    finally:
+        if world is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def train_on(p: TrainParams, clean_params, device: torch.device, world: World | None) -> None:
+    from stages.artifacts import read_parquet, write_json
     from stages.bundle import save_bundle
-    from stages.params import load_params
     from stages.vocab import load_vocab
 
-    def body():
-        tune_allocator()
-        p = load_params("train")
-        clean_params = load_params("clean")
-        try:
-            device = resolve_device(p.device)
-        except ValueError as err:
-            from stages.params import ParamsError
+    lead = world is None or world.lead
+    if not lead:  # one voice in the log: rank 0's
+        log.setLevel(logging.WARNING)
+    vocab = load_vocab(VOCAB)
+    data = Prepared(read_parquet(TRAIN), read_parquet(VALID), vocab)
+    if lead:
+        warn_small_classes(data.train_df["label"])
+    # a checkpoint is only resumed by a job of the same size (its dropout streams differ)
+    fp = fingerprint_of(p.model_dump(), vocab["hash"], _file_digest(TRAIN), _file_digest(VALID),
+                        *([world.size] if world else []))
+    tuned = p.autotune.budget_s > 0
+    log.info("training %s on %s: %d train / %d valid documents%s%s", "(autotune)" if tuned else p.model, device,
+             len(data.train_df), len(data.valid_df), f" ({world.size} processes, {world.backend})" if world else "",
+             f"; autotune: up to {p.autotune.trials} trials in {p.autotune.budget_s:g} s" if tuned else "")
+    if not lead:
+        train_config(data, p, device, checkpoint=CHECKPOINT, fingerprint=fp, world=world)
+        return
+    from dvclive import Live
 
-            raise ParamsError(f"params.yaml: train.device: {err}") from None
-        world = None
-        if is_torchrun_worker():
-            try:
-                world, device = init_world(p.distributed, device)
-            except ValueError as err:
-                from stages.params import ParamsError
+    search = None
+    with Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        def on_epoch(rec):
+            for k in ("train_loss", "valid_loss", "valid_accuracy", "valid_macro_f1"):
+                live.log_metric(k.replace("_", "/", 1), rec[k], plot=True)
+            live.next_step()
 
-                raise ParamsError(f"params.yaml: {err}") from None
-        elif wants_distributed(p.distributed):
-            _relaunch_under_torchrun(p.distributed)
-        try:
-            train_on(p, clean_params, device, world)
-        finally:
-            if world is not None:
-                import torch.distributed as dist
+        if tuned:
+            search = autotune(data, p, device, fp)
+            out = search.result
+            for rec in out.result.state.history:  # the chosen trial's curves
+                on_epoch(rec)
+        else:
+            out = train_config(data, p, device, checkpoint=CHECKPOINT, fingerprint=fp, on_epoch=on_epoch,
+                               progress=True, world=world)
+        result = out.result
+        # only deterministic values here: the same params must give the same DVC metrics
+        live.summary = {"model": out.cfg.type, "best_epoch": result.state.best_epoch,
+                        "best_valid_macro_f1": result.state.best_f1, "epochs": result.state.epoch}
+    if search is not None:
+        from stages import autotune as at
 
-                dist.destroy_process_group()
+        write_json(at.summary(search), AUTOTUNE_REPORT)
+        write_json(at.trial_rows(search), TRIALS_PLOT)
+        _finish_search_log()
+        log.info("autotune: %d trials (%s) in %.1f s, stopped by %s; chosen trial %d: %s, valid macro-F1 %.4f",
+                 len(search.trials), ", ".join(f"{k} {v}" for k, v in at.summary(search).items()
+                                               if k in ("complete", "pruned")),
+                 search.seconds, search.stopped_by, search.best.number, at._describe(search.best.params),
+                 search.best.value)
+    else:
+        write_json({"trials": 0, "chosen": {"model": out.cfg.type}}, AUTOTUNE_REPORT)
+        write_json([], TRIALS_PLOT)
+    log.info("training throughput: %.0f tokens/s on %s", result.tokens_per_s, device)
+    config = bundle_config(out.cfg, out.enc, out.labels, vocab, clean_params, out.params, result, str(device),
+                           processes=world.size if world else 1)
+    if search is not None:
+        config["autotune"] = {"trials": len(search.trials), "best_trial": search.best.number,
+                              "stopped_by": search.stopped_by}
+    save_bundle(BUNDLE, result.best_state, config, vocab)
+    log.info("%s: best epoch %d, valid macro-F1 %.4f; bundle written to %s", out.cfg.type, result.state.best_epoch,
+             result.state.best_f1, BUNDLE)
 
-    def train_on(p, clean_params, device, world: World | None):
-        lead = world is None or world.lead
-        if not lead:  # one voice in the log: rank 0's
-            log.setLevel(logging.WARNING)
-        vocab = load_vocab(VOCAB)
-        train_df, valid_df = read_parquet(TRAIN), read_parquet(VALID)
-        tr, va, cfg, enc, labels = prepare(train_df, valid_df, vocab, p)
-        log.info("training %s on %s: %d train / %d valid documents, %d embeddings%s", p.model, device,
-                 tr.n, va.n, cfg.num_embeddings,
-                 f" ({world.size} processes, {world.backend})" if world else "")
-        # a checkpoint is only resumed by a job of the same size (its dropout streams differ)
-        fp = fingerprint_of(p.model_dump(), vocab["hash"], _file_digest(TRAIN), _file_digest(VALID),
-                            *([world.size] if world else []))
-        if not lead:
-            fit(tr, va, cfg, p, device, checkpoint=CHECKPOINT, fingerprint=fp, world=world)
-            return
-        from dvclive import Live
 
-        with Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            def on_epoch(rec):
-                for k in ("train_loss", "valid_loss", "valid_accuracy", "valid_macro_f1"):
-                    live.log_metric(k.replace("_", "/", 1), rec[k], plot=True)
-                live.next_step()
+def _finish_search_log() -> None:
+    """A finished search is not resumed: `dvc repro -f` searches again (as a finished fit trains again)."""
+    from stages import autotune as at
 
-            result = fit(tr, va, cfg, p, device, checkpoint=CHECKPOINT, fingerprint=fp, on_epoch=on_epoch,
-                         progress=True, world=world)
-            # only deterministic values here: the same params must give the same DVC metrics
-            live.summary = {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
-                            "epochs": result.state.epoch}
-        log.info("training throughput: %.0f tokens/s on %s", result.tokens_per_s, device)
-        config = bundle_config(cfg, enc, labels, vocab, clean_params, p, result, str(device),
-                               processes=world.size if world else 1)
-        save_bundle(BUNDLE, result.best_state, config, vocab)
-        log.info("best epoch %d, valid macro-F1 %.4f; bundle written to %s", result.state.best_epoch,
-                 result.state.best_f1, BUNDLE)
-
-    run_main("train", body)
+    for name in (at.LOG_FILE, BEST_TENSORS, BEST_META):
+        (CHECKPOINT / name).unlink(missing_ok=True)
 
 
 def _relaunch_under_torchrun(d: DistributedParams) -> None:

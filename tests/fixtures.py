@@ -87,6 +87,8 @@ def make_repo(dest: Path, docs: list[tuple[str, str]] | None = None, params: dic
     write_text_dir(dest / "data" / "raw", docs if docs is not None else make_docs())
     p = yaml.safe_load((dest / "params.yaml").read_text(encoding="utf-8"))
     p["ingest"]["source"] = "data/raw"
+    # test time: autotune as configured, but 4 trials (a test that is about the search sets its own)
+    p["train"]["autotune"]["trials"] = 4
     for section, values in (params or {}).items():
         p.setdefault(section, {}).update(values)
     (dest / "params.yaml").write_text(yaml.safe_dump(p, allow_unicode=True, sort_keys=False), encoding="utf-8")

@@ -47,7 +47,8 @@ def _train_outputs(repo):
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
-    params = {"train": {"epochs": 5, "batch_size": 4, "patience": 10, "dropout": 0.3}}
+    params = {"train": {"model": "bag", "epochs": 5, "batch_size": 4, "patience": 10, "dropout": 0.3,
+                        "autotune": {"budget_s": 0}}}
     ref = make_repo(tmp_path / "ref", params=params)
     run(["dvc", "repro", "train"], ref)
     ref_metrics, ref_weights = _train_outputs(ref)
@@ -75,6 +76,44 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     assert weights.keys() == ref_weights.keys()
     for k in weights:
         assert (weights[k] == ref_weights[k]).all(), k
+
+
+def test_autotune_killed_mid_search_resumes_to_the_same_choice(tmp_path):
+    """SIGKILL `dvc repro train` after some trials: the rerun resumes after the finished trials
+    and ends with the choice, weights and metrics of an uninterrupted search."""
+    params = {"train": {"model": "bag", "epochs": 4, "batch_size": 4, "patience": 10,
+                        "autotune": {"budget_s": 600, "trials": 6, "families": ["bag"], "seed": 3}}}
+    ref = make_repo(tmp_path / "ref", params=params)
+    run(["dvc", "repro", "train"], ref)
+    ref_metrics, ref_weights = _train_outputs(ref)
+    ref_choice = json.loads((ref / "reports/train/autotune.json").read_text())
+
+    repo = make_repo(tmp_path / "repo", params=params)
+    run(["dvc", "repro", "vocab"], repo)
+    log = repo / "models/checkpoint/autotune.json"
+    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if len(json.loads(log.read_text())["trials"]) >= 2:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    assert proc.poll() is None, "the search finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert 2 <= len(json.loads(log.read_text())["trials"]) < 6
+
+    out = run(["dvc", "repro", "train"], repo).stdout
+    assert "Running stage 'train'" in out
+    assert json.loads((repo / "reports/train/autotune.json").read_text()) == ref_choice
+    metrics, weights = _train_outputs(repo)
+    assert metrics == ref_metrics
+    for k in weights:
+        assert (weights[k] == ref_weights[k]).all(), k
+    assert not log.exists()  # a finished search leaves no log: `dvc repro -f` searches again
 
 
 def test_dvc_experiment_with_a_param_override(tmp_path):

@@ -19,7 +19,7 @@ from stages.params import load_params
 from stages.sources import read_records
 from stages.split import split
 from stages.text import clean_batch, load_stopwords, normalize
-from stages.train import fit, prepare
+from stages.train import Prepared, train_model
 from stages.vocab import build_vocab, count_tokens
 from tests.fixtures import ROOT
 
@@ -29,25 +29,26 @@ NEGATIVE = ["质量太差了，非常失望", "很难用，后悔买了", "房�
 
 @pytest.fixture(scope="module")
 def sample_model():
+    """The train stage's own path (autotune included, fewer trials for test time) on the sample."""
     path = ROOT / "params.yaml"
     ip, cp, sp, vp = (load_params(s, path) for s in ("ingest", "clean", "split", "vocab"))
-    tp = load_params("train", path).model_copy(update={"epochs": 3, "device": "cpu"})
+    tp = load_params("train", path)
+    tp = tp.model_copy(update={"device": "cpu", "autotune": tp.autotune.model_copy(update={"trials": 4})})
     docs = ingest(read_records(ip.model_copy(update={"source": "sample:reviews-zh"})), ip).documents
     stop = load_stopwords(cp)
     parts, _ = split(clean(docs, cp, stop).clean, sp)
     vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), vp.ngrams), vp)
-    tr, va, cfg, enc, labels = prepare(parts["train"], parts["valid"], vocab, tp)
-    result = fit(tr, va, cfg, tp, torch.device("cpu"))
-    model = build_model(cfg)
-    model.load_state_dict(result.best_state)
+    out = train_model(Prepared(parts["train"], parts["valid"], vocab), tp, torch.device("cpu"))
+    model = build_model(out.cfg)
+    model.load_state_dict(out.result.best_state)
     vt = pa.array(vocab["tokens"], pa.string())
 
     def predict(texts: list[str]) -> np.ndarray:
         tokens = clean_batch(normalize(texts), cp, stop)
-        ids, off = encode(tokens, vt, enc)
+        ids, off = encode(tokens, vt, out.enc)
         return predict_proba(model, torch.from_numpy(ids), torch.from_numpy(off)).numpy()
 
-    return predict, labels, parts["test"]
+    return predict, out.labels, parts["test"]
 
 
 def test_minimum_functionality(sample_model):
@@ -56,13 +57,39 @@ def test_minimum_functionality(sample_model):
     assert pred.tolist() == ["pos"] * len(POSITIVE) + ["neg"] * len(NEGATIVE)
 
 
-@pytest.mark.parametrize("suffix", ["!", "。", "！！！", "   ", "\t", "…", "?"])
-def test_trailing_punctuation_or_whitespace_does_not_flip_a_prediction(sample_model, suffix):
+# Invariance only to what carries no meaning. Punctuation is out of it: "!!!", "?!" and
+# emoticons are tokens the model may weigh (they carry sentiment).
+@pytest.mark.parametrize("change", [
+    lambda t: t + "   ",
+    lambda t: "\t" + t + "\n",
+    lambda t: t.replace("，", " ， "),
+    lambda t: f"<p>{t}</p>",
+    lambda t: f"<div class='review'><b>{t}</b><!-- imported --></div>",
+    lambda t: t.upper(),
+], ids=["trailing-spaces", "tab-newline", "spaced-comma", "paragraph-tag", "nested-markup", "upper-case"])
+def test_whitespace_markup_and_case_do_not_change_a_prediction(sample_model, change):
     predict, _, test = sample_model
     texts = test["text"].head(300).tolist()
-    base = predict(texts).argmax(1)
-    changed = predict([t + suffix for t in texts]).argmax(1)
-    assert (base == changed).all()
+    base = predict(texts)
+    changed = predict([change(t) for t in texts])
+    assert (base.argmax(1) == changed.argmax(1)).all()
+    np.testing.assert_allclose(base, changed, atol=1e-6)
+
+
+def test_which_url_a_text_links_to_does_not_matter(sample_model):
+    predict, _, test = sample_model
+    texts = test["text"].head(300).tolist()
+    a = predict([f"{t} http://example.com/item/1" for t in texts])
+    b = predict([f"{t} https://shop.example.org/p?id=99&ref=mail" for t in texts])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_emphasis_is_a_signal_not_noise(sample_model):
+    """Kept punctuation reaches the model: "!!!" can move a probability (it need not flip a label)."""
+    predict, labels, _ = sample_model
+    plain, loud = predict(["质量很好"]), predict(["质量很好！！！"])
+    assert not np.allclose(plain, loud)
+    assert labels[plain.argmax()] == labels[loud.argmax()] == "pos"
 
 
 def test_full_width_and_half_width_forms_agree(sample_model):

@@ -49,11 +49,13 @@ def write_text_source(root: Path, rows) -> Path:
     return root
 
 
-def run_pipeline(workdir: Path, source: Path, chunk_rows: int, engine: str = "local", **ingest_extra) -> dict:
+def run_pipeline(workdir: Path, source: Path, chunk_rows: int, engine: str = "local", clean: dict | None = None,
+                 **ingest_extra) -> dict:
     """Run the four stage mains in `workdir`; return every output, read back."""
     workdir.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["ingest"].update(source=str(source), **ingest_extra)
+    params["clean"].update(clean or {})
     for s in ("ingest", "clean", "split", "vocab"):
         params[s].update(chunk_rows=chunk_rows, engine=engine)
     params["vocab"]["min_freq"] = 1
@@ -107,8 +109,9 @@ def test_chunked_outputs_identical(tmp_path, layout):
 
 def test_chunked_empty_source(tmp_path):
     source = write_parquet_source(tmp_path / "corpus.parquet", [("pos", " ", None), ("neg", "!!!", None)])
-    whole = run_pipeline(tmp_path / "whole", source, 0)
-    assert_same(whole, run_pipeline(tmp_path / "chunked", source, 1))
+    drop = {"punctuation": True}  # so that "!!!" is left empty by clean
+    whole = run_pipeline(tmp_path / "whole", source, 0, clean=drop)
+    assert_same(whole, run_pipeline(tmp_path / "chunked", source, 1, clean=drop))
     assert whole["reports/data/ingest.json"]["kept"] == 1 and whole["reports/data/clean.json"]["kept"] == 0
 
 

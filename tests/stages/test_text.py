@@ -112,6 +112,9 @@ def ref_tokenize(s: str, mode: str, punctuation: bool, digits: bool) -> list[str
         cat = unicodedata.category(ch)
         return ch.isspace() or (punctuation and cat[0] in "PS") or (digits and cat[0] == "N")
 
+    def punct(ch):
+        return unicodedata.category(ch)[0] in "PS"
+
     out: list[str] = []
     word = ""
     for ch in s:
@@ -122,6 +125,10 @@ def ref_tokenize(s: str, mode: str, punctuation: bool, digits: bool) -> list[str
             if not sep(ch):
                 out.append(ch)
         else:
+            # kept punctuation: a run of it is a token of its own
+            if word and not punctuation and punct(ch) != punct(word[-1]):
+                out.append(word)
+                word = ""
             word += ch
     out += [word] if word else []
     return [t.replace(text._URL_MARK, URL_TOKEN).replace(text._EMAIL_MARK, EMAIL_TOKEN) for t in out]

@@ -191,7 +191,8 @@ def repo(tmp_path_factory):
     Copies of v1's vocab and v2's test split are kept aside for independent expectations."""
     base = tmp_path_factory.mktemp("datadiff")
     docs_v1 = [("pos", t) for t in V1_POS] + [("neg", t) for t in V1_NEG]
-    root = make_repo(base / "repo", docs_v1, params={"ingest": {"max_chars": 20000}})
+    # punctuation removed, so the punctuation-only document is left empty by clean
+    root = make_repo(base / "repo", docs_v1, params={"ingest": {"max_chars": 20000}, "clean": {"punctuation": True}})
     # the data half only: what the diff reads, without training a model twice
     dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
     dvc_yaml["stages"] = {k: v for k, v in dvc_yaml["stages"].items() if k in DATA_STAGES}

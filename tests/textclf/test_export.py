@@ -37,8 +37,10 @@ def labels_of(pipe):
 
 @pytest.mark.parametrize("train", [{}, {"weighting": "idf", "epochs": 2},
                                    {"weighting": "idf", "hidden_dim": 8, "bigrams": "none", "epochs": 2},
-                                   {"model": "cnn", "max_len": 12, "epochs": 2}],
-                         ids=["bag-hashed-bigrams", "bag-idf", "bag-idf-hidden", "cnn"])
+                                   {"model": "cnn", "max_len": 12, "epochs": 2},
+                                   {"model": "linear"},
+                                   {"model": "linear", "linear": {"nb_mix": 0.0, "sublinear_tf": False}}],
+                         ids=["bag-hashed-bigrams", "bag-idf", "bag-idf-hidden", "cnn", "linear", "linear-lr-only"])
 def test_fp32_graph_reproduces_torch_and_int8_is_reported(tmp_path, bag, train):
     pipe = build_pipeline(tmp_path / "pipe", **train) if train else bag
     bundle = load_bundle(pipe.bundle)

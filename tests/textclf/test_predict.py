@@ -29,7 +29,7 @@ from stages.params import CleanParams, IngestParams, SplitParams, TrainParams, V
 from stages.sources import read_records
 from stages.split import split
 from stages.text import hash64, load_stopwords, normalize, to_hex
-from stages.train import bundle_config, fit, prepare
+from stages.train import Prepared, bundle_config, train_config
 from stages.vocab import build_vocab, count_tokens
 from tests.fixtures import make_docs, write_text_dir
 from textclf.cli import main
@@ -87,13 +87,12 @@ def build_pipeline(root: Path, docs: list[tuple[str, str]] | None = None, clean_
     parts, _ = split(cleaned, SplitParams(seed=1, train=0.6, valid=0.2, test=0.2))
     vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), 1),
                         VocabParams())
-    tp = TrainParams(**{"device": "cpu", "embed_dim": 16, "hash_buckets": 256, "batch_size": 32, "epochs": 4,
-                        "lr": 0.05, "num_filters": 8, "kernel_sizes": (2, 3), "bigrams": "hashed",
+    tp = TrainParams(**{"model": "bag", "device": "cpu", "embed_dim": 16, "hash_buckets": 256, "batch_size": 32,
+                        "epochs": 4, "lr": 0.05, "num_filters": 8, "kernel_sizes": (2, 3), "bigrams": "hashed",
                         "optimizer": "adam", "dropout": 0.0, "weight_decay": 0.0, "label_smoothing": 0.0, **train})
-    tr, va, cfg, enc, labels = prepare(parts["train"], parts["valid"], vocab, tp)
-    result = fit(tr, va, cfg, tp, torch.device("cpu"))
-    config = bundle_config(cfg, enc, labels, vocab, cp, tp, result, "cpu")
-    bundle = save_bundle(root / "bundle", result.best_state, config, vocab)
+    out = train_config(Prepared(parts["train"], parts["valid"], vocab), tp, torch.device("cpu"))
+    config = bundle_config(out.cfg, out.enc, out.labels, vocab, cp, tp, out.result, "cpu")
+    bundle = save_bundle(root / "bundle", out.result.best_state, config, vocab)
     return Pipeline(root, bundle, records, parts)
 
 

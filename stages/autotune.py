@@ -1,0 +1,302 @@
+"""autotune: an Optuna search of the train params on the valid split (fastText's
+`-autotune-validation`, with a seeded sampler, pruning and a resumable trial log).
+
+The train stage calls `search` with a function that trains one configuration and reports its
+valid macro-F1 after every epoch. The search:
+
+- starts from the params as written (trial 0), so it never ends below them on valid;
+- samples the next configurations with TPE, reseeded per trial from `autotune.seed` and the
+  trial number, so the same data and params give the same trials and the same choice on CPU —
+  after a resume too;
+- prunes a trial whose per-epoch valid macro-F1 falls below the median of earlier trials at the
+  same epoch (or with successive halving);
+- stops after `autotune.trials` trials or when `autotune.budget_s` seconds are spent, whichever
+  comes first (a budget stop depends on the machine's speed: `stopped_by` says which);
+- records every finished trial in the checkpoint folder, so a killed search resumes after the
+  last finished trial and ends where an uninterrupted one would.
+
+The test split is never an input: `search` sees only what the trial function was given.
+Optuna is imported here only, so the rest of training runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.params import AutotuneParams, TrainParams
+
+log = logging.getLogger("textclf.autotune")
+
+LOG_FILE = "autotune.json"
+
+
+class Pruned(Exception):
+    """Raised by `report` when the pruner stops a trial."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the search space: what a trial may change, per family
+
+def suggest(trial, p: TrainParams, families: tuple[str, ...]) -> dict[str, Any]:
+    """One configuration, as dotted train keys (`linear.C`, `dropout`). Conditional on the family:
+    the linear family's regularisation, head mix and features; the neural families' optimiser
+    step (lr with batch size: their ratio sets the step per document), size and regularisation.
+    Every range and choice includes the value written in params.yaml (trial 0 is that value)."""
+
+    def cat(name, choices, current):
+        return trial.suggest_categorical(name, sorted(set(choices) | {current}, key=str))
+
+    def num(name, low, high, current, log=True):
+        return trial.suggest_float(name, min(low, current), max(high, current), log=log)
+
+    family = cat("model", families, p.model) if len(families) > 1 else families[0]
+    out: dict[str, Any] = {"model": family, "class_weight": cat("class_weight", ["none", "balanced"], p.class_weight)}
+    if family == "linear":  # Optuna names carry the family where the choices differ by family
+        out["linear.C"] = num("linear.C", 0.25, 64.0, p.linear.C)
+        out["linear.nb_mix"] = cat("linear.nb_mix", [0.0, 0.25, 0.5, 0.75, 1.0], p.linear.nb_mix)
+        out["linear.sublinear_tf"] = cat("linear.sublinear_tf", [True, False], p.linear.sublinear_tf)
+        out["bigrams"] = cat("linear:bigrams", ["vocab", "none"], p.bigrams)
+        return out
+    # Dense Adam updates of the whole embedding table every step dominate a CPU epoch, so the
+    # space keeps to batches of 64+ and tables of <= 64 columns (hashed bigrams: set them by hand).
+    out["lr"] = num("lr", 2e-3, 5e-2, p.lr)
+    out["batch_size"] = cat("batch_size", [64, 128, 256, 512], p.batch_size)
+    out["embed_dim"] = cat("embed_dim", [16, 32, 64], p.embed_dim)
+    out["dropout"] = num("dropout", 0.0, 0.9, p.dropout, log=False)
+    out["weight_decay"] = num("weight_decay", 1e-4, 0.3, max(p.weight_decay, 1e-6))
+    out["label_smoothing"] = cat("label_smoothing", [0.0, 0.1], p.label_smoothing)
+    if family == "bag":
+        out["weighting"] = cat("bag:weighting", ["none", "idf"], p.weighting)
+        out["bigrams"] = cat("bag:bigrams", ["vocab", "none"], p.bigrams)
+    return out
+
+
+def as_written(p: TrainParams) -> dict[str, Any]:
+    """The params as written, in the space's names (the enqueued first trial)."""
+    return {"model": p.model, "class_weight": p.class_weight, "linear.C": p.linear.C,
+            "linear.nb_mix": p.linear.nb_mix, "linear.sublinear_tf": p.linear.sublinear_tf,
+            "linear:bigrams": p.bigrams, "bag:bigrams": p.bigrams, "lr": p.lr, "batch_size": p.batch_size,
+            "embed_dim": p.embed_dim, "dropout": p.dropout, "weight_decay": max(p.weight_decay, 1e-6),
+            "label_smoothing": p.label_smoothing, "bag:weighting": p.weighting}
+
+
+def apply(p: TrainParams, overrides: dict[str, Any]) -> TrainParams:
+    """`p` with dotted overrides applied, validated like params.yaml (no autotune inside a trial)."""
+    data = p.model_dump()
+    for key, value in overrides.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    data["autotune"]["budget_s"] = 0.0
+    return TrainParams.model_validate(data)
+
+
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Trial:
+    number: int
+    params: dict[str, Any]
+    state: str  # complete | pruned | budget | failed
+    value: float | None  # best valid macro-F1 the trial reached (pruned: before it was stopped)
+    epochs: int
+    seconds: float
+    intermediate: dict[int, float] = field(default_factory=dict)
+    system_attrs: dict[str, Any] = field(default_factory=dict)
+    distributions: dict[str, str] = field(default_factory=dict)
+    sampled: dict[str, Any] = field(default_factory=dict)  # in Optuna's names (resume)
+
+
+@dataclass
+class SearchResult:
+    best: Trial
+    result: Any  # the trial function's result for the best trial
+    params: TrainParams  # the chosen params (autotune off)
+    trials: list[Trial]
+    stopped_by: str  # trials | budget
+    seconds: float
+
+
+TrialFn = Callable[[TrainParams, Callable[[int, float], None], float], tuple[Any, bool]]
+
+
+def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
+           checkpoint: Path | None = None, fingerprint: str = "",
+           restore: Callable[[Path], Any] | None = None, save: Callable[[Path, Any], None] | None = None,
+           clock: Callable[[], float] = time.monotonic) -> SearchResult:
+    """Run the search. `run_trial(params, report, deadline)` trains one configuration, calls
+    `report(epoch, valid_macro_f1, final=False)` after each epoch (which raises `Pruned`; not
+    after a trial's last word, `final=True`), stops by itself at
+    `deadline` (a `clock()` value) and returns `(result, cut)`, `cut` telling whether the deadline
+    stopped it; `score(result)` is its best valid macro-F1. With `checkpoint`, finished trials and
+    the best result (`save`/`restore`) are kept there and a rerun resumes after them."""
+    import optuna
+
+    at: AutotuneParams = p.autotune
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    families = tuple(dict.fromkeys((p.model, *at.families)))  # the family as written is always searched
+    study = optuna.create_study(direction="maximize", pruner=_pruner(at.pruner, at.trials))
+    done: list[Trial] = []
+    elapsed_before = 0.0
+    best: Trial | None = None
+    best_result = None
+    if checkpoint is not None:
+        checkpoint.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None and restore is not None:
+        resumed = _load_log(checkpoint, fingerprint)
+        if resumed is not None:
+            done, elapsed_before, best_number = resumed
+            best = next((t for t in done if t.number == best_number), None)
+            best_result = restore(checkpoint) if best is not None else None
+            if best is not None and best_result is None:  # the log names a best the folder lacks
+                done, elapsed_before, best = [], 0.0, None
+            for t in done:
+                study.add_trial(_frozen(optuna, t))
+            if done:
+                log.info("autotune: resuming after %d finished trial(s)", len(done))
+    start = clock() - elapsed_before
+    deadline = start + at.budget_s
+    stopped_by = "trials"
+    for number in range(len(done), at.trials):
+        if best is not None and clock() >= deadline:
+            stopped_by = "budget"
+            break
+        study.sampler = optuna.samplers.TPESampler(seed=at.seed * 1_000_003 + number, multivariate=True, group=True,
+                                                   n_startup_trials=max(4, at.trials // 3))
+        if number == 0:
+            study.enqueue_trial(as_written(p))
+        trial = study.ask()
+        overrides = suggest(trial, p, families)
+        t0 = clock()
+        reached: dict[int, float] = {}
+
+        def report(epoch: int, value: float, final: bool = False, trial=trial, reached=reached) -> None:
+            reached[epoch] = value
+            trial.report(value, epoch)
+            if not final and trial.should_prune():
+                raise Pruned()
+
+        state, result = "complete", None
+        try:
+            result, cut = run_trial(apply(p, overrides), report, deadline)
+            if cut:
+                state = "budget"
+        except Pruned:
+            state = "pruned"
+        value = score(result) if result is not None else (max(reached.values()) if reached else None)
+        if state == "complete":
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        frozen = study.trials[-1]
+        rec = Trial(number, overrides, state, value, max(reached, default=0), clock() - t0, dict(reached),
+                    dict(frozen.system_attrs),
+                    {k: optuna.distributions.distribution_to_json(d) for k, d in frozen.distributions.items()},
+                    dict(frozen.params))
+        log.info("autotune trial %d/%d %s: %s; valid macro-F1 %s (%.1f s)", number + 1, at.trials, state,
+                 _describe(overrides), "n/a" if value is None else f"{value:.4f}", rec.seconds)
+        done.append(rec)
+        # a trial the budget cut counts only when no trial finished before it
+        usable = state == "complete" or (state == "budget" and best is None and result is not None)
+        if usable and (best is None or value > best.value):
+            best, best_result = rec, result
+            if checkpoint is not None and save is not None:
+                save(checkpoint, result)
+        if checkpoint is not None:
+            _save_log(checkpoint, fingerprint, done, clock() - start, best.number if best else None)
+        if state == "budget":
+            stopped_by = "budget"
+            break
+    if best is None:
+        raise RuntimeError("autotune: no trial finished within train.autotune.budget_s")
+    return SearchResult(best, best_result, apply(p, best.params), done, stopped_by, clock() - start)
+
+
+def _pruner(name: str, trials: int):
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=max(2, trials // 4), n_warmup_steps=1)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _describe(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _frozen(optuna, t: Trial):
+    dists = {k: optuna.distributions.json_to_distribution(d) for k, d in t.distributions.items()}
+    params = {k: v for k, v in t.sampled.items() if k in dists}
+    complete = t.state == "complete"
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
+        value=t.value if complete else None, params=params, distributions=dists,
+        intermediate_values={int(k): v for k, v in t.intermediate.items()}, system_attrs=t.system_attrs)
+
+
+def _save_log(folder: Path, fingerprint: str, trials: list[Trial], elapsed: float, best: int | None) -> None:
+    from stages.artifacts import write_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"fingerprint": fingerprint, "elapsed_s": elapsed, "best": best,
+            "trials": [t.__dict__ for t in trials]}
+    write_bytes(folder / LOG_FILE, json.dumps(data, sort_keys=True).encode("utf-8"))
+
+
+def _load_log(folder: Path, fingerprint: str) -> tuple[list[Trial], float, int | None] | None:
+    path = folder / LOG_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("fingerprint") != fingerprint:
+            log.info("autotune log is for other data or params: starting the search over")
+            return None
+        trials = [Trial(**{**t, "intermediate": {int(k): v for k, v in t["intermediate"].items()}})
+                  for t in data["trials"]]
+        return trials, float(data["elapsed_s"]), data.get("best")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("ignoring unreadable autotune log %s: %s", path, err)
+        return None
+
+
+def summary(res: SearchResult) -> dict:
+    """What reports/train/autotune.json records (deterministic values only: no seconds)."""
+    states = [t.state for t in res.trials]
+    return {
+        "trials": len(res.trials),
+        "complete": states.count("complete"),
+        "pruned": states.count("pruned"),
+        "stopped_by": res.stopped_by,
+        "best_trial": res.best.number,
+        "best_valid_macro_f1": res.best.value,
+        "chosen": {k: v for k, v in sorted(res.best.params.items())},
+    }
+
+
+def trial_rows(res: SearchResult) -> list[dict]:
+    """One row a trial for `dvc plots` (trial number against valid macro-F1)."""
+    rows, best = [], -math.inf
+    for t in res.trials:
+        if t.value is not None and t.state == "complete":
+            best = max(best, t.value)
+        rows.append({"trial": t.number, "valid_macro_f1": t.value, "best_so_far": None if best == -math.inf else best,
+                     "model": t.params.get("model"), "state": t.state, "epochs": t.epochs})
+    return rows
