@@ -12,7 +12,15 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from stages.linear import fit_linear, nb_ratios, sample_weights, tfidf_matrix
-from stages.model import EncodingConfig, LinearModel, ModelConfig, encode, idf_weights, predict_proba, tfidf_weights
+from stages.model import (
+    EncodingConfig,
+    LinearModel,
+    ModelConfig,
+    encode,
+    idf_weights,
+    predict_proba,
+    tfidf_weights,
+)
 
 
 @pytest.fixture(scope="module")
