@@ -163,6 +163,18 @@ def comparison_line(current: dict) -> str | None:
     return text + "."
 
 
+def references_line(current: dict) -> str | None:
+    """Issue 11's bar in one sentence: the model against the best of its references."""
+    r = (current.get("comparison") or {}).get("references")
+    if not isinstance(r, dict) or r.get("margin") is None:
+        return None
+    raw = metric_value(current, "baseline_raw.macro_f1")
+    verdict = ("**non-inferior**" if r["non_inferior"] else
+               f"**below the bar** (more than {r['tolerance']} under it)")
+    return (f"Best reference: `{r['best']}` (macro-F1 {r['best_macro_f1']:.4f}; TF-IDF + LR on the raw text "
+            f"{_fmt(raw)}). Model margin {r['margin']:+.4f}: {verdict}.")
+
+
 def per_class_rows(metrics: dict | None) -> list[dict]:
     per_class = ((metrics or {}).get("test") or {}).get("per_class")
     if not isinstance(per_class, dict):
@@ -219,9 +231,9 @@ def run_markdown(*, root: Path, target: str | None, overrides: list[str], kept: 
                    "no evaluate stage yet, or it has not run)._")
     else:
         out.append(metrics_table(current, committed, commit))
-        line = comparison_line(current)
-        if line:
-            out += ["", line]
+        for line in (comparison_line(current), references_line(current)):
+            if line:
+                out += ["", line]
         if committed is None:
             out += ["", "_No committed metrics to compare with._"]
     out += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---:|"]

@@ -168,7 +168,10 @@ def test_metrics_report_compares_with_the_last_commit(built_repo):
     write(0.90, 0.88, {"pos": {"precision": 0.9, "recall": 0.86, "f1": 0.88, "support": 27},
                        "neg": {"precision": 0.87, "recall": 0.91, "f1": 0.89, "support": 30}},
           comparison={"delta_macro_f1": 0.09, "ci95_low": -0.01, "ci95_high": 0.2, "bootstrap": 1000,
-                      "model_only_correct": 7, "baseline_only_correct": 3, "mcnemar_p": 0.34})
+                      "model_only_correct": 7, "baseline_only_correct": 3, "mcnemar_p": 0.34,
+                      "references": {"best": "baseline_raw", "best_macro_f1": 0.8830, "margin": -0.0030,
+                                     "tolerance": 0.005, "non_inferior": True}},
+          baseline_raw={"accuracy": 0.89, "macro_f1": 0.8830})
     state = pipeline(target="ingest", repo=str(built_repo), return_state=True)
     arts = artifacts(state)
     md = arts["textclf-metrics"]
@@ -176,6 +179,8 @@ def test_metrics_report_compares_with_the_last_commit(built_repo):
     assert "| accuracy | 0.9000 | 0.8000 | +0.1000 | 0.8500 | +0.0500 |" in md
     assert ("Model − baseline macro-F1: +0.0900, 95% paired bootstrap interval [-0.0100, +0.2000]: within the "
             "test split's noise. McNemar p = 0.34 (7 documents only the model gets right, 3 only the baseline).") in md
+    assert ("Best reference: `baseline_raw` (macro-F1 0.8830; TF-IDF + LR on the raw text 0.8830). "
+            "Model margin -0.0030: **non-inferior**.") in md
     assert [r["label"] for r in arts["textclf-per-class"]] == ["neg", "pos"]
     assert arts["textclf-per-class"][1]["f1"] == 0.88
 
