@@ -1,6 +1,6 @@
 """Benchmark: `textclf diff`'s core on two versions of a 1,000,000-document corpus.
 
-Version A resamples the embedded sample corpus (`sample:reviews-zh`) to N documents; each copy gets
+Version A resamples the embedded sample corpus (`data/sample/reviews-zh`) to N documents; each copy gets
 a unique suffix so that every document has its own doc_id, as distinct reviews would. Version B
 removes, relabels and adds known numbers of documents (the added ones bring a few new words), and
 quarantines a known number of extra records. Splits are assigned with the split stage's own
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.artifacts import read_parquet, write_parquet  # noqa: E402
 from stages.params import CleanParams, SplitParams, VocabParams  # noqa: E402
-from stages.sources import read_line_file, sample_files  # noqa: E402
+from stages.sources import read_line_file  # noqa: E402
 from stages.split import assign, group_ids  # noqa: E402
 from stages.text import clean_batch, hash64, normalize, to_hex  # noqa: E402
 from stages.vocab import build_vocab, count_tokens  # noqa: E402
@@ -44,7 +44,8 @@ QUARANTINE_DELTA = {"empty": 5, "label_conflict": 100, "too_long": 3}
 
 def sample_pool() -> tuple[pa.Array, np.ndarray, pa.ListArray]:
     """The sample's distinct non-empty texts, their labels, and their cleaned tokens."""
-    frames = [read_line_file(path, label, None, "auto") for label, path in sample_files("reviews-zh").items()]
+    sample = Path(__file__).resolve().parent.parent / "data/sample/reviews-zh"
+    frames = [read_line_file(sample / f"{label}.txt", label, None, "auto") for label in ("pos", "neg")]
     records = pd.concat(frames, ignore_index=True)
     text = normalize(pa.array(records["text"].astype(object), type=pa.string()))
     df = pd.DataFrame({"text": text.to_numpy(zero_copy_only=False), "label": records["label"].to_numpy()})

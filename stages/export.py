@@ -31,7 +31,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from stages.artifacts import replace_dir
+from stages.artifacts import replace_dir, temp_dir_for
 from stages.bundle import Bundle, BundleError
 from stages.model import (
     BagModel,
@@ -362,8 +362,7 @@ def main() -> None:
         test = read_parquet(TEST, columns=["label", "tokens"])
         tokens = test["tokens"].array._pa_array.combine_chunks()
         ONNX_DIR.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{ONNX_DIR.name}.", dir=ONNX_DIR.parent))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would stay on models/onnx after the swap
+        tmp = temp_dir_for(ONNX_DIR)
         try:
             report = export(bundle, tokens, test["label"].to_numpy(dtype=object), tmp)
             replace_dir(tmp, ONNX_DIR)

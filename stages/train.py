@@ -498,11 +498,16 @@ def save_checkpoint(path: Path, fingerprint: str, model: nn.Module, opt: torch.o
     tmp_t, tmp_m = path / ".state.safetensors.tmp", path / ".state.json.tmp"
     # the tensors carry the epoch they belong to: a kill between the two renames below leaves a
     # pair that disagrees, which load_checkpoint detects instead of mixing epochs
-    save_file(tensors, str(tmp_t), metadata={"epoch": str(state.epoch), "step": str(state.step)})
-    tmp_m.write_text(json.dumps(meta), encoding="utf-8")
+    # one metadata key (safetensors writes its metadata map in no fixed order)
+    save_file(tensors, str(tmp_t), metadata={"tag": json.dumps({"epoch": state.epoch, "step": state.step})})
+    tmp_m.write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
     # tensors first, JSON last: a JSON whose tensors are missing never exists
-    os.replace(tmp_t, path / "state.safetensors")
-    os.replace(tmp_m, path / "state.json")
+    from stages.artifacts import fsync_path
+
+    for tmp, final in ((tmp_t, "state.safetensors"), (tmp_m, "state.json")):
+        fsync_path(tmp)
+        os.replace(tmp, path / final)
+        fsync_path(path)
 
 
 def load_checkpoint(path: Path, fingerprint: str, model: nn.Module, opt: torch.optim.Optimizer
@@ -518,22 +523,35 @@ def load_checkpoint(path: Path, fingerprint: str, model: nn.Module, opt: torch.o
     except Exception as err:  # noqa: BLE001 - a broken checkpoint means: start over, loudly
         log.warning("ignoring unreadable checkpoint %s: %s", path, err)
         return None
-    state = TrainState(**meta["state"])
-    if tagged.get("epoch") != str(state.epoch) or tagged.get("step") != str(state.step):
+    try:
+        state = TrainState(**meta["state"])
+        tag = json.loads(tagged.get("tag", "{}"))
+    except (TypeError, KeyError, ValueError) as err:
+        log.warning("checkpoint %s was written by another version of textclf (%s): starting from scratch", path, err)
+        return None
+    if tag.get("epoch") != state.epoch or tag.get("step") != state.step:
         log.warning("checkpoint %s: tensors (epoch %s) and state (epoch %d) disagree — interrupted while "
-                    "saving; starting from scratch", path, tagged.get("epoch"), state.epoch)
+                    "saving; starting from scratch", path, tag.get("epoch"), state.epoch)
         return None
     if meta.get("fingerprint") != fingerprint:
         log.info("checkpoint is for other data or params: starting from scratch")
         return None
     if state.done or not state.history:
         return None  # a finished run: a rerun (e.g. `dvc repro -f`) trains again from scratch
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    osd: dict = {"param_groups": meta["optimizer"]["param_groups"], "state": {}}
-    for pid, st in meta["optimizer"]["state"].items():
-        osd["state"][int(pid)] = {name: (tensors[f"opt.{pid}.{name}"] if val == "tensor" else val)
-                                  for name, val in st.items()}
-    opt.load_state_dict(osd)
+    model_state = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        osd: dict = {"param_groups": meta["optimizer"]["param_groups"], "state": {}}
+        for pid, st in meta["optimizer"]["state"].items():
+            osd["state"][int(pid)] = {name: (tensors[f"opt.{pid}.{name}"] if val == "tensor" else val)
+                                      for name, val in st.items()}
+        opt.load_state_dict(osd)
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:
+        # same params and data, but weights or optimizer state of another shape: older code
+        model.load_state_dict(model_state)
+        log.warning("checkpoint %s does not fit this model (written by another version of textclf?): %s; "
+                    "starting from scratch", path, str(err).splitlines()[0])
+        return None
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     return state, best
 
@@ -584,6 +602,16 @@ def model_config(p: TrainParams, num_embeddings: int, num_classes: int) -> Model
                        sublinear_tf=p.linear.sublinear_tf)
 
 
+def extra_stopwords(clean_params) -> list[str]:
+    """The words of clean.stopwords_file as the clean stage applied them (normalised), sorted."""
+    from stages.text import load_stopwords
+
+    if not clean_params.stopwords_file:
+        return []
+    builtin = load_stopwords(clean_params.model_copy(update={"stopwords_file": None}))
+    return sorted(load_stopwords(clean_params) - builtin)
+
+
 def bundle_config(cfg: ModelConfig, enc: EncodingConfig, labels: list[str], vocab: dict, clean_params,
                   p: TrainParams, result: FitResult, device: str, processes: int = 1) -> dict:
     """What the bundle's config.json records about a training run (stages.bundle adds format,
@@ -593,8 +621,10 @@ def bundle_config(cfg: ModelConfig, enc: EncodingConfig, labels: list[str], voca
         "encoding": {"vocab_size": enc.vocab_size, "bigrams": enc.bigrams, "hash_buckets": enc.hash_buckets},
         "labels": labels,
         "vocab_hash": vocab["hash"],
-        # prediction must clean text exactly as the clean stage did
-        "text": {"clean": clean_params.model_dump(mode="json"), "normalize": "nfkc-v1"},
+        # prediction must clean text exactly as the clean stage did: the user's extra stopwords go
+        # in by content (sorted), so prediction never reads the file the path names
+        "text": {"clean": clean_params.model_dump(mode="json"), "normalize": "nfkc-v1",
+                 "stopwords_extra": extra_stopwords(clean_params)},
         "params": p.model_dump(mode="json"),
         "training": {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
                      "epochs_run": result.state.epoch, "device": device, "processes": processes,

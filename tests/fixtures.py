@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # What a copy of the project needs to run its pipeline (tracked files, no data, no venv).
 PROJECT_FILES = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
-                 "prefect.yaml"]
+                 "prefect.yaml", "data/stopwords.txt"]
 
 POS_ZH = ["很好", "喜欢", "满意", "推荐", "不错", "漂亮", "舒服", "快"]
 NEG_ZH = ["很差", "失望", "难用", "退货", "糟糕", "太慢", "破", "脏"]
@@ -23,6 +23,14 @@ POS_EN = ["great", "excellent", "love", "perfect", "happy", "recommend"]
 NEG_EN = ["terrible", "awful", "broken", "refund", "hate", "disappointing"]
 NEUTRAL_ZH = ["房间", "酒店", "手机", "书", "价格", "服务", "屏幕", "电池", "早餐", "快递"]
 NEUTRAL_EN = ["the", "room", "phone", "book", "price", "service", "screen", "battery"]
+
+
+def project_params() -> dict:
+    """The project's params.yaml as a dict, its file paths made absolute (for a stage run in a
+    temp folder that holds no copy of them)."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    p["clean"]["stopwords_file"] = str(ROOT / p["clean"]["stopwords_file"])
+    return p
 
 
 def make_docs(n: int = 600, seed: int = 0) -> list[tuple[str, str]]:
@@ -83,6 +91,7 @@ def make_repo(dest: Path, docs: list[tuple[str, str]] | None = None, params: dic
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     write_text_dir(dest / "data" / "raw", docs if docs is not None else make_docs())
     p = yaml.safe_load((dest / "params.yaml").read_text(encoding="utf-8"))

@@ -27,7 +27,7 @@ from stages.artifacts import InputError
 from stages.bundle import Bundle, BundleError, load_bundle
 from stages.export import FP32, ONNX_DIR, OnnxClassifier, bundle_digest
 from stages.model import EncodingConfig, VocabIndex, encode, predict_proba
-from stages.params import CleanParams, ParamsError
+from stages.params import CleanParams
 from stages.text import clean_batch, load_stopwords, normalize
 
 DEFAULT_BUNDLE = Path("models/classifier")
@@ -124,11 +124,15 @@ def _text_settings(bundle: Bundle) -> tuple[CleanParams, frozenset[str]]:
         params = CleanParams.model_validate(text["clean"])
     except ValidationError as err:
         raise BundleError(f"{bundle.path}: config.json text.clean is not valid for this textclf: {err}") from None
-    try:
-        stopwords = load_stopwords(params)
-    except (FileNotFoundError, ParamsError) as err:
-        # the bundle records the path of the user's list, not its words: predicting needs the file
-        raise BundleError(f"{bundle.path}: prediction needs the stopword list the model was trained with: {err}") from None
+    # The user's extra list is in the bundle by content: prediction never opens the path the
+    # training run read (the file may have changed since, or a crafted config may name /dev/zero).
+    extra = text.get("stopwords_extra")
+    if params.stopwords_file and not isinstance(extra, list):
+        raise BundleError(f"{bundle.path}: trained with clean.stopwords_file, but the bundle does not hold that "
+                          "stopword list (a bundle from an older textclf): retrain with `dvc repro train`")
+    if not all(isinstance(w, str) for w in extra or []):
+        raise BundleError(f"{bundle.path}: config.json text.stopwords_extra must be a list of strings")
+    stopwords = load_stopwords(params.model_copy(update={"stopwords_file": None}), extra=extra or [])
     return params, stopwords
 
 

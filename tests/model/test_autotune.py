@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -210,10 +209,11 @@ def test_the_test_split_is_never_read(fixture_data, tmp_path, monkeypatch):
             bad["text"] = "poison"
         write_parquet(bad, root / "data/processed/test.parquet")
         (root / "data/processed/vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-        shutil.copy(train_stage.Path(__file__).resolve().parents[2] / "params.yaml", root / "params.yaml")
         import yaml
 
-        p = yaml.safe_load((root / "params.yaml").read_text())
+        from tests.fixtures import project_params
+
+        p = project_params()
         p["train"].update({"epochs": 4, "autotune": {**p["train"]["autotune"], "trials": 5, "budget_s": 600}})
         (root / "params.yaml").write_text(yaml.safe_dump(p))
         monkeypatch.chdir(root)

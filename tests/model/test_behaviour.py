@@ -34,7 +34,7 @@ def sample_model():
     ip, cp, sp, vp = (load_params(s, path) for s in ("ingest", "clean", "split", "vocab"))
     tp = load_params("train", path)
     tp = tp.model_copy(update={"device": "cpu", "autotune": tp.autotune.model_copy(update={"trials": 4})})
-    docs = ingest(read_records(ip.model_copy(update={"source": "sample:reviews-zh"})), ip).documents
+    docs = ingest(read_records(ip.model_copy(update={"source": str(ROOT / "data/sample/reviews-zh")})), ip).documents
     stop = load_stopwords(cp)
     parts, _ = split(clean(docs, cp, stop).clean, sp)
     vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), vp.ngrams), vp)

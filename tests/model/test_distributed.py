@@ -27,7 +27,7 @@ from stages.artifacts import write_json, write_parquet
 from stages.model import build_model, predict_proba
 from stages.params import DistributedParams
 from stages.train import encode_split, fit, init_world, shard, torchrun_command
-from tests.fixtures import ROOT, env
+from tests.fixtures import ROOT, env, project_params
 
 WORLD = 2
 
@@ -130,8 +130,9 @@ def _workdir(path, fixture_split, fixture_vocab, train: dict):
     write_parquet(train_df, path / "data/processed/train.parquet")
     write_parquet(valid_df, path / "data/processed/valid.parquet")
     write_json(fixture_vocab, path / "data/processed/vocab.json")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["train"].update(train)
+    params = project_params()
+    # the params as written, one family: autotune runs in one process
+    params["train"].update({"model": "bag", "autotune": {**params["train"]["autotune"], "budget_s": 0}}, **train)
     (path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
 

@@ -165,3 +165,55 @@ def test_checkpoint_whose_tensors_and_state_disagree_is_not_resumed(prepared, sm
     seen = []
     fit(tr, va, cfg, p, CPU, checkpoint=a, fingerprint="fp", on_epoch=seen.append)
     assert [h["epoch"] for h in seen] == [1, 2, 3]  # trained from scratch: nothing replayed
+
+
+def test_checkpoint_from_another_version_is_reported_and_training_starts_fresh(prepared, small_params, tmp_path,
+                                                                             caplog):
+    """Same params and data (same fingerprint) but weights of another shape, as older code
+    would have written: a warning, then a run from scratch that ends like an uninterrupted one."""
+    import json
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    tr, va, cfg, _, _ = prepared
+    p = small_params.model_copy(update={"epochs": 3})
+    ckpt = tmp_path / "ckpt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(rec):
+        if rec["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(tr, va, cfg, p, CPU, checkpoint=ckpt, fingerprint="fp", on_epoch=stop_after_two)
+    tensors = load_file(str(ckpt / "state.safetensors"))
+    tensors = {k: (v[:, :3].contiguous() if v.dim() == 2 else v) for k, v in tensors.items()}  # "old" shapes
+    meta = json.loads((ckpt / "state.json").read_text())
+    save_file(tensors, str(ckpt / "state.safetensors"),
+              metadata={"tag": json.dumps({"epoch": meta["state"]["epoch"], "step": meta["state"]["step"]})})
+    seen = []
+    with caplog.at_level(logging.WARNING, logger="textclf.train"):
+        resumed = fit(tr, va, cfg, p, CPU, checkpoint=ckpt, fingerprint="fp", on_epoch=seen.append)
+    assert "does not fit this model" in caplog.text
+    assert [h["epoch"] for h in seen] == [1, 2, 3]
+    fresh = fit(tr, va, cfg, p, CPU)
+    for k, v in fresh.best_state.items():
+        assert torch.equal(v, resumed.best_state[k]), k
+
+
+def test_checkpoint_with_an_unreadable_state_is_reported_and_ignored(prepared, small_params, tmp_path, caplog):
+    import logging
+
+    tr, va, cfg, _, _ = prepared
+    p = small_params.model_copy(update={"epochs": 2})
+    ckpt = tmp_path / "ckpt"
+    fit(tr, va, cfg, p, CPU, checkpoint=ckpt, fingerprint="fp")
+    (ckpt / "state.json").write_text('{"fingerprint": "fp", "state": {"epoch": 1, "unknown_field": 3}}')
+    seen = []
+    with caplog.at_level(logging.WARNING, logger="textclf.train"):
+        fit(tr, va, cfg, p, CPU, checkpoint=ckpt, fingerprint="fp", on_epoch=seen.append)
+    assert "another version of textclf" in caplog.text
+    assert [h["epoch"] for h in seen] == [1, 2]

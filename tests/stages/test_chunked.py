@@ -15,7 +15,7 @@ import yaml
 
 from stages import clean, ingest, split, vocab
 from stages.artifacts import ChunkWriter, read_parquet
-from tests.fixtures import ROOT, make_docs
+from tests.fixtures import make_docs, project_params
 
 STAGES = (ingest, clean, split, vocab)
 PARQUETS = ["data/interim/documents.parquet", "data/interim/rejected_ingest.parquet",
@@ -53,7 +53,7 @@ def run_pipeline(workdir: Path, source: Path, chunk_rows: int, engine: str = "lo
                  **ingest_extra) -> dict:
     """Run the four stage mains in `workdir`; return every output, read back."""
     workdir.mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params = project_params()
     params["ingest"].update(source=str(source), **ingest_extra)
     params["clean"].update(clean or {})
     for s in ("ingest", "clean", "split", "vocab"):

