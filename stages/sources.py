@@ -322,7 +322,7 @@ def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
             obj = json.loads(raw)
             if not isinstance(obj, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested past Python's stack
             texts.append(raw)
             labels.append(None)
             splits.append(None)

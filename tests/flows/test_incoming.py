@@ -282,32 +282,68 @@ def test_place_appends_lines_in_the_raw_files_encoding_and_never_edits_in_place(
     (landing / "neg.txt").write_bytes("\ufeff新的评论太慢\n".encode())  # UTF-8 with a BOM
     (landing / "pos.txt").write_text("新标签文件很好\n", encoding="utf-8")
     (landing / "upload.txt.part").write_text("still copying")
+    (landing / ".upload.txt.x1Yz").write_text("rsync's temp name")
     spec = RawSpec("raw", "text_dir")
 
     files = landing_files(landing, min_age_s=0)
     assert [p.name for p in files] == ["neg.txt", "pos.txt"]  # partial uploads wait
     assert landing_files(landing, min_age_s=3600) == []  # too fresh: next run
 
-    assert place(landing / "neg.txt", raw, spec) == []
+    assert place(landing / "neg.txt", tmp_path, spec) == []
     assert old.read_bytes().decode("gb18030") == "旧的评论很差\n新的评论太慢\n"
     assert old.stat().st_ino != inode  # replaced by rename: a DVC cache linked to it is untouched
-    assert place(landing / "pos.txt", raw, spec) == [str(raw / "pos.txt")]  # a new label file
+    assert place(landing / "pos.txt", tmp_path, spec) == [str(raw / "pos.txt")]  # a new label file
 
 
-def test_place_remembers_what_it_appended_to_and_split_layouts_refuse_top_level_files(tmp_path):
-    from flows.incoming import RawSpec, _shape_problem, place
+def test_a_declared_encoding_is_used_for_appended_lines(tmp_path):
+    from flows.intake import reencode
+
+    old = "café ancien\n".encode("latin-1")
+    new = "très bien\n".encode("latin-1")
+    assert reencode(new, old, "latin-1") == new  # not rewritten as mojibake
+    assert reencode("très bien\n".encode(), old, "auto") == "très bien\n".encode()
+
+
+def test_every_change_to_the_raw_folder_is_journalled_and_undone_only_if_untouched(tmp_path):
+    from flows.incoming import RawSpec, place
+    from flows.transaction import Journal, undo_raw
+
+    root = tmp_path
+    raw = root / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "neg.txt").write_text("旧的\n", encoding="utf-8")
+    (raw / "pos.txt").write_text("好的\n", encoding="utf-8")
+    incoming = tmp_path / "copies"
+    incoming.mkdir()
+    for name, text in (("neg.txt", "新的\n"), ("pos.txt", "也好\n"), ("neu.txt", "一般\n")):
+        (incoming / name).write_text(text, encoding="utf-8")
+    journal = Journal(run="r1", head="x", staging="")
+    spec = RawSpec("data/raw", "text_dir")
+    for name in ("neg.txt", "pos.txt", "neu.txt"):
+        place(incoming / name, root, spec, journal)
+    on_disk = Journal.load(root)
+    assert [r["path"] for r in on_disk.appended] == ["data/raw/neg.txt", "data/raw/pos.txt"]
+    assert [r["path"] for r in on_disk.created] == ["data/raw/neu.txt"]
+    # the user edits pos.txt while the run goes on: that file is left as the user made it
+    (raw / "pos.txt").write_text("好的\n也好\n用户的修改\n", encoding="utf-8")
+    kept = undo_raw(root, on_disk)
+    assert kept == ["data/raw/pos.txt"]
+    assert (raw / "neg.txt").read_text(encoding="utf-8") == "旧的\n"
+    assert (raw / "pos.txt").read_text(encoding="utf-8") == "好的\n也好\n用户的修改\n"
+    assert not (raw / "neu.txt").exists()
+
+
+def test_split_layouts_refuse_top_level_files_and_split_named_items(tmp_path):
+    from flows.incoming import RawSpec, _shape_problem
 
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
-    (raw / "neg.txt").write_text("旧的\n", encoding="utf-8")
     new = tmp_path / "neg.txt"
     new.write_text("新的\n", encoding="utf-8")
-    backups: dict[str, bytes] = {}
-    place(new, raw, RawSpec("data/raw", "text_dir"), backups)
-    assert backups == {str(raw / "neg.txt"): "旧的\n".encode()}  # what restore() writes back
-
     spec = RawSpec("data/raw", "text_dir")
     assert _shape_problem(new, spec, tmp_path) is None
+    (tmp_path / "train").mkdir()
+    assert "named like a split" in _shape_problem(tmp_path / "train", spec, tmp_path)
     (raw / "train").mkdir()
     problem = _shape_problem(new, spec, tmp_path)
     assert problem and "train/valid/test" in problem

@@ -221,6 +221,14 @@ def test_jsonl_with_malformed_lines(tmp_path):
     ]
 
 
+def test_a_jsonl_line_nested_past_the_stack_is_a_malformed_record_not_a_crash(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "fine", "label": "pos"}\n' + "[" * 100_000 + "\n", encoding="utf-8")
+    df = records(path)
+    assert rows(df, "text", "label", "line", "reason")[0] == ("fine", "pos", 1, None)
+    assert rows(df, "label", "line", "reason")[1] == (None, 2, "malformed")
+
+
 def test_jsonl_missing_column_names_the_column_and_the_columns_found(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text(json.dumps({"content": "x", "label": "pos"}) + "\n", encoding="utf-8")
