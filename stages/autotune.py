@@ -119,27 +119,37 @@ class Trial:
 
 @dataclass
 class SearchResult:
-    best: Trial
-    result: Any  # the trial function's result for the best trial
+    best: Trial  # the chosen trial: the best one, or trial 0 when the best is not clearly better
+    result: Any  # the trial function's result for the chosen trial
     params: TrainParams  # the chosen params (autotune off)
     trials: list[Trial]
     stopped_by: str  # trials | budget
     seconds: float
+    choice: dict = field(default_factory=dict)  # best vs trial 0 on valid: delta, its standard error, kept
 
 
 TrialFn = Callable[[TrainParams, Callable[[int, float], None], float], tuple[Any, bool]]
 
 
+Prefer = Callable[[Any, Any], tuple[bool, dict]]
+
+
 def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
            checkpoint: Path | None = None, fingerprint: str = "",
-           restore: Callable[[Path], Any] | None = None, save: Callable[[Path, Any], None] | None = None,
-           clock: Callable[[], float] = time.monotonic) -> SearchResult:
+           restore: Callable[[Path, str], Any] | None = None, save: Callable[[Path, Any, str], None] | None = None,
+           clock: Callable[[], float] = time.monotonic, prefer: Prefer | None = None) -> SearchResult:
     """Run the search. `run_trial(params, report, deadline)` trains one configuration, calls
     `report(epoch, valid_macro_f1, final=False)` after each epoch (which raises `Pruned`; not
     after a trial's last word, `final=True`), stops by itself at
     `deadline` (a `clock()` value) and returns `(result, cut)`, `cut` telling whether the deadline
     stopped it; `score(result)` is its best valid macro-F1. With `checkpoint`, finished trials and
-    the best result (`save`/`restore`) are kept there and a rerun resumes after them."""
+    the results of trial 0 and the best trial (`save`/`restore`, by name) are kept there and a
+    rerun resumes after them.
+
+    Selecting the best of many trials on one valid split overfits its noise, so the best trial
+    replaces trial 0 (the params as written) only when `prefer(first_result, best_result)` says
+    so — the train stage asks for a valid-F1 gain above one standard error of the paired
+    difference (the one-standard-error rule)."""
     import optuna
 
     at: AutotuneParams = p.autotune
@@ -150,7 +160,7 @@ def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
     done: list[Trial] = []
     elapsed_before = 0.0
     best: Trial | None = None
-    best_result = None
+    best_result = first_result = None
     if checkpoint is not None:
         checkpoint.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None and restore is not None:
@@ -158,9 +168,11 @@ def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
         if resumed is not None:
             done, elapsed_before, best_number = resumed
             best = next((t for t in done if t.number == best_number), None)
-            best_result = restore(checkpoint) if best is not None else None
-            if best is not None and best_result is None:  # the log names a best the folder lacks
-                done, elapsed_before, best = [], 0.0, None
+            best_result = restore(checkpoint, "best") if best is not None else None
+            first_ok = bool(done) and done[0].state == "complete"
+            first_result = restore(checkpoint, "first") if first_ok else None
+            if (best is not None and best_result is None) or (first_ok and first_result is None):
+                done, elapsed_before, best, best_result, first_result = [], 0.0, None, None, None  # incomplete
             for t in done:
                 study.add_trial(_frozen(optuna, t))
             if done:
@@ -209,10 +221,14 @@ def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
         done.append(rec)
         # a trial the budget cut counts only when no trial finished before it
         usable = state == "complete" or (state == "budget" and best is None and result is not None)
+        if number == 0 and state == "complete":
+            first_result = result
+            if checkpoint is not None and save is not None:
+                save(checkpoint, result, "first")
         if usable and (best is None or value > best.value):
             best, best_result = rec, result
             if checkpoint is not None and save is not None:
-                save(checkpoint, result)
+                save(checkpoint, result, "best")
         if checkpoint is not None:
             _save_log(checkpoint, fingerprint, done, clock() - start, best.number if best else None)
         if state == "budget":
@@ -220,7 +236,16 @@ def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
             break
     if best is None:
         raise RuntimeError("autotune: no trial finished within train.autotune.budget_s")
-    return SearchResult(best, best_result, apply(p, best.params), done, stopped_by, clock() - start)
+    choice: dict = {}
+    if best.number != 0 and first_result is not None and prefer is not None:
+        switch, choice = prefer(first_result, best_result)
+        choice = {**choice, "kept_trial_0": not switch}
+        if not switch:
+            log.info("autotune: trial %d beats trial 0 on valid by %+.4f, not more than its standard error %.4f: "
+                     "keeping the params as written", best.number, choice.get("delta", float("nan")),
+                     choice.get("se", float("nan")))
+            best, best_result = done[0], first_result
+    return SearchResult(best, best_result, apply(p, best.params), done, stopped_by, clock() - start, choice)
 
 
 def _pruner(name: str, trials: int):
@@ -288,6 +313,8 @@ def summary(res: SearchResult) -> dict:
         "best_trial": res.best.number,
         "best_valid_macro_f1": res.best.value,
         "chosen": {k: v for k, v in sorted(res.best.params.items())},
+        **({"over_trial_0": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in res.choice.items()}}
+           if res.choice else {}),
     }
 
 

@@ -37,6 +37,7 @@ from stages.baseline import predictions_frame
 from stages.bundle import Bundle, load_bundle
 from stages.model import EncodingConfig, encode, label_ids, predict_proba
 from stages.params import load_params
+from stages.stats import paired_macro_f1_deltas
 
 log = logging.getLogger("textclf.evaluate")
 
@@ -116,20 +117,6 @@ def curves(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> tuple[li
     return roc, pr
 
 
-def bootstrap_macro_f1(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
-    """Macro-F1 of each bootstrap replicate, vectorised: `counts[b, i]` is how often document i
-    was drawn in replicate b. Classes absent from a replicate (as truth and as prediction) do not
-    count, as in `score`."""
-    onehot_t = np.eye(k, dtype=np.float64)[y]  # [n, k]
-    onehot_p = np.eye(k, dtype=np.float64)[pred]
-    c = counts.astype(np.float64)
-    tp = c @ (onehot_t * onehot_p)  # [B, k]
-    denom = c @ onehot_t + c @ onehot_p  # true + predicted per class
-    present = denom > 0
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=present)
-    return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
-
-
 def compare_to_baseline(y: np.ndarray, pred_model: np.ndarray, pred_baseline: np.ndarray, k: int,
                         n_boot: int = 1000, seed: int = 0) -> dict:
     """Model vs baseline on the same documents (class indices): the macro-F1 difference, its
@@ -148,19 +135,9 @@ def compare_to_baseline(y: np.ndarray, pred_model: np.ndarray, pred_baseline: np
            "mcnemar_p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0}
     if n == 0:
         return out
-    cell = (y * k + pred_model) * k + pred_baseline
-    counts = np.bincount(cell, minlength=k ** 3)
-    present = np.flatnonzero(counts)
-    counts = counts[present]
-    ty, tm, tb = present // (k * k), (present // k) % k, present % k  # each cell's triple
-
-    def delta(counts: np.ndarray) -> np.ndarray:
-        return bootstrap_macro_f1(ty, tm, counts, k) - bootstrap_macro_f1(ty, tb, counts, k)
-
-    out["delta_macro_f1"] = float(delta(counts[None, :])[0])
+    observed, deltas = paired_macro_f1_deltas(y, pred_model, pred_baseline, k, n_boot, seed)
+    out["delta_macro_f1"] = observed
     if n_boot:
-        rng = np.random.default_rng(seed)
-        deltas = delta(rng.multinomial(n, counts / n, size=n_boot))
         out["ci95_low"], out["ci95_high"] = (float(v) for v in np.percentile(deltas, [2.5, 97.5]))
         out["bootstrap"] = int(n_boot)
     return out

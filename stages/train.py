@@ -693,35 +693,65 @@ def autotune(data: Prepared, p: TrainParams, device: torch.device, fingerprint: 
                            on_epoch=lambda rec: report(rec["epoch"], rec["valid_macro_f1"], final=final))
         return out, out.result.cut
 
+    def prefer(first: Outcome, best: Outcome) -> tuple[bool, dict]:
+        return prefer_best(data, first, best, p.autotune.seed)
+
     return at.search(p, run_trial, score=lambda out: out.result.state.best_f1, checkpoint=checkpoint,
-                     fingerprint=fingerprint, restore=restore_outcome, save=save_outcome)
+                     fingerprint=fingerprint, restore=restore_outcome, save=save_outcome, prefer=prefer)
 
 
-BEST_TENSORS, BEST_META = "best.safetensors", "best.json"
+def valid_predictions(data: Prepared, out: Outcome, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(truth, predicted) class indices of a trial's model on the valid split."""
+    _, va, _, _, _ = data.get(out.params)
+    model = build_model(out.cfg)
+    model.load_state_dict(out.result.best_state)
+    model = model.to(device)
+    pred = predict_proba(model, va.ids.to(device), va.offsets.to(device)).argmax(1).numpy()
+    return va.labels.cpu().numpy(), pred
 
 
-def save_outcome(folder: Path, out: Outcome) -> None:
-    """The best autotune trial so far, kept beside the search log (safetensors + JSON)."""
-    from stages.artifacts import write_bytes
+def prefer_best(data: Prepared, first: Outcome, best: Outcome, seed: int, n_boot: int = 1000) -> tuple[bool, dict]:
+    """The one-standard-error rule: the best trial replaces trial 0 only when its valid macro-F1
+    gain is larger than the paired bootstrap standard error of that gain (seeded: same choice
+    every run)."""
+    from stages.stats import paired_macro_f1_deltas
 
+    y, pred_best = valid_predictions(data, best)
+    _, pred_first = valid_predictions(data, first)
+    delta, deltas = paired_macro_f1_deltas(y, pred_best, pred_first, len(best.labels), n_boot, seed)
+    se = float(deltas.std(ddof=1))
+    return delta > se, {"delta": delta, "se": se}
+
+
+def _files(name: str) -> tuple[str, str]:
+    return f"{name}.safetensors", f"{name}.json"
+
+
+def save_outcome(folder: Path, out: Outcome, name: str = "best") -> None:
+    """An autotune trial's result (trial 0's, the best's), kept beside the search log."""
+    from stages.artifacts import fsync_path, write_bytes
+
+    tensors_file, meta_file = _files(name)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"cfg": out.cfg.to_dict(), "enc": out.enc.__dict__, "labels": out.labels, "params": out.params.model_dump(mode="json"),
             "state": out.result.state.__dict__, "tokens_per_s": out.result.tokens_per_s, "cut": out.result.cut}
-    tmp = folder / f".{BEST_TENSORS}.tmp"
+    tmp = folder / f".{tensors_file}.tmp"
     # one metadata key: safetensors writes its metadata map in no fixed order
     save_file({k: v.detach().cpu().contiguous() for k, v in out.result.best_state.items()}, str(tmp),
               metadata={"meta": json.dumps(meta, sort_keys=True)})
-    os.replace(tmp, folder / BEST_TENSORS)
-    write_bytes(folder / BEST_META, json.dumps(meta, sort_keys=True).encode("utf-8"))
+    fsync_path(tmp)
+    os.replace(tmp, folder / tensors_file)
+    write_bytes(folder / meta_file, json.dumps(meta, sort_keys=True).encode("utf-8"))
 
 
-def restore_outcome(folder: Path) -> Outcome | None:
+def restore_outcome(folder: Path, name: str = "best") -> Outcome | None:
+    tensors_file, meta_file = _files(name)
     try:
-        meta = json.loads((folder / BEST_META).read_text(encoding="utf-8"))
-        with safe_open(str(folder / BEST_TENSORS), framework="pt") as f:
+        meta = json.loads((folder / meta_file).read_text(encoding="utf-8"))
+        with safe_open(str(folder / tensors_file), framework="pt") as f:
             if json.loads((f.metadata() or {}).get("meta", "null")) != meta:
                 return None  # interrupted between the two writes
-        tensors = load_file(str(folder / BEST_TENSORS))
+        tensors = load_file(str(folder / tensors_file))
         result = FitResult(tensors, TrainState(**meta["state"]), meta["tokens_per_s"], meta["cut"])
         return Outcome(result, ModelConfig.from_dict(meta["cfg"]), EncodingConfig(**meta["enc"]), meta["labels"],
                        TrainParams.model_validate(meta["params"]))
@@ -856,7 +886,7 @@ def _finish_search_log() -> None:
     """A finished search is not resumed: `dvc repro -f` searches again (as a finished fit trains again)."""
     from stages import autotune as at
 
-    for name in (at.LOG_FILE, BEST_TENSORS, BEST_META):
+    for name in (at.LOG_FILE, *_files("best"), *_files("first")):
         (CHECKPOINT / name).unlink(missing_ok=True)
 
 

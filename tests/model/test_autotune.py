@@ -59,18 +59,15 @@ def objective(clock: Clock, per_epoch_s: float = 1.0, calls: list | None = None)
 
 
 def run_search(p, clock, checkpoint=None, **kw):
-    store = {}
+    def save(folder, result, name):
+        (folder / f"{name}.txt").write_text(repr(float(result)))
 
-    def save(folder, result):
-        store["best"] = result
-        (folder / "best.txt").write_text(repr(result))
-
-    def restore(folder):
-        path = folder / "best.txt"
+    def restore(folder, name):
+        path = folder / f"{name}.txt"
         return float(path.read_text()) if path.exists() else None
 
     return autotune.search(p, kw.pop("run", None) or objective(clock), score=lambda r: r, checkpoint=checkpoint,
-                           fingerprint="fp", save=save, restore=restore, clock=clock)
+                           fingerprint="fp", save=save, restore=restore, clock=clock, prefer=kw.pop("prefer", None))
 
 
 def test_trial_zero_is_the_params_as_written_and_the_best_is_chosen():
@@ -84,6 +81,30 @@ def test_trial_zero_is_the_params_as_written_and_the_best_is_chosen():
     assert res.best.value == max(t.value for t in complete)
     assert res.params == autotune.apply(p, res.best.params)
     assert res.stopped_by == "trials" and len(res.trials) == 10
+
+
+def test_the_best_trial_replaces_trial_0_only_when_preferred():
+    """The train stage's `prefer` is the one-standard-error rule; here a stand-in decides."""
+    asked = []
+
+    def never(first, best):
+        asked.append((first, best))
+        return False, {"delta": best - first, "se": 1.0}
+
+    def larger_c_is_better(p, report, deadline):  # trial 0 (C = 8) is never the best
+        value = 0.7 + p.linear.C / 1000
+        report(1, value, final=True)
+        return value, False
+
+    p = params(trials=8, families=["linear"])
+    kept = run_search(p, Clock(), prefer=never, run=larger_c_is_better)
+    assert asked and kept.best.number == 0 and kept.result == asked[0][0]
+    assert kept.params == autotune.apply(p, kept.trials[0].params)
+    assert autotune.summary(kept)["over_trial_0"]["kept_trial_0"] is True
+    switched = run_search(p, Clock(), prefer=lambda first, best: (True, {"delta": 0.1, "se": 0.0}),
+                          run=larger_c_is_better)
+    assert switched.best.number != 0
+    assert switched.best.value == max(t.value for t in switched.trials if t.state == "complete")
 
 
 def test_poor_trials_are_pruned_before_their_last_epoch():
@@ -153,7 +174,7 @@ def test_a_log_for_other_params_is_not_resumed(tmp_path):
     run_search(params(trials=3), Clock(), checkpoint=tmp_path)
     clock, calls = Clock(), []
     res = autotune.search(params(trials=3), objective(clock, calls=calls), score=lambda r: r, checkpoint=tmp_path,
-                          fingerprint="other", save=lambda f, r: None, restore=lambda f: 0.5, clock=clock)
+                          fingerprint="other", save=lambda f, r, n: None, restore=lambda f, n: 0.5, clock=clock)
     assert len(res.trials) == 3 and len(calls) == 3  # every trial ran again
 
 

@@ -7,12 +7,12 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from stages.evaluate import (
-    bootstrap_macro_f1,
     compare_to_baseline,
     curves,
     expected_calibration_error,
     score,
 )
+from stages.stats import bootstrap_macro_f1
 
 LABELS = ["neg", "pos"]
 Y = np.array(["pos", "pos", "neg", "neg", "pos", "neg"], dtype=object)
