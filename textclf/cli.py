@@ -50,11 +50,12 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_predictor(args: argparse.Namespace):
+def _load_predictor(args: argparse.Namespace, threads: int = 0):
     """The bundle (+ ONNX graph) the command asked for; a user-facing error message if not."""
     from textclf.predict import Predictor
 
-    return Predictor(args.bundle, runtime=args.runtime, onnx_path=args.onnx, batch_size=args.batch_size)
+    return Predictor(args.bundle, runtime=args.runtime, onnx_path=args.onnx, batch_size=args.batch_size,
+                     threads=threads)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -117,9 +118,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from textclf import serve
 
     setup_logging()
-    limits = serve.Limits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_chars=args.max_chars)
+    limits = serve.Limits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_chars=args.max_chars,
+                          body_timeout_s=args.body_timeout, concurrency=args.concurrency)
     try:
-        predictor = _load_predictor(args)
+        predictor = _load_predictor(args, threads=1)  # one thread per request: they run side by side
     except InputError as err:  # BundleError is an InputError
         print(f"textclf serve: {err}", file=sys.stderr)
         return 2
@@ -194,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("serve", help="serve the model over HTTP (FastAPI + uvicorn)",
-                       description="HTTP API: POST /predict {\"texts\": [...]}, GET /health, GET /metadata. "
+                       description="HTTP API: POST /predict {\"texts\": [...]}, GET /health, GET /ready, GET /metadata. "
                                    "Binds 127.0.0.1 by default; there is no authentication.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -204,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-texts", type=_positive, default=256, help="texts per request (default 256)")
     p.add_argument("--max-chars", type=_positive, default=20_000, help="characters per text (default 20000)")
     p.add_argument("--max-body-bytes", type=_positive, default=1 << 20, help="request body size (default 1 MiB)")
+    p.add_argument("--body-timeout", type=float, default=10.0,
+                   help="seconds for a request body to arrive, else 408 (default 10)")
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="predictions at once, one thread each (default 0: the CPU count, at most 8)")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
     p.set_defaults(func=_cmd_serve)
     return parser

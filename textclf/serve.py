@@ -1,25 +1,38 @@
 """HTTP serving: a FastAPI app around one `Predictor`, run by uvicorn (`textclf serve`).
 
   POST /predict   {"texts": ["...", ...]} → {"predictions": [{"label", "probabilities"}, ...]}
-  GET  /health    {"status": "ok"}
+  GET  /health    {"status": "ok"}                      liveness
+  GET  /ready     {"status": "ready", "bundle": sha256}  readiness: the bundle is loaded
   GET  /metadata  labels, bundle hash and date, model, text settings, limits, evaluation metrics
 
 Every error is JSON `{"error": <code>, "detail": <message>}`: 413 when a limit is exceeded (body
-bytes — checked before the body is parsed —, number of texts, characters in one text), 422 for a
-request that is not `{"texts": [non-empty strings]}` (bad JSON included), 404/405 for unknown
-routes, 500 (logged; the server and the client's connection carry on) for anything unexpected. The endpoint is a plain
-function, so FastAPI runs it in its thread pool and the event loop keeps answering while a batch
-is classified. Binds 127.0.0.1 unless told otherwise: there is no authentication.
+bytes — checked before the body is parsed —, number of texts, characters in one text *after*
+NFKC normalisation, which can expand a character 18-fold, and characters in the whole batch
+after it), 408 when the body does not arrive within `body_timeout_s`, 422 for a request that is
+not `{"texts": [non-empty strings]}` (bad JSON, and text that is not valid Unicode such as a lone
+surrogate, included), 404/405 for unknown routes, 500 (logged; the server and the client's
+connection carry on) for anything unexpected.
+
+Health, readiness and metadata are answered on the event loop and never wait behind
+predictions; predictions run in worker threads, at most `concurrency` at a time (the others wait
+their turn without holding a thread), with torch and ONNX Runtime at one thread each so that
+concurrent requests do not oversubscribe the CPU. Binds 127.0.0.1 unless told otherwise: there
+is no authentication.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
+import os
+import time
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -39,6 +52,12 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_texts: int = 256
     max_chars: int = 20_000  # ingest.max_chars' default: longer documents never trained the model
+    max_batch_chars: int = 1 << 20  # all texts of a request together, after normalisation
+    body_timeout_s: float = 10.0  # the whole body must arrive within this
+    concurrency: int = 0  # predictions at once (0: the CPU count, at most 8)
+
+    def workers(self) -> int:
+        return self.concurrency or max(1, min(8, os.cpu_count() or 1))
 
 
 class PredictRequest(BaseModel):
@@ -62,8 +81,8 @@ class Guard:
     exceed it. An unexpected exception is logged and answered 500 here: past this point Starlette
     would re-raise it to uvicorn, which drops the client's keep-alive connection."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float = 10.0):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -76,8 +95,13 @@ class Guard:
             if int(length) > self.max_bytes:
                 return await too_large(scope, receive, send)
         body, more = bytearray(), True
+        deadline = time.monotonic() + self.timeout_s
         while more:
-            message = await receive()
+            try:  # a client that trickles its body must not hold a connection forever
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return await _error(408, "body_timeout", f"the request body did not arrive within "
+                                                         f"{self.timeout_s:g} s")(scope, receive, send)
             if message["type"] == "http.disconnect":
                 return None
             body += message.get("body", b"")
@@ -148,31 +172,69 @@ def create_app(predictor: Predictor, limits: Limits = Limits(), metrics_path: Pa
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
+    limiter = anyio.CapacityLimiter(limits.workers())
+    ready = {"status": "ready", "bundle": predictor.digest}
+
+    # async: answered on the event loop, never queued behind predictions in the thread pool
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok"}
 
+    @app.get("/ready")
+    async def get_ready() -> dict:
+        return ready
+
     @app.get("/metadata")
-    def get_metadata() -> dict:
+    async def get_metadata() -> dict:
         return metadata
 
     @app.post("/predict")
-    def predict(request: PredictRequest) -> dict:
-        texts = request.texts
-        if not texts:
-            raise ApiError(422, "empty_batch", "texts: give at least one text")
-        if len(texts) > limits.max_texts:
-            raise ApiError(413, "too_many_texts", f"{len(texts)} texts; at most {limits.max_texts} per request")
-        long = [i for i, t in enumerate(texts) if len(t) > limits.max_chars]
-        if long:
-            raise ApiError(413, "text_too_long", f"texts {long[:10]} are over {limits.max_chars} characters")
-        blank = [i for i, t in enumerate(texts) if not t.strip()]
-        if blank:
-            raise ApiError(422, "empty_text", f"texts {blank[:10]} are empty or whitespace only")
-        return {"predictions": predictor.predict(texts)}
+    async def predict(request: PredictRequest) -> dict:
+        texts = checked_texts(request.texts, limits)
+        return await anyio.to_thread.run_sync(_predict, predictor, texts, limiter=limiter)
 
-    app.add_middleware(Guard, max_bytes=limits.max_body_bytes)
+    app.add_middleware(Guard, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     return app
+
+
+def _predict(predictor: Predictor, texts: list[str]) -> dict:
+    return {"predictions": predictor.predict(texts)}
+
+
+def checked_texts(texts: list[str], limits: Limits) -> list[str]:
+    """The request's texts, or an ApiError: counts first, then each text's length before and
+    after NFKC normalisation (one character can become 18), then the batch's total after it —
+    so a request never costs more than its limits allow. Text that is not valid Unicode (a lone
+    surrogate, which JSON's \\ud800 escapes can carry) is a 422."""
+    if not texts:
+        raise ApiError(422, "empty_batch", "texts: give at least one text")
+    if len(texts) > limits.max_texts:
+        raise ApiError(413, "too_many_texts", f"{len(texts)} texts; at most {limits.max_texts} per request")
+    long = [i for i, t in enumerate(texts) if len(t) > limits.max_chars]
+    if long:
+        raise ApiError(413, "text_too_long", f"texts {long[:10]} are over {limits.max_chars} characters")
+    bad = []
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(i)
+    if bad:
+        raise ApiError(422, "invalid_text", f"texts {bad[:10]} are not valid Unicode (a lone surrogate?)")
+    total = 0
+    for i, t in enumerate(texts):
+        n = len(unicodedata.normalize("NFKC", t))
+        if n > limits.max_chars:
+            raise ApiError(413, "text_too_long", f"text {i} is {n} characters after normalisation (NFKC); "
+                                                 f"at most {limits.max_chars}")
+        total += n
+        if total > limits.max_batch_chars:
+            raise ApiError(413, "batch_too_long", f"the texts are over {limits.max_batch_chars} characters "
+                                                  "together after normalisation (NFKC)")
+    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    if blank:
+        raise ApiError(422, "empty_text", f"texts {blank[:10]} are empty or whitespace only")
+    return texts
 
 
 def server_config(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info"):
@@ -198,6 +260,9 @@ def run(predictor: Predictor, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 
     if not is_loopback(host):
         log.warning("binding %s: reachable from other machines, and there is no authentication", host)
+    import torch
+
+    torch.set_num_threads(1)  # requests run side by side (Limits.concurrency): one thread each
     server = uvicorn.Server(server_config(create_app(predictor, limits, metrics_path), host, port, log_level))
     server.run()
     if not server.started:

@@ -92,7 +92,9 @@ def test_health_and_metadata(client, pipe):
     assert meta["training"]["date"] == bundle.config["created"]
     assert meta["training"]["best_epoch"] == bundle.config["training"]["best_epoch"]
     assert meta["metrics"] == METRICS
-    assert meta["limits"] == {"max_body_bytes": 4096, "max_texts": 8, "max_chars": 200}
+    assert meta["limits"] == {"max_body_bytes": 4096, "max_texts": 8, "max_chars": 200, "max_batch_chars": 1 << 20,
+                              "body_timeout_s": 10.0, "concurrency": 0}
+    assert client.get("/ready").json() == {"status": "ready", "bundle": bundle_digest(bundle)}
     assert meta["model"] == {"type": "bag", "runtime": "torch", "onnx": None, "onnx_variant": None}
 
 
@@ -122,6 +124,82 @@ def test_predict_in_order(client, predictor):
 def test_bad_requests_get_json_errors_and_the_server_stays_up(client, body, status, code):
     assert_error(client.post("/predict", content=body, headers={"content-type": "application/json"}), status, code)
     assert client.get("/health").status_code == 200
+
+
+def test_a_lone_surrogate_is_a_422_not_a_500(client):
+    for body in (b'{"texts": ["\\ud800"]}', b'{"texts": ["ok", "a\\udfffb"]}'):
+        assert_error(client.post("/predict", content=body, headers={"content-type": "application/json"}),
+                     422, "invalid_text")
+    assert client.post("/predict", json={"texts": ["\U0001F600 好"]}).status_code == 200  # a real pair is fine
+
+
+def test_the_length_limit_applies_after_normalisation(client):
+    """U+FDFA becomes 18 characters under NFKC: 12 of them are 216 after it (limit 200)."""
+    body = json.dumps({"texts": ["\ufdfa" * 12]}).encode()
+    assert len(body) < 4096
+    r = assert_error(client.post("/predict", content=body, headers={"content-type": "application/json"}),
+                     413, "text_too_long")
+    assert "after normalisation" in r["detail"]
+    assert client.post("/predict", json={"texts": ["\ufdfa" * 11]}).status_code == 200  # 198 after NFKC
+
+
+def test_the_batch_limit_bounds_the_work_after_normalisation(predictor):
+    from textclf.serve import ApiError, Limits, checked_texts
+
+    limits = Limits(max_chars=20_000, max_batch_chars=100_000)
+    texts = ["\ufdfa" * 1111] * 17  # 19,998 characters each after NFKC: under max_chars, 340k together
+    with pytest.raises(ApiError) as err:
+        checked_texts(texts, limits)
+    assert err.value.status == 413 and err.value.code == "batch_too_long"
+
+
+def test_a_body_that_trickles_in_gets_408_and_the_server_stays_up(predictor):
+    app = create_app(predictor, Limits(max_body_bytes=4096, body_timeout_s=0.5), None)
+    with serving(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"texts\": [")
+            t0 = time.monotonic()
+            reply = b""
+            while b"body_timeout" not in reply and time.monotonic() - t0 < 5:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            reply = reply.decode()
+            assert time.monotonic() - t0 < 5
+        assert reply.startswith("HTTP/1.1 408") and "body_timeout" in reply
+        with httpx.Client(base_url=base, timeout=10) as c:
+            assert c.get("/health").status_code == 200
+
+
+def test_health_answers_within_a_second_while_64_predictions_are_in_flight(predictor, monkeypatch):
+    """Predictions held in flight (slowed to 2 s each); /health, /ready and /metadata still answer."""
+    real = predictor.predict
+
+    def slow(texts, *a, **k):
+        time.sleep(2.0)
+        return real(texts, *a, **k)
+
+    monkeypatch.setattr(predictor, "predict", slow)
+    app = create_app(predictor, Limits(concurrency=2), None)
+    with serving(app) as base:
+        def call(_):
+            with httpx.Client(base_url=base, timeout=120) as c:
+                return c.post("/predict", json={"texts": ["房间很好"]}).status_code
+
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            futures = [pool.submit(call, i) for i in range(64)]
+            time.sleep(1.0)  # let them arrive
+            with httpx.Client(base_url=base, timeout=5) as c:
+                for path in ("/health", "/ready", "/metadata"):
+                    t0 = time.monotonic()
+                    assert c.get(path).status_code == 200
+                    assert time.monotonic() - t0 < 1.0, path
+            in_flight = sum(not f.done() for f in futures)
+            assert in_flight >= 48  # they really were waiting
+            assert [f.result() for f in futures] == [200] * 64
 
 
 def test_oversized_body_without_content_length_is_cut_off(client):
@@ -195,7 +273,8 @@ def test_serve_command_end_to_end(pipe):
         r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["房间很好"]}, timeout=10)
         assert r.status_code == 200 and r.json()["predictions"][0]["label"] in ("neg", "pos")
         meta = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()
-        assert meta["limits"] == {"max_body_bytes": 1 << 20, "max_texts": 256, "max_chars": 20_000}
+        assert meta["limits"] == {"max_body_bytes": 1 << 20, "max_texts": 256, "max_chars": 20_000,
+                                  "max_batch_chars": 1 << 20, "body_timeout_s": 10.0, "concurrency": 0}
     finally:
         proc.terminate()
         try:
