@@ -347,3 +347,30 @@ def test_split_layouts_refuse_top_level_files_and_split_named_items(tmp_path):
     (raw / "train").mkdir()
     problem = _shape_problem(new, spec, tmp_path)
     assert problem and "train/valid/test" in problem
+
+
+def test_a_fixed_reference_stops_promotions_drifting_down_a_tolerance_at_a_time(monkeypatch):
+    """Commits c1 (the first model) → c2 → HEAD, each within tolerance of the one before. A new
+    model within tolerance of HEAD but below c1 by more passes `head` and fails `first`/`best`."""
+    import flows.gate as gate_mod
+    from flows.gate import decide_against
+
+    ids = [f"d{i}" for i in range(100)]
+    truth = ["pos", "neg"] * 50
+
+    def preds(wrong: int):
+        return _preds(ids, truth, [("neg" if t == "pos" else "pos") if i < wrong else t for i, t in enumerate(truth)])
+
+    history = {"c1": preds(0), "c2": preds(1), "HEAD": preds(2)}
+    monkeypatch.setattr(gate_mod, "reference_commits",
+                        lambda root, ref, pf: ["HEAD"] if ref == "head" else (["c1"] if ref == "first" else ["c1", "c2"]))
+    monkeypatch.setattr(gate_mod.report, "committed_predictions", lambda root, pf, rev="HEAD": history[rev])
+    monkeypatch.setattr(gate_mod.report, "committed_metrics", lambda root, mf, rev="HEAD": None)
+    new = preds(3)
+    args = dict(current_preds=new, current_metrics=None, metric="test.accuracy", tolerance=0.015,
+                predictions_file="p", metrics_file="m", head_preds=history["HEAD"], head_metrics=None)
+    assert decide_against(Path("."), "head", **args).promote
+    first = decide_against(Path("."), "first", **args)
+    assert not first.promote and first.reference == "c1" and "first reference" in first.reason
+    best = decide_against(Path("."), "best", **args)
+    assert not best.promote and best.committed == 1.0
