@@ -311,7 +311,7 @@ def summary(res: SearchResult) -> dict:
         "pruned": states.count("pruned"),
         "stopped_by": res.stopped_by,
         "best_trial": res.best.number,
-        "best_valid_macro_f1": res.best.value,
+        "best_valid_macro_f1": round(res.best.value, 6),
         "chosen": {k: v for k, v in sorted(res.best.params.items())},
         **({"over_trial_0": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in res.choice.items()}}
            if res.choice else {}),
@@ -324,6 +324,7 @@ def trial_rows(res: SearchResult) -> list[dict]:
     for t in res.trials:
         if t.value is not None and t.state == "complete":
             best = max(best, t.value)
-        rows.append({"trial": t.number, "valid_macro_f1": t.value, "best_so_far": None if best == -math.inf else best,
+        rows.append({"trial": t.number, "valid_macro_f1": None if t.value is None else round(t.value, 6),
+                     "best_so_far": None if best == -math.inf else round(best, 6),
                      "model": t.params.get("model"), "state": t.state, "epochs": t.epochs})
     return rows

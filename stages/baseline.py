@@ -65,6 +65,16 @@ def fit_raw_baseline(train: pd.DataFrame, params: BaselineParams):
     return vec, clf
 
 
+PROBA_DECIMALS = 6
+
+
+def round_proba(proba: np.ndarray) -> np.ndarray:
+    """Probabilities to PROBA_DECIMALS decimals, as every predictions file and the metrics computed
+    from it record them: BLAS on another CPU flips the last bits of a float, never the sixth
+    decimal (but for the rare value on a rounding edge), so a rebuild writes the same bytes."""
+    return np.round(np.asarray(proba, dtype=np.float64), PROBA_DECIMALS)
+
+
 def predictions_frame(df: pd.DataFrame, labels: list[str], proba: np.ndarray) -> pd.DataFrame:
     """The predictions contract shared by model and baseline (stages.schemas.predictions_schema)."""
     out = pd.DataFrame({
@@ -73,7 +83,7 @@ def predictions_frame(df: pd.DataFrame, labels: list[str], proba: np.ndarray) ->
         "predicted": np.asarray(labels, dtype=object)[proba.argmax(axis=1)] if len(df) else [],
     })
     for j, c in enumerate(labels):
-        out[f"prob_{c}"] = proba[:, j].astype(np.float64)
+        out[f"prob_{c}"] = proba[:, j].astype(np.float64)  # rounded by the caller: see round_proba
     for c in ("doc_id", "label", "predicted"):
         out[c] = out[c].astype("str")
     return out
@@ -81,13 +91,13 @@ def predictions_frame(df: pd.DataFrame, labels: list[str], proba: np.ndarray) ->
 
 def baseline(train: pd.DataFrame, test: pd.DataFrame, params: BaselineParams) -> pd.DataFrame:
     vec, clf = fit_baseline(train, params)
-    proba = clf.predict_proba(vec.transform(_joined(test)))
+    proba = round_proba(clf.predict_proba(vec.transform(_joined(test))))
     return predictions_frame(test, [str(c) for c in clf.classes_], proba)
 
 
 def raw_baseline(train: pd.DataFrame, test: pd.DataFrame, params: BaselineParams) -> pd.DataFrame:
     vec, clf = fit_raw_baseline(train, params)
-    proba = clf.predict_proba(vec.transform(test["text"].astype(str).tolist()))
+    proba = round_proba(clf.predict_proba(vec.transform(test["text"].astype(str).tolist())))
     return predictions_frame(test, [str(c) for c in clf.classes_], proba)
 
 

@@ -73,6 +73,13 @@ class Bundle:
         return model.to(device).eval()
 
 
+def run_metadata(device: str, processes: int = 1, **extra) -> dict:
+    """What a training run records outside the bundle (reports/train/run.json, not cached by
+    DVC, not in git): when, where and with which libraries it ran."""
+    return {"created": datetime.now(UTC).isoformat(timespec="seconds"), "host": platform.node(),
+            "device": device, "processes": processes, "versions": _versions(), **extra}
+
+
 def _versions() -> dict:
     import numpy
     import pandas
@@ -91,8 +98,9 @@ def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: d
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
                   str(tmp / "model.safetensors"))
-        full = {"format": FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "versions": _versions(), **config}
+        # only what the training inputs decide: no time, host, device or library versions (those go
+        # to run_metadata(), an uncached file), so a rebuild reproduces the bundle's hash
+        full = {"format": FORMAT, **config}
         (tmp / "config.json").write_text(json.dumps(full, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         manifest = {"format": FORMAT, "files": {name: sha256_file(tmp / name) for name in FILES}}

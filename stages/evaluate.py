@@ -33,11 +33,11 @@ from sklearn.preprocessing import label_binarize
 
 from stages import schemas
 from stages.artifacts import read_parquet, run_main, write_json, write_parquet
-from stages.baseline import predictions_frame
+from stages.baseline import predictions_frame, round_proba
 from stages.bundle import Bundle, load_bundle
 from stages.model import EncodingConfig, encode, label_ids, predict_proba
 from stages.params import load_params
-from stages.stats import paired_macro_f1_deltas
+from stages.stats import paired_macro_f1_deltas, rounded
 
 log = logging.getLogger("textclf.evaluate")
 
@@ -184,7 +184,7 @@ def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: i
         from stages.artifacts import InputError
 
         raise InputError(f"test split has labels the model was not trained on: {unknown}")
-    proba = model_proba(bundle, test["tokens"].array._pa_array.combine_chunks())
+    proba = round_proba(model_proba(bundle, test["tokens"].array._pa_array.combine_chunks()))
     preds = predictions_frame(test, labels, proba)
     y_true = test["label"].to_numpy(dtype=object)
     base_proba = _aligned(baseline, test, labels, BASELINE)
@@ -223,7 +223,7 @@ def main() -> None:
         write_parquet(preds, PREDICTIONS)
         for name, rows in plots.items():
             write_json(rows, PLOTS / f"{name}.json")
-        write_json(metrics, METRICS)
+        write_json(rounded(metrics), METRICS)
         t, b = metrics["test"], metrics["baseline"]
         log.info("test: accuracy %.4f, macro-F1 %.4f | baseline: accuracy %.4f, macro-F1 %.4f",
                  t["accuracy"], t["macro_f1"], b["accuracy"], b["macro_f1"])

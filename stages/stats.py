@@ -1,9 +1,23 @@
-"""Paired bootstrap of a macro-F1 difference: evaluate's model-vs-baseline interval and
-autotune's choice between the params as written and the best trial use the same draws."""
+"""Numbers as the stages record them: the paired bootstrap of a macro-F1 difference (evaluate's
+model-vs-baseline interval and autotune's choice between the params as written and the best
+trial use the same draws), and the rounding that keeps a rebuild's outputs byte-identical."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def rounded(obj, digits: int = 6):
+    """Floats to `digits` decimals (dicts and lists walked): what a hashed or git-tracked output
+    records of values that BLAS noise on another CPU can flip in their last bits (losses, F1 of a
+    history, calibration error), so a rebuild elsewhere writes the same bytes."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [rounded(v, digits) for v in obj]
+    return obj
 
 
 def bootstrap_macro_f1(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:

@@ -53,6 +53,7 @@ from stages.model import (
     predict_proba,
 )
 from stages.params import DistributedParams, TrainParams
+from stages.stats import rounded
 
 log = logging.getLogger("textclf.train")
 
@@ -614,8 +615,8 @@ def extra_stopwords(clean_params) -> list[str]:
 
 def bundle_config(cfg: ModelConfig, enc: EncodingConfig, labels: list[str], vocab: dict, clean_params,
                   p: TrainParams, result: FitResult, device: str, processes: int = 1) -> dict:
-    """What the bundle's config.json records about a training run (stages.bundle adds format,
-    creation time and library versions)."""
+    """What the bundle's config.json records about a training run (stages.bundle adds the format;
+    time, device and versions go to reports/train/run.json instead: see stages.bundle.run_metadata)."""
     return {
         "model": cfg.to_dict(),
         "encoding": {"vocab_size": enc.vocab_size, "bigrams": enc.bigrams, "hash_buckets": enc.hash_buckets},
@@ -627,8 +628,7 @@ def bundle_config(cfg: ModelConfig, enc: EncodingConfig, labels: list[str], voca
                  "stopwords_extra": extra_stopwords(clean_params)},
         "params": p.model_dump(mode="json"),
         "training": {"best_epoch": result.state.best_epoch, "best_valid_macro_f1": result.state.best_f1,
-                     "epochs_run": result.state.epoch, "device": device, "processes": processes,
-                     "history": result.state.history},
+                     "epochs_run": result.state.epoch, "history": rounded(result.state.history)},
     }
 
 
@@ -774,6 +774,7 @@ def warn_small_classes(labels, minimum: int = 50) -> list[str]:
 # the stage
 
 AUTOTUNE_REPORT = LIVE_DIR / "autotune.json"
+RUN_METADATA = LIVE_DIR / "run.json"  # time, host, versions: not a DVC output, not in git
 TRIALS_PLOT = LIVE_DIR / "autotune" / "trials.json"
 
 
@@ -842,7 +843,7 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
     with Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         def on_epoch(rec):
             for k in ("train_loss", "valid_loss", "valid_accuracy", "valid_macro_f1"):
-                live.log_metric(k.replace("_", "/", 1), rec[k], plot=True)
+                live.log_metric(k.replace("_", "/", 1), round(rec[k], 6), plot=True)  # see rounded()
             live.next_step()
 
         if tuned:
@@ -856,7 +857,7 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
         result = out.result
         # only deterministic values here: the same params must give the same DVC metrics
         live.summary = {"model": out.cfg.type, "best_epoch": result.state.best_epoch,
-                        "best_valid_macro_f1": result.state.best_f1, "epochs": result.state.epoch}
+                        "best_valid_macro_f1": round(result.state.best_f1, 6), "epochs": result.state.epoch}
     if search is not None:
         from stages import autotune as at
 
@@ -878,6 +879,12 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
         config["autotune"] = {"trials": len(search.trials), "best_trial": search.best.number,
                               "stopped_by": search.stopped_by}
     save_bundle(BUNDLE, result.best_state, config, vocab)
+    from stages.bundle import run_metadata
+
+    extra = {"tokens_per_s": round(result.tokens_per_s)}
+    if search is not None:
+        extra["autotune_seconds"] = round(search.seconds, 1)
+    write_json(run_metadata(str(device), world.size if world else 1, **extra), RUN_METADATA)
     log.info("%s: best epoch %d, valid macro-F1 %.4f; bundle written to %s", out.cfg.type, result.state.best_epoch,
              result.state.best_f1, BUNDLE)
 

@@ -45,6 +45,7 @@ log = logging.getLogger("textclf.serve")
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 METRICS = Path("reports/metrics.json")
+RUN = Path("reports/train/run.json")  # when, where and with what the bundle was trained (not in the bundle)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Guard:
 
 
 def read_metrics(path: Path | None) -> dict | None:
-    """reports/metrics.json as the evaluate stage wrote it, or None when it is absent/unreadable."""
+    """A JSON report (reports/metrics.json, reports/train/run.json), or None when absent/unreadable."""
     if path is None or not path.is_file():
         return None
     try:
@@ -144,10 +145,15 @@ def read_metrics(path: Path | None) -> dict | None:
         return None
 
 
-def create_app(predictor: Predictor, limits: Limits = Limits(), metrics_path: Path | None = METRICS) -> FastAPI:
+def create_app(predictor: Predictor, limits: Limits = Limits(), metrics_path: Path | None = METRICS,
+               run_path: Path | None = RUN) -> FastAPI:
     app = FastAPI(title="textclf", summary="Text classification", version="1")
     metadata = {**predictor.metadata(), "limits": asdict(limits),
                 "metrics": read_metrics(metrics_path), "metrics_source": str(metrics_path) if metrics_path else None}
+    run_info = read_metrics(run_path) or {}
+    if run_info.get("created"):  # the bundle itself records no time (it must rebuild byte-identically)
+        metadata["training"] = {**metadata["training"], "date": run_info.get("created"),
+                                "device": run_info.get("device"), "versions": run_info.get("versions")}
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):

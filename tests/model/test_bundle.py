@@ -31,7 +31,10 @@ def test_round_trip(tmp_path):
     b = load_bundle(tmp_path / "b")
     assert b.labels == ["neg", "pos"]
     assert b.config["format"] == "textclf-bundle/1"
-    assert "torch" in b.config["versions"]
+    from stages.bundle import run_metadata
+
+    run = run_metadata("cpu")  # versions and time live beside the bundle (reports/train/run.json), not in it
+    assert "torch" in run["versions"] and run["created"] and "versions" not in b.config
     loaded = b.build_model()
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
@@ -84,3 +87,21 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(torch, "load", boom)
     load_bundle(tmp_path / "b").build_model()
+
+
+def test_a_bundle_records_no_time_host_or_versions_so_a_rebuild_has_the_same_hash(tmp_path):
+    """Two saves of the same weights and config, a second apart, are byte-identical."""
+    import time
+
+    cfg = ModelConfig(type="bag", num_embeddings=4, embed_dim=2, num_classes=2)
+    state = {k: v.detach().clone() for k, v in build_model(cfg).state_dict().items()}
+    vocab = {"tokens": TOKENS, "counts": [0, 0, 5, 4], "hash": vocab_hash(TOKENS)}
+    config = {"model": cfg.to_dict(), "labels": ["neg", "pos"], "vocab_hash": vocab["hash"],
+              "encoding": {"vocab_size": 4, "bigrams": "none", "hash_buckets": 0}}
+    a = save_bundle(tmp_path / "a", state, config, vocab)
+    time.sleep(1.1)
+    b = save_bundle(tmp_path / "b", state, config, vocab)
+    for name in ("model.safetensors", "config.json", "vocab.json", "manifest.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    text = (a / "config.json").read_text()
+    assert "created" not in text and "versions" not in text

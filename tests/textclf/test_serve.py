@@ -26,6 +26,7 @@ from textclf.serve import Limits, create_app, server_config
 
 LIMITS = Limits(max_body_bytes=4096, max_texts=8, max_chars=200)
 METRICS = {"test": {"accuracy": 0.91, "macro_f1": 0.9}, "baseline": {"accuracy": 0.8, "macro_f1": 0.79}}
+RUN = {"created": "2026-11-01T12:00:00+00:00", "device": "cpu", "versions": {"torch": "2.13.0"}}
 
 
 @contextmanager
@@ -63,9 +64,11 @@ def predictor(pipe):
 
 @pytest.fixture(scope="module")
 def url(predictor, tmp_path_factory):
-    metrics = tmp_path_factory.mktemp("reports") / "metrics.json"
+    reports = tmp_path_factory.mktemp("reports")
+    metrics = reports / "metrics.json"
     metrics.write_text(json.dumps(METRICS), encoding="utf-8")
-    with serving(create_app(predictor, LIMITS, metrics)) as base:
+    (reports / "run.json").write_text(json.dumps(RUN), encoding="utf-8")
+    with serving(create_app(predictor, LIMITS, metrics, reports / "run.json")) as base:
         yield base
 
 
@@ -89,7 +92,7 @@ def test_health_and_metadata(client, pipe):
     bundle = load_bundle(pipe.bundle)
     assert meta["labels"] == ["neg", "pos"]
     assert meta["bundle"]["sha256"] == bundle_digest(bundle)
-    assert meta["training"]["date"] == bundle.config["created"]
+    assert meta["training"]["date"] == RUN["created"] and "created" not in bundle.config  # not in the hashed bundle
     assert meta["training"]["best_epoch"] == bundle.config["training"]["best_epoch"]
     assert meta["metrics"] == METRICS
     assert meta["limits"] == {"max_body_bytes": 4096, "max_texts": 8, "max_chars": 200, "max_batch_chars": 1 << 20,
