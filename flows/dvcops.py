@@ -221,6 +221,24 @@ def kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
             continue
 
 
+def changed_stages(root: Path, target: str | None = None, timeout_s: float = 300) -> set[str] | None:
+    """The stages `dvc status` says are not current (one DVC process for the whole pipeline), or
+    None when it cannot tell (then every stage goes through `dvc repro --single-item`)."""
+    cmd = [sys.executable, "-m", "dvc", "status", "--json", *([target] if target else [])]
+    try:
+        rc, lines = run_command(cmd, root, timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+    text = "\n".join(lines).strip()
+    if rc != 0 or "{" not in text:
+        return None
+    try:
+        status = json.loads(text[text.index("{"):])
+    except ValueError:
+        return None
+    return {name.rsplit(":", 1)[-1] for name in status} if isinstance(status, dict) else None
+
+
 def repro_stage(root: Path, stage: str, force: bool = False, timeout_s: float | None = None,
                 on_line: Callable[[str], None] | None = None) -> StageRun:
     """`dvc repro --single-item <stage>`: run it if DVC says it changed (or `force`)."""

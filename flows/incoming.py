@@ -455,10 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.prefect_server import local_server_settings
+
     args = vars(build_parser().parse_args(argv))
     try:
         opts = IncomingOptions(**{k: v for k, v in args.items() if v is not None or k == "target"})
-        out = incoming(**opts.model_dump())
+        with local_server_settings():
+            out = incoming(**opts.model_dump())
     except (dvcops.PermanentError, dvcops.StageError) as err:
         print(f"incoming failed: {err}", file=sys.stderr)
         return 1

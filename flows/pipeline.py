@@ -67,10 +67,15 @@ def check_params(repo: str) -> list[str]:
 @task(name="stage", cache_policy=NO_CACHE, persist_result=False,
       retry_condition_fn=_retry_unless_permanent)
 def run_stage(repo: str, stage: str, force: bool = False, timeout_s: float | None = None,
-              dask_address: str | None = None) -> dict:
+              dask_address: str | None = None, current: bool = False) -> dict:
     """Reproduce one stage through DVC; returns {stage, status: ran|skipped|restored, seconds}.
-    With `dask_address`, stages with `engine: dask` use that cluster too (wherever the task runs)."""
+    With `dask_address`, stages with `engine: dask` use that cluster too (wherever the task runs).
+    `current`: the run's one `dvc status` already said the stage and all it depends on are
+    current, so no DVC process is started for it (it is reported skipped)."""
     logger = run_logger()
+    if current:
+        logger.info("%s: skipped (current, by dvc status)", stage)
+        return dvcops.StageRun(stage, "skipped", 0.0).as_dict()
     if dask_address:
         os.environ["DASK_SCHEDULER_ADDRESS"] = dask_address
 
@@ -128,15 +133,21 @@ def pipeline(target: str | None = None, force: bool = False, params: list[str] |
                 retry_delay_seconds=exponential_backoff(retry_delay_s)(retries) if retries > 0 else 0,
                 retry_jitter_factor=0.2 if retry_delay_s > 0 else None)
             failed: tuple[str, BaseException] | None = None
+            # One `dvc status` for the whole plan: a stage it calls current is skipped without a
+            # DVC process of its own — until some stage runs, after which DVC decides each one.
+            changed = None if force else dvcops.changed_stages(root, target)
             try:
                 for stage in planned:
+                    current = changed is not None and stage not in changed and \
+                        all(s["status"] == "skipped" for s in stages_done)
                     try:
                         one = stage_task.with_options(name=stage, task_run_name=stage)
                         if dask_address:  # one at a time, in DVC's order, on the task runner
                             stages_done.append(one.submit(str(root), stage, force=force, timeout_s=stage_timeout_s,
-                                                          dask_address=dask_address).result())
+                                                          dask_address=dask_address, current=current).result())
                         else:
-                            stages_done.append(one(str(root), stage, force=force, timeout_s=stage_timeout_s))
+                            stages_done.append(one(str(root), stage, force=force, timeout_s=stage_timeout_s,
+                                                   current=current))
                     except BaseException as err:
                         failed = (stage, err)
                         raise
@@ -207,14 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.prefect_server import local_server_settings
+
     args = build_parser().parse_args(argv)
     try:
         flow_fn = with_dask_runner(pipeline, args.dask_address) if args.dask_address else pipeline
-        result = flow_fn(target=args.target, force=args.force, params=args.params or None,
-                          keep_params=args.keep_params, repo=args.repo, retries=args.retries,
-                          retry_delay_s=args.retry_delay, stage_timeout_s=args.stage_timeout,
-                          lock_timeout_s=args.lock_timeout, metrics_file=args.metrics_file,
-                          dask_address=args.dask_address)
+        with local_server_settings():
+            result = flow_fn(target=args.target, force=args.force, params=args.params or None,
+                             keep_params=args.keep_params, repo=args.repo, retries=args.retries,
+                             retry_delay_s=args.retry_delay, stage_timeout_s=args.stage_timeout,
+                             lock_timeout_s=args.lock_timeout, metrics_file=args.metrics_file,
+                             dask_address=args.dask_address)
     except (dvcops.PermanentError, dvcops.StageError) as err:
         print(f"pipeline failed: {err}", file=sys.stderr)
         return 1

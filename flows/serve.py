@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--interval must be > 0 seconds")
     from prefect import serve
 
-    serve(*build_deployments(args))
+    from flows.prefect_server import local_server_settings
+
+    with local_server_settings():
+        serve(*build_deployments(args))
     return 0
 
 
