@@ -1,19 +1,19 @@
-"""What running the pipeline as a Prefect flow costs over plain `dvc repro`.
+"""What running the pipeline as a Prefect flow costs over plain `dvc repro`, on the user's path.
 
-On a temp copy of the project (its params.yaml, so the embedded sample corpus by default):
+Two fresh copies of the project (its params.yaml: the sample corpus), built from scratch:
 
-1. build once with `dvc repro` (warm-up: caches, imports, page cache);
-2. `dvc repro --force` vs `python -m flows.pipeline --force`, alternating, `--repeats` times;
-3. a no-op: both again with everything current (the flow's figure includes Prefect start-up).
-
-The flow runs as a user runs it: a fresh process, no PREFECT_API_URL (Prefect starts its
-temporary local server), a PREFECT_HOME whose database was created by one untimed run.
-`--api-url` times it against a running server instead.
+1. `dvc repro` in copy A;
+2. `python -m flows.pipeline` in copy B, as a newcomer runs it: a fresh PREFECT_HOME and no
+   server running (Prefect starts its temporary server, creates its database);
+3. the no-op right after, both ways;
+4. with a running local server (`python -m flows.prefect_server start`): the no-op flow, and a
+   from-scratch flow run in a third copy;
+5. Prefect's own set-up, reported apart: a trivial flow on a fresh PREFECT_HOME, then again.
 
     .venv/bin/python bench/flow_overhead.py                     # every stage
     .venv/bin/python bench/flow_overhead.py --target vocab      # the data half only
 
-Targets (2 cores): flow / dvc repro <= 1.3 on the sample; a no-op flow run <= 20 s.
+Targets (2 cores): one-off flow / dvc repro <= 1.3 on the sample; a no-op flow run <= 10 s.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"]
+PROJECT = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
+           "data/sample", "data/stopwords.txt"]
+TRIVIAL = "from prefect import flow\n\n@flow\ndef trivial():\n    return 1\n\nif __name__ == '__main__':\n    trivial()\n"
 
 
 def env(prefect_home: Path, api_url: str | None) -> dict[str, str]:
@@ -59,10 +60,8 @@ def copy_project(dest: Path, e: dict[str, str]) -> Path:
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    # data/raw is a dep of ingest even when ingest.source is the embedded sample; git does not
-    # keep an empty folder, so a checkout may lack it
-    (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
                 [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
                 # a first commit, as in a clone (DVCLive in the train stage needs one)
@@ -76,43 +75,52 @@ def copy_project(dest: Path, e: dict[str, str]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", help="a dvc.yaml stage (default: all stages)")
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--api-url", help="time the flow against this running Prefect server")
     p.add_argument("--timeout", type=float, default=3600, help="per command, seconds")
+    p.add_argument("--port", type=int, default=4299, help="port of the local server this benchmark starts")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="textclf-flow-bench-") as tmp:
         tmp = Path(tmp)
-        e = env(tmp / "prefect-home", args.api_url)
-        repo = copy_project(tmp / "repo", e)
+        fresh = env(tmp / "prefect-home", None)
         target = [args.target] if args.target else []
         dvc = [sys.executable, "-m", "dvc", "repro", *target]
         flow = [sys.executable, "-m", "flows.pipeline", *(["--target", args.target] if args.target else [])]
-
-        print(f"repo copy: {repo} ({platform.machine()}, {os.cpu_count()} CPUs); target: {args.target or 'all'}")
-        build = timed(dvc, repo, e, args.timeout)
-        print(f"  warm-up build (dvc repro)      {build:7.1f} s")
-        first = timed(flow, repo, e, args.timeout)  # creates the Prefect database; untimed below
-        print(f"  first flow run (untimed)       {first:7.1f} s (no-op; with a new PREFECT_HOME: creates its database)")
-
-        t_dvc, t_flow = [], []
-        for _ in range(args.repeats):
-            t_dvc.append(timed([*dvc, "--force"], repo, e, args.timeout))
-            t_flow.append(timed([*flow, "--force"], repo, e, args.timeout))
-        noop_dvc = timed(dvc, repo, e, args.timeout)
-        noop_flow = timed(flow, repo, e, args.timeout)
-
-    d, f = statistics.median(t_dvc), statistics.median(t_flow)
-    print(f"  dvc repro --force              {d:7.1f} s")
-    print(f"  flows.pipeline --force         {f:7.1f} s   ratio {f / d:.2f}x (target <= 1.3)")
-    print(f"  no-op dvc repro                {noop_dvc:7.1f} s")
-    print(f"  no-op flows.pipeline           {noop_flow:7.1f} s   (target <= 20 s, Prefect start-up included)")
-    figures = {"target": args.target or "all", "cpus": os.cpu_count(), "api": args.api_url or "temporary",
-               "dvc_repro_force_s": t_dvc, "flow_force_s": t_flow, "ratio": f / d,
-               "noop_dvc_s": noop_dvc, "noop_flow_s": noop_flow, "first_flow_s": first}
+        a, b = copy_project(tmp / "a", fresh), copy_project(tmp / "b", fresh)
+        print(f"{platform.machine()}, {os.cpu_count()} CPUs; target: {args.target or 'all'}", flush=True)
+        f = {}
+        f["dvc_repro_scratch_s"] = timed(dvc, a, fresh, args.timeout)
+        print(f"  dvc repro, from scratch (copy A)                     {f['dvc_repro_scratch_s']:7.1f} s", flush=True)
+        f["flow_first_scratch_s"] = timed(flow, b, fresh, args.timeout)
+        print(f"  flows.pipeline, from scratch, new PREFECT_HOME, no server (copy B) "
+              f"{f['flow_first_scratch_s']:7.1f} s = {f['flow_first_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x",
+              flush=True)
+        f["noop_dvc_s"] = timed(dvc, a, fresh, args.timeout)
+        f["noop_flow_temporary_s"] = timed(flow, b, fresh, args.timeout)
+        print(f"  no-op: dvc repro {f['noop_dvc_s']:.1f} s; flows.pipeline (temporary server) "
+              f"{f['noop_flow_temporary_s']:.1f} s", flush=True)
+        server = subprocess.run([sys.executable, "-m", "flows.prefect_server", "start", "--port", str(args.port)],
+                                cwd=ROOT, env=fresh, capture_output=True, text=True, timeout=300)
+        if server.returncode != 0:
+            raise SystemExit(f"could not start the local server: {server.stderr}")
+        try:
+            f["noop_flow_server_s"] = timed(flow, b, fresh, args.timeout)
+            c = copy_project(tmp / "c", fresh)
+            f["flow_server_scratch_s"] = timed(flow, c, fresh, args.timeout)
+        finally:
+            subprocess.run([sys.executable, "-m", "flows.prefect_server", "stop"], cwd=ROOT, env=fresh,
+                           capture_output=True, timeout=60)
+        print(f"  with a running local server: no-op flow {f['noop_flow_server_s']:.1f} s; from scratch "
+              f"{f['flow_server_scratch_s']:.1f} s = {f['flow_server_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x "
+              "dvc repro", flush=True)
+        (tmp / "trivial.py").write_text(TRIVIAL)
+        setup = env(tmp / "prefect-home-2", None)
+        f["prefect_trivial_first_s"] = timed([sys.executable, str(tmp / "trivial.py")], tmp, setup, args.timeout)
+        f["prefect_trivial_again_s"] = timed([sys.executable, str(tmp / "trivial.py")], tmp, setup, args.timeout)
+        print(f"  Prefect's own set-up: a trivial flow {f['prefect_trivial_first_s']:.1f} s on a new PREFECT_HOME, "
+              f"{f['prefect_trivial_again_s']:.1f} s after that (its temporary server starts each time)", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        args.json.write_text(json.dumps({"target": args.target or "all", "cpus": os.cpu_count(), **f}, indent=2) + "\n")
     return 0
 
 
