@@ -224,7 +224,8 @@ def kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
 def changed_stages(root: Path, target: str | None = None, timeout_s: float = 300) -> set[str] | None:
     """The stages `dvc status` says are not current (one DVC process for the whole pipeline), or
     None when it cannot tell (then every stage goes through `dvc repro --single-item`)."""
-    cmd = [sys.executable, "-m", "dvc", "status", "--json", *([target] if target else [])]
+    # with a target, only --with-deps reports the stages it depends on
+    cmd = [sys.executable, "-m", "dvc", "status", "--json", *(["--with-deps", target] if target else [])]
     try:
         rc, lines = run_command(cmd, root, timeout_s)
     except subprocess.TimeoutExpired:

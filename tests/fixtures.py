@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a copy of the project needs to run its pipeline (tracked files, no data, no venv).
-PROJECT_FILES = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
+PROJECT_FILES = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
                  "prefect.yaml", "data/stopwords.txt"]
 
 POS_ZH = ["很好", "喜欢", "满意", "推荐", "不错", "漂亮", "舒服", "快"]

@@ -55,3 +55,26 @@ def test_the_corpus_and_the_stopword_list_are_dependencies(tmp_path):
     status = run(["dvc", "status"], repo).stdout
     assert "clean:" in status and "data/stopwords.txt" in status
     assert "train:" in status  # its words are in the bundle
+
+
+def test_the_readmes_own_data_steps_work_verbatim_on_a_fresh_clone(tmp_path):
+    """README "Your own data": files under data/raw, `dvc add data/raw`, commit, point
+    ingest.source at it, `dvc repro`."""
+    import yaml
+
+    from tests.fixtures import make_docs, write_text_dir
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path)
+    write_text_dir(clone / "data/raw", make_docs(300, seed=5))
+    run(["dvc", "add", "data/raw"], clone)
+    run(["git", "add", "data/raw.dvc", "data/.gitignore"], clone)
+    run(["git", "commit", "-qm", "my corpus"], clone)
+    params = yaml.safe_load((clone / "params.yaml").read_text(encoding="utf-8"))
+    params["ingest"]["source"] = "data/raw"
+    params["train"]["autotune"]["trials"] = 4  # test time; the steps are the README's
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    run(["dvc", "repro"], clone, timeout=900)
+    stats = json.loads((clone / "reports/data/ingest.json").read_text())
+    assert stats["read"] == 300 and stats["kept"] > 250
+    assert "path: data/raw" in (clone / "dvc.lock").read_text()

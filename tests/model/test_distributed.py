@@ -151,9 +151,13 @@ def _train(cwd, timeout=300):
 
 
 def _outputs(cwd):
+    """DVCLive metrics, the bundle's training record (plus where and on how many processes it
+    ran, from reports/train/run.json: not in the hashed bundle), the weights."""
     metrics = json.loads((cwd / "reports/train/metrics.json").read_text(encoding="utf-8"))
     config = json.loads((cwd / "models/classifier/config.json").read_text(encoding="utf-8"))
-    return metrics, config["training"], load_file(str(cwd / "models/classifier/model.safetensors"))
+    run = json.loads((cwd / "reports/train/run.json").read_text(encoding="utf-8"))
+    training = {**config["training"], "processes": run["processes"], "device": run["device"]}
+    return metrics, training, load_file(str(cwd / "models/classifier/model.safetensors"))
 
 
 @pytest.mark.slow
