@@ -30,13 +30,13 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.artifacts import read_parquet, write_parquet  # noqa: E402
-from stages.params import CleanParams, SplitParams, VocabParams  # noqa: E402
-from stages.sources import read_line_file  # noqa: E402
-from stages.split import assign, group_ids  # noqa: E402
-from stages.text import clean_batch, hash64, normalize, to_hex  # noqa: E402
-from stages.vocab import build_vocab, count_tokens  # noqa: E402
+from textclf.artifacts import read_parquet, write_parquet  # noqa: E402
+from textclf.data.split import assign, group_ids  # noqa: E402
+from textclf.data.vocab import build_vocab, count_tokens  # noqa: E402
 from textclf.datadiff import Snapshot, diff_snapshots, render_markdown, render_text  # noqa: E402
+from textclf.params import CleanParams, SplitParams, VocabParams  # noqa: E402
+from textclf.sources import read_line_file  # noqa: E402
+from textclf.text import clean_batch, hash64, normalize, to_hex  # noqa: E402
 
 QUARANTINE_A = {"empty": 1, "label_conflict": 237, "empty_after_cleaning": 12}
 QUARANTINE_DELTA = {"empty": 5, "label_conflict": 100, "too_long": 3}

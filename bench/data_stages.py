@@ -36,21 +36,21 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages import schemas  # noqa: E402
-from stages.artifacts import write_json, write_parquet  # noqa: E402
-from stages.clean import clean  # noqa: E402
-from stages.ingest import ingest  # noqa: E402
-from stages.params import CleanParams, IngestParams, SplitParams, VocabParams  # noqa: E402
-from stages.sources import read_records  # noqa: E402
-from stages.split import split  # noqa: E402
+from textclf import schemas  # noqa: E402
+from textclf.artifacts import write_json, write_parquet  # noqa: E402
+from textclf.data.clean import clean  # noqa: E402
+from textclf.data.ingest import ingest  # noqa: E402
+from textclf.data.split import split  # noqa: E402
+from textclf.params import CleanParams, IngestParams, SplitParams, VocabParams  # noqa: E402
+from textclf.sources import read_records  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "reviews-zh"
 
 
 def sample_files() -> dict[str, Path]:
     return {label: SAMPLE / f"{label}.txt" for label in ("pos", "neg")}
-from stages.text import decode, load_stopwords  # noqa: E402
-from stages.vocab import build_vocab, check_vocab, count_batches, count_tokens  # noqa: E402
+from textclf.data.vocab import build_vocab, check_vocab, count_batches, count_tokens  # noqa: E402
+from textclf.text import decode, load_stopwords  # noqa: E402
 
 # CJK characters as single tokens, other letters as words: what `clean.tokenizer: auto` produces.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"

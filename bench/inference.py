@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.artifacts import InputError, read_parquet  # noqa: E402
-from stages.bundle import BundleError, load_bundle  # noqa: E402
-from stages.export import FP32, INT8, OnnxClassifier, export  # noqa: E402
+from textclf.artifacts import InputError, read_parquet  # noqa: E402
+from textclf.bundle import BundleError, load_bundle  # noqa: E402
+from textclf.onnx import FP32, INT8, OnnxClassifier, export  # noqa: E402
 from textclf.predict import Predictor  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def bench_predictor(name: str, predictor: Predictor, texts: list[str], single: l
         def model_only():
             return predictor.onnx.proba(ids, offsets, predictor.batch_size)
     else:
-        from stages.model import predict_proba
+        from textclf.model import predict_proba
 
         ids_t, off_t = torch.from_numpy(ids), torch.from_numpy(offsets)
 

@@ -42,17 +42,17 @@ from sklearn.model_selection import GroupKFold
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.dvcops import InvalidParams, params_overrides, validate_params  # noqa: E402
-from stages import baseline as baseline_stage  # noqa: E402
-from stages import train as train_stage  # noqa: E402
-from stages.clean import clean  # noqa: E402
-from stages.evaluate import NON_INFERIORITY_MARGIN  # noqa: E402
-from stages.ingest import ingest  # noqa: E402
-from stages.model import build_model, predict_proba  # noqa: E402
-from stages.params import load_params  # noqa: E402
-from stages.sources import read_records  # noqa: E402
-from stages.split import split  # noqa: E402
-from stages.text import hash64, load_stopwords  # noqa: E402
-from stages.vocab import build_vocab, count_tokens  # noqa: E402
+from textclf import baseline as baseline_stage  # noqa: E402
+from textclf.data.clean import clean  # noqa: E402
+from textclf.data.ingest import ingest  # noqa: E402
+from textclf.data.split import split  # noqa: E402
+from textclf.data.vocab import build_vocab, count_tokens  # noqa: E402
+from textclf.evaluate import NON_INFERIORITY_MARGIN  # noqa: E402
+from textclf.model import build_model, predict_proba  # noqa: E402
+from textclf.params import load_params  # noqa: E402
+from textclf.sources import read_records  # noqa: E402
+from textclf.text import hash64, load_stopwords  # noqa: E402
+from textclf.training import core as train_stage  # noqa: E402
 
 SECTIONS = ("ingest", "clean", "split", "vocab", "train", "baseline")
 REFERENCES = ("baseline", "baseline_raw", "fasttext")

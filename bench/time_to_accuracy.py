@@ -34,8 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.model_vs_baseline import _ft_predict, build_splits, load_with_overrides, macro_f1  # noqa: E402
-from stages import train as train_stage  # noqa: E402
-from stages.vocab import build_vocab, count_tokens  # noqa: E402
+from textclf.data.vocab import build_vocab, count_tokens  # noqa: E402
+from textclf.training import core as train_stage  # noqa: E402
 
 FT_EPOCHS = (1, 2, 3, 5, 8, 13, 20)
 FT_LRS = (0.1, 0.5, 1.0)

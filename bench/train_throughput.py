@@ -47,9 +47,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.model import ModelConfig  # noqa: E402
-from stages.params import TrainParams  # noqa: E402
-from stages.train import Encoded, fit, resolve_device, tune_allocator  # noqa: E402
+from textclf.model import ModelConfig  # noqa: E402
+from textclf.params import TrainParams  # noqa: E402
+from textclf.training.core import Encoded, fit, resolve_device, tune_allocator  # noqa: E402
 
 EMBED_DIM = 64
 NUM_CLASSES = 2

@@ -41,22 +41,23 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stages.artifacts import write_bytes
+from textclf import paths
+from textclf.artifacts import write_bytes
 
 log = logging.getLogger("textclf.flows")
 
 LOCK_FILE = Path(".dvc/tmp/textclf-pipeline.lock")
 OWNER_FILE = Path(".dvc/tmp/textclf-pipeline.owner.json")
-# Where stages.schemas.validate writes failure cases (stages/schemas.py VALIDATION_DIR). Not
+# Where textclf.schemas.validate writes failure cases (stages/schemas.py VALIDATION_DIR). Not
 # imported: that would load pandas and pandera into every flow process just for a path.
-VALIDATION_DIR = Path("reports/validation")
+VALIDATION_DIR = paths.VALIDATION_DIR
 PARAMS_FILE = "params.yaml"
 
 # What `dvc repro` prints for each stage (dvc/stage/__init__.py, run.py, cache.py).
 _RAN = re.compile(r"^Running stage '(?P<stage>[^']+)'")
 _SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")
 _RESTORED = re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run")
-# stages.artifacts.run_main logs ParamsError as "<stage>: params.yaml: <section>.<key>: <why>";
+# textclf.artifacts.run_main logs ParamsError as "<stage>: params.yaml: <section>.<key>: <why>";
 # DVC itself fails a stage whose params are missing from the file.
 _PARAMS_ERROR = re.compile(r"params\.yaml: [\w.-]+|Parameters? .* (?:is|are) missing from")
 
@@ -356,9 +357,9 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
 
 
 def validate_params(root: Path) -> list[str]:
-    """Every section of params.yaml through stages.params (the one loader): raises InvalidParams
+    """Every section of params.yaml through textclf.params (the one loader): raises InvalidParams
     with the loader's message (`params.yaml: section.key: ...`); returns the sections checked."""
-    from stages.params import ParamsError, parse_section, read_params_file
+    from textclf.params import ParamsError, parse_section, read_params_file
 
     try:
         data = read_params_file(root / PARAMS_FILE)

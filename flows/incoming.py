@@ -315,7 +315,7 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
         _publish(outcome)
         return outcome
 
-    from stages.params import load_params
+    from textclf.params import load_params
 
     encoding = load_params("ingest", root / "params.yaml").encoding
     params_files = sorted({"params.yaml", *dvc_params_files(opts.params)})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from flows import transaction
 from flows.transaction import Journal
-from stages.artifacts import write_bytes
+from textclf.artifacts import write_bytes
 
 SPLIT_FILES = ("train", "valid", "test")
 
@@ -42,8 +42,8 @@ class Verdict:
 
 def raw_spec(root: Path) -> RawSpec:
     """Where accepted files go: ingest.source, which must be a folder inside the repository."""
-    from stages.params import load_params
-    from stages.sources import resolve_format
+    from textclf.params import load_params
+    from textclf.sources import resolve_format
 
     params = load_params("ingest", root / "params.yaml")
     path = (root / params.source).resolve()
@@ -56,7 +56,7 @@ def raw_spec(root: Path) -> RawSpec:
 
 def shape_problem(path: Path, spec: RawSpec, root: Path | None = None) -> str | None:
     """Whether a landing item fits the raw folder's layout (None) or why not."""
-    from stages.sources import SPLIT_DIRS, TABULAR_EXT
+    from textclf.sources import SPLIT_DIRS, TABULAR_EXT
 
     if path.name.lower() in SPLIT_DIRS or path.stem.lower() in SPLIT_DIRS:
         return (f"`{path.name}` is named like a split (train/valid/test): placed in {spec.folder} it would change "
@@ -94,11 +94,11 @@ def _short(err: BaseException) -> str:
 def _check(path, root, spec, known_labels, max_bad_fraction, allow_new_labels):
     from pandera.errors import SchemaErrors
 
-    from stages import schemas
-    from stages.artifacts import InputError
-    from stages.ingest import ingest
-    from stages.params import load_params
-    from stages.sources import read_records
+    from textclf import schemas
+    from textclf.artifacts import InputError
+    from textclf.data.ingest import ingest
+    from textclf.params import load_params
+    from textclf.sources import read_records
 
     problem = shape_problem(path, spec, root)
     if problem:
@@ -142,7 +142,7 @@ def corpus_index(root: Path):
     (None where they do not exist yet: no corpus, nothing to contradict)."""
     import pandas as pd
 
-    from stages.artifacts import read_parquet
+    from textclf.artifacts import read_parquet
 
     docs = root / "data/interim/documents.parquet"
     labels = read_parquet(docs, columns=["doc_id", "label"]).set_index("doc_id")["label"] if docs.exists() else None
@@ -159,9 +159,9 @@ def batch_problems(root: Path, accepted: list[tuple[str, object]]) -> dict[str, 
     new file's), predefined splits that would move an existing duplicate group."""
     import pandas as pd
 
-    from stages.params import load_params
-    from stages.split import group_hash
-    from stages.text import clean_batch, hex_array, load_stopwords
+    from textclf.data.split import group_hash
+    from textclf.params import load_params
+    from textclf.text import clean_batch, hex_array, load_stopwords
 
     labels, groups = corpus_index(root)
     clean_params = load_params("clean", root / "params.yaml")
@@ -210,7 +210,7 @@ def _strip_bom(data: bytes) -> bytes:
 def reencode(data: bytes, like: bytes, encoding: str = "auto") -> bytes:
     """New lines in the encoding of the file they are appended to: `ingest.encoding` when it is
     set (both read and written in it), else UTF-8 unless the file is GB18030."""
-    from stages.text import decode
+    from textclf.text import decode
 
     text = decode(data, encoding)
     if text is None:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flows import dvcops
-from stages.artifacts import write_bytes
+from textclf.artifacts import write_bytes
 
 log = logging.getLogger("textclf.flows")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from stages.params import SECTIONS, ParamsError, load_params
+    from textclf.params import SECTIONS, ParamsError, load_params
 
     try:
         for name in SECTIONS if not args.section else [args.section]:
@@ -23,7 +23,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from stages.artifacts import setup_logging
+    from textclf.artifacts import setup_logging
     from textclf.datadiff import (
         DiffError,
         diff_revisions,
@@ -59,7 +59,7 @@ def _load_predictor(args: argparse.Namespace, threads: int = 0):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from stages.artifacts import InputError, atomic_path
+    from textclf.artifacts import InputError, atomic_path
     from textclf.predict import RecordWriter, TextSource, chunks
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
@@ -114,8 +114,8 @@ def _progress(enabled: bool):
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from stages.artifacts import InputError, setup_logging
     from textclf import serve
+    from textclf.artifacts import InputError, setup_logging
 
     setup_logging()
     limits = serve.Limits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_chars=args.max_chars,

@@ -38,20 +38,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stages import clean as clean_stage
-from stages import ingest as ingest_stage
-from stages import split as split_stage
-from stages.artifacts import InputError, to_pandas
-from stages.schemas import CLEAN_REASONS, INGEST_REASONS, SPLITS
-from stages.vocab import SPECIALS, VOCAB, check_vocab
+from textclf import paths
+from textclf.artifacts import InputError, to_pandas
+from textclf.data.vocab import SPECIALS, VOCAB, check_vocab
+from textclf.schemas import CLEAN_REASONS, INGEST_REASONS, SPLITS
 
 log = logging.getLogger("textclf.datadiff")
 
 WORKSPACE = "workspace"  # how DVC (and this report) names the working tree
-DOCUMENTS = PurePosixPath(ingest_stage.DOCUMENTS.as_posix())
-REJECTED = {"ingest": PurePosixPath(ingest_stage.REJECTED.as_posix()),
-            "clean": PurePosixPath(clean_stage.REJECTED.as_posix())}
-SPLIT_FILES = {s: PurePosixPath((split_stage.OUT_DIR / f"{s}.parquet").as_posix()) for s in SPLITS}
+DOCUMENTS = PurePosixPath(paths.DOCUMENTS.as_posix())
+REJECTED = {"ingest": PurePosixPath(paths.REJECTED_INGEST.as_posix()),
+            "clean": PurePosixPath(paths.REJECTED_CLEAN.as_posix())}
+SPLIT_FILES = {s: PurePosixPath((paths.PROCESSED / f"{s}.parquet").as_posix()) for s in SPLITS}
 VOCAB_FILE = PurePosixPath(VOCAB.as_posix())
 SNIPPET = 60  # characters of a document shown in examples
 
@@ -363,7 +361,7 @@ def load_snapshot(root: Path, rev: str, commit: str | None, test_tokens: bool = 
                                 f"with split other than {name!r}")
             parts.append(part)
         splits = pd.concat(parts, ignore_index=True)
-        _check_ids(splits, PurePosixPath(split_stage.OUT_DIR.as_posix()) / "{train,valid,test}.parquet",
+        _check_ids(splits, PurePosixPath(paths.PROCESSED.as_posix()) / "{train,valid,test}.parquet",
                    where)
         quarantine = pd.concat([reader.parquet(path, ["reason"]).assign(stage=stage)
                                 for stage, path in REJECTED.items()], ignore_index=True)

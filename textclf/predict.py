@@ -23,14 +23,16 @@ import pyarrow as pa
 import torch
 from pydantic import ValidationError
 
-from stages.artifacts import InputError
-from stages.bundle import Bundle, BundleError, load_bundle
-from stages.export import FP32, ONNX_DIR, OnnxClassifier, bundle_digest
-from stages.model import EncodingConfig, VocabIndex, encode, predict_proba
-from stages.params import CleanParams
-from stages.text import clean_batch, load_stopwords, normalize
+from textclf import paths
+from textclf.artifacts import InputError
+from textclf.bundle import Bundle, BundleError, load_bundle
+from textclf.model import EncodingConfig, VocabIndex, encode, predict_proba
+from textclf.onnx import FP32, OnnxClassifier, bundle_digest
+from textclf.params import CleanParams
+from textclf.paths import ONNX_DIR
+from textclf.text import clean_batch, load_stopwords, normalize
 
-DEFAULT_BUNDLE = Path("models/classifier")
+DEFAULT_BUNDLE = paths.BUNDLE
 DEFAULT_ONNX = ONNX_DIR / FP32
 RUNTIMES = ("torch", "onnx")
 # the normalisation versions this code implements (recorded by train as config["text"]["normalize"])

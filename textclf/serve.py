@@ -39,13 +39,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from textclf import paths
 from textclf.predict import Predictor
 
 log = logging.getLogger("textclf.serve")
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
-METRICS = Path("reports/metrics.json")
-RUN = Path("reports/train/run.json")  # when, where and with what the bundle was trained (not in the bundle)
+METRICS = paths.METRICS
+RUN = paths.RUN_METADATA  # when, where and with what the bundle was trained (not in the bundle)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from stages.vocab import load_vocab
 from tests.fixtures import make_docs, make_repo, run
+from textclf.data.vocab import load_vocab
 
 STAGES = ("ingest", "clean", "split", "vocab")
 

@@ -11,9 +11,9 @@ import pytest
 
 from bench import corpora
 from bench.model_vs_baseline import fasttext_f1
-from stages.artifacts import read_parquet
-from stages.evaluate import NON_INFERIORITY_MARGIN
 from tests.fixtures import make_repo, run
+from textclf.artifacts import read_parquet
+from textclf.evaluate import NON_INFERIORITY_MARGIN
 
 pytestmark = pytest.mark.slow
 

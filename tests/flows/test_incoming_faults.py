@@ -188,7 +188,7 @@ def test_label_flips_of_existing_documents_are_quarantined_for_review(repo):
 
 def test_a_predefined_split_that_would_move_an_existing_group_is_refused(repo):
     from flows.intake import batch_problems
-    from stages.artifacts import read_parquet
+    from textclf.artifacts import read_parquet
 
     test_doc = read_parquet(repo / "data/processed/test.parquet").iloc[0]
     import pandas as pd

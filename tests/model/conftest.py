@@ -3,10 +3,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from stages.params import TrainParams
-from stages.train import prepare
-from stages.vocab import build_vocab, count_tokens
 from tests.model.util import split_frames
+from textclf.data.vocab import build_vocab, count_tokens
+from textclf.params import TrainParams
+from textclf.training.core import prepare
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +17,7 @@ def fixture_split():
 
 @pytest.fixture(scope="session")
 def fixture_vocab(fixture_split):
-    from stages.params import VocabParams
+    from textclf.params import VocabParams
 
     train = fixture_split[0]
     return build_vocab(count_tokens(train["tokens"].array._pa_array.combine_chunks(), 2), VocabParams(ngrams=2))

@@ -1,4 +1,4 @@
-"""Autotune (stages.autotune): the search's rules with a synthetic objective (pruning, budget,
+"""Autotune (textclf.training.autotune): the search's rules with a synthetic objective (pruning, budget,
 seeding, resume), then the real train path on the fixture corpus (reproducible choice, the test
 split never read, imbalanced classes)."""
 
@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import autotune
 from stages import train as train_stage
-from stages.params import TrainParams
-from stages.vocab import build_vocab, count_tokens
+from textclf.data.vocab import build_vocab, count_tokens
+from textclf.params import TrainParams
+from textclf.training import autotune
+from textclf.training import core as training
 
 
 def params(model: str = "linear", **autotune_kw) -> TrainParams:
@@ -192,7 +193,7 @@ def test_trial_rows_for_the_plot():
 @pytest.fixture(scope="module")
 def fixture_data(fixture_split):
     train, valid, test = fixture_split
-    from stages.params import VocabParams
+    from textclf.params import VocabParams
 
     vocab = build_vocab(count_tokens(train["tokens"].array._pa_array.combine_chunks(), 2), VocabParams(ngrams=2))
     return train, valid, test, vocab
@@ -201,7 +202,7 @@ def fixture_data(fixture_split):
 def tuned(train, valid, vocab, **kw):
     p = TrainParams.model_validate({"device": "cpu", "epochs": 5, "batch_size": 32,
                                     "autotune": {"budget_s": 600.0, "trials": 6, "seed": 0, **kw}})
-    return train_stage.autotune(train_stage.Prepared(train, valid, vocab), p, torch.device("cpu"), checkpoint=None)
+    return training.autotune(training.Prepared(train, valid, vocab), p, torch.device("cpu"), checkpoint=None)
 
 
 def test_the_same_data_and_params_choose_the_same_config_and_weights(fixture_data):
@@ -215,7 +216,7 @@ def test_the_same_data_and_params_choose_the_same_config_and_weights(fixture_dat
 def test_the_test_split_is_never_read(fixture_data, tmp_path, monkeypatch):
     """The train stage run twice in a temp project: with the real test split, and with a test
     split of garbage (labels flipped, texts replaced). Same choice, same weights."""
-    from stages.artifacts import read_parquet, write_parquet
+    from textclf.artifacts import read_parquet, write_parquet
 
     train, valid, test, vocab = fixture_data
     outs = []
@@ -244,7 +245,7 @@ def test_the_test_split_is_never_read(fixture_data, tmp_path, monkeypatch):
             opened.append(str(path))
             return read_parquet(path, *a, **k)
 
-        monkeypatch.setattr("stages.artifacts.read_parquet", spy)
+        monkeypatch.setattr("textclf.artifacts.read_parquet", spy)
         train_stage.main()
         assert opened and not [o for o in opened if "test" in o]
         outs.append((json.loads((root / "reports/train/autotune.json").read_text()),
@@ -275,19 +276,19 @@ def test_imbalanced_classes_warn_and_the_minority_is_learnt(caplog):
     train, valid, _ = split_frames(docs)
     assert 10 < (train["label"] == "meh").sum() < 50
     with caplog.at_level(logging.WARNING, logger="textclf.train"):
-        small = train_stage.warn_small_classes(train["label"])
+        small = training.warn_small_classes(train["label"])
     assert small == ["meh"]
     assert "class 'meh' has only" in caplog.text
-    from stages.params import VocabParams
+    from textclf.params import VocabParams
 
     vocab = build_vocab(count_tokens(train["tokens"].array._pa_array.combine_chunks(), 2), VocabParams(ngrams=2))
     res = tuned(train, valid, vocab)
     assert "class_weight" in res.best.params
     out = res.result
-    model = train_stage.build_model(out.cfg)
+    model = training.build_model(out.cfg)
     model.load_state_dict(out.result.best_state)
-    va = train_stage.Prepared(train, valid, vocab).get(out.params)[1]
-    pred = train_stage.predict_proba(model, va.ids, va.offsets).argmax(1).numpy()
+    va = training.Prepared(train, valid, vocab).get(out.params)[1]
+    pred = training.predict_proba(model, va.ids, va.offsets).argmax(1).numpy()
     meh = out.labels.index("meh")
     y = va.labels.numpy()
     recall = (pred[y == meh] == meh).mean()

@@ -12,16 +12,16 @@ import pyarrow as pa
 import pytest
 import torch
 
-from stages.clean import clean
-from stages.ingest import ingest
-from stages.model import build_model, encode, predict_proba
-from stages.params import load_params
-from stages.sources import read_records
-from stages.split import split
-from stages.text import clean_batch, load_stopwords, normalize
-from stages.train import Prepared, train_model
-from stages.vocab import build_vocab, count_tokens
 from tests.fixtures import ROOT
+from textclf.data.clean import clean
+from textclf.data.ingest import ingest
+from textclf.data.split import split
+from textclf.data.vocab import build_vocab, count_tokens
+from textclf.model import build_model, encode, predict_proba
+from textclf.params import load_params
+from textclf.sources import read_records
+from textclf.text import clean_batch, load_stopwords, normalize
+from textclf.training.core import Prepared, train_model
 
 POSITIVE = ["质量很好，非常满意", "很喜欢，推荐购买", "酒店服务很好，房间干净舒适", "物流很快，东西不错"]
 NEGATIVE = ["质量太差了，非常失望", "很难用，后悔买了", "房间很脏，服务态度很差", "垃圾，千万别买"]

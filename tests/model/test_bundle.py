@@ -8,9 +8,9 @@ import pickle
 import pytest
 import torch
 
-from stages.bundle import BundleError, load_bundle, save_bundle
-from stages.model import ModelConfig, build_model
-from stages.vocab import vocab_hash
+from textclf.bundle import BundleError, load_bundle, save_bundle
+from textclf.data.vocab import vocab_hash
+from textclf.model import ModelConfig, build_model
 
 TOKENS = ["<pad>", "<unk>", "好", "差"]
 
@@ -31,7 +31,7 @@ def test_round_trip(tmp_path):
     b = load_bundle(tmp_path / "b")
     assert b.labels == ["neg", "pos"]
     assert b.config["format"] == "textclf-bundle/1"
-    from stages.bundle import run_metadata
+    from textclf.bundle import run_metadata
 
     run = run_metadata("cpu")  # versions and time live beside the bundle (reports/train/run.json), not in it
     assert "torch" in run["versions"] and run["created"] and "versions" not in b.config

@@ -23,11 +23,11 @@ import yaml
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 
-from stages.artifacts import write_json, write_parquet
-from stages.model import build_model, predict_proba
-from stages.params import DistributedParams
-from stages.train import encode_split, fit, init_world, shard, torchrun_command
 from tests.fixtures import ROOT, env, project_params
+from textclf.artifacts import write_json, write_parquet
+from textclf.model import build_model, predict_proba
+from textclf.params import DistributedParams
+from textclf.training.core import encode_split, fit, init_world, shard, torchrun_command
 
 WORLD = 2
 
@@ -83,7 +83,7 @@ def test_split(fixture_split, fixture_vocab, prepared):
 
 
 def test_shards_cover_each_global_batch_once():
-    from stages.train import World
+    from textclf.training.core import World
 
     idx = torch.randperm(37)
     for n in (37, 5, 1):

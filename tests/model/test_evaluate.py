@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from stages.evaluate import (
-    compare_to_baseline,
-    curves,
-    expected_calibration_error,
-    score,
-)
-from stages.stats import bootstrap_macro_f1
+from textclf.evaluate import compare_to_baseline, curves, expected_calibration_error, score
+from textclf.stats import bootstrap_macro_f1
 
 LABELS = ["neg", "pos"]
 Y = np.array(["pos", "pos", "neg", "neg", "pos", "neg"], dtype=object)
@@ -72,7 +67,7 @@ def test_a_class_absent_from_the_split_does_not_count_as_f1_zero():
 def test_metrics_json_never_holds_nan(tmp_path):
     import json
 
-    from stages.artifacts import write_json
+    from textclf.artifacts import write_json
 
     write_json({"x": float("nan"), "y": [1.0, float("inf")]}, tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == {"x": None, "y": [1.0, None]}

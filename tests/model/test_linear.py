@@ -11,8 +11,7 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from stages.linear import fit_linear, nb_ratios, sample_weights, tfidf_matrix
-from stages.model import (
+from textclf.model import (
     EncodingConfig,
     LinearModel,
     ModelConfig,
@@ -21,6 +20,7 @@ from stages.model import (
     predict_proba,
     tfidf_weights,
 )
+from textclf.training.linear import fit_linear, nb_ratios, sample_weights, tfidf_matrix
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from stages.model import (
+from textclf.model import (
     BagModel,
     CNNModel,
     EncodingConfig,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.model import build_model, forward_batch
-from stages.params import TrainParams
-from stages.train import class_weights, fit, lr_at, prepare, resolve_device, use_sparse
+from textclf.model import build_model, forward_batch
+from textclf.params import TrainParams
+from textclf.training.core import class_weights, fit, lr_at, prepare, resolve_device, use_sparse
 
 CPU = torch.device("cpu")
 
@@ -132,7 +132,7 @@ def test_cuda_training_matches_cpu_quality(prepared, small_params):
 
 
 def test_an_empty_valid_split_is_a_clear_input_error(fixture_split, fixture_vocab, small_params):
-    from stages.artifacts import InputError
+    from textclf.artifacts import InputError
 
     train, valid, _ = fixture_split
     with pytest.raises(InputError, match="valid split is empty"):

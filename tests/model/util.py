@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from stages.clean import clean
-from stages.ingest import ingest
-from stages.params import CleanParams, IngestParams, SplitParams
-from stages.split import split
-from stages.text import load_stopwords
 from tests.fixtures import make_docs
+from textclf.data.clean import clean
+from textclf.data.ingest import ingest
+from textclf.data.split import split
+from textclf.params import CleanParams, IngestParams, SplitParams
+from textclf.text import load_stopwords
 
 
 def records(docs: list[tuple[str, str]]) -> pd.DataFrame:

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from stages import clean, ingest, split, vocab
-from stages.artifacts import ChunkWriter, read_parquet
 from tests.fixtures import make_docs, project_params
+from textclf.artifacts import ChunkWriter, read_parquet
 
 STAGES = (ingest, clean, split, vocab)
 PARQUETS = ["data/interim/documents.parquet", "data/interim/rejected_ingest.parquet",

@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from stages import clean as clean_stage
-from stages import schemas
-from stages.artifacts import read_parquet, write_parquet
-from stages.clean import CleanResult, clean
-from stages.params import CleanParams
-from stages.text import hash64, load_stopwords, to_hex
 from tests.fixtures import contract_failure
+from textclf import schemas
+from textclf.artifacts import read_parquet, write_parquet
+from textclf.data.clean import CleanResult, clean
+from textclf.params import CleanParams
+from textclf.text import hash64, load_stopwords, to_hex
 
 
 def documents(texts: list[str], labels: list[str] | None = None) -> pd.DataFrame:

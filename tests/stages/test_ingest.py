@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages import ingest as ingest_stage
-from stages import schemas
-from stages.artifacts import read_parquet
-from stages.ingest import IngestResult, ingest
-from stages.params import IngestParams
-from stages.sources import RECORD_COLUMNS, read_records
-from stages.text import hash64, to_hex
 from tests.fixtures import contract_failure
+from textclf import schemas
+from textclf.artifacts import read_parquet
+from textclf.data.ingest import IngestResult, ingest
+from textclf.params import IngestParams
+from textclf.sources import RECORD_COLUMNS, read_records
+from textclf.text import hash64, to_hex
 
 
 def run_ingest(source, **kw) -> IngestResult:

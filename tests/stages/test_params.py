@@ -1,4 +1,4 @@
-"""stages.params: typed sections, unknown keys and wrong types rejected with the key's name."""
+"""textclf.params: typed sections, unknown keys and wrong types rejected with the key's name."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pydantic
 import pytest
 import yaml
 
-from stages.params import (
+from tests.fixtures import ROOT
+from textclf.params import (
     CleanParams,
     IngestParams,
     ParamsError,
@@ -16,7 +17,6 @@ from stages.params import (
     parse_section,
     read_params_file,
 )
-from tests.fixtures import ROOT
 
 
 def write_params(path, data) -> str:

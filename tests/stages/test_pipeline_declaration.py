@@ -3,10 +3,13 @@ its own module as a dependency, and params.yaml has a valid section per stage.""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import yaml
 
-from stages.params import SECTIONS, load_params
 from tests.fixtures import ROOT
+from textclf.params import SECTIONS, load_params
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 # sections a stage reads besides its own (train records the clean settings in the bundle; how the
@@ -25,7 +28,7 @@ def test_each_stage_runs_its_own_module_and_depends_on_it():
         assert stage["cmd"] == f"python -m stages.{name}"
         assert f"stages/{name}.py" in stage["deps"]
         for dep in stage["deps"]:
-            if dep.startswith("stages/"):
+            if dep.startswith(("stages/", "textclf/")):
                 assert (ROOT / dep).exists(), dep
 
 
@@ -40,24 +43,78 @@ def test_stages_list_exactly_the_keys_they_read():
         assert listed == expected, name
 
 
-def _stage_imports(module: str) -> set[str]:
-    """stages.* modules a module imports, at any depth (a change to any of them can change the
-    stage's output, so each must be a DVC dependency)."""
-    import ast
+def _module_file(mod: str) -> Path | None:
+    for p in (ROOT / f"{mod.replace('.', '/')}.py", ROOT / mod.replace(".", "/") / "__init__.py"):
+        if p.exists():
+            return p
+    return None
 
+
+def _imports(mod: str) -> set[str]:
+    """The project modules (textclf.*, stages.*, flows.*) `mod` imports, in every form:
+    `import textclf.x`, `from textclf import x`, `from textclf.x import y`, inside functions too."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(_module_file(mod).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] in PROJECT}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.split(".")[0] in PROJECT:
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if _module_file(sub) else node.module)
+    return out
+
+
+def _closure(mod: str) -> set[str]:
+    """Every project module `mod` imports, at any depth."""
     seen: set[str] = set()
-    todo = [module]
+    todo = [mod]
     while todo:
-        path = ROOT / f"{todo.pop().replace('.', '/')}.py"
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages."):
-                if node.module not in seen:
-                    seen.add(node.module)
-                    todo.append(node.module)
+        for dep in _imports(todo.pop()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
     return seen
 
 
-def test_modules_a_stage_imports_at_any_depth_are_dependencies():
+PROJECT = ("textclf", "stages", "flows")
+
+
+def _code_deps(stage: str) -> set[str]:
+    return {str(_module_file(m).relative_to(ROOT)) for m in _closure(f"stages.{stage}")
+            if not _module_file(m).name == "__init__.py"} | {f"stages/{stage}.py"}
+
+
+def test_a_stage_depends_on_exactly_the_code_it_imports_at_any_depth():
+    """So a change reruns exactly the stages whose code it touches (no more, no fewer)."""
     for name, stage in DVC.items():
-        for mod in sorted(_stage_imports(f"stages.{name}")):
-            assert f"{mod.replace('.', '/')}.py" in stage["deps"], f"{name} imports {mod}"
+        listed = {d for d in stage["deps"] if d.startswith(("stages/", "textclf/")) and d.endswith(".py")}
+        assert listed == _code_deps(name), name
+
+
+def test_no_stage_imports_another_stage_and_the_library_imports_neither_stages_nor_flows():
+    for path in (ROOT / "stages").glob("*.py"):
+        others = {m for m in _imports(f"stages.{path.stem}") if m.startswith("stages")}
+        assert not others, f"{path.name} imports {others}"
+    for path in (ROOT / "textclf").rglob("*.py"):
+        mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        bad = {m for m in _imports(mod) if m.startswith(("stages", "flows"))}
+        assert not bad, f"{mod} imports {bad}"
+
+
+def test_every_artifact_path_is_a_dvc_out_or_dep():
+    """textclf.paths names what dvc.yaml declares (and what it deliberately does not)."""
+    from textclf import paths
+
+    declared: set[str] = set()
+    for stage in DVC.values():
+        for key in ("deps", "outs", "metrics", "plots"):
+            for item in stage.get(key, []):
+                declared.add(next(iter(item)) if isinstance(item, dict) else item)
+    not_outputs = {paths.CHECKPOINT, paths.RUN_METADATA, paths.VALIDATION_DIR}  # see textclf/paths.py
+    for name in dir(paths):
+        value = getattr(paths, name)
+        if not isinstance(value, Path) or value in not_outputs:
+            continue
+        p = value.as_posix()
+        assert p in declared or any(d.startswith(p + "/") for d in declared), f"paths.{name} = {p} not in dvc.yaml"

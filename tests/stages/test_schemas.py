@@ -1,4 +1,4 @@
-"""stages.schemas: the artifact contracts catch what they promise to, and report it."""
+"""textclf.schemas: the artifact contracts catch what they promise to, and report it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from stages import schemas
-from stages.artifacts import ContractError
-from stages.text import hash64, to_hex
+from textclf import schemas
+from textclf.artifacts import ContractError
+from textclf.text import hash64, to_hex
 
 
 def documents(n: int = 3) -> pd.DataFrame:
@@ -113,7 +113,7 @@ def test_predictions_schema_checks_labels_and_probabilities():
 def test_atomic_writes_keep_the_replaced_files_mode(tmp_path):
     import stat
 
-    from stages.artifacts import write_bytes
+    from textclf.artifacts import write_bytes
 
     f = tmp_path / "params.yaml"
     f.write_text("a: 1\n")

@@ -1,4 +1,4 @@
-"""stages.sources: every layout and format → a record frame; nothing is dropped, bad records carry
+"""textclf.sources: every layout and format → a record frame; nothing is dropped, bad records carry
 a reason."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.artifacts import InputError
-from stages.params import IngestParams
-from stages.sources import RECORD_COLUMNS, read_records, resolve_format
+from textclf.artifacts import InputError
+from textclf.params import IngestParams
+from textclf.sources import RECORD_COLUMNS, read_records, resolve_format
 
 
 def records(source, **kw) -> pd.DataFrame:

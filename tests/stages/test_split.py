@@ -12,13 +12,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages import schemas
 from stages import split as split_stage
-from stages.artifacts import read_parquet, write_parquet
-from stages.params import SplitParams
-from stages.split import group_ids, split
-from stages.text import hash64, to_hex
 from tests.fixtures import contract_failure
+from textclf import schemas
+from textclf.artifacts import read_parquet, write_parquet
+from textclf.data.split import group_ids, split
+from textclf.params import SplitParams
+from textclf.text import hash64, to_hex
 
 
 def clean_frame(token_lists, labels=None, splits=None, start: int = 0) -> pd.DataFrame:

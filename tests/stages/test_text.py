@@ -1,4 +1,4 @@
-"""stages.text: decoding, normalisation, cleaning, tokenisation, hashing.
+"""textclf.text: decoding, normalisation, cleaning, tokenisation, hashing.
 
 The vectorised tokenizer is checked against a plain-Python reference on generated text, so the
 fast path can never drift from the definition.
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages import text
-from stages.params import CleanParams
-from stages.text import (
+from textclf import text
+from textclf.params import CleanParams
+from textclf.text import (
     EMAIL_TOKEN,
     URL_TOKEN,
     clean_batch,

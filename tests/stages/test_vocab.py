@@ -14,9 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stages import vocab as vocab_stage
-from stages.artifacts import InputError
-from stages.params import VocabParams
-from stages.vocab import (
+from textclf.artifacts import InputError
+from textclf.data.vocab import (
     SPECIALS,
     bigrams,
     build_vocab,
@@ -25,6 +24,7 @@ from stages.vocab import (
     load_vocab,
     vocab_hash,
 )
+from textclf.params import VocabParams
 
 LIST = pa.list_(pa.string())
 

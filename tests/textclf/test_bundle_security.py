@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages.bundle import BundleError, load_bundle
 from tests.textclf.test_predict import build_pipeline
+from textclf.bundle import BundleError, load_bundle
 from textclf.predict import Predictor
 
 

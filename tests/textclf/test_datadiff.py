@@ -20,7 +20,6 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
-from stages.text import hash64, normalize, to_hex
 from tests.fixtures import make_repo, run
 from textclf.cli import main
 from textclf.datadiff import (
@@ -32,6 +31,7 @@ from textclf.datadiff import (
     render_markdown,
     render_text,
 )
+from textclf.text import hash64, normalize, to_hex
 
 # =============================================================================================
 # the core on inline frames

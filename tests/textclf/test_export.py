@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from stages import export as export_stage
-from stages.artifacts import write_parquet
-from stages.bundle import BundleError, load_bundle, save_bundle
-from stages.evaluate import model_proba
-from stages.export import FP32, INT8, TOLERANCE, OnnxClassifier, export
 from tests.textclf.test_predict import build_pipeline, jsonl
+from textclf.artifacts import write_parquet
+from textclf.bundle import BundleError, load_bundle, save_bundle
 from textclf.cli import main
+from textclf.evaluate import model_proba
+from textclf.onnx import FP32, INT8, TOLERANCE, OnnxClassifier, export, graph_module
 from textclf.predict import Predictor
 
 # documents the test split lacks: nothing left after cleaning, only unknown tokens, very long
@@ -92,7 +92,7 @@ def test_the_stage_fails_when_the_graph_is_not_the_model(bag, tmp_path, monkeypa
     shutil.copytree(bag.bundle, repo / "models" / "classifier")
     write_parquet(bag.parts["test"], repo / "data" / "processed" / "test.parquet")
     monkeypatch.chdir(repo)
-    real = export_stage.graph_module
+    real = graph_module
 
     def broken(model):  # an export bug: the graph's output layer is off by a little
         model = copy.deepcopy(model)

@@ -21,19 +21,19 @@ import pyarrow as pa
 import pytest
 import torch
 
-from stages.bundle import BundleError, load_bundle, save_bundle
-from stages.clean import clean
-from stages.evaluate import model_proba
-from stages.ingest import ingest
-from stages.params import CleanParams, IngestParams, SplitParams, TrainParams, VocabParams
-from stages.sources import read_records
-from stages.split import split
-from stages.text import hash64, load_stopwords, normalize, to_hex
-from stages.train import Prepared, bundle_config, train_config
-from stages.vocab import build_vocab, count_tokens
 from tests.fixtures import make_docs, write_text_dir
+from textclf.bundle import BundleError, load_bundle, save_bundle
 from textclf.cli import main
+from textclf.data.clean import clean
+from textclf.data.ingest import ingest
+from textclf.data.split import split
+from textclf.data.vocab import build_vocab, count_tokens
+from textclf.evaluate import model_proba
+from textclf.params import CleanParams, IngestParams, SplitParams, TrainParams, VocabParams
 from textclf.predict import Predictor
+from textclf.sources import read_records
+from textclf.text import hash64, load_stopwords, normalize, to_hex
+from textclf.training.core import Prepared, bundle_config, train_config
 
 FULLWIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!"})
 

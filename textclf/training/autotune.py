@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.params import AutotuneParams, TrainParams
+from textclf.params import AutotuneParams, TrainParams
 
-log = logging.getLogger("textclf.autotune")
+log = logging.getLogger("textclf.training.autotune")
 
 LOG_FILE = "autotune.json"
 
@@ -277,7 +277,7 @@ def _frozen(optuna, t: Trial):
 
 
 def _save_log(folder: Path, fingerprint: str, trials: list[Trial], elapsed: float, best: int | None) -> None:
-    from stages.artifacts import write_bytes
+    from textclf.artifacts import write_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     data = {"fingerprint": fingerprint, "elapsed_s": elapsed, "best": best,

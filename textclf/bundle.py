@@ -22,8 +22,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
-from stages.artifacts import InputError, replace_dir, sha256_file, temp_dir_for
-from stages.model import ModelConfig, build_model
+from textclf import paths
+from textclf.artifacts import InputError, replace_dir, sha256_file, temp_dir_for
+from textclf.model import ModelConfig, build_model
 
 FORMAT = "textclf-bundle/1"
 MAX_LEN = 1 << 20  # cnn: tokens per document; a padding width, so bounded like every size
@@ -157,7 +158,7 @@ def _json(root: Path, name: str, data: bytes) -> dict:
     return obj
 
 
-def load_bundle(path: Path | str = "models/classifier") -> Bundle:
+def load_bundle(path: Path | str = paths.BUNDLE) -> Bundle:
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root}: no model bundle here (train one with `dvc repro train`)")

@@ -1,4 +1,4 @@
-"""Fitting the `linear` family (stages.model.LinearModel): full-batch L-BFGS on the train split's
+"""Fitting the `linear` family (textclf.model.LinearModel): full-batch L-BFGS on the train split's
 sparse TF-IDF matrix.
 
 Both heads minimise scikit-learn's LogisticRegression objective, mean loss + ||W||² / (2·C·n)
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stages.model import LinearModel, ModelConfig, doc_index, idf_weights
+from textclf.model import LinearModel, ModelConfig, doc_index, idf_weights
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class TfidfMatrix:
 
 def tfidf_matrix(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, sublinear: bool = True
                  ) -> TfidfMatrix:
-    """`ids`/`offsets` as from stages.model.encode (offsets with the final end, n + 1 entries)."""
+    """`ids`/`offsets` as from textclf.model.encode (offsets with the final end, n + 1 entries)."""
     n, v = len(offsets) - 1, idf.shape[0]
     device = ids.device
     keep = ids > 1  # <pad>, <unk>

@@ -219,7 +219,7 @@ def setup_logging() -> None:
 
 def run_main(stage: str, body: Callable[[], None]) -> None:
     """Run a stage's main body; user-caused failures exit 1 with a clear message, no traceback."""
-    from stages.params import ParamsError
+    from textclf.params import ParamsError
 
     setup_logging()
     try:

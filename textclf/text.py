@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.params import CleanParams
+from textclf.params import CleanParams
 
 MARKER = "<停止词>"  # lines starting with it in the article's text files are not documents
 URL_TOKEN, EMAIL_TOKEN = "<url>", "<email>"
@@ -273,7 +273,7 @@ def _builtin_stopwords(names: tuple[str, ...]) -> frozenset[str]:
 
         words |= set(ENGLISH_STOP_WORDS) - _KEEP_EN
     if "zh" in names:
-        text = resources.files("stages").joinpath("resources/stopwords_zh.txt").read_text(encoding="utf-8")
+        text = resources.files("textclf").joinpath("resources/stopwords_zh.txt").read_text(encoding="utf-8")
         words |= {w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#")}
     return frozenset(words)
 
@@ -352,6 +352,28 @@ def hex_array(h: np.ndarray) -> pa.StringArray:
 def seed_key(seed: int) -> str:
     """A 16-byte SipHash key derived from an integer seed."""
     return f"textclf{seed % 10**9:09d}"
+
+
+def bigrams(tokens: pa.ListArray) -> pa.ListArray:
+    """Adjacent token pairs per document, joined by a space (tokens never contain spaces)."""
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
+    n = len(tokens)
+    values = pc.list_flatten(tokens)  # respects slicing; a null list contributes nothing
+    lengths = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)  # into `values`, not into the (maybe sliced) buffers
+    np.cumsum(lengths, out=offsets[1:])
+    new_offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.maximum(lengths - 1, 0), out=new_offsets[1:])
+    if len(values) < 2:
+        return pa.ListArray.from_arrays(pa.array(new_offsets), pa.array([], pa.string()))
+    pairs = pc.binary_join_element_wise(values[:-1], values[1:], " ")
+    # a pair is valid when both tokens belong to the same document: drop the pairs that start
+    # at a document's last token
+    last = offsets[1:][lengths > 0] - 1
+    keep = np.ones(len(values) - 1, dtype=bool)
+    keep[last[last < len(values) - 1]] = False
+    return pa.ListArray.from_arrays(pa.array(new_offsets), pairs.filter(pa.array(keep)))
 
 
 def join_tokens(tokens: pa.ListArray, sep: str = " ") -> pa.Array:

@@ -15,8 +15,7 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from stages.text import hash64
-from stages.vocab import bigrams
+from textclf.text import bigrams, hash64
 
 BIGRAM_HASH_KEY = "textclf-bigram-1"
 

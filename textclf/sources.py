@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from stages.artifacts import InputError
-from stages.params import IngestParams
-from stages.text import MARKER, decode, looks_binary
+from textclf.artifacts import InputError
+from textclf.params import IngestParams
+from textclf.text import MARKER, decode, looks_binary
 
 log = logging.getLogger("textclf.sources")
 

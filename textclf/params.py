@@ -90,7 +90,7 @@ class DistributedParams(_Section):
 
 
 class LinearParams(_Section):
-    """The `linear` family: TF-IDF logistic regression + an NB-scaled head (stages.linear)."""
+    """The `linear` family: TF-IDF logistic regression + an NB-scaled head (textclf.training.linear)."""
 
     # inverse L2 strength: mean loss + ||W||^2 / (2 C n), scikit-learn's multinomial objective (with two
     # classes, a softmax over two rows pays half the penalty: scikit-learn's binary C = 2 C)

@@ -7,8 +7,7 @@ exits non-zero with a summary naming column, check and count.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as arrow
@@ -17,10 +16,10 @@ from pandera.errors import SchemaErrors
 from pandera.extensions import register_check_method
 from pandera.typing import Series
 
-from stages.artifacts import ContractError, write_json
+from textclf.artifacts import ContractError, write_json
+from textclf.paths import VALIDATION_DIR
 
 SPLITS = ("train", "valid", "test")
-VALIDATION_DIR = Path("reports/validation")
 
 # Why a record was quarantined. Ingest and clean reasons share one vocabulary so that counts and
 # diffs across versions line up.
@@ -110,6 +109,30 @@ def predictions_schema(labels: list[str]) -> pa.DataFrameSchema:
     return schema.add_columns(cols).update_columns(
         {"label": {"checks": [pa.Check.isin(labels)]}, "predicted": {"checks": [pa.Check.isin(labels)]}}
     )
+
+
+PROBA_DECIMALS = 6
+
+
+def round_proba(proba: np.ndarray) -> np.ndarray:
+    """Probabilities to PROBA_DECIMALS decimals, as every predictions file and the metrics computed
+    from it record them: BLAS on another CPU flips the last bits of a float, never the sixth
+    decimal (but for the rare value on a rounding edge), so a rebuild writes the same bytes."""
+    return np.round(np.asarray(proba, dtype=np.float64), PROBA_DECIMALS)
+
+
+def predictions_frame(df: pd.DataFrame, labels: list[str], proba: np.ndarray) -> pd.DataFrame:
+    """The predictions contract shared by model and baseline (textclf.schemas.predictions_schema)."""
+    out = pd.DataFrame({
+        "doc_id": df["doc_id"].to_numpy(dtype=object),
+        "label": df["label"].to_numpy(dtype=object),
+        "predicted": np.asarray(labels, dtype=object)[proba.argmax(axis=1)] if len(df) else [],
+    })
+    for j, c in enumerate(labels):
+        out[f"prob_{c}"] = proba[:, j].astype(np.float64)  # rounded by the caller: see round_proba
+    for c in ("doc_id", "label", "predicted"):
+        out[c] = out[c].astype("str")
+    return out
 
 
 def _jsonable(v):

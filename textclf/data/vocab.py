@@ -1,0 +1,120 @@
+"""vocab: the train split → data/processed/vocab.json.
+
+Built from the train split only, so test documents never shape the features. Order is
+deterministic (count desc, token asc); `<pad>` = 0 and `<unk>` = 1; with `ngrams: 2` adjacent
+token pairs ("a b") are counted too. The content hash goes into the model bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from textclf.artifacts import InputError, read_json
+from textclf.params import VocabParams
+from textclf.paths import VOCAB
+from textclf.text import bigrams
+
+log = logging.getLogger("textclf.vocab")
+
+
+PAD, UNK = "<pad>", "<unk>"
+SPECIALS = (PAD, UNK)
+
+
+def count_tokens(tokens: pa.ListArray, ngrams: int) -> pa.Table:
+    """(token, count) over all documents, as an Arrow table (an exact, mergeable reduction)."""
+    values = pc.list_flatten(tokens)
+    if ngrams == 2:
+        values = pa.concat_arrays([values, pc.list_flatten(bigrams(tokens))])
+    vc = pc.value_counts(values)
+    return pa.table({"token": vc.field("values"), "count": vc.field("counts")})
+
+
+def count_batches(batches: Iterable[pa.ListArray], ngrams: int) -> pa.Table | None:
+    """`count_tokens` over batches (Parquet row groups, partitions), merged as it goes: memory is
+    bounded by the vocabulary, not the corpus. None when there were no batches."""
+    counts = None
+    for tokens in batches:
+        part = count_tokens(tokens, ngrams)
+        counts = merge_counts(counts, part)
+    return counts
+
+
+def merge_counts(*parts: pa.Table | None) -> pa.Table | None:
+    """Sum (token, count) tables: the vocabulary's reduction (associative, so any tree works)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    counts = pa.concat_tables(parts)
+    return counts.group_by("token").aggregate([("count", "sum")]).rename_columns(["token", "count"])
+
+
+def count_row_group(path: str, i: int, ngrams: int) -> pa.Table:
+    """`count_tokens` on one row group, read where it runs (a Dask worker)."""
+    tokens = pq.ParquetFile(path).read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
+    return count_tokens(tokens, ngrams)
+
+
+def count_dask(client, path: str, row_groups: int, ngrams: int, fan_in: int = 8) -> pa.Table | None:
+    """Counts on a Dask cluster: one task per row group, merged in a tree of `merge_counts` tasks
+    on the workers; only the final table comes back."""
+    level = [client.submit(count_row_group, path, i, ngrams, pure=False) for i in range(row_groups)]
+    if not level:
+        return None
+    while len(level) > 1:
+        level = [client.submit(merge_counts, *level[j:j + fan_in], pure=False) for j in range(0, len(level), fan_in)]
+    return level[0].result()
+
+
+def build_vocab(counts: pa.Table, params: VocabParams) -> dict:
+    table = counts.filter(pc.greater_equal(counts["count"], params.min_freq))
+    table = table.filter(pc.invert(pc.is_in(table["token"], value_set=pa.array(SPECIALS))))
+    table = table.sort_by([("count", "descending"), ("token", "ascending")]).slice(0, params.max_size)
+    tokens = [*SPECIALS, *table["token"].to_pylist()]
+    freq = [0, 0, *table["count"].to_pylist()]
+    return {
+        "tokens": tokens,
+        "counts": freq,
+        "ngrams": params.ngrams,
+        "min_freq": params.min_freq,
+        "max_size": params.max_size,
+        "hash": vocab_hash(tokens),
+    }
+
+
+def vocab_hash(tokens: list[str]) -> str:
+    return hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def check_vocab(vocab: dict, path: Path | str = VOCAB) -> dict:
+    """The vocab contract: unique tokens, ids = positions, specials first, hash matches."""
+    tokens = vocab.get("tokens")
+    problems = []
+    if not isinstance(tokens, list) or not tokens:
+        problems.append("tokens: missing or empty")
+    else:
+        if tokens[:2] != list(SPECIALS):
+            problems.append(f"tokens: must start with {list(SPECIALS)}, got {tokens[:2]}")
+        if len(set(tokens)) != len(tokens):
+            problems.append(f"tokens: {len(tokens) - len(set(tokens))} duplicate token(s)")
+        if len(vocab.get("counts", [])) != len(tokens):
+            problems.append("counts: length differs from tokens")
+        if vocab.get("hash") != vocab_hash(tokens):
+            problems.append("hash: does not match the tokens")
+    if problems:
+        raise InputError(f"{path}: invalid vocabulary: " + "; ".join(problems))
+    return vocab
+
+
+def load_vocab(path: Path | str = VOCAB) -> dict:
+    return check_vocab(read_json(path), path)
+
+

@@ -1,0 +1,206 @@
+"""evaluate: the bundle + the test split (+ the baseline's predictions) → reports/metrics.json,
+reports/predictions.parquet, reports/plots/.
+
+Model and baseline are scored by the same function (`score`) with scikit-learn: accuracy,
+macro-/weighted-F1, per-class precision/recall/F1/support, ROC-AUC, expected calibration error.
+`compare_to_baseline` says whether the model-minus-baseline difference is more than the test
+split's noise: a paired bootstrap 95% interval of the macro-F1 difference (seeded, so the
+metrics are reproducible) and an exact McNemar test on the documents exactly one of the two
+gets right.
+Plots for DVC: the model's confusion matrix (DVC's `confusion` template), ROC and PR curves
+(binary: the positive class is the second label in sorted order; more classes: micro-averaged
+one-vs-rest).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.preprocessing import label_binarize
+
+from textclf.bundle import Bundle
+from textclf.model import EncodingConfig, encode, label_ids, predict_proba
+from textclf.paths import BASELINE_PREDICTIONS as BASELINE
+from textclf.paths import RAW_BASELINE_PREDICTIONS as RAW_BASELINE
+from textclf.schemas import predictions_frame, round_proba
+from textclf.stats import paired_macro_f1_deltas
+
+log = logging.getLogger("textclf.evaluate")
+
+
+
+def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
+    """Equal-width bins over the top-class confidence; weighted |accuracy - confidence|."""
+    if len(y) == 0:
+        return float("nan")
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(np.float64)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    n = np.bincount(which, minlength=bins)
+    acc = np.bincount(which, weights=correct, minlength=bins)
+    cs = np.bincount(which, weights=conf, minlength=bins)
+    nz = n > 0
+    return float(np.sum(np.abs(acc[nz] - cs[nz])) / len(y))
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, labels: list[str], bins: int = 10) -> dict:
+    """Every metric for one set of predictions; y_true are label strings, proba [n, k]."""
+    y = label_ids(y_true, labels)
+    pred = proba.argmax(axis=1)
+    ids = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
+    # Averages over the classes that occur (as truth or prediction): a class absent from this
+    # split would otherwise count as F1 = 0 and drag macro-F1 down for nothing.
+    present = np.union1d(y, pred).tolist()
+    out = {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)) if len(y) else None,
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=present, zero_division=0)) if len(y) else None,
+        "weighted_f1": float(f1_score(y, pred, average="weighted", labels=present, zero_division=0))
+        if len(y) else None,
+        "roc_auc": _roc_auc(y, proba),
+        "ece": expected_calibration_error(y, proba, bins) if len(y) else None,
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                      for i, c in enumerate(labels)},
+    }
+    return out
+
+
+def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float | None:
+    present = np.unique(y)
+    if len(present) < 2:
+        return None  # undefined with one class in the test split
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(y, proba[:, 1]))
+    if len(present) < proba.shape[1]:
+        # one-vs-rest AUC is undefined for a class with no positives: average over present classes
+        return float(np.mean([roc_auc_score(y == c, proba[:, c]) for c in present]))
+    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(proba.shape[1]))))
+
+
+def curves(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> tuple[list[dict], list[dict]]:
+    """ROC and PR points: binary for two classes, micro-averaged one-vs-rest otherwise."""
+    y = label_ids(y_true, labels)
+    if len(np.unique(y)) < 2:
+        return [], []
+    if len(labels) == 2:
+        truth, scores = (y == 1).astype(int), proba[:, 1]
+    else:
+        truth, scores = label_binarize(y, classes=list(range(len(labels)))).ravel(), proba.ravel()
+    fpr, tpr, _ = roc_curve(truth, scores)
+    prec, rec, _ = precision_recall_curve(truth, scores)
+    roc = [{"fpr": round(float(a), 5), "tpr": round(float(b), 5)} for a, b in zip(fpr, tpr, strict=True)]
+    step = max(1, len(rec) // 500)  # a PR curve has a point per threshold: keep the plot light
+    pr = [{"recall": round(float(a), 5), "precision": round(float(b), 5)}
+          for a, b in zip(rec[::step], prec[::step], strict=True)]
+    return roc, pr
+
+
+def compare_to_baseline(y: np.ndarray, pred_model: np.ndarray, pred_baseline: np.ndarray, k: int,
+                        n_boot: int = 1000, seed: int = 0) -> dict:
+    """Model vs baseline on the same documents (class indices): the macro-F1 difference, its
+    paired bootstrap 95% interval (None with n_boot = 0) and McNemar's exact p-value.
+
+    A document matters to either F1 only through its (truth, model, baseline) triple, so a
+    replicate is drawn as counts over the k³ triples — multinomial(n, triple shares), exactly the
+    distribution of resampling n documents — at a cost independent of n."""
+    from scipy.stats import binomtest
+
+    n = len(y)
+    model_right, base_right = pred_model == y, pred_baseline == y
+    b, c = int(np.sum(model_right & ~base_right)), int(np.sum(~model_right & base_right))
+    out = {"delta_macro_f1": None, "ci95_low": None, "ci95_high": None, "bootstrap": 0,
+           "model_only_correct": b, "baseline_only_correct": c,
+           "mcnemar_p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0}
+    if n == 0:
+        return out
+    observed, deltas = paired_macro_f1_deltas(y, pred_model, pred_baseline, k, n_boot, seed)
+    out["delta_macro_f1"] = observed
+    if n_boot:
+        out["ci95_low"], out["ci95_high"] = (float(v) for v in np.percentile(deltas, [2.5, 97.5]))
+        out["bootstrap"] = int(n_boot)
+    return out
+
+
+def model_proba(bundle: Bundle, tokens: pa.ListArray, device: torch.device | str = "cpu") -> np.ndarray:
+    enc = EncodingConfig(**bundle.config["encoding"])
+    ids, offsets = encode(tokens, pa.array(bundle.vocab["tokens"], pa.string()), enc)
+    model = bundle.build_model(device)
+    return predict_proba(model, torch.from_numpy(ids).to(device), torch.from_numpy(offsets).to(device)).numpy()
+
+
+# The bar of issue 11: the model may trail the best reference by at most this much macro-F1.
+NON_INFERIORITY_MARGIN = 0.005
+
+
+def _aligned(baseline: pd.DataFrame, test: pd.DataFrame, labels: list[str], path: Path) -> np.ndarray:
+    base = baseline.set_index("doc_id").reindex(test["doc_id"].to_numpy())
+    if base["label"].isna().any():
+        from textclf.artifacts import InputError
+
+        raise InputError(f"{path}: does not cover the test split (rerun: dvc repro baseline)")
+    return base[[f"prob_{c}" for c in labels]].to_numpy(dtype=np.float64)
+
+
+def references(metrics: dict, names: tuple[str, ...]) -> dict:
+    """The best reference's macro-F1 and the model's margin over it (non-inferior: margin >=
+    -NON_INFERIORITY_MARGIN)."""
+    scores = {n: metrics[n]["macro_f1"] for n in names if n in metrics and metrics[n]["macro_f1"] is not None}
+    if not scores or metrics["test"]["macro_f1"] is None:  # an empty test split
+        return {"best": None, "best_macro_f1": None, "margin": None, "tolerance": NON_INFERIORITY_MARGIN,
+                "non_inferior": None}
+    best = max(scores, key=lambda n: scores[n])
+    margin = metrics["test"]["macro_f1"] - scores[best]
+    return {"best": best, "best_macro_f1": scores[best], "margin": margin, "tolerance": NON_INFERIORITY_MARGIN,
+            "non_inferior": bool(margin >= -NON_INFERIORITY_MARGIN)}
+
+
+def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: int = 10, n_boot: int = 1000,
+             seed: int = 0, raw_baseline: pd.DataFrame | None = None) -> tuple[dict, pd.DataFrame, dict]:
+    labels = bundle.labels
+    unknown = sorted(set(test["label"].tolist()) - set(labels))
+    if unknown:
+        from textclf.artifacts import InputError
+
+        raise InputError(f"test split has labels the model was not trained on: {unknown}")
+    proba = round_proba(model_proba(bundle, test["tokens"].array._pa_array.combine_chunks()))
+    preds = predictions_frame(test, labels, proba)
+    y_true = test["label"].to_numpy(dtype=object)
+    base_proba = _aligned(baseline, test, labels, BASELINE)
+    metrics = {
+        "test": score(y_true, proba, labels, bins),
+        "baseline": score(y_true, base_proba, labels, bins),
+        "model": {"type": bundle.config["model"]["type"],
+                  "best_epoch": bundle.config.get("training", {}).get("best_epoch")},
+    }
+    y = label_ids(y_true, labels)
+    metrics["comparison"] = compare_to_baseline(y, proba.argmax(axis=1), base_proba.argmax(axis=1), len(labels),
+                                                n_boot, seed)
+    if raw_baseline is not None:
+        raw_proba = _aligned(raw_baseline, test, labels, RAW_BASELINE)
+        metrics["baseline_raw"] = score(y_true, raw_proba, labels, bins)
+        metrics["comparison"]["raw"] = compare_to_baseline(y, proba.argmax(axis=1), raw_proba.argmax(axis=1),
+                                                           len(labels), n_boot, seed)
+    metrics["comparison"]["references"] = references(metrics, ("baseline", "baseline_raw"))
+    roc, pr = curves(y_true, proba, labels)
+    plots = {
+        "confusion": [{"actual": a, "predicted": b} for a, b in zip(y_true, preds["predicted"], strict=True)],
+        "roc": roc,
+        "pr": pr,
+    }
+    return metrics, preds, plots
+
+

@@ -1,0 +1,43 @@
+"""Every artifact path of the pipeline, in one import-light module (only pathlib): the stages,
+the flows, `textclf diff` and `textclf serve` name files through it, and a test checks each one
+against dvc.yaml's outs and deps. Paths are relative to the project root (DVC's working dir)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ingest
+DOCUMENTS = Path("data/interim/documents.parquet")
+REJECTED_INGEST = Path("data/interim/rejected_ingest.parquet")
+INGEST_STATS = Path("reports/data/ingest.json")
+# clean
+CLEAN = Path("data/interim/clean.parquet")
+REJECTED_CLEAN = Path("data/interim/rejected_clean.parquet")
+CLEAN_STATS = Path("reports/data/clean.json")
+# split
+PROCESSED = Path("data/processed")
+TRAIN = PROCESSED / "train.parquet"
+VALID = PROCESSED / "valid.parquet"
+TEST = PROCESSED / "test.parquet"
+SPLIT_STATS = Path("reports/data/split.json")
+# vocab
+VOCAB = PROCESSED / "vocab.json"
+# baseline
+BASELINE_PREDICTIONS = Path("reports/baseline/predictions.parquet")
+RAW_BASELINE_PREDICTIONS = Path("reports/baseline/raw_predictions.parquet")
+# train
+BUNDLE = Path("models/classifier")
+TRAIN_REPORTS = Path("reports/train")  # DVCLive's folder: metrics.json, plots/metrics/
+AUTOTUNE_REPORT = TRAIN_REPORTS / "autotune.json"
+TRIALS_PLOT = TRAIN_REPORTS / "autotune" / "trials.json"
+CHECKPOINT = Path("models/checkpoint")  # not a DVC output: resume state (git-ignored)
+RUN_METADATA = TRAIN_REPORTS / "run.json"  # not a DVC output: time, host, versions (git-ignored)
+# evaluate
+METRICS = Path("reports/metrics.json")
+PREDICTIONS = Path("reports/predictions.parquet")
+PLOTS = Path("reports/plots")
+# export
+ONNX_DIR = Path("models/onnx")
+EXPORT_REPORT = Path("reports/export.json")
+# contracts
+VALIDATION_DIR = Path("reports/validation")  # reports/validation/<stage>.json on a broken contract

@@ -1,0 +1,1 @@
+"""Training: the fit loop, distributed runs, checkpoints, the linear family, autotune."""
