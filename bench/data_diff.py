@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from textclf.artifacts import read_parquet, write_parquet  # noqa: E402
 from textclf.data.split import assign, group_ids  # noqa: E402
 from textclf.data.vocab import build_vocab, count_tokens  # noqa: E402
-from textclf.datadiff import Snapshot, diff_snapshots, render_markdown, render_text  # noqa: E402
+from textclf.diff.core import Snapshot, diff_snapshots
+from textclf.diff.render import render_markdown, render_text
 from textclf.params import CleanParams, SplitParams, VocabParams  # noqa: E402
 from textclf.sources import read_line_file  # noqa: E402
 from textclf.text import clean_batch, hash64, normalize, to_hex  # noqa: E402
@@ -53,8 +54,11 @@ def sample_pool() -> tuple[pa.Array, np.ndarray, pa.ListArray]:
     texts = pa.array(df["text"], type=pa.string())
     tokens = clean_batch(texts, CleanParams())
     keep = pc.greater(pc.list_value_length(tokens), 0)
-    return texts.filter(keep), df["label"].to_numpy(dtype=object)[keep.to_numpy(zero_copy_only=False)], \
-        tokens.filter(keep)
+    return (
+        texts.filter(keep),
+        df["label"].to_numpy(dtype=object)[keep.to_numpy(zero_copy_only=False)],
+        tokens.filter(keep),
+    )
 
 
 def make_docs(pool, idx: np.ndarray, serial: np.ndarray, new_words: pa.Array | None = None):
@@ -118,15 +122,20 @@ def main() -> int:
     docs_a, tok_a = make_docs(pool, rng.integers(0, len(pool[0]), n), np.arange(n))
     # B: drop `removed` random documents, flip the label of `relabeled` others, add `added` new ones
     perm = rng.permutation(n)
-    removed, relabeled = perm[: args.removed], perm[args.removed: args.removed + args.relabeled]
+    removed, relabeled = perm[: args.removed], perm[args.removed : args.removed + args.relabeled]
     keep = np.ones(n, dtype=bool)
     keep[removed] = False
-    words = np.array([f"zq{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}{chr(97 + i // 676 % 26)}"
-                      for i in range(args.new_words)], dtype=object)
-    new_words = pa.array(np.where(rng.random(args.added) < 0.5, words[rng.integers(0, len(words), args.added)], None),
-                         type=pa.string())
-    docs_new, tok_new = make_docs(pool, rng.integers(0, len(pool[0]), args.added),
-                                  np.arange(n, n + args.added), new_words)
+    words = np.array(
+        [f"zq{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}{chr(97 + i // 676 % 26)}" for i in range(args.new_words)],
+        dtype=object,
+    )
+    new_words = pa.array(
+        np.where(rng.random(args.added) < 0.5, words[rng.integers(0, len(words), args.added)], None),
+        type=pa.string(),
+    )
+    docs_new, tok_new = make_docs(
+        pool, rng.integers(0, len(pool[0]), args.added), np.arange(n, n + args.added), new_words
+    )
     docs_b = docs_a.copy()
     flip = {"pos": "neg", "neg": "pos"}
     docs_b.loc[relabeled, "label"] = docs_b.loc[relabeled, "label"].map(flip)
@@ -134,8 +143,9 @@ def main() -> int:
     tok_b = pa.concat_arrays([tok_a.filter(pa.array(keep)), tok_new])
     splits_a, vocab_a, _ = split_and_vocab(tok_a, docs_a["doc_id"].to_numpy())
     splits_b, vocab_b, test_b = split_and_vocab(tok_b, docs_b["doc_id"].to_numpy())
-    quarantine_b = {r: QUARANTINE_A.get(r, 0) + QUARANTINE_DELTA.get(r, 0)
-                    for r in {**QUARANTINE_A, **QUARANTINE_DELTA}}
+    quarantine_b = {
+        r: QUARANTINE_A.get(r, 0) + QUARANTINE_DELTA.get(r, 0) for r in {**QUARANTINE_A, **QUARANTINE_DELTA}
+    }
     a = Snapshot("v1", docs_a, splits_a, quarantine(QUARANTINE_A), vocab_a)
     b = Snapshot("v2", docs_b, splits_b, quarantine(quarantine_b), vocab_b, test_tokens=test_b)
     build_s = time.perf_counter() - t0
@@ -162,9 +172,13 @@ def main() -> int:
     known_labels = {}
     for lab in ("neg", "pos"):
         other = flip[lab]
-        known_labels[lab] = int((lab_a == lab).sum() - (lab_a[removed] == lab).sum()
-                                - (lab_a[relabeled] == lab).sum() + (lab_a[relabeled] == other).sum()
-                                + (docs_new["label"] == lab).sum())
+        known_labels[lab] = int(
+            (lab_a == lab).sum()
+            - (lab_a[removed] == lab).sum()
+            - (lab_a[relabeled] == lab).sum()
+            + (lab_a[relabeled] == other).sum()
+            + (docs_new["label"] == lab).sum()
+        )
     va, vb = set(vocab_a["tokens"][2:]), set(vocab_b["tokens"][2:])
     checks = [
         ("documents added", d["documents"]["added"], args.added),
@@ -172,27 +186,49 @@ def main() -> int:
         ("documents relabelled", d["documents"]["relabeled"], args.relabeled),
         ("documents unchanged", d["documents"]["unchanged"], n - args.removed - args.relabeled),
         *[(f"label {lab} at v2", d["labels"][lab]["b"], known_labels[lab]) for lab in known_labels],
-        ("split entered (all splits)", sum(v["added"] for v in d["splits"]["counts"].values()), args.added),
-        ("split left (all splits)", sum(v["removed"] for v in d["splits"]["counts"].values()), args.removed),
+        (
+            "split entered (all splits)",
+            sum(v["added"] for v in d["splits"]["counts"].values()),
+            args.added,
+        ),
+        (
+            "split left (all splits)",
+            sum(v["removed"] for v in d["splits"]["counts"].values()),
+            args.removed,
+        ),
         ("documents that changed split", d["splits"]["moved"], 0),
-        *[(f"quarantine {r} delta", d["quarantine"]["by_reason"][r]["delta"], QUARANTINE_DELTA.get(r, 0))
-          for r in sorted(quarantine_b)],
+        *[
+            (
+                f"quarantine {r} delta",
+                d["quarantine"]["by_reason"][r]["delta"],
+                QUARANTINE_DELTA.get(r, 0),
+            )
+            for r in sorted(quarantine_b)
+        ],
         ("vocab tokens added", d["vocab"]["added"], len(vb - va)),
         ("vocab tokens dropped", d["vocab"]["dropped"], len(va - vb)),
     ]
-    print(f"data_diff: {n:,} → {len(docs_b):,} documents (sample reviews-zh resampled, {len(pool[0]):,} "
-          f"distinct texts; seed {args.seed}); built in {build_s:.1f} s on {os.cpu_count()} cores")
-    print(f"core diff: {core_s:.2f} s (target <= 30 s)  |  render text+md: {render_s:.3f} s  |  "
-          f"read one documents.parquet: {read_s:.2f} s  |  peak RSS {rss_gb:.2f} GB")
+    print(
+        f"data_diff: {n:,} → {len(docs_b):,} documents (sample reviews-zh resampled, {len(pool[0]):,} "
+        f"distinct texts; seed {args.seed}); built in {build_s:.1f} s on {os.cpu_count()} cores"
+    )
+    print(
+        f"core diff: {core_s:.2f} s (target <= 30 s)  |  render text+md: {render_s:.3f} s  |  "
+        f"read one documents.parquet: {read_s:.2f} s  |  peak RSS {rss_gb:.2f} GB"
+    )
     ok = True
     for name, got, want in checks:
         ok &= got == want
         print(f"  {name:<38} {got:>10,}  expected {want:>10,}  {'ok' if got == want else 'MISMATCH'}")
     v = d["vocab"]
-    print(f"  vocab {v['size_a']:,} → {v['size_b']:,}; OOV of v2 test under v1 vocab "
-          f"{100 * v['oov_rate_test_b_under_a']:.3f}% (under v2's: {100 * v['oov_rate_test_b_under_b']:.3f}%)")
-    print(f"counts match the known changes: {'yes' if ok else 'NO'}; "
-          f"within the 30 s target: {'yes' if core_s <= 30 else 'NO'}")
+    print(
+        f"  vocab {v['size_a']:,} → {v['size_b']:,}; OOV of v2 test under v1 vocab "
+        f"{100 * v['oov_rate_test_b_under_a']:.3f}% (under v2's: {100 * v['oov_rate_test_b_under_b']:.3f}%)"
+    )
+    print(
+        f"counts match the known changes: {'yes' if ok else 'NO'}; "
+        f"within the 30 s target: {'yes' if core_s <= 30 else 'NO'}"
+    )
     return 0 if ok else 1
 
 

@@ -49,6 +49,8 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "reviews-z
 
 def sample_files() -> dict[str, Path]:
     return {label: SAMPLE / f"{label}.txt" for label in ("pos", "neg")}
+
+
 from textclf.data.vocab import build_vocab, check_vocab, count_batches, count_tokens  # noqa: E402
 from textclf.text import decode, load_stopwords  # noqa: E402
 
@@ -74,8 +76,10 @@ def build_corpus(root: Path, n: int, seed: int, repeat_share: float = 0.05) -> d
         a = rng.integers(0, len(pool), size=k)
         b = rng.integers(0, len(pool), size=k)
         repeat = rng.random(k) < repeat_share
-        docs = [pool[i] if r else pool[i][: len(pool[i]) // 2] + pool[j][len(pool[j]) // 2:]
-                for i, j, r in zip(a.tolist(), b.tolist(), repeat.tolist(), strict=True)]
+        docs = [
+            pool[i] if r else pool[i][: len(pool[i]) // 2] + pool[j][len(pool[j]) // 2 :]
+            for i, j, r in zip(a.tolist(), b.tolist(), repeat.tolist(), strict=True)
+        ]
         (root / f"{label}.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
         counts[label] = int(k)
     return counts
@@ -94,17 +98,22 @@ class Timer:
     def stage(self, name: str, docs: int, core_s: float, io_s: float) -> None:
         self.rows.append((name, docs, core_s, io_s))
         total = core_s + io_s
-        print(f"{name:<7} {docs:>10,} docs  core {core_s:6.2f} s  validate+write {io_s:5.2f} s  "
-              f"{docs / total:>10,.0f} docs/s  peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
+        print(
+            f"{name:<7} {docs:>10,} docs  core {core_s:6.2f} s  validate+write {io_s:5.2f} s  "
+            f"{docs / total:>10,.0f} docs/s  peak RSS so far {peak_rss_gb():.2f} GB",
+            flush=True,
+        )
 
 
 def run(n: int, seed: int, workdir: Path) -> None:
     corpus = workdir / "raw"
     t = time.perf_counter()
     labels = build_corpus(corpus, n, seed)
-    print(f"corpus: {n:,} documents ({', '.join(f'{k} {v:,}' for k, v in labels.items())}) "
-          f"in {time.perf_counter() - t:.1f} s, {sum(p.stat().st_size for p in corpus.iterdir()) / 1e6:.0f} MB",
-          flush=True)
+    print(
+        f"corpus: {n:,} documents ({', '.join(f'{k} {v:,}' for k, v in labels.items())}) "
+        f"in {time.perf_counter() - t:.1f} s, {sum(p.stat().st_size for p in corpus.iterdir()) / 1e6:.0f} MB",
+        flush=True,
+    )
     out = workdir / "out"
     os.chdir(workdir)  # reports/validation/<stage>.json lands here if a contract breaks
     timer = Timer()
@@ -123,8 +132,11 @@ def run(n: int, seed: int, workdir: Path) -> None:
     write_json(result.stats, out / "ingest.json")
     timer.stage("ingest", len(records), t1 - t0, time.perf_counter() - t1)
     s = result.stats
-    print(f"        read {s['read']:,} = kept {s['kept']:,} + duplicates {s['duplicates']:,} "
-          f"+ quarantined {s['quarantined']:,}", flush=True)
+    print(
+        f"        read {s['read']:,} = kept {s['kept']:,} + duplicates {s['duplicates']:,} "
+        f"+ quarantined {s['quarantined']:,}",
+        flush=True,
+    )
     del records, result, rejected
 
     # clean
@@ -157,23 +169,32 @@ def run(n: int, seed: int, workdir: Path) -> None:
     t0 = time.perf_counter()
     vp = VocabParams(min_freq=1, ngrams=1)  # the unigram vocabulary CountVectorizer also builds
     pf = pq.ParquetFile(out / "train.parquet")
-    batches = (pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
-               for i in range(pf.num_row_groups))
+    batches = (
+        pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks() for i in range(pf.num_row_groups)
+    )
     vocab = check_vocab(build_vocab(count_batches(batches, vp.ngrams), vp))
     t1 = time.perf_counter()
     write_json(vocab, out / "vocab.json")
     timer.stage("vocab", n_train, t1 - t0, time.perf_counter() - t1)
     total = time.perf_counter() - t_all
-    print(f"data half: {total:.1f} s for {n:,} documents ({n / total:,.0f} docs/s), "
-          f"vocab {len(vocab['tokens']):,} entries; peak RSS {peak_rss_gb():.2f} GB", flush=True)
+    print(
+        f"data half: {total:.1f} s for {n:,} documents ({n / total:,.0f} docs/s), "
+        f"vocab {len(vocab['tokens']):,} entries; peak RSS {peak_rss_gb():.2f} GB",
+        flush=True,
+    )
 
     # reference: CountVectorizer.fit on the same texts vs our clean + vocab (core functions, no
     # validation or writing: fit does neither) on all of them
     clean_s = timer.rows[1][2]
     all_tokens = pa.array(cleaned["tokens"])
     t0 = time.perf_counter()
-    build_vocab(count_tokens(all_tokens.combine_chunks() if isinstance(all_tokens, pa.ChunkedArray)
-                             else all_tokens, vp.ngrams), vp)
+    build_vocab(
+        count_tokens(
+            all_tokens.combine_chunks() if isinstance(all_tokens, pa.ChunkedArray) else all_tokens,
+            vp.ngrams,
+        ),
+        vp,
+    )
     vocab_all_s = time.perf_counter() - t0
     del cleaned, all_tokens
     texts = pq.read_table(out / "documents.parquet", columns=["text"])["text"].to_numpy()
@@ -181,24 +202,34 @@ def run(n: int, seed: int, workdir: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "stop_words may be inconsistent with preprocessing"
-        cv = CountVectorizer(lowercase=True, token_pattern=REFERENCE_TOKEN_PATTERN,
-                             stop_words=sorted(stopwords))
+        cv = CountVectorizer(lowercase=True, token_pattern=REFERENCE_TOKEN_PATTERN, stop_words=sorted(stopwords))
         t0 = time.perf_counter()
         cv.fit(texts)
         cv_s = time.perf_counter() - t0
     ours = len(texts) / (clean_s + vocab_all_s)
     ref = len(texts) / cv_s
-    print(f"reference: CountVectorizer.fit {len(texts):,} docs in {cv_s:.1f} s ({ref:,.0f} docs/s, "
-          f"{len(cv.vocabulary_):,} terms); ours clean+vocab (core) {clean_s + vocab_all_s:.1f} s "
-          f"({ours:,.0f} docs/s): {ours / ref:.1f}x", flush=True)
+    print(
+        f"reference: CountVectorizer.fit {len(texts):,} docs in {cv_s:.1f} s ({ref:,.0f} docs/s, "
+        f"{len(cv.vocabulary_):,} terms); ours clean+vocab (core) {clean_s + vocab_all_s:.1f} s "
+        f"({ours:,.0f} docs/s): {ours / ref:.1f}x",
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # --via-dvc: exactly what a user runs (`dvc repro vocab` on a CSV), against CountVectorizer
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
-           "data/stopwords.txt"]
+PROJECT = [
+    "stages",
+    "flows",
+    "textclf",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    "pyproject.toml",
+    "data/stopwords.txt",
+]
 
 
 def build_csv(path: Path, n: int, seed: int) -> None:
@@ -207,8 +238,11 @@ def build_csv(path: Path, n: int, seed: int) -> None:
 
     txt = path.parent / "txt"
     build_corpus(txt, n, seed)
-    rows = [(line, label) for label in ("neg", "pos")
-            for line in (txt / f"{label}.txt").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        (line, label)
+        for label in ("neg", "pos")
+        for line in (txt / f"{label}.txt").read_text(encoding="utf-8").splitlines()
+    ]
     order = np.random.default_rng(seed).permutation(len(rows))
     with open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
@@ -234,18 +268,29 @@ def via_dvc(n: int, seed: int, workdir: Path) -> None:
     corpus.parent.mkdir(parents=True)
     t = time.perf_counter()
     build_csv(corpus, n, seed)
-    print(f"corpus: {corpus.stat().st_size / 1e6:.0f} MB CSV, {n:,} documents ({time.perf_counter() - t:.1f} s)",
-          flush=True)
+    print(
+        f"corpus: {corpus.stat().st_size / 1e6:.0f} MB CSV, {n:,} documents ({time.perf_counter() - t:.1f} s)",
+        flush=True,
+    )
     params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
     params["ingest"]["source"] = "data/raw/corpus.csv"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+    }
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro", "vocab"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "vocab"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     marks = []
     for line in proc.stdout:
         if line.startswith("Running stage '"):
@@ -257,8 +302,11 @@ def via_dvc(n: int, seed: int, workdir: Path) -> None:
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (1 << 20)
     ends = [m[1] for m in marks[1:]] + [t0 + total]
     per_stage = ", ".join(f"{name} {end - start:.1f} s" for (name, start), end in zip(marks, ends, strict=True))
-    print(f"dvc repro vocab (what a user runs): {total:.1f} s ({per_stage}; the rest is DVC's own start-up and "
-          f"hashing), peak RSS of one process {peak:.2f} GB", flush=True)
+    print(
+        f"dvc repro vocab (what a user runs): {total:.1f} s ({per_stage}; the rest is DVC's own start-up and "
+        f"hashing), peak RSS of one process {peak:.2f} GB",
+        flush=True,
+    )
     import pandas as pd
     from sklearn.feature_extraction.text import CountVectorizer
 
@@ -266,18 +314,28 @@ def via_dvc(n: int, seed: int, workdir: Path) -> None:
     t0 = time.perf_counter()
     CountVectorizer(analyzer="char", ngram_range=(1, 2)).fit(texts)
     cv_s = time.perf_counter() - t0
-    print(f"reference: CountVectorizer(analyzer='char', ngram_range=(1, 2)).fit on the same {len(texts):,} texts "
-          f"in this run: {cv_s:.1f} s; `dvc repro vocab` is {cv_s / total:.2f}x its speed", flush=True)
+    print(
+        f"reference: CountVectorizer(analyzer='char', ngram_range=(1, 2)).fit on the same {len(texts):,} texts "
+        f"in this run: {cv_s:.1f} s; `dvc repro vocab` is {cv_s / total:.2f}x its speed",
+        flush=True,
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=1_000_000, help="corpus size (default 1,000,000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--via-dvc", action="store_true", help="time `dvc repro vocab` on a CSV of the corpus in a temp "
-                    "copy of the project (the user's path), against CountVectorizer char 1-2-grams")
+    ap.add_argument(
+        "--via-dvc",
+        action="store_true",
+        help="time `dvc repro vocab` on a CSV of the corpus in a temp "
+        "copy of the project (the user's path), against CountVectorizer char 1-2-grams",
+    )
     args = ap.parse_args()
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}", flush=True)
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="textclf-bench-") as tmp:
         cwd = os.getcwd()
         try:

@@ -30,15 +30,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
-           "data/sample", "data/stopwords.txt"]
-TRIVIAL = "from prefect import flow\n\n@flow\ndef trivial():\n    return 1\n\nif __name__ == '__main__':\n    trivial()\n"
+PROJECT = [
+    "stages",
+    "flows",
+    "textclf",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    "pyproject.toml",
+    "data/sample",
+    "data/stopwords.txt",
+]
+TRIVIAL = (
+    "from prefect import flow\n\n@flow\ndef trivial():\n    return 1\n\nif __name__ == '__main__':\n    trivial()\n"
+)
 
 
 def env(prefect_home: Path, api_url: str | None) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
-    e.update(DVC_NO_ANALYTICS="1", PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    e.update(
+        DVC_NO_ANALYTICS="1",
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
     if api_url:
         e["PREFECT_API_URL"] = api_url
     return e
@@ -62,12 +77,23 @@ def copy_project(dest: Path, e: dict[str, str]) -> Path:
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
-                [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
-                # a first commit, as in a clone (DVCLive in the train stage needs one)
-                ["git", "add", "-A"],
-                ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
-                 "commit", "-qm", "bench copy"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
+        # a first commit, as in a clone (DVCLive in the train stage needs one)
+        ["git", "add", "-A"],
+        [
+            "git",
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.invalid",
+            "commit",
+            "-qm",
+            "bench copy",
+        ],
+    ):
         subprocess.run(cmd, cwd=dest, env=e, check=True, capture_output=True, timeout=120)
     return dest
 
@@ -85,22 +111,44 @@ def main(argv: list[str] | None = None) -> int:
         fresh = env(tmp / "prefect-home", None)
         target = [args.target] if args.target else []
         dvc = [sys.executable, "-m", "dvc", "repro", *target]
-        flow = [sys.executable, "-m", "flows.pipeline", *(["--target", args.target] if args.target else [])]
+        flow = [
+            sys.executable,
+            "-m",
+            "flows.pipeline",
+            *(["--target", args.target] if args.target else []),
+        ]
         a, b = copy_project(tmp / "a", fresh), copy_project(tmp / "b", fresh)
-        print(f"{platform.machine()}, {os.cpu_count()} CPUs; target: {args.target or 'all'}", flush=True)
+        print(
+            f"{platform.machine()}, {os.cpu_count()} CPUs; target: {args.target or 'all'}",
+            flush=True,
+        )
         f = {}
         f["dvc_repro_scratch_s"] = timed(dvc, a, fresh, args.timeout)
-        print(f"  dvc repro, from scratch (copy A)                     {f['dvc_repro_scratch_s']:7.1f} s", flush=True)
+        print(
+            f"  dvc repro, from scratch (copy A)                     {f['dvc_repro_scratch_s']:7.1f} s",
+            flush=True,
+        )
         f["flow_first_scratch_s"] = timed(flow, b, fresh, args.timeout)
-        print(f"  flows.pipeline, from scratch, new PREFECT_HOME, no server (copy B) "
-              f"{f['flow_first_scratch_s']:7.1f} s = {f['flow_first_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x",
-              flush=True)
+        print(
+            f"  flows.pipeline, from scratch, new PREFECT_HOME, no server (copy B) "
+            f"{f['flow_first_scratch_s']:7.1f} s = {f['flow_first_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x",
+            flush=True,
+        )
         f["noop_dvc_s"] = timed(dvc, a, fresh, args.timeout)
         f["noop_flow_temporary_s"] = timed(flow, b, fresh, args.timeout)
-        print(f"  no-op: dvc repro {f['noop_dvc_s']:.1f} s; flows.pipeline (temporary server) "
-              f"{f['noop_flow_temporary_s']:.1f} s", flush=True)
-        server = subprocess.run([sys.executable, "-m", "flows.prefect_server", "start", "--port", str(args.port)],
-                                cwd=ROOT, env=fresh, capture_output=True, text=True, timeout=300)
+        print(
+            f"  no-op: dvc repro {f['noop_dvc_s']:.1f} s; flows.pipeline (temporary server) "
+            f"{f['noop_flow_temporary_s']:.1f} s",
+            flush=True,
+        )
+        server = subprocess.run(
+            [sys.executable, "-m", "flows.prefect_server", "start", "--port", str(args.port)],
+            cwd=ROOT,
+            env=fresh,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if server.returncode != 0:
             raise SystemExit(f"could not start the local server: {server.stderr}")
         try:
@@ -108,17 +156,28 @@ def main(argv: list[str] | None = None) -> int:
             c = copy_project(tmp / "c", fresh)
             f["flow_server_scratch_s"] = timed(flow, c, fresh, args.timeout)
         finally:
-            subprocess.run([sys.executable, "-m", "flows.prefect_server", "stop"], cwd=ROOT, env=fresh,
-                           capture_output=True, timeout=60)
-        print(f"  with a running local server: no-op flow {f['noop_flow_server_s']:.1f} s; from scratch "
-              f"{f['flow_server_scratch_s']:.1f} s = {f['flow_server_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x "
-              "dvc repro", flush=True)
+            subprocess.run(
+                [sys.executable, "-m", "flows.prefect_server", "stop"],
+                cwd=ROOT,
+                env=fresh,
+                capture_output=True,
+                timeout=60,
+            )
+        print(
+            f"  with a running local server: no-op flow {f['noop_flow_server_s']:.1f} s; from scratch "
+            f"{f['flow_server_scratch_s']:.1f} s = {f['flow_server_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x "
+            "dvc repro",
+            flush=True,
+        )
         (tmp / "trivial.py").write_text(TRIVIAL)
         setup = env(tmp / "prefect-home-2", None)
         f["prefect_trivial_first_s"] = timed([sys.executable, str(tmp / "trivial.py")], tmp, setup, args.timeout)
         f["prefect_trivial_again_s"] = timed([sys.executable, str(tmp / "trivial.py")], tmp, setup, args.timeout)
-        print(f"  Prefect's own set-up: a trivial flow {f['prefect_trivial_first_s']:.1f} s on a new PREFECT_HOME, "
-              f"{f['prefect_trivial_again_s']:.1f} s after that (its temporary server starts each time)", flush=True)
+        print(
+            f"  Prefect's own set-up: a trivial flow {f['prefect_trivial_first_s']:.1f} s on a new PREFECT_HOME, "
+            f"{f['prefect_trivial_again_s']:.1f} s after that (its temporary server starts each time)",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps({"target": args.target or "all", "cpus": os.cpu_count(), **f}, indent=2) + "\n")
     return 0

@@ -64,7 +64,12 @@ def onnx_graphs(bundle, onnx_dir: Path, test) -> tuple[Path, str]:
         return onnx_dir, f"ONNX graphs from {onnx_dir}"
     except BundleError as err:
         tmp = Path(tempfile.mkdtemp(prefix="textclf-bench-onnx-"))
-        export(bundle, test["tokens"].array._pa_array.combine_chunks(), test["label"].to_numpy(dtype=object), tmp)
+        export(
+            bundle,
+            test["tokens"].array._pa_array.combine_chunks(),
+            test["label"].to_numpy(dtype=object),
+            tmp,
+        )
         return tmp, f"ONNX graphs exported for this run into {tmp} ({err})"
 
 
@@ -75,6 +80,7 @@ def bench_predictor(name: str, predictor: Predictor, texts: list[str], single: l
     e2e = best_time(lambda: predictor.predict_proba(texts), repeat)
     ids, offsets = predictor.encode(texts)
     if predictor.onnx is not None:
+
         def model_only():
             return predictor.onnx.proba(ids, offsets, predictor.batch_size)
     else:
@@ -84,11 +90,17 @@ def bench_predictor(name: str, predictor: Predictor, texts: list[str], single: l
 
         def model_only():
             return predict_proba(predictor.model, ids_t, off_t, predictor.batch_size)
+
     model = best_time(model_only, repeat)
     lat = latencies(lambda t: predictor.predict_proba([t]), single)
-    return {"name": name, "batch": len(texts) / e2e, "model": len(texts) / model,
-            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-            "labels": predictor.predict_proba(texts).argmax(1)}
+    return {
+        "name": name,
+        "batch": len(texts) / e2e,
+        "model": len(texts) / model,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "labels": predictor.predict_proba(texts).argmax(1),
+    }
 
 
 def bench_fasttext(train_path: Path, test_tokens, single_n: int, repeat: int) -> dict | None:
@@ -109,8 +121,13 @@ def bench_fasttext(train_path: Path, test_tokens, single_n: int, repeat: int) ->
     # binding (`model.f`) is what the wrapper calls, without that conversion.
     batch = best_time(lambda: model.f.multilinePredict(lines, -1, 0.0, "strict"), repeat)
     lat = latencies(lambda s: model.f.predict(s, -1, 0.0, "strict"), lines[:single_n])
-    return {"name": "fastText", "batch": len(lines) / batch, "model": len(lines) / batch,
-            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
+    return {
+        "name": "fastText",
+        "batch": len(lines) / batch,
+        "model": len(lines) / batch,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+    }
 
 
 def main() -> int:
@@ -121,8 +138,12 @@ def main() -> int:
     ap.add_argument("--train", default="data/processed/train.parquet", help="fastText's training data")
     ap.add_argument("--single", type=int, default=500, help="documents timed one at a time")
     ap.add_argument("--repeat", type=int, default=3, help="batch runs (the best counts)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="intra-op threads for torch and ONNX Runtime (default 0: each library's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads for torch and ONNX Runtime (default 0: each library's default)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,55 +158,80 @@ def main() -> int:
     single = texts[: args.single]
     onnx_dir, onnx_note = onnx_graphs(bundle, Path(args.onnx_dir), test)
     cfg = bundle.model_config
-    print(f"inference benchmark: {len(texts)} test documents (mean {np.mean([len(t) for t in texts]):.0f} chars), "
-          f"bundle {args.bundle} ({cfg.type}, {cfg.num_embeddings:,} x {cfg.embed_dim} embeddings), "
-          f"{os.cpu_count()} CPUs, torch {torch.get_num_threads()} threads, "
-          f"ONNX Runtime {args.threads or 'default'} threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"inference benchmark: {len(texts)} test documents (mean {np.mean([len(t) for t in texts]):.0f} chars), "
+        f"bundle {args.bundle} ({cfg.type}, {cfg.num_embeddings:,} x {cfg.embed_dim} embeddings), "
+        f"{os.cpu_count()} CPUs, torch {torch.get_num_threads()} threads, "
+        f"ONNX Runtime {args.threads or 'default'} threads, load average {os.getloadavg()[0]:.1f}"
+    )
     print(onnx_note)
 
     torch_p = Predictor(bundle)
     pre = best_time(lambda: torch_p.encode(texts), args.repeat)
     pre_lat = latencies(lambda t: torch_p.encode([t]), single)
-    print(f"{'preprocessing':<14} normalise+clean+encode: {len(texts) / pre:>9,.0f} docs/s | single p50 "
-          f"{np.percentile(pre_lat, 50):.3f} ms  p99 {np.percentile(pre_lat, 99):.3f} ms")
+    print(
+        f"{'preprocessing':<14} normalise+clean+encode: {len(texts) / pre:>9,.0f} docs/s | single p50 "
+        f"{np.percentile(pre_lat, 50):.3f} ms  p99 {np.percentile(pre_lat, 99):.3f} ms"
+    )
 
     results = [
         bench_predictor("torch eager", torch_p, texts, single, args.repeat),
-        bench_predictor("onnx fp32", Predictor(bundle, "onnx", onnx_dir / FP32, threads=args.threads),
-                        texts, single, args.repeat),
-        bench_predictor("onnx int8", Predictor(bundle, "onnx", onnx_dir / INT8, threads=args.threads),
-                        texts, single, args.repeat),
+        bench_predictor(
+            "onnx fp32",
+            Predictor(bundle, "onnx", onnx_dir / FP32, threads=args.threads),
+            texts,
+            single,
+            args.repeat,
+        ),
+        bench_predictor(
+            "onnx int8",
+            Predictor(bundle, "onnx", onnx_dir / INT8, threads=args.threads),
+            texts,
+            single,
+            args.repeat,
+        ),
     ]
     for r in results:
-        print(f"{r['name']:<14} batch end-to-end {r['batch']:>9,.0f} docs/s | model only {r['model']:>9,.0f} docs/s"
-              f" | single p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms")
+        print(
+            f"{r['name']:<14} batch end-to-end {r['batch']:>9,.0f} docs/s | model only {r['model']:>9,.0f} docs/s"
+            f" | single p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms"
+        )
     ft = bench_fasttext(Path(args.train), test["tokens"].array._pa_array.combine_chunks(), args.single, args.repeat)
     if ft is None:
         print("fastText: not installed")
     else:
-        print(f"{'fastText':<14} predict (pre-tokenised) {ft['batch']:>9,.0f} docs/s"
-              f" | single p50 {ft['p50']:.3f} ms  p99 {ft['p99']:.3f} ms")
+        print(
+            f"{'fastText':<14} predict (pre-tokenised) {ft['batch']:>9,.0f} docs/s"
+            f" | single p50 {ft['p50']:.3f} ms  p99 {ft['p99']:.3f} ms"
+        )
 
     torch_r, fp32, int8 = results
     print("ratios:")
     for a, b in ((fp32, torch_r), (int8, torch_r), (int8, fp32)):
-        print(f"  {a['name']} / {b['name']}: batch end-to-end {a['batch'] / b['batch']:.2f}x, model only "
-              f"{a['model'] / b['model']:.2f}x, single p50 latency {a['p50'] / b['p50']:.2f}x")
+        print(
+            f"  {a['name']} / {b['name']}: batch end-to-end {a['batch'] / b['batch']:.2f}x, model only "
+            f"{a['model'] / b['model']:.2f}x, single p50 latency {a['p50'] / b['p50']:.2f}x"
+        )
     if ft is not None:
         for a in (fp32, int8):
-            print(f"  {a['name']} / fastText: model-only batch {a['model'] / ft['batch']:.2f}x, "
-                  f"single p50 latency {a['p50'] / ft['p50']:.2f}x (ours includes cleaning)")
+            print(
+                f"  {a['name']} / fastText: model-only batch {a['model'] / ft['batch']:.2f}x, "
+                f"single p50 latency {a['p50'] / ft['p50']:.2f}x (ours includes cleaning)"
+            )
     for r in (fp32, int8):
         print(f"agreement with torch: {r['name']} labels {np.mean(r['labels'] == torch_r['labels']):.2%}")
     print("targets:")
     for r in results:
-        print(f"  single-document p50 <= 1 ms: {r['name']} {r['p50']:.3f} ms "
-              f"({'met' if r['p50'] <= 1.0 else 'NOT met'})")
+        print(
+            f"  single-document p50 <= 1 ms: {r['name']} {r['p50']:.3f} ms ({'met' if r['p50'] <= 1.0 else 'NOT met'})"
+        )
     if ft is None:
         print("  ONNX batch throughput >= fastText: not measured (fastText not installed)")
     else:
-        print(f"  ONNX batch throughput >= fastText: fp32 model only {fp32['model']:,.0f} vs {ft['batch']:,.0f} docs/s "
-              f"({'met' if fp32['model'] >= ft['batch'] else 'NOT met'})")
+        print(
+            f"  ONNX batch throughput >= fastText: fp32 model only {fp32['model']:,.0f} vs {ft['batch']:,.0f} docs/s "
+            f"({'met' if fp32['model'] >= ft['batch'] else 'NOT met'})"
+        )
     return 0
 
 

@@ -86,15 +86,20 @@ def model_f1(fit_df: pd.DataFrame, stop_df: pd.DataFrame, held: pd.DataFrame, p:
     out = train_stage.train_model(train_stage.Prepared(fit_df, stop_df, vocab), p["train"], torch.device("cpu"))
     model = build_model(out.cfg)
     model.load_state_dict(out.result.best_state)
-    ho = train_stage.encode_split(tokens_of(held), held["label"].to_numpy(dtype=object),
-                                  pa.array(vocab["tokens"], pa.string()), out.enc,
-                                  {c: i for i, c in enumerate(out.labels)})
+    ho = train_stage.encode_split(
+        tokens_of(held),
+        held["label"].to_numpy(dtype=object),
+        pa.array(vocab["tokens"], pa.string()),
+        out.enc,
+        {c: i for i, c in enumerate(out.labels)},
+    )
     pred = predict_proba(model, ho.ids, ho.offsets).argmax(1).numpy()
     return float(f1_score(ho.labels.numpy(), pred, average="macro")), out.cfg.type
 
 
-def fasttext_f1(fit_df: pd.DataFrame, stop_df: pd.DataFrame, held: pd.DataFrame, autotune_s: int
-                ) -> tuple[float, str] | None:
+def fasttext_f1(
+    fit_df: pd.DataFrame, stop_df: pd.DataFrame, held: pd.DataFrame, autotune_s: int
+) -> tuple[float, str] | None:
     """The better, on the early-stopping documents, of the issue's fastText recipe and fastText's
     own autotune; scored on the held-out documents. None without fastText."""
     try:
@@ -111,8 +116,10 @@ def fasttext_f1(fit_df: pd.DataFrame, stop_df: pd.DataFrame, held: pd.DataFrame,
     with tempfile.TemporaryDirectory() as tmp:
         tr, va = Path(tmp) / "train.txt", Path(tmp) / "valid.txt"
         for path, df in ((tr, fit_df), (va, stop_df)):
-            path.write_text("".join(f"{lab} {t}\n" for lab, t in zip(label(df["label"]), lines(df), strict=True)),
-                            encoding="utf-8")
+            path.write_text(
+                "".join(f"{lab} {t}\n" for lab, t in zip(label(df["label"]), lines(df), strict=True)),
+                encoding="utf-8",
+            )
         candidates = {"recipe": dict(epoch=10, wordNgrams=2, thread=2)}
         if autotune_s > 0:
             candidates["autotune"] = dict(autotuneValidationFile=str(va), autotuneDuration=autotune_s, thread=2)
@@ -162,23 +169,47 @@ def summarise(rows: list[dict], title: str) -> None:
     margin = model - best
     k = len(rows)
     se = margin.std(ddof=1) / np.sqrt(k) if k > 1 else float("nan")
-    print(f"  model − best reference (per fold): mean {margin.mean():+.4f} (standard error {se:.4f}); "
-          f"model / best = {model.mean() / best.mean():.4f}x; non-inferior (margin >= -{NON_INFERIORITY_MARGIN}) "
-          f"in {int((margin >= -NON_INFERIORITY_MARGIN).sum())} of {k}")
+    print(
+        f"  model − best reference (per fold): mean {margin.mean():+.4f} (standard error {se:.4f}); "
+        f"model / best = {model.mean() / best.mean():.4f}x; non-inferior (margin >= -{NON_INFERIORITY_MARGIN}) "
+        f"in {int((margin >= -NON_INFERIORITY_MARGIN).sum())} of {k}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--folds", type=int, default=5, help="cross-validation folds over train ∪ valid")
-    ap.add_argument("--inner", type=float, default=0.11, help="share of a fold's training groups for early stopping "
-                    "and model selection (the valid split's role)")
-    ap.add_argument("--fasttext-autotune-s", type=int, default=30, help="fastText autotune seconds per fit (0 = off)")
-    ap.add_argument("--test", action="store_true", help="also train on train (valid for selection) and score the "
-                    "test split: the figures `dvc repro` reports, plus fastText's")
-    ap.add_argument("--model-only", action="store_true", help="no references: the model's cross-validated score "
-                    "alone (to compare params, e.g. cleaning settings, with -S)")
-    ap.add_argument("-S", dest="overrides", action="append", default=[], help="section.key=value (ingest, clean, "
-                    "split, vocab, train, baseline), as `dvc exp run -S`")
+    ap.add_argument(
+        "--inner",
+        type=float,
+        default=0.11,
+        help="share of a fold's training groups for early stopping and model selection (the valid split's role)",
+    )
+    ap.add_argument(
+        "--fasttext-autotune-s",
+        type=int,
+        default=30,
+        help="fastText autotune seconds per fit (0 = off)",
+    )
+    ap.add_argument(
+        "--test",
+        action="store_true",
+        help="also train on train (valid for selection) and score the "
+        "test split: the figures `dvc repro` reports, plus fastText's",
+    )
+    ap.add_argument(
+        "--model-only",
+        action="store_true",
+        help="no references: the model's cross-validated score "
+        "alone (to compare params, e.g. cleaning settings, with -S)",
+    )
+    ap.add_argument(
+        "-S",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="section.key=value (ingest, clean, split, vocab, train, baseline), as `dvc exp run -S`",
+    )
     args = ap.parse_args(argv)
 
     bad = [o for o in args.overrides if "=" not in o or o.split(".", 1)[0] not in SECTIONS]
@@ -192,39 +223,55 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     parts = build_splits(p)
     pool = pd.concat([parts["train"], parts["valid"]], ignore_index=True)
-    print(f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"corpus {p['ingest'].source}: {len(pool)} documents in train ∪ valid, {pool['label'].nunique()} classes "
-          f"(built in {time.perf_counter() - t0:.1f} s); {args.folds} folds by duplicate group")
+    print(
+        f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"corpus {p['ingest'].source}: {len(pool)} documents in train ∪ valid, {pool['label'].nunique()} classes "
+        f"(built in {time.perf_counter() - t0:.1f} s); {args.folds} folds by duplicate group"
+    )
     if args.overrides:
         print("overrides:", " ".join(args.overrides))
     rows = []
     for k, (fit_i, held_i) in enumerate(GroupKFold(args.folds).split(pool, groups=pool["group_id"])):
         t0 = time.perf_counter()
-        part, held = pool.iloc[fit_i].reset_index(drop=True), pool.iloc[held_i].reset_index(drop=True)
+        part, held = (
+            pool.iloc[fit_i].reset_index(drop=True),
+            pool.iloc[held_i].reset_index(drop=True),
+        )
         inner = inner_holdout(part, args.inner, f"cv-inner-fold{k:03d}")
         fit_df, stop_df = part[~inner].reset_index(drop=True), part[inner].reset_index(drop=True)
         m, family = model_f1(fit_df, stop_df, held, p)
         refs = {} if args.model_only else references(fit_df, stop_df, held, p, args.fasttext_autotune_s)
         rows.append({"model": m, **{n: v for n, (v, _) in refs.items()}})
-        print(f"fold {k + 1}: {len(fit_df)} train / {len(stop_df)} selection / {len(held)} held out — model ({family}) "
-              f"{m:.4f}, " + ", ".join(f"{n} {v:.4f} ({how})" for n, (v, how) in refs.items())
-              + f" ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(
+            f"fold {k + 1}: {len(fit_df)} train / {len(stop_df)} selection / {len(held)} held out — model ({family}) "
+            f"{m:.4f}, "
+            + ", ".join(f"{n} {v:.4f} ({how})" for n, (v, how) in refs.items())
+            + f" ({time.perf_counter() - t0:.1f} s)",
+            flush=True,
+        )
     if args.model_only:
         scores = np.array([r["model"] for r in rows])
-        print(f"cross-validation: model mean macro-F1 {scores.mean():.4f} (standard error "
-              f"{scores.std(ddof=1) / np.sqrt(len(scores)):.4f}) over {len(rows)} folds")
+        print(
+            f"cross-validation: model mean macro-F1 {scores.mean():.4f} (standard error "
+            f"{scores.std(ddof=1) / np.sqrt(len(scores)):.4f}) over {len(rows)} folds"
+        )
         return
     summarise(rows, f"cross-validation, mean macro-F1 over {len(rows)} folds")
     if args.test:
         t0 = time.perf_counter()
         m, family = model_f1(parts["train"], parts["valid"], parts["test"], p)
         refs = references(parts["train"], parts["valid"], parts["test"], p, args.fasttext_autotune_s)
-        print(f"test split ({len(parts['test'])} documents; train {len(parts['train'])}, valid {len(parts['valid'])}): "
-              f"model ({family}) {m:.4f}, " + ", ".join(f"{n} {v:.4f} ({how})" for n, (v, how) in refs.items())
-              + f" ({time.perf_counter() - t0:.1f} s)")
+        print(
+            f"test split ({len(parts['test'])} documents; train {len(parts['train'])}, valid {len(parts['valid'])}): "
+            f"model ({family}) {m:.4f}, "
+            + ", ".join(f"{n} {v:.4f} ({how})" for n, (v, how) in refs.items())
+            + f" ({time.perf_counter() - t0:.1f} s)"
+        )
         best = max(v for v, _ in refs.values())
-        print(f"  model − best reference {m - best:+.4f}: "
-              f"{'non-inferior' if m - best >= -NON_INFERIORITY_MARGIN else 'BELOW the bar'}")
+        print(
+            f"  model − best reference {m - best:+.4f}: "
+            f"{'non-inferior' if m - best >= -NON_INFERIORITY_MARGIN else 'BELOW the bar'}"
+        )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,11 @@ def run(n: int, seed: int, chunk_rows: int, engine: str, base: Path) -> tuple[fl
     corpus = workdir / "corpus.parquet"
     t = time.perf_counter()
     build_parquet_corpus(corpus, n, seed)
-    print(f"corpus: {n:,} documents, {corpus.stat().st_size / 1e6:.0f} MB Parquet, built in "
-          f"{time.perf_counter() - t:.0f} s", flush=True)
+    print(
+        f"corpus: {n:,} documents, {corpus.stat().st_size / 1e6:.0f} MB Parquet, built in "
+        f"{time.perf_counter() - t:.0f} s",
+        flush=True,
+    )
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["ingest"].update(source=str(corpus), format="parquet")
     for s in STAGES:
@@ -83,9 +86,15 @@ def run(n: int, seed: int, chunk_rows: int, engine: str, base: Path) -> tuple[fl
         seconds, rss = run_stage(workdir, stage)
         total += seconds
         peak = max(peak, rss)
-        print(f"  {stage:<7} {seconds:7.1f} s  {n / seconds:>10,.0f} docs/s  peak RSS {rss:5.2f} GB", flush=True)
-    print(f"data half, {n:>11,} docs: {total:7.1f} s  {n / total:>9,.0f} docs/s  peak RSS {peak:.2f} GB "
-          f"(chunk_rows {chunk_rows:,}, engine {engine})", flush=True)
+        print(
+            f"  {stage:<7} {seconds:7.1f} s  {n / seconds:>10,.0f} docs/s  peak RSS {rss:5.2f} GB",
+            flush=True,
+        )
+    print(
+        f"data half, {n:>11,} docs: {total:7.1f} s  {n / total:>9,.0f} docs/s  peak RSS {peak:.2f} GB "
+        f"(chunk_rows {chunk_rows:,}, engine {engine})",
+        flush=True,
+    )
     return total, peak
 
 
@@ -95,9 +104,17 @@ def main() -> None:
     ap.add_argument("--chunk-rows", type=int, default=100_000)
     ap.add_argument("--engine", choices=["local", "dask"], default="local")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, default=None, help="where corpora and outputs go (default: a temp dir)")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where corpora and outputs go (default: a temp dir)",
+    )
     args = ap.parse_args()
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}", flush=True)
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="textclf-scale-", dir=args.workdir) as tmp:
         results = {n: run(n, args.seed, args.chunk_rows, args.engine, Path(tmp)) for n in args.docs}
     print("summary:")

@@ -54,8 +54,12 @@ def project_curves(parts, p, bag_lr: float, bag_batch: int) -> dict[str, list[tu
     points = []
     t0 = time.perf_counter()
     data = train_stage.Prepared(parts["train"], parts["valid"], vocab)
-    train_stage.train_config(data, bag_p, torch.device("cpu"),
-                             on_epoch=lambda rec: points.append((time.perf_counter() - t0, rec["valid_macro_f1"])))
+    train_stage.train_config(
+        data,
+        bag_p,
+        torch.device("cpu"),
+        on_epoch=lambda rec: points.append((time.perf_counter() - t0, rec["valid_macro_f1"])),
+    )
     out["bag"] = points
     return out
 
@@ -73,9 +77,13 @@ def fasttext_curve(parts) -> tuple[list[tuple[float, float, str]], float] | None
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.txt"
-        path.write_text("".join(f"__label__{str(lab).replace(' ', '_')} {t}\n"
-                                for lab, t in zip(parts["train"]["label"], lines(parts["train"]), strict=True)),
-                        encoding="utf-8")
+        path.write_text(
+            "".join(
+                f"__label__{str(lab).replace(' ', '_')} {t}\n"
+                for lab, t in zip(parts["train"]["label"], lines(parts["train"]), strict=True)
+            ),
+            encoding="utf-8",
+        )
         valid = lines(parts["valid"])
         for lr in FT_LRS:
             for epoch in FT_EPOCHS:
@@ -97,31 +105,47 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bag-lr", type=float, default=0.01, help="the bag family's lr (AdamW)")
     ap.add_argument("--bag-batch", type=int, default=256, help="the bag family's batch size")
-    ap.add_argument("-S", dest="overrides", action="append", default=[], help="section.key=value, as dvc exp run -S")
+    ap.add_argument(
+        "-S",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="section.key=value, as dvc exp run -S",
+    )
     args = ap.parse_args(argv)
     train_stage.tune_allocator()
     p = load_with_overrides(args.overrides)
     parts = build_splits(p)
-    print(f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}; corpus {p['ingest'].source}: "
-          f"{len(parts['train'])} train / {len(parts['valid'])} valid documents")
+    print(
+        f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}; corpus {p['ingest'].source}: "
+        f"{len(parts['train'])} train / {len(parts['valid'])} valid documents"
+    )
     curves = project_curves(parts, p, args.bag_lr, args.bag_batch)
     ft = fasttext_curve(parts)
     bests = {name: max(f for _, f in pts) for name, pts in curves.items()}
     if ft is not None:
         bests["fasttext"] = max(f for _, f, _ in ft[0])
     target = min(bests.values())
-    print("best valid macro-F1: " + ", ".join(f"{k} {v:.4f}" for k, v in bests.items())
-          + f"; target (the lowest best) {target:.4f}")
+    print(
+        "best valid macro-F1: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in bests.items())
+        + f"; target (the lowest best) {target:.4f}"
+    )
     times = {}
     for name, pts in curves.items():
         hit = first_at(pts, target)
         times[name] = hit[0] if hit else float("inf")
-        print(f"  {name:8s} reaches it in {times[name]:7.2f} s" + (f" (epoch {pts.index(hit) + 1})" if name == "bag" else ""))
+        print(
+            f"  {name:8s} reaches it in {times[name]:7.2f} s"
+            + (f" (epoch {pts.index(hit) + 1})" if name == "bag" else "")
+        )
     if ft is not None:
         hit = first_at(ft[0], target)
         times["fasttext"] = hit[0] if hit else float("inf")
-        print(f"  fasttext reaches it in {times['fasttext']:7.2f} s ({hit[2] if hit else 'never'}); "
-              f"raw rate {ft[1] / 1e6:.2f} M tokens/s (1 epoch)")
+        print(
+            f"  fasttext reaches it in {times['fasttext']:7.2f} s ({hit[2] if hit else 'never'}); "
+            f"raw rate {ft[1] / 1e6:.2f} M tokens/s (1 epoch)"
+        )
         for name in ("linear", "bag"):
             print(f"  fastText time / {name} time = {times['fasttext'] / times[name]:.2f}x")
     best = np.argmax([bests[k] for k in bests])

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from textclf.model import ModelConfig  # noqa: E402
 from textclf.params import TrainParams  # noqa: E402
-from textclf.training.core import Encoded, fit, resolve_device, tune_allocator  # noqa: E402
+from textclf.training.loop import Encoded, fit, resolve_device, tune_allocator
 
 EMBED_DIM = 64
 NUM_CLASSES = 2
@@ -58,9 +58,16 @@ NUM_CLASSES = 2
 # ---------------------------------------------------------------------------------------------
 # corpus
 
-def make_corpus(n_docs: int, vocab: int, mean_len: float, seed: int, zipf_s: float = 1.0,
-                topic_share: float = 0.1, topic_size: int = 1000
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def make_corpus(
+    n_docs: int,
+    vocab: int,
+    mean_len: float,
+    seed: int,
+    zipf_s: float = 1.0,
+    topic_share: float = 0.1,
+    topic_size: int = 1000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids int64 [total], offsets int64 [n+1], labels int64 [n]); ids in [2, vocab).
 
     Every token is drawn from one Zipf-Mandelbrot distribution over the whole vocabulary, except
@@ -68,7 +75,7 @@ def make_corpus(n_docs: int, vocab: int, mean_len: float, seed: int, zipf_s: flo
     the document's class: learnable, with a Bayes error from short documents without any."""
     rng = np.random.default_rng(seed)
     sigma = 0.6
-    lengths = rng.lognormal(np.log(mean_len) - sigma ** 2 / 2, sigma, n_docs)
+    lengths = rng.lognormal(np.log(mean_len) - sigma**2 / 2, sigma, n_docs)
     lengths = np.clip(np.rint(lengths), 1, 20 * mean_len).astype(np.int64)
     offsets = np.zeros(n_docs + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -82,24 +89,26 @@ def make_corpus(n_docs: int, vocab: int, mean_len: float, seed: int, zipf_s: flo
     ids = zipf(vocab - 2, total).astype(np.int64) + 2  # rank r -> id r + 2 (frequency-sorted)
     lo, hi = min(100, vocab // 4), min(vocab - 2, max(100, vocab // 10))
     size = max(1, min(topic_size, (hi - lo) // NUM_CLASSES))
-    topics = (rng.permutation(np.arange(lo, hi))[:size * NUM_CLASSES] + 2).reshape(NUM_CLASSES, size)
+    topics = (rng.permutation(np.arange(lo, hi))[: size * NUM_CLASSES] + 2).reshape(NUM_CLASSES, size)
     mask = rng.random(total) < topic_share
     token_class = np.repeat(labels, lengths)[mask]
     ids[mask] = topics[token_class, zipf(size, int(mask.sum()))]
     return ids, offsets, labels
 
 
-def subset(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray, start: int, stop: int
-           ) -> Encoded:
+def subset(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray, start: int, stop: int) -> Encoded:
     """Documents [start, stop) as an Encoded split (CPU tensors)."""
     lo, hi = offsets[start], offsets[stop]
-    return Encoded(torch.from_numpy(ids[lo:hi].copy()),
-                   torch.from_numpy(offsets[start:stop + 1] - lo),
-                   torch.from_numpy(labels[start:stop].copy()))
+    return Encoded(
+        torch.from_numpy(ids[lo:hi].copy()),
+        torch.from_numpy(offsets[start : stop + 1] - lo),
+        torch.from_numpy(labels[start:stop].copy()),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # 1. the textbook loop (PyTorch "Text classification with the torchtext library" tutorial)
+
 
 class DocDataset(torch.utils.data.Dataset):
     """One item per document: (label, list of token ids) — what the tutorial's pipelines give."""
@@ -111,7 +120,7 @@ class DocDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[int, list[int]]:
-        return int(self.labels[i]), self.ids[self.offsets[i]:self.offsets[i + 1]].tolist()
+        return int(self.labels[i]), self.ids[self.offsets[i] : self.offsets[i + 1]].tolist()
 
 
 class TextClassificationModel(nn.Module):
@@ -128,8 +137,9 @@ class TextClassificationModel(nn.Module):
         return self.fc(self.embedding(text, offsets))
 
 
-def textbook(ids, offsets, labels, vocab: int, device: torch.device, seconds: float,
-             seed: int) -> tuple[float, int, int, float]:
+def textbook(
+    ids, offsets, labels, vocab: int, device: torch.device, seconds: float, seed: int
+) -> tuple[float, int, int, float]:
     """tokens/s of the tutorial's loop over a bounded number of batches (+ batches, docs, s)."""
 
     def collate_batch(batch):
@@ -145,8 +155,9 @@ def textbook(ids, offsets, labels, vocab: int, device: torch.device, seconds: fl
         return label_list.to(device), text_list.to(device), offs.to(device)
 
     torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(DocDataset(ids, offsets, labels), batch_size=64,
-                                         shuffle=True, collate_fn=collate_batch)
+    loader = torch.utils.data.DataLoader(
+        DocDataset(ids, offsets, labels), batch_size=64, shuffle=True, collate_fn=collate_batch
+    )
     model = TextClassificationModel(vocab, EMBED_DIM, NUM_CLASSES).to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=5)
@@ -179,16 +190,35 @@ def textbook(ids, offsets, labels, vocab: int, device: torch.device, seconds: fl
 # ---------------------------------------------------------------------------------------------
 # 2. the project's trainer
 
-def project(train: Encoded, valid: Encoded, vocab: int, device: torch.device, batch_size: int,
-            epochs: int, lr: float, seed: int) -> tuple[float, float, float]:
+
+def project(
+    train: Encoded,
+    valid: Encoded,
+    vocab: int,
+    device: torch.device,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+) -> tuple[float, float, float]:
     """(tokens/s, valid macro-F1 of the last epoch, epoch seconds) of stages.train.fit."""
     cfg = ModelConfig(type="bag", num_embeddings=vocab, embed_dim=EMBED_DIM, num_classes=NUM_CLASSES)
-    p = TrainParams(model="bag", optimizer="sgd", lr=lr, batch_size=batch_size, epochs=epochs,
-                    patience=epochs + 1, seed=seed, device=device.type, weight_decay=0.0, dropout=0.0,
-                    label_smoothing=0.0)
+    p = TrainParams(
+        model="bag",
+        optimizer="sgd",
+        lr=lr,
+        batch_size=batch_size,
+        epochs=epochs,
+        patience=epochs + 1,
+        seed=seed,
+        device=device.type,
+        weight_decay=0.0,
+        dropout=0.0,
+        label_smoothing=0.0,
+    )
     # untimed warm-up on a few batches: allocator, kernels, CUDA context
     k = min(train.n, 3 * batch_size)
-    small = Encoded(train.ids[:int(train.offsets[k])], train.offsets[:k + 1], train.labels[:k])
+    small = Encoded(train.ids[: int(train.offsets[k])], train.offsets[: k + 1], train.labels[:k])
     fit(small, valid, cfg, p.model_copy(update={"epochs": 1}), device)
     result = fit(train, valid, cfg, p, device)
     seconds = epochs * train.tokens / result.tokens_per_s if result.tokens_per_s else float("nan")
@@ -197,6 +227,7 @@ def project(train: Encoded, valid: Encoded, vocab: int, device: torch.device, ba
 
 # ---------------------------------------------------------------------------------------------
 # 3. fastText (optional)
+
 
 def fasttext_rate(ids, offsets, labels, epochs: int, threads: int) -> tuple[float, float] | None:
     """(tokens/s, train seconds per epoch) of fastText, or None when it is not installed."""
@@ -209,13 +240,20 @@ def fasttext_rate(ids, offsets, labels, epochs: int, threads: int) -> tuple[floa
         words = [f"w{i}" for i in range(int(ids.max()) + 1)]
         with path.open("w", encoding="utf-8") as f:
             for i in range(len(labels)):
-                doc = ids[offsets[i]:offsets[i + 1]].tolist()
+                doc = ids[offsets[i] : offsets[i + 1]].tolist()
                 f.write(f"__label__{labels[i]} " + " ".join(map(words.__getitem__, doc)) + "\n")
         timings = []
         for ep in (1, 1 + epochs):
             t0 = time.perf_counter()
-            fasttext.train_supervised(str(path), dim=EMBED_DIM, epoch=ep, wordNgrams=1, minCount=1,
-                                      thread=threads, verbose=0)
+            fasttext.train_supervised(
+                str(path),
+                dim=EMBED_DIM,
+                epoch=ep,
+                wordNgrams=1,
+                minCount=1,
+                thread=threads,
+                verbose=0,
+            )
             timings.append(time.perf_counter() - t0)
     per_epoch = (timings[1] - timings[0]) / epochs
     if per_epoch <= 0:  # noise swamped the difference: charge the whole 1-epoch run
@@ -224,6 +262,7 @@ def fasttext_rate(ids, offsets, labels, epochs: int, threads: int) -> tuple[floa
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -245,13 +284,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs of the project trainer (and fastText)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--batch-sizes", default="8192,32768", help="project trainer batch sizes")
-    ap.add_argument("--lr", type=float, default=3.0,
-                    help="project SGD lr (batch-mean loss: above ~4 it diverges on this corpus)")
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=3.0,
+        help="project SGD lr (batch-mean loss: above ~4 it diverges on this corpus)",
+    )
     ap.add_argument("--textbook-seconds", type=float, default=20.0)
     ap.add_argument("--quick", action="store_true", help="50k documents, 8 s of textbook batches")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--default-allocator", action="store_true",
-                    help="skip stages.train.tune_allocator (the train stage applies it to its process)")
+    ap.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="skip stages.train.tune_allocator (the train stage applies it to its process)",
+    )
     args = ap.parse_args(argv)
     # as the train stage runs: applied once, before every variant, so the comparison stays fair
     tuned = False if args.default_allocator else tune_allocator()
@@ -268,26 +314,32 @@ def main(argv: list[str] | None = None) -> None:
     n_train = args.docs - n_valid
     train = subset(ids, offsets, labels, 0, n_train)
     valid = subset(ids, offsets, labels, n_train, args.docs)
-    tr_ids, tr_off, tr_lab = ids[:offsets[n_train]], offsets[:n_train + 1], labels[:n_train]
-    print(f"device: {device_name(device)} | torch {torch.__version__} | {threads} threads "
-          f"(os.cpu_count {os.cpu_count()})")
-    print(f"corpus: {args.docs:,} docs ({n_train:,} train / {n_valid:,} valid), vocab {args.vocab:,}, "
-          f"{train.tokens:,} train tokens, mean length {train.tokens / n_train:.1f}, "
-          f"dim {EMBED_DIM}, {NUM_CLASSES} classes (built in {time.perf_counter() - t0:.1f} s)")
+    tr_ids, tr_off, tr_lab = ids[: offsets[n_train]], offsets[: n_train + 1], labels[:n_train]
+    print(
+        f"device: {device_name(device)} | torch {torch.__version__} | {threads} threads (os.cpu_count {os.cpu_count()})"
+    )
+    print(
+        f"corpus: {args.docs:,} docs ({n_train:,} train / {n_valid:,} valid), vocab {args.vocab:,}, "
+        f"{train.tokens:,} train tokens, mean length {train.tokens / n_train:.1f}, "
+        f"dim {EMBED_DIM}, {NUM_CLASSES} classes (built in {time.perf_counter() - t0:.1f} s)"
+    )
     sys.stdout.flush()
 
-    base, nb, nd, secs = textbook(tr_ids, tr_off, tr_lab, args.vocab, device, args.textbook_seconds,
-                                  args.seed)
+    base, nb, nd, secs = textbook(tr_ids, tr_off, tr_lab, args.vocab, device, args.textbook_seconds, args.seed)
     print(f"textbook (DataLoader + collate, batch 64, dense SGD): {base / 1e6:.2f} M tok/s = 1.0x textbook")
-    print(f"  {base:,.0f} tok/s, measured on {nb} batches / {nd:,} docs in {secs:.1f} s; "
-          f"a full epoch would take ~{train.tokens / base:.0f} s")
+    print(
+        f"  {base:,.0f} tok/s, measured on {nb} batches / {nd:,} docs in {secs:.1f} s; "
+        f"a full epoch would take ~{train.tokens / base:.0f} s"
+    )
     sys.stdout.flush()
 
     for bs in (int(b) for b in args.batch_sizes.split(",") if b.strip()):
         rate, f1, secs = project(train, valid, args.vocab, device, bs, args.epochs, args.lr, args.seed)
         print(f"project bag (batch {bs}, sparse SGD): {rate / 1e6:.2f} M tok/s = {rate / base:.1f}x textbook")
-        print(f"  {args.epochs} epoch(s) in {secs:.1f} s (lr {args.lr:g}), valid macro-F1 {f1:.3f} "
-              "(a throughput run: few steps at large batch, not tuned for accuracy)")
+        print(
+            f"  {args.epochs} epoch(s) in {secs:.1f} s (lr {args.lr:g}), valid macro-F1 {f1:.3f} "
+            "(a throughput run: few steps at large batch, not tuned for accuracy)"
+        )
         sys.stdout.flush()
 
     ft = fasttext_rate(tr_ids, tr_off, tr_lab, args.epochs, threads)

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from textclf import paths
 from textclf.artifacts import write_bytes
+from textclf.params import ParamsError, parse_section, read_params_file
 
 log = logging.getLogger("textclf.flows")
 
@@ -64,6 +65,7 @@ _PARAMS_ERROR = re.compile(r"params\.yaml: [\w.-]+|Parameters? .* (?:is|are) mis
 
 # ---------------------------------------------------------------------------------------------
 # errors: the flow retries StageError, never PermanentError
+
 
 class PermanentError(RuntimeError):
     """A failure another attempt cannot fix (bad data, bad params): fail the run at once."""
@@ -103,6 +105,7 @@ def is_retryable(exc: BaseException | None) -> bool:
 # ---------------------------------------------------------------------------------------------
 # the stage graph
 
+
 def stage_order(root: Path, target: str | None = None) -> list[str]:
     """The pipeline stages in dependency order, read from the dvc.yaml files under `root`.
 
@@ -127,8 +130,7 @@ def stage_order(root: Path, target: str | None = None) -> list[str]:
                 known = ", ".join(sorted(by_name, key=lambda n: declared.get(id(by_name[n]), 0)))
                 raise InvalidParams(f"target: no stage {target!r} in dvc.yaml (stages: {known or 'none'})")
             graph = graph.subgraph({by_name[target], *nx.descendants(graph, by_name[target])})
-        order = nx.lexicographical_topological_sort(graph.reverse(copy=False),
-                                                    key=lambda s: declared.get(id(s), 0))
+        order = nx.lexicographical_topological_sort(graph.reverse(copy=False), key=lambda s: declared.get(id(s), 0))
         return [name(s) for s in order if isinstance(s, PipelineStage)]
 
 
@@ -138,9 +140,14 @@ def git_tracked_outputs(root: Path) -> list[str]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return sorted({os.path.relpath(out.fs_path, repo.root_dir)
-                       for stage in repo.index.stages for out in stage.outs
-                       if not out.use_cache and not out.persist})
+        return sorted(
+            {
+                os.path.relpath(out.fs_path, repo.root_dir)
+                for stage in repo.index.stages
+                for out in stage.outs
+                if not out.use_cache and not out.persist
+            }
+        )
 
 
 def lock_entry(root: Path, stage: str) -> dict | None:
@@ -156,6 +163,7 @@ def lock_entry(root: Path, stage: str) -> dict | None:
 
 # ---------------------------------------------------------------------------------------------
 # running one stage
+
 
 @dataclass(frozen=True)
 class StageRun:
@@ -176,17 +184,30 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_command(cmd: list[str], cwd: Path, timeout_s: float | None = None,
-                on_line: Callable[[str], None] | None = None) -> tuple[int, list[str]]:
+def run_command(
+    cmd: list[str],
+    cwd: Path,
+    timeout_s: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> tuple[int, list[str]]:
     """Run `cmd`, stream its merged stdout/stderr line by line, return (exit code, last lines).
 
     The process gets its own session, so a timeout or an interrupted flow kills the whole group
     (a stage's children included) instead of leaving it running against the workspace.
     """
     tail: deque[str] = deque(maxlen=400)
-    proc = subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
-                            bufsize=1, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+        start_new_session=True,
+    )
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -226,7 +247,14 @@ def changed_stages(root: Path, target: str | None = None, timeout_s: float = 300
     """The stages `dvc status` says are not current (one DVC process for the whole pipeline), or
     None when it cannot tell (then every stage goes through `dvc repro --single-item`)."""
     # with a target, only --with-deps reports the stages it depends on
-    cmd = [sys.executable, "-m", "dvc", "status", "--json", *(["--with-deps", target] if target else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dvc",
+        "status",
+        "--json",
+        *(["--with-deps", target] if target else []),
+    ]
     try:
         rc, lines = run_command(cmd, root, timeout_s)
     except subprocess.TimeoutExpired:
@@ -235,14 +263,19 @@ def changed_stages(root: Path, target: str | None = None, timeout_s: float = 300
     if rc != 0 or "{" not in text:
         return None
     try:
-        status = json.loads(text[text.index("{"):])
+        status = json.loads(text[text.index("{") :])
     except ValueError:
         return None
     return {name.rsplit(":", 1)[-1] for name in status} if isinstance(status, dict) else None
 
 
-def repro_stage(root: Path, stage: str, force: bool = False, timeout_s: float | None = None,
-                on_line: Callable[[str], None] | None = None) -> StageRun:
+def repro_stage(
+    root: Path,
+    stage: str,
+    force: bool = False,
+    timeout_s: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> StageRun:
     """`dvc repro --single-item <stage>`: run it if DVC says it changed (or `force`)."""
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
     if force:
@@ -304,11 +337,13 @@ def _strip_log_prefix(line: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # params overrides
 
+
 def check_overrides(overrides: list[str]) -> None:
     for item in overrides:
         if "=" not in item and not item.rpartition(":")[2].startswith("~"):
-            raise InvalidParams(f"params override {item!r}: expected section.key=value "
-                                "(the `dvc exp run --set-param` syntax)")
+            raise InvalidParams(
+                f"params override {item!r}: expected section.key=value (the `dvc exp run --set-param` syntax)"
+            )
 
 
 @contextmanager
@@ -359,7 +394,6 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
 def validate_params(root: Path) -> list[str]:
     """Every section of params.yaml through textclf.params (the one loader): raises InvalidParams
     with the loader's message (`params.yaml: section.key: ...`); returns the sections checked."""
-    from textclf.params import ParamsError, parse_section, read_params_file
 
     try:
         data = read_params_file(root / PARAMS_FILE)
@@ -420,21 +454,34 @@ def repo_lock(root: Path, timeout_s: float, what: str = "", poll_s: float = 0.2)
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        log.warning("repository %s is busy (%s); waiting up to %g s (lock_timeout_s)",
-                    root, describe_holder(lock_holder(root)), timeout_s)
+        log.warning(
+            "repository %s is busy (%s); waiting up to %g s (lock_timeout_s)",
+            root,
+            describe_holder(lock_holder(root)),
+            timeout_s,
+        )
         try:
             lock.acquire(timeout=timeout_s, poll_interval=poll_s)
         except Timeout:
             raise RepoBusy(
                 f"repository {root} is busy: another pipeline run holds {LOCK_FILE} "
                 f"({describe_holder(lock_holder(root))}); gave up after {timeout_s:g} s. "
-                "Nothing was changed. Run again later, or raise lock_timeout_s.") from None
+                "Nothing was changed. Run again later, or raise lock_timeout_s."
+            ) from None
     token = _HELD.set(_HELD.get() | {key})
     owner = root / OWNER_FILE
     try:
-        write_bytes(owner, json.dumps({
-            "pid": os.getpid(), "host": socket.gethostname(), "what": what,
-            "since": datetime.now(UTC).isoformat(timespec="seconds")}).encode())
+        write_bytes(
+            owner,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "what": what,
+                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            ).encode(),
+        )
         yield
     finally:
         _HELD.reset(token)

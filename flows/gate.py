@@ -41,21 +41,36 @@ class Decision:
 def gate(committed: dict | None, current: dict | None, metric: str, tolerance: float) -> Decision:
     old, new = report.metric_value(committed, metric), report.metric_value(current, metric)
     if new is None and old is None:
-        return Decision(True, f"no {metric} before or after (the pipeline has no evaluate stage yet): "
-                              "promoted on the data contracts alone", old, new)
+        return Decision(
+            True,
+            f"no {metric} before or after (the pipeline has no evaluate stage yet): "
+            "promoted on the data contracts alone",
+            old,
+            new,
+        )
     if new is None:
         return Decision(False, f"{metric} missing after the run (committed: {old:.4f})", old, new)
     if old is None:
         return Decision(True, f"{metric} {new:.4f}; no committed value to compare with", old, new)
     if new >= old - tolerance:
-        return Decision(True, f"{metric} {old:.4f} → {new:.4f} ({new - old:+.4f}), within tolerance "
-                              f"{tolerance:g}", old, new)
-    return Decision(False, f"{metric} {old:.4f} → {new:.4f} ({new - old:+.4f}) is worse than the "
-                           f"committed model by more than tolerance {tolerance:g}", old, new)
+        return Decision(
+            True,
+            f"{metric} {old:.4f} → {new:.4f} ({new - old:+.4f}), within tolerance {tolerance:g}",
+            old,
+            new,
+        )
+    return Decision(
+        False,
+        f"{metric} {old:.4f} → {new:.4f} ({new - old:+.4f}) is worse than the "
+        f"committed model by more than tolerance {tolerance:g}",
+        old,
+        new,
+    )
 
 
-def gate_same_documents(committed, current, metric: str, tolerance: float,
-                        min_documents: int = MIN_SAME_DOCUMENTS) -> Decision | str:
+def gate_same_documents(
+    committed, current, metric: str, tolerance: float, min_documents: int = MIN_SAME_DOCUMENTS
+) -> Decision | str:
     """The gate on the reference's test documents: both models' predictions for exactly those
     documents (truth from the new run). When it cannot apply, the reason why (a string)."""
     if metric not in SAME_DOCUMENT_METRICS:
@@ -63,7 +78,11 @@ def gate_same_documents(committed, current, metric: str, tolerance: float,
     if committed is None or current is None:
         return f"no {'committed' if committed is None else 'new'} test predictions"
     key = ["doc_id", "label", "predicted"]
-    if committed[key].sort_values("doc_id", ignore_index=True).equals(current[key].sort_values("doc_id", ignore_index=True)):
+    if (
+        committed[key]
+        .sort_values("doc_id", ignore_index=True)
+        .equals(current[key].sort_values("doc_id", ignore_index=True))
+    ):
         return "the run did not produce new test predictions"
     both = current.merge(committed[["doc_id", "predicted"]], on="doc_id", suffixes=("", "_committed"))
     if len(both) < min_documents:
@@ -71,10 +90,21 @@ def gate_same_documents(committed, current, metric: str, tolerance: float,
     old, new = (_score(both["label"], both[col], metric) for col in ("predicted_committed", "predicted"))
     where = f"on the {len(both)} committed test documents"
     if new >= old - tolerance:
-        return Decision(True, f"{metric} {where}: {old:.4f} → {new:.4f} ({new - old:+.4f}), within "
-                              f"tolerance {tolerance:g}", old, new, len(both))
-    return Decision(False, f"{metric} {where}: {old:.4f} → {new:.4f} ({new - old:+.4f}) is worse than "
-                           f"the committed model by more than tolerance {tolerance:g}", old, new, len(both))
+        return Decision(
+            True,
+            f"{metric} {where}: {old:.4f} → {new:.4f} ({new - old:+.4f}), within tolerance {tolerance:g}",
+            old,
+            new,
+            len(both),
+        )
+    return Decision(
+        False,
+        f"{metric} {where}: {old:.4f} → {new:.4f} ({new - old:+.4f}) is worse than "
+        f"the committed model by more than tolerance {tolerance:g}",
+        old,
+        new,
+        len(both),
+    )
 
 
 def _score(truth, predicted, metric: str) -> float:
@@ -88,19 +118,30 @@ def _score(truth, predicted, metric: str) -> float:
     return float(f1_score(y, p, average="macro", labels=sorted(set(y)), zero_division=0))
 
 
-def decide(committed_preds, current_preds, committed: dict | None, current: dict | None, metric: str,
-           tolerance: float) -> Decision:
+def decide(
+    committed_preds,
+    current_preds,
+    committed: dict | None,
+    current: dict | None,
+    metric: str,
+    tolerance: float,
+) -> Decision:
     """The same-documents gate when it applies; else the metrics files' values, saying why."""
     same = gate_same_documents(committed_preds, current_preds, metric, tolerance)
     if isinstance(same, Decision):
         return same
     d = gate(committed, current, metric, tolerance)
-    return Decision(d.promote, f"{d.reason} (metrics files compared; not on the same documents: {same})",
-                    d.committed, d.new)
+    return Decision(
+        d.promote,
+        f"{d.reason} (metrics files compared; not on the same documents: {same})",
+        d.committed,
+        d.new,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # references: which committed model the new one is held to
+
 
 def reference_commits(root: Path, reference: str, predictions_file: str) -> list[str]:
     """The commits whose model the new one must match: HEAD, or the first / every commit of the
@@ -119,9 +160,18 @@ def reference_commits(root: Path, reference: str, predictions_file: str) -> list
     return with_preds[:1] if reference == "first" else with_preds
 
 
-def decide_against(root: Path, reference: str, current_preds, current_metrics: dict | None, metric: str,
-                   tolerance: float, predictions_file: str, metrics_file: str,
-                   head_preds=None, head_metrics: dict | None = None) -> Decision:
+def decide_against(
+    root: Path,
+    reference: str,
+    current_preds,
+    current_metrics: dict | None,
+    metric: str,
+    tolerance: float,
+    predictions_file: str,
+    metrics_file: str,
+    head_preds=None,
+    head_metrics: dict | None = None,
+) -> Decision:
     """`decide` against every reference commit; the first that the new model fails decides, else
     the tightest pass (lowest margin) is reported."""
     decisions = []
@@ -133,11 +183,18 @@ def decide_against(root: Path, reference: str, current_preds, current_metrics: d
             metrics = report.committed_metrics(root, metrics_file, rev)
         d = decide(preds, current_preds, metrics, current_metrics, metric, tolerance)
         label = "HEAD" if rev == "HEAD" else rev[:8]
-        d = Decision(d.promote, d.reason if rev == "HEAD" else f"against {label} ({reference} reference): {d.reason}",
-                     d.committed, d.new, d.documents, label)
+        d = Decision(
+            d.promote,
+            d.reason if rev == "HEAD" else f"against {label} ({reference} reference): {d.reason}",
+            d.committed,
+            d.new,
+            d.documents,
+            label,
+        )
         if not d.promote:
             return d
         decisions.append(d)
-    margins = [(d.new - d.committed) if d.new is not None and d.committed is not None else float("inf")
-               for d in decisions]
+    margins = [
+        (d.new - d.committed) if d.new is not None and d.committed is not None else float("inf") for d in decisions
+    ]
     return decisions[margins.index(min(margins))]

@@ -59,9 +59,22 @@ from flows.intake import (
 )
 from flows.pipeline import pipeline, resolve_repo, run_logger
 from flows.transaction import GateError, Journal, dvc_cli, git
+from textclf.params import load_params
 
-__all__ = ["Decision", "GateError", "IncomingOptions", "RawSpec", "Verdict", "decide", "gate", "gate_same_documents",
-           "incoming", "landing_files", "place", "shape_problem"]
+__all__ = [
+    "Decision",
+    "GateError",
+    "IncomingOptions",
+    "RawSpec",
+    "Verdict",
+    "decide",
+    "gate",
+    "gate_same_documents",
+    "incoming",
+    "landing_files",
+    "place",
+    "shape_problem",
+]
 
 LANDING = "data/incoming"
 QUARANTINE = "data/quarantine"
@@ -79,15 +92,18 @@ class IncomingOptions(BaseModel):
     quarantine_dir: str = Field(QUARANTINE, description="where rejected files go, each with a .reason.txt")
     metric: str = Field(METRIC, description="dotted key in the metrics file the gate compares")
     metrics_file: str = Field(report.METRICS_FILE, description="the metrics file the gate reads")
-    predictions_file: str = Field(report.PREDICTIONS_FILE,
-                                  description="test predictions both models are scored from, on the same documents")
+    predictions_file: str = Field(
+        report.PREDICTIONS_FILE,
+        description="test predictions both models are scored from, on the same documents",
+    )
     tolerance: float = Field(0.01, ge=0, description="how much worse than the reference is still promoted")
     reference: str = Field("head", description=f"the model to be no worse than: one of {', '.join(REFERENCES)}")
     target: str | None = Field(None, description="pipeline target stage (default: all stages)")
     params: list[str] | None = Field(None, description="params overrides for the retraining, committed if promoted")
     min_age_s: float = Field(5.0, ge=0, description="leave items modified in the last N seconds")
-    max_bad_fraction: float = Field(0.2, ge=0, le=1, description="reject a file if more of its records would be "
-                                    "quarantined")
+    max_bad_fraction: float = Field(
+        0.2, ge=0, le=1, description="reject a file if more of its records would be quarantined"
+    )
     allow_new_labels: bool = Field(False, description="accept files that add classes")
     push_remote: bool = Field(True, description="dvc push after promotion when a default remote is configured")
     retries: int = Field(2, ge=0, description="retries of a failed stage")
@@ -110,9 +126,16 @@ def known_labels(root: Path) -> set[str] | None:
 # ---------------------------------------------------------------------------------------------
 # tasks: the steps that show in the Prefect UI
 
+
 @task(name="check-file", cache_policy=NO_CACHE, persist_result=False)
-def check_task(path: str, repo: str, spec: RawSpec, labels: set[str] | None, max_bad_fraction: float,
-               allow_new_labels: bool):
+def check_task(
+    path: str,
+    repo: str,
+    spec: RawSpec,
+    labels: set[str] | None,
+    max_bad_fraction: float,
+    allow_new_labels: bool,
+):
     v, docs = check_file(Path(path), Path(repo), spec, labels, max_bad_fraction, allow_new_labels)
     run_logger().info("%s: %s (%s)", v.file, "accepted" if v.accepted else "rejected", v.reason)
     return v, docs
@@ -138,12 +161,24 @@ def commit(repo: str, paths: list[str], message: str) -> str:
     return sha
 
 
-@task(name="dvc-push", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[5, 20])
+@task(
+    name="dvc-push",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=2,
+    retry_delay_seconds=[5, 20],
+)
 def push(repo: str) -> str | None:
     """`dvc push` to the default remote, if one is configured; returns its name."""
     root = Path(repo)
-    remote = subprocess.run([sys.executable, "-m", "dvc", "config", "core.remote"], cwd=root,
-                            env=dvcops.subprocess_env(), capture_output=True, text=True, timeout=60).stdout.strip()
+    remote = subprocess.run(
+        [sys.executable, "-m", "dvc", "config", "core.remote"],
+        cwd=root,
+        env=dvcops.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     if not remote:
         run_logger().info("no default DVC remote: nothing pushed")
         return None
@@ -154,11 +189,17 @@ def push(repo: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # the run's bookkeeping of items
 
+
 class Items:
     """Where every claimed item went; quarantine and return-to-landing in one place."""
 
     def __init__(self, root: Path, journal: Journal, landing_dir: Path, quarantine_dir: Path):
-        self.root, self.journal, self.landing, self.quarantine_dir = root, journal, landing_dir, quarantine_dir
+        self.root, self.journal, self.landing, self.quarantine_dir = (
+            root,
+            journal,
+            landing_dir,
+            quarantine_dir,
+        )
         self.log = run_logger()
 
     def note(self, name: str, where: str) -> None:
@@ -197,8 +238,14 @@ def claim_items(ready: list[Path], staging: Path, items: Items) -> list[landing_
             items.quarantine(original, name, "not a regular file (a FIFO, socket or device)")
             continue
         try:
-            claimed.append(landing_zone.take(original, copies / f"{n:04d}", name,
-                                        lambda path, rel, reason, name=name: items.member(path, name, rel, reason)))
+            claimed.append(
+                landing_zone.take(
+                    original,
+                    copies / f"{n:04d}",
+                    name,
+                    lambda path, rel, reason, name=name: items.member(path, name, rel, reason),
+                )
+            )
         except landing_zone.Unstable as err:
             items.give_back(original, name, f"{err}: still being written; next run")
         except Exception as err:  # noqa: BLE001 - unreadable, too large, ...: a reason, not a crash
@@ -209,13 +256,18 @@ def claim_items(ready: list[Path], staging: Path, items: Items) -> list[landing_
 # ---------------------------------------------------------------------------------------------
 # recovery: a run killed at any point is finished or undone by the next one
 
+
 def recover(root: Path, landing_dir: Path, quarantine_dir: Path, push_remote: bool) -> None:
     log = run_logger()
     journal = Journal.load(root)
     if journal is not None:
         sha = transaction.committed_by(root, journal)
         if sha:
-            log.warning("a killed run %s had promoted commit %s: finishing its clean-up", journal.run, sha[:8])
+            log.warning(
+                "a killed run %s had promoted commit %s: finishing its clean-up",
+                journal.run,
+                sha[:8],
+            )
             for c in _journal_claims(journal):
                 if landing_zone.remove_committed(c, landing_dir):
                     log.warning("%s changed after it was taken: back in the landing folder", c.name)
@@ -236,34 +288,77 @@ def recover(root: Path, landing_dir: Path, quarantine_dir: Path, push_remote: bo
 
 
 def _journal_claims(journal: Journal) -> list[landing_zone.Claimed]:
-    return [landing_zone.Claimed(rec["name"], Path(rec["original"]), Path(rec["copy"]), rec["kind"],
-                                 [landing_zone.Member(**m) for m in rec["members"]]) for rec in journal.claims]
+    return [
+        landing_zone.Claimed(
+            rec["name"],
+            Path(rec["original"]),
+            Path(rec["copy"]),
+            rec["kind"],
+            [landing_zone.Member(**m) for m in rec["members"]],
+        )
+        for rec in journal.claims
+    ]
 
 
 def _remember_claims(root: Path, journal: Journal, claimed: list[landing_zone.Claimed]) -> None:
-    journal.claims = [{"name": c.name, "original": str(c.original), "copy": str(c.copy), "kind": c.kind,
-                       "members": [asdict(m) for m in c.members]} for c in claimed]
+    journal.claims = [
+        {
+            "name": c.name,
+            "original": str(c.original),
+            "copy": str(c.copy),
+            "kind": c.kind,
+            "members": [asdict(m) for m in c.members],
+        }
+        for c in claimed
+    ]
     journal.save(root)
 
 
 # ---------------------------------------------------------------------------------------------
 # the flow
 
+
 @flow(name="textclf-incoming")
-def incoming(repo: str = ".", landing: str = LANDING, quarantine_dir: str = QUARANTINE, metric: str = METRIC,
-             metrics_file: str = report.METRICS_FILE, tolerance: float = 0.01,
-             predictions_file: str = report.PREDICTIONS_FILE, reference: str = "head", target: str | None = None,
-             params: list[str] | None = None, min_age_s: float = 5.0, max_bad_fraction: float = 0.2,
-             allow_new_labels: bool = False, push_remote: bool = True, retries: int = 2, retry_delay_s: float = 10.0,
-             lock_timeout_s: float = 600.0) -> dict:
+def incoming(
+    repo: str = ".",
+    landing: str = LANDING,
+    quarantine_dir: str = QUARANTINE,
+    metric: str = METRIC,
+    metrics_file: str = report.METRICS_FILE,
+    tolerance: float = 0.01,
+    predictions_file: str = report.PREDICTIONS_FILE,
+    reference: str = "head",
+    target: str | None = None,
+    params: list[str] | None = None,
+    min_age_s: float = 5.0,
+    max_bad_fraction: float = 0.2,
+    allow_new_labels: bool = False,
+    push_remote: bool = True,
+    retries: int = 2,
+    retry_delay_s: float = 10.0,
+    lock_timeout_s: float = 600.0,
+) -> dict:
     """Check new files, add the good ones, retrain, promote if not worse (see module docstring).
     Every parameter is an `IncomingOptions` field (the command line's options)."""
-    opts = IncomingOptions(repo=repo, landing=landing, quarantine_dir=quarantine_dir, metric=metric,
-                           metrics_file=metrics_file, predictions_file=predictions_file, tolerance=tolerance,
-                           reference=reference, target=target, params=params, min_age_s=min_age_s,
-                           max_bad_fraction=max_bad_fraction, allow_new_labels=allow_new_labels,
-                           push_remote=push_remote, retries=retries, retry_delay_s=retry_delay_s,
-                           lock_timeout_s=lock_timeout_s)
+    opts = IncomingOptions(
+        repo=repo,
+        landing=landing,
+        quarantine_dir=quarantine_dir,
+        metric=metric,
+        metrics_file=metrics_file,
+        predictions_file=predictions_file,
+        tolerance=tolerance,
+        reference=reference,
+        target=target,
+        params=params,
+        min_age_s=min_age_s,
+        max_bad_fraction=max_bad_fraction,
+        allow_new_labels=allow_new_labels,
+        push_remote=push_remote,
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        lock_timeout_s=lock_timeout_s,
+    )
     if opts.reference not in REFERENCES:
         raise GateError(f"reference must be one of {', '.join(REFERENCES)}, got {opts.reference!r}")
     root = resolve_repo(opts.repo)
@@ -274,8 +369,14 @@ def incoming(repo: str = ".", landing: str = LANDING, quarantine_dir: str = QUAR
 def _run(root: Path, opts: IncomingOptions) -> dict:
     logger = run_logger()
     landing_dir, quarantine_path = root / opts.landing, root / opts.quarantine_dir
-    outcome: dict = {"accepted": [], "rejected": [], "promoted": False, "commit": None, "pushed_to": None,
-                     "decision": None}
+    outcome: dict = {
+        "accepted": [],
+        "rejected": [],
+        "promoted": False,
+        "commit": None,
+        "pushed_to": None,
+        "decision": None,
+    }
     recover(root, landing_dir, quarantine_path, opts.push_remote)
     ready = landing_files(landing_dir, opts.min_age_s)
     if not ready:
@@ -296,7 +397,8 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     verdicts: dict[str, tuple[landing_zone.Claimed, Verdict, object]] = {}
     for c in claimed:
         v, docs = check_task.with_options(task_run_name=f"check-{c.name}")(
-            str(c.copy), str(root), spec, labels, opts.max_bad_fraction, opts.allow_new_labels)
+            str(c.copy), str(root), spec, labels, opts.max_bad_fraction, opts.allow_new_labels
+        )
         verdicts[c.name] = (c, v, docs)
     accepted = [(c, v, d) for c, v, d in verdicts.values() if v.accepted]
     for name, why in batch_problems(root, [(c.name, d) for c, _, d in accepted]).items():
@@ -315,8 +417,6 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
         _publish(outcome)
         return outcome
 
-    from textclf.params import load_params
-
     encoding = load_params("ingest", root / "params.yaml").encoding
     params_files = sorted({"params.yaml", *dvc_params_files(opts.params)})
     transaction.capture(root, journal, spec.folder, params_files, opts.target)
@@ -330,19 +430,38 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
         transaction.fault_point("placed")
         track_raw(str(root), spec.folder, journal.raw_in_git)
         transaction.fault_point("tracked")
-        pipeline(target=opts.target, params=opts.params, keep_params=True, repo=str(root), retries=opts.retries,
-                 retry_delay_s=opts.retry_delay_s, lock_timeout_s=opts.lock_timeout_s, metrics_file=opts.metrics_file)
+        pipeline(
+            target=opts.target,
+            params=opts.params,
+            keep_params=True,
+            repo=str(root),
+            retries=opts.retries,
+            retry_delay_s=opts.retry_delay_s,
+            lock_timeout_s=opts.lock_timeout_s,
+            metrics_file=opts.metrics_file,
+        )
         transaction.fault_point("pipeline")
-        decision = decide_against(root, opts.reference, report.read_predictions(root, opts.predictions_file),
-                                  report.read_metrics(root, opts.metrics_file), opts.metric, opts.tolerance,
-                                  opts.predictions_file, opts.metrics_file, committed_preds, committed_metrics)
+        decision = decide_against(
+            root,
+            opts.reference,
+            report.read_predictions(root, opts.predictions_file),
+            report.read_metrics(root, opts.metrics_file),
+            opts.metric,
+            opts.tolerance,
+            opts.predictions_file,
+            opts.metrics_file,
+            committed_preds,
+            committed_metrics,
+        )
         outcome["decision"] = asdict(decision)
         transaction.fault_point("gated")
         if decision.promote:
             names = ", ".join(c.name for c, _ in accepted)
-            message = (f"{PROMOTE_PREFIX} ({names})\n\n{decision.reason}\n"
-                       + "".join(f"- {v['file']}: {v['reason']}\n" for v in outcome["accepted"])
-                       + (f"params overrides: {', '.join(opts.params)}\n" if opts.params else ""))
+            message = (
+                f"{PROMOTE_PREFIX} ({names})\n\n{decision.reason}\n"
+                + "".join(f"- {v['file']}: {v['reason']}\n" for v in outcome["accepted"])
+                + (f"params overrides: {', '.join(opts.params)}\n" if opts.params else "")
+            )
             journal.commit = commit(str(root), transaction.changed_paths(root, journal), message)
             journal.phase = "committed"
             journal.save(root)
@@ -371,7 +490,10 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
         return outcome
     for c, _ in accepted:
         if landing_zone.remove_committed(c, landing_dir):
-            logger.warning("%s changed after it was taken: its new bytes are back in the landing folder", c.name)
+            logger.warning(
+                "%s changed after it was taken: its new bytes are back in the landing folder",
+                c.name,
+            )
     push_error = None
     if opts.push_remote:
         try:
@@ -413,21 +535,31 @@ def _publish(outcome: dict) -> None:
     if outcome["accepted"]:
         lines += ["## Accepted", ""] + [f"- `{v['file']}`: {v['reason']}" for v in outcome["accepted"]]
     if outcome["rejected"]:
-        lines += ["", "## Rejected (quarantined)", ""] + [f"- `{v['file']}`: {v['reason']}" for v in outcome["rejected"]]
+        lines += ["", "## Rejected (quarantined)", ""] + [
+            f"- `{v['file']}`: {v['reason']}" for v in outcome["rejected"]
+        ]
     lines += ["", "## Promotion", ""]
     d = outcome.get("decision")
     if outcome["promoted"]:
         lines.append(f"Promoted in commit `{outcome['commit']}`: {d['reason']}.")
-        lines.append(f"Pushed to DVC remote `{outcome['pushed_to']}`." if outcome["pushed_to"]
-                     else "No DVC remote configured: nothing pushed.")
+        lines.append(
+            f"Pushed to DVC remote `{outcome['pushed_to']}`."
+            if outcome["pushed_to"]
+            else "No DVC remote configured: nothing pushed."
+        )
     elif d:
-        lines.append(f"**Not promoted** — {d['reason']}. Nothing was committed; the run's changes were undone "
-                     "and the files were quarantined.")
+        lines.append(
+            f"**Not promoted** — {d['reason']}. Nothing was committed; the run's changes were undone "
+            "and the files were quarantined."
+        )
     else:
         lines.append("Nothing to promote: no file passed the checks.")
     try:
-        create_markdown_artifact("\n".join(lines) + "\n", key="textclf-incoming",
-                                 description="new data: checks and promotion gate")
+        create_markdown_artifact(
+            "\n".join(lines) + "\n",
+            key="textclf-incoming",
+            description="new data: checks and promotion gate",
+        )
     except Exception as err:  # noqa: BLE001 - the outcome is already logged
         run_logger().warning("could not create the incoming artifact: %s", err)
 
@@ -435,22 +567,40 @@ def _publish(outcome: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 # command line: one option per IncomingOptions field
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.incoming", description=__doc__.split("\n\n")[0])
     for name, f in IncomingOptions.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{f.description} (default: {f.default})"
         if name == "params":
-            p.add_argument("-S", "--set-param", dest="params", action="append", metavar="SECTION.KEY=VALUE",
-                           help=help_text)
+            p.add_argument(
+                "-S",
+                "--set-param",
+                dest="params",
+                action="append",
+                metavar="SECTION.KEY=VALUE",
+                help=help_text,
+            )
         elif name == "push_remote":
-            p.add_argument("--no-push", dest="push_remote", action="store_false", help="do not dvc push after promotion")
+            p.add_argument(
+                "--no-push",
+                dest="push_remote",
+                action="store_false",
+                help="do not dvc push after promotion",
+            )
         elif f.annotation is bool:
             p.add_argument(flag, dest=name, action="store_true", help=help_text)
         else:
             kind = {float: float, int: int}.get(f.annotation, str)
-            p.add_argument(flag, dest=name, type=kind, default=f.default, help=help_text,
-                           **({"choices": REFERENCES} if name == "reference" else {}))
+            p.add_argument(
+                flag,
+                dest=name,
+                type=kind,
+                default=f.default,
+                help=help_text,
+                **({"choices": REFERENCES} if name == "reference" else {}),
+            )
     return p
 
 

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from flows import transaction
 from flows.transaction import Journal
-from textclf.artifacts import write_bytes
+from textclf import schemas
+from textclf.artifacts import InputError, read_parquet, write_bytes
+from textclf.data.ingest import ingest
+from textclf.data.split import group_hash
+from textclf.params import load_params
+from textclf.sources import SPLIT_DIRS, TABULAR_EXT, read_records, resolve_format
+from textclf.text import clean_batch, decode, hex_array, load_stopwords
 
 SPLIT_FILES = ("train", "valid", "test")
 
@@ -42,43 +48,58 @@ class Verdict:
 
 def raw_spec(root: Path) -> RawSpec:
     """Where accepted files go: ingest.source, which must be a folder inside the repository."""
-    from textclf.params import load_params
-    from textclf.sources import resolve_format
 
     params = load_params("ingest", root / "params.yaml")
     path = (root / params.source).resolve()
     if not path.is_dir() or not path.is_relative_to(root.resolve()):
-        raise transaction.GateError(f"ingest.source is {params.source!r}: new data needs it to be a folder inside "
-                                    "the repository (e.g. data/raw), which the incoming flow adds files to")
+        raise transaction.GateError(
+            f"ingest.source is {params.source!r}: new data needs it to be a folder inside "
+            "the repository (e.g. data/raw), which the incoming flow adds files to"
+        )
     fmt = resolve_format(params.model_copy(update={"source": str(path)}))
     return RawSpec(str(path.relative_to(root.resolve())), fmt)
 
 
 def shape_problem(path: Path, spec: RawSpec, root: Path | None = None) -> str | None:
     """Whether a landing item fits the raw folder's layout (None) or why not."""
-    from textclf.sources import SPLIT_DIRS, TABULAR_EXT
 
     if path.name.lower() in SPLIT_DIRS or path.stem.lower() in SPLIT_DIRS:
-        return (f"`{path.name}` is named like a split (train/valid/test): placed in {spec.folder} it would change "
-                f"the corpus layout; put such files under {spec.folder}/<split>/ yourself and commit them")
+        return (
+            f"`{path.name}` is named like a split (train/valid/test): placed in {spec.folder} it would change "
+            f"the corpus layout; put such files under {spec.folder}/<split>/ yourself and commit them"
+        )
     if spec.format == "text_dir":
-        if root is not None and (root / spec.folder).is_dir() and any(
-                (root / spec.folder / d).is_dir() for d in SPLIT_DIRS):
-            return (f"{spec.folder} is split into train/valid/test folders: a top-level `{path.name}` would "
-                    f"break that layout; put it under {spec.folder}/train/ (or valid/, test/) yourself")
+        if (
+            root is not None
+            and (root / spec.folder).is_dir()
+            and any((root / spec.folder / d).is_dir() for d in SPLIT_DIRS)
+        ):
+            return (
+                f"{spec.folder} is split into train/valid/test folders: a top-level `{path.name}` would "
+                f"break that layout; put it under {spec.folder}/train/ (or valid/, test/) yourself"
+            )
         if path.is_dir() or path.suffix.lower() == ".txt":
             return None
-        return (f"{spec.folder} is a text_dir corpus: send `<label>.txt` (a document per line) or a "
-                "`<label>/` folder (a document per file)")
+        return (
+            f"{spec.folder} is a text_dir corpus: send `<label>.txt` (a document per line) or a "
+            "`<label>/` folder (a document per file)"
+        )
     if path.is_dir():
         return f"{spec.folder} holds {spec.format} files: send files, not folders"
     ok = TABULAR_EXT.get(path.suffix.lower()) == spec.format or (
-        spec.format == "fasttext" and path.suffix.lower() in (".txt", ".ft", ".fasttext"))
+        spec.format == "fasttext" and path.suffix.lower() in (".txt", ".ft", ".fasttext")
+    )
     return None if ok else f"{spec.folder} holds {spec.format} files; {path.name} is not one"
 
 
-def check_file(path: Path, root: Path, spec: RawSpec, known_labels: set[str] | None, max_bad_fraction: float,
-               allow_new_labels: bool):
+def check_file(
+    path: Path,
+    root: Path,
+    spec: RawSpec,
+    known_labels: set[str] | None,
+    max_bad_fraction: float,
+    allow_new_labels: bool,
+):
     """(Verdict, documents or None) for one private copy; never raises."""
     try:
         return _check(path, root, spec, known_labels, max_bad_fraction, allow_new_labels)
@@ -94,12 +115,6 @@ def _short(err: BaseException) -> str:
 def _check(path, root, spec, known_labels, max_bad_fraction, allow_new_labels):
     from pandera.errors import SchemaErrors
 
-    from textclf import schemas
-    from textclf.artifacts import InputError
-    from textclf.data.ingest import ingest
-    from textclf.params import load_params
-    from textclf.sources import read_records
-
     problem = shape_problem(path, spec, root)
     if problem:
         return Verdict(path.name, False, problem), None
@@ -111,38 +126,56 @@ def _check(path, root, spec, known_labels, max_bad_fraction, allow_new_labels):
         schemas.Documents.validate(result.documents, lazy=True)
         schemas.Rejected.validate(result.rejected, lazy=True)
     except InputError as err:
-        return Verdict(path.name, False, f"cannot be read as {spec.format}: {err}".replace(str(path.parent), "<file>")), None
+        return Verdict(
+            path.name,
+            False,
+            f"cannot be read as {spec.format}: {err}".replace(str(path.parent), "<file>"),
+        ), None
     except SchemaErrors as err:
         cases = err.failure_cases.groupby(["column", "check"], dropna=False).size()
         summary = "; ".join(f"column {c}: {chk} failed for {n} value(s)" for (c, chk), n in cases.items())
         return Verdict(path.name, False, f"violates the ingest contract: {summary}"), None
     s = result.stats
     reasons = {k: v for k, v in s["by_reason"].items() if v}
-    stats = {"read": s["read"], "kept": s["kept"], "duplicates": s["duplicates"],
-             "quarantined": s["quarantined"], "by_reason": reasons, "labels": s["by_label"]}
+    stats = {
+        "read": s["read"],
+        "kept": s["kept"],
+        "duplicates": s["duplicates"],
+        "quarantined": s["quarantined"],
+        "by_reason": reasons,
+        "labels": s["by_label"],
+    }
     if s["read"] == 0 or s["kept"] == 0:
         why = "empty" if s["read"] == 0 else f"no usable documents in {s['read']} record(s) ({reasons})"
         return Verdict(path.name, False, why, stats), None
     bad = s["quarantined"] / s["read"]
     if bad > max_bad_fraction:
-        return Verdict(path.name, False, f"{s['quarantined']} of {s['read']} records ({bad:.0%}) would be "
-                       f"quarantined, more than max_bad_fraction {max_bad_fraction:.0%}: {reasons}", stats), None
+        return Verdict(
+            path.name,
+            False,
+            f"{s['quarantined']} of {s['read']} records ({bad:.0%}) would be "
+            f"quarantined, more than max_bad_fraction {max_bad_fraction:.0%}: {reasons}",
+            stats,
+        ), None
     new = sorted(set(s["by_label"]) - known_labels) if known_labels else []
     if new and not allow_new_labels:
-        return Verdict(path.name, False, f"label(s) {new} not in the corpus (known: {sorted(known_labels)}); "
-                       "set allow_new_labels to add classes", stats), None
+        return Verdict(
+            path.name,
+            False,
+            f"label(s) {new} not in the corpus (known: {sorted(known_labels)}); set allow_new_labels to add classes",
+            stats,
+        ), None
     return Verdict(path.name, True, f"{s['kept']} document(s) of {s['read']} record(s)", stats), result.documents
 
 
 # ---------------------------------------------------------------------------------------------
 # the batch against the corpus
 
+
 def corpus_index(root: Path):
     """(doc_id -> label, group_id -> split) of the current corpus, from the pipeline's outputs
     (None where they do not exist yet: no corpus, nothing to contradict)."""
     import pandas as pd
-
-    from textclf.artifacts import read_parquet
 
     docs = root / "data/interim/documents.parquet"
     labels = read_parquet(docs, columns=["doc_id", "label"]).set_index("doc_id")["label"] if docs.exists() else None
@@ -158,10 +191,6 @@ def batch_problems(root: Path, accepted: list[tuple[str, object]]) -> dict[str, 
     """File name -> why it must not be applied: label flips of corpus documents (or of another
     new file's), predefined splits that would move an existing duplicate group."""
     import pandas as pd
-
-    from textclf.data.split import group_hash
-    from textclf.params import load_params
-    from textclf.text import clean_batch, hex_array, load_stopwords
 
     labels, groups = corpus_index(root)
     clean_params = load_params("clean", root / "params.yaml")
@@ -179,8 +208,10 @@ def batch_problems(root: Path, accepted: list[tuple[str, object]]) -> dict[str, 
             if other and other[0] != label and len(flips) < 5:
                 flips.append(f"{doc_id} is `{other[0]}` in {other[1]}, `{label}` here")
         if flips:
-            out[name] = ("would relabel existing documents (label flips are not applied: review them and fix "
-                         "the corpus, or drop them from the file): " + "; ".join(flips))
+            out[name] = (
+                "would relabel existing documents (label flips are not applied: review them and fix "
+                "the corpus, or drop them from the file): " + "; ".join(flips)
+            )
             continue
         predefined = docs[docs["split"].notna()]
         if groups is not None and len(predefined):
@@ -191,9 +222,11 @@ def batch_problems(root: Path, accepted: list[tuple[str, object]]) -> dict[str, 
             moved = predefined[current.notna() & (current != predefined["split"])]
             if len(moved):
                 r = moved.iloc[0]
-                out[name] = (f"would move {len(moved)} existing duplicate group(s) to another split (e.g. "
-                             f"{r['doc_id']}: {groups[gid[moved.index[0]]]} → {r['split']}): existing documents "
-                             "keep their split, so the test split stays unseen")
+                out[name] = (
+                    f"would move {len(moved)} existing duplicate group(s) to another split (e.g. "
+                    f"{r['doc_id']}: {groups[gid[moved.index[0]]]} → {r['split']}): existing documents "
+                    "keep their split, so the test split stays unseen"
+                )
                 continue
         for doc_id, label in zip(docs["doc_id"], docs["label"], strict=True):
             seen.setdefault(doc_id, (label, name))
@@ -203,6 +236,7 @@ def batch_problems(root: Path, accepted: list[tuple[str, object]]) -> dict[str, 
 # ---------------------------------------------------------------------------------------------
 # placing accepted files (every change journalled before it is made)
 
+
 def _strip_bom(data: bytes) -> bytes:
     return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
 
@@ -210,7 +244,6 @@ def _strip_bom(data: bytes) -> bytes:
 def reencode(data: bytes, like: bytes, encoding: str = "auto") -> bytes:
     """New lines in the encoding of the file they are appended to: `ingest.encoding` when it is
     set (both read and written in it), else UTF-8 unless the file is GB18030."""
-    from textclf.text import decode
 
     text = decode(data, encoding)
     if text is None:

@@ -84,7 +84,12 @@ def ready_items(landing: Path, min_age_s: float, log) -> list[Path]:
             continue
         newest = _newest_mtime(Path(entry.path))
         if now - newest < min_age_s:
-            log.info("%s: modified %.0f s ago (< min_age_s %g); next run", entry.name, now - newest, min_age_s)
+            log.info(
+                "%s: modified %.0f s ago (< min_age_s %g); next run",
+                entry.name,
+                now - newest,
+                min_age_s,
+            )
             continue
         ready.append(Path(entry.path))
     return ready
@@ -155,7 +160,10 @@ def read_once(path: Path, limit: int | None = None) -> tuple[bytes, os.stat_resu
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_size != total:
+    if (after.st_size, after.st_mtime_ns) != (
+        before.st_size,
+        before.st_mtime_ns,
+    ) or after.st_size != total:
         raise Unstable(f"{path.name} changed while it was read")
     return b"".join(chunks), after
 
@@ -241,6 +249,7 @@ def unchanged(claimed: Claimed) -> bool:
 # ---------------------------------------------------------------------------------------------
 # where an item goes: never deleted unless its bytes are committed
 
+
 def unique_path(path: Path) -> Path:
     if not os.path.lexists(path):
         return path
@@ -260,7 +269,9 @@ def move_to_quarantine(path: Path, folder: Path, name: str, reason: str) -> Path
     os.rename(path, dest) if _same_fs(path, folder) else shutil.move(str(path), dest)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     (dest.parent / f"{dest.name}{REASON_SUFFIX}").write_text(
-        f"file: {name}\nquarantined: {stamp} by the textclf incoming flow\nreason: {reason}\n", encoding="utf-8")
+        f"file: {name}\nquarantined: {stamp} by the textclf incoming flow\nreason: {reason}\n",
+        encoding="utf-8",
+    )
     return dest
 
 
@@ -299,8 +310,12 @@ def leftover_staging(landing: Path) -> list[Path]:
     root = staging_root(landing)
     if not root.is_dir() or root.is_symlink():
         return []
-    return [Path(e.path) for run in sorted(os.scandir(root), key=lambda e: e.name) if run.is_dir(follow_symlinks=False)
-            for e in sorted(os.scandir(run.path), key=lambda e: e.name)]
+    return [
+        Path(e.path)
+        for run in sorted(os.scandir(root), key=lambda e: e.name)
+        if run.is_dir(follow_symlinks=False)
+        for e in sorted(os.scandir(run.path), key=lambda e: e.name)
+    ]
 
 
 def prune_staging(landing: Path) -> None:

@@ -64,10 +64,20 @@ def check_params(repo: str) -> list[str]:
     return sections
 
 
-@task(name="stage", cache_policy=NO_CACHE, persist_result=False,
-      retry_condition_fn=_retry_unless_permanent)
-def run_stage(repo: str, stage: str, force: bool = False, timeout_s: float | None = None,
-              dask_address: str | None = None, current: bool = False) -> dict:
+@task(
+    name="stage",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retry_condition_fn=_retry_unless_permanent,
+)
+def run_stage(
+    repo: str,
+    stage: str,
+    force: bool = False,
+    timeout_s: float | None = None,
+    dask_address: str | None = None,
+    current: bool = False,
+) -> dict:
     """Reproduce one stage through DVC; returns {stage, status: ran|skipped|restored, seconds}.
     With `dask_address`, stages with `engine: dask` use that cluster too (wherever the task runs).
     `current`: the run's one `dvc status` already said the stage and all it depends on are
@@ -86,8 +96,12 @@ def run_stage(repo: str, stage: str, force: bool = False, timeout_s: float | Non
     try:
         result = dvcops.repro_stage(Path(repo), stage, force=force, timeout_s=timeout_s, on_line=log)
     except dvcops.ContractViolation as err:
-        logger.error("%s: data contract failed (not retried):\n%s\nfailure cases: %s",
-                     err.stage, err.summary, err.report)
+        logger.error(
+            "%s: data contract failed (not retried):\n%s\nfailure cases: %s",
+            err.stage,
+            err.summary,
+            err.report,
+        )
         raise
     except dvcops.InvalidParams as err:
         logger.error("%s (not retried)", err)
@@ -97,10 +111,19 @@ def run_stage(repo: str, stage: str, force: bool = False, timeout_s: float | Non
 
 
 @flow(name="textclf-pipeline")
-def pipeline(target: str | None = None, force: bool = False, params: list[str] | None = None,
-             keep_params: bool = False, repo: str = ".", retries: int = 2, retry_delay_s: float = 10.0,
-             stage_timeout_s: float | None = None, lock_timeout_s: float = 600.0,
-             metrics_file: str = report.METRICS_FILE, dask_address: str | None = None) -> dict:
+def pipeline(
+    target: str | None = None,
+    force: bool = False,
+    params: list[str] | None = None,
+    keep_params: bool = False,
+    repo: str = ".",
+    retries: int = 2,
+    retry_delay_s: float = 10.0,
+    stage_timeout_s: float | None = None,
+    lock_timeout_s: float = 600.0,
+    metrics_file: str = report.METRICS_FILE,
+    dask_address: str | None = None,
+) -> dict:
     """Run the DVC pipeline (or `target` and what it depends on) stage by stage.
 
     Args:
@@ -131,23 +154,42 @@ def pipeline(target: str | None = None, force: bool = False, params: list[str] |
             stage_task = run_stage.with_options(
                 retries=retries,
                 retry_delay_seconds=exponential_backoff(retry_delay_s)(retries) if retries > 0 else 0,
-                retry_jitter_factor=0.2 if retry_delay_s > 0 else None)
+                retry_jitter_factor=0.2 if retry_delay_s > 0 else None,
+            )
             failed: tuple[str, BaseException] | None = None
             # One `dvc status` for the whole plan: a stage it calls current is skipped without a
             # DVC process of its own — until some stage runs, after which DVC decides each one.
             changed = None if force else dvcops.changed_stages(root, target)
             try:
                 for stage in planned:
-                    current = changed is not None and stage not in changed and \
-                        all(s["status"] == "skipped" for s in stages_done)
+                    current = (
+                        changed is not None
+                        and stage not in changed
+                        and all(s["status"] == "skipped" for s in stages_done)
+                    )
                     try:
                         one = stage_task.with_options(name=stage, task_run_name=stage)
                         if dask_address:  # one at a time, in DVC's order, on the task runner
-                            stages_done.append(one.submit(str(root), stage, force=force, timeout_s=stage_timeout_s,
-                                                          dask_address=dask_address, current=current).result())
+                            stages_done.append(
+                                one.submit(
+                                    str(root),
+                                    stage,
+                                    force=force,
+                                    timeout_s=stage_timeout_s,
+                                    dask_address=dask_address,
+                                    current=current,
+                                ).result()
+                            )
                         else:
-                            stages_done.append(one(str(root), stage, force=force, timeout_s=stage_timeout_s,
-                                                   current=current))
+                            stages_done.append(
+                                one(
+                                    str(root),
+                                    stage,
+                                    force=force,
+                                    timeout_s=stage_timeout_s,
+                                    current=current,
+                                )
+                            )
                     except BaseException as err:
                         failed = (stage, err)
                         raise
@@ -155,8 +197,12 @@ def pipeline(target: str | None = None, force: bool = False, params: list[str] |
                 _report(root, target, overrides, keep_params, planned, stages_done, metrics_file, failed)
     summary = ", ".join(f"{s['stage']} {s['status']}" for s in stages_done)
     logger.info("pipeline done: %s", summary)
-    return {"repo": str(root), "target": target, "stages": stages_done,
-            "metrics": report.read_metrics(root, metrics_file)}
+    return {
+        "repo": str(root),
+        "target": target,
+        "stages": stages_done,
+        "metrics": report.read_metrics(root, metrics_file),
+    }
 
 
 def with_dask_runner(flow_fn, address: str | None):
@@ -176,18 +222,38 @@ def _flow_run_name() -> str:
         return "?"
 
 
-def _report(root: Path, target: str | None, overrides: list[str], kept: bool, planned: list[str],
-            done: list[dict], metrics_file: str, failed: tuple[str, BaseException] | None) -> None:
+def _report(
+    root: Path,
+    target: str | None,
+    overrides: list[str],
+    kept: bool,
+    planned: list[str],
+    done: list[dict],
+    metrics_file: str,
+    failed: tuple[str, BaseException] | None,
+) -> None:
     current = report.read_metrics(root, metrics_file)
     rows = report.stage_rows(done, planned, failed[0] if failed else None)
     markdown = report.run_markdown(
-        root=root, target=target, overrides=overrides, kept=kept, current=current,
-        committed=report.committed_metrics(root, metrics_file), commit=report.head_commit(root),
-        stages=rows, metrics_file=metrics_file, error=str(failed[1]) if failed else None,
-        data_diff=report.data_diff_markdown(root))
+        root=root,
+        target=target,
+        overrides=overrides,
+        kept=kept,
+        current=current,
+        committed=report.committed_metrics(root, metrics_file),
+        commit=report.head_commit(root),
+        stages=rows,
+        metrics_file=metrics_file,
+        error=str(failed[1]) if failed else None,
+        data_diff=report.data_diff_markdown(root),
+    )
     try:
-        report.publish(markdown, report.per_class_rows(current), rows,
-                       description=f"textclf pipeline ({target or 'all stages'})")
+        report.publish(
+            markdown,
+            report.per_class_rows(current),
+            rows,
+            description=f"textclf pipeline ({target or 'all stages'})",
+        )
     except Exception as err:  # noqa: BLE001 - a report must not hide the run's own outcome
         run_logger().warning("could not create artifacts: %s", err)
         if failed is None:
@@ -197,23 +263,39 @@ def _report(root: Path, target: str | None, overrides: list[str], kept: bool, pl
 # ---------------------------------------------------------------------------------------------
 # command line
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--repo", default=".", help="project root (default: .)")
     p.add_argument("--target", help="run this stage and what it depends on (default: all)")
     p.add_argument("--force", action="store_true", help="rerun stages even if unchanged")
-    p.add_argument("-S", "--set-param", dest="params", action="append", default=[],
-                   metavar="SECTION.KEY=VALUE", help="params override (repeatable), as dvc exp run")
+    p.add_argument(
+        "-S",
+        "--set-param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="params override (repeatable), as dvc exp run",
+    )
     p.add_argument("--keep-params", action="store_true", help="keep overrides in params.yaml")
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--retry-delay", type=float, default=10.0, help="first retry delay, seconds")
     p.add_argument("--stage-timeout", type=float, default=None, help="seconds per stage")
-    p.add_argument("--lock-timeout", type=float, default=600.0,
-                   help="seconds to wait for another run on this repository (default 600)")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for another run on this repository (default 600)",
+    )
     p.add_argument("--metrics-file", default=report.METRICS_FILE)
-    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
-                   help="run the tasks with prefect-dask's DaskTaskRunner on this dask.distributed scheduler "
-                        "(stages with engine: dask use it too)")
+    p.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="tcp://HOST:8786",
+        help="run the tasks with prefect-dask's DaskTaskRunner on this dask.distributed scheduler "
+        "(stages with engine: dask use it too)",
+    )
     return p
 
 
@@ -224,11 +306,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         flow_fn = with_dask_runner(pipeline, args.dask_address) if args.dask_address else pipeline
         with local_server_settings():
-            result = flow_fn(target=args.target, force=args.force, params=args.params or None,
-                             keep_params=args.keep_params, repo=args.repo, retries=args.retries,
-                             retry_delay_s=args.retry_delay, stage_timeout_s=args.stage_timeout,
-                             lock_timeout_s=args.lock_timeout, metrics_file=args.metrics_file,
-                             dask_address=args.dask_address)
+            result = flow_fn(
+                target=args.target,
+                force=args.force,
+                params=args.params or None,
+                keep_params=args.keep_params,
+                repo=args.repo,
+                retries=args.retries,
+                retry_delay_s=args.retry_delay,
+                stage_timeout_s=args.stage_timeout,
+                lock_timeout_s=args.lock_timeout,
+                metrics_file=args.metrics_file,
+                dask_address=args.dask_address,
+            )
     except (dvcops.PermanentError, dvcops.StageError) as err:
         print(f"pipeline failed: {err}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import nullcontext
 from pathlib import Path
 
 DEFAULT_PORT = 4200
@@ -55,7 +56,6 @@ def running() -> dict | None:
 def local_server_settings(log=None):
     """A context for a flow command line: the running local server as the API (unless
     PREFECT_API_URL is set), and no telemetry from a temporary server (no network at run time)."""
-    from contextlib import nullcontext
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -65,8 +65,10 @@ def local_server_settings(log=None):
     state = running()
     if state is None:
         return nullcontext()
-    print(f"using the Prefect server at {state['api_url']} (python -m flows.prefect_server stop to stop it)",
-          file=sys.stderr)
+    print(
+        f"using the Prefect server at {state['api_url']} (python -m flows.prefect_server stop to stop it)",
+        file=sys.stderr,
+    )
     return temporary_settings(updates={PREFECT_API_URL: state["api_url"]})
 
 
@@ -80,9 +82,23 @@ def start(port: int = DEFAULT_PORT, timeout_s: float = 120.0) -> dict:
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + timeout_s
     while not healthy(url):

@@ -14,6 +14,10 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from textclf.diff.core import DiffError
+from textclf.diff.read import read_output
+from textclf.diff.render import markdown_diff
+
 log = logging.getLogger("textclf.flows")
 
 METRICS_FILE = "reports/metrics.json"
@@ -28,6 +32,7 @@ KEY_STAGES = "textclf-stages"
 
 # ---------------------------------------------------------------------------------------------
 # reading metrics
+
 
 def read_metrics(root: Path, metrics_file: str = METRICS_FILE) -> dict | None:
     """The workspace's metrics, or None when the file does not exist (yet)."""
@@ -46,8 +51,7 @@ def committed_metrics(root: Path, metrics_file: str = METRICS_FILE, rev: str = "
     """The metrics as last committed to git (DVC metrics are `cache: false` outputs, so git holds
     them); None when there is no commit or the file was never committed."""
     try:
-        proc = subprocess.run(["git", "show", f"{rev}:{metrics_file}"], cwd=root, capture_output=True,
-                              timeout=30)
+        proc = subprocess.run(["git", "show", f"{rev}:{metrics_file}"], cwd=root, capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as err:
         log.warning("git show %s:%s failed: %s", rev, metrics_file, err)
         return None
@@ -63,8 +67,13 @@ def committed_metrics(root: Path, metrics_file: str = METRICS_FILE, rev: str = "
 
 def head_commit(root: Path) -> str | None:
     try:
-        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=30)
+        proc = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() if proc.returncode == 0 else None
@@ -103,10 +112,8 @@ def read_predictions(root: Path, path: str = PREDICTIONS_FILE):
 
 def committed_predictions(root: Path, path: str = PREDICTIONS_FILE, rev: str = "HEAD"):
     """The test predictions as committed at `rev` — a DVC output, read as `textclf diff` reads
-    outputs (`textclf.datadiff.read_output`) — or None, with the reason logged."""
+    outputs (`textclf.diff.read.read_output`) — or None, with the reason logged."""
     from dvc.exceptions import DvcException
-
-    from textclf.datadiff import DiffError, read_output
 
     try:
         return read_output(root, rev, path, PREDICTION_COLUMNS)
@@ -119,6 +126,7 @@ def committed_predictions(root: Path, path: str = PREDICTIONS_FILE, rev: str = "
 
 # ---------------------------------------------------------------------------------------------
 # Markdown and tables
+
 
 def _fmt(v: int | float | None, signed: bool = False) -> str:
     if v is None:
@@ -134,13 +142,17 @@ def metrics_table(current: dict, committed: dict | None, commit: str | None) -> 
     before = _scalars((committed or {}).get("test"))
     names = [k for k in HEADLINE if k in test] + sorted(k for k in test if k not in HEADLINE)
     since = f"last commit ({commit})" if commit else "last commit"
-    lines = [f"| metric | model | baseline | model − baseline | {since} | change |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| metric | model | baseline | model − baseline | {since} | change |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for k in names:
         b, old = base.get(k), before.get(k)
-        lines.append(f"| {k} | {_fmt(test[k])} | {_fmt(b)} | "
-                     f"{_fmt(None if b is None else test[k] - b, True)} | {_fmt(old)} | "
-                     f"{_fmt(None if old is None else test[k] - old, True)} |")
+        lines.append(
+            f"| {k} | {_fmt(test[k])} | {_fmt(b)} | "
+            f"{_fmt(None if b is None else test[k] - b, True)} | {_fmt(old)} | "
+            f"{_fmt(None if old is None else test[k] - old, True)} |"
+        )
     return "\n".join(lines)
 
 
@@ -151,15 +163,25 @@ def comparison_line(current: dict) -> str | None:
     if not isinstance(c, dict) or metric_value(current, "comparison.delta_macro_f1") is None:
         return None
     text = f"Model − baseline macro-F1: {c['delta_macro_f1']:+.4f}"
-    low, high = metric_value(current, "comparison.ci95_low"), metric_value(current, "comparison.ci95_high")
+    low, high = (
+        metric_value(current, "comparison.ci95_low"),
+        metric_value(current, "comparison.ci95_high"),
+    )
     if low is not None and high is not None:
-        verdict = ("the model is better" if low > 0 else "the baseline is better" if high < 0
-                   else "within the test split's noise")
+        verdict = (
+            "the model is better"
+            if low > 0
+            else "the baseline is better"
+            if high < 0
+            else "within the test split's noise"
+        )
         text += f", 95% paired bootstrap interval [{low:+.4f}, {high:+.4f}]: {verdict}"
     p = metric_value(current, "comparison.mcnemar_p")
     if p is not None:
-        text += (f". McNemar p = {p:.3g} ({c.get('model_only_correct')} documents only the model gets right, "
-                 f"{c.get('baseline_only_correct')} only the baseline)")
+        text += (
+            f". McNemar p = {p:.3g} ({c.get('model_only_correct')} documents only the model gets right, "
+            f"{c.get('baseline_only_correct')} only the baseline)"
+        )
     return text + "."
 
 
@@ -169,10 +191,11 @@ def references_line(current: dict) -> str | None:
     if not isinstance(r, dict) or r.get("margin") is None:
         return None
     raw = metric_value(current, "baseline_raw.macro_f1")
-    verdict = ("**non-inferior**" if r["non_inferior"] else
-               f"**below the bar** (more than {r['tolerance']} under it)")
-    return (f"Best reference: `{r['best']}` (macro-F1 {r['best_macro_f1']:.4f}; TF-IDF + LR on the raw text "
-            f"{_fmt(raw)}). Model margin {r['margin']:+.4f}: {verdict}.")
+    verdict = "**non-inferior**" if r["non_inferior"] else f"**below the bar** (more than {r['tolerance']} under it)"
+    return (
+        f"Best reference: `{r['best']}` (macro-F1 {r['best_macro_f1']:.4f}; TF-IDF + LR on the raw text "
+        f"{_fmt(raw)}). Model margin {r['margin']:+.4f}: {verdict}."
+    )
 
 
 def per_class_rows(metrics: dict | None) -> list[dict]:
@@ -192,10 +215,21 @@ def stage_rows(stages: Iterable[dict], planned: Iterable[str] = (), failed: str 
     rows = []
     for name in list(planned) or list(done):
         if name in done:
-            rows.append({"stage": name, "status": done[name]["status"],
-                         "seconds": round(float(done[name]["seconds"]), 2)})
+            rows.append(
+                {
+                    "stage": name,
+                    "status": done[name]["status"],
+                    "seconds": round(float(done[name]["seconds"]), 2),
+                }
+            )
         else:
-            rows.append({"stage": name, "status": "failed" if name == failed else "not run", "seconds": None})
+            rows.append(
+                {
+                    "stage": name,
+                    "status": "failed" if name == failed else "not run",
+                    "seconds": None,
+                }
+            )
     return rows
 
 
@@ -204,7 +238,6 @@ def data_diff_markdown(root: Path, base_rev: str = "HEAD") -> str | None:
 
     None when there is nothing to compare against (e.g. the base revision never ran the
     pipeline): the artifact then says why instead of failing the run."""
-    from textclf.datadiff import DiffError, markdown_diff
 
     try:
         return markdown_diff(root, base_rev, level=3)
@@ -213,22 +246,36 @@ def data_diff_markdown(root: Path, base_rev: str = "HEAD") -> str | None:
         return f"_No `textclf diff` against `{base_rev}`: {err}_"
 
 
-def run_markdown(*, root: Path, target: str | None, overrides: list[str], kept: bool,
-                 current: dict | None, committed: dict | None, commit: str | None,
-                 stages: list[dict], metrics_file: str, error: str | None = None,
-                 data_diff: str | None = None) -> str:
+def run_markdown(
+    *,
+    root: Path,
+    target: str | None,
+    overrides: list[str],
+    kept: bool,
+    current: dict | None,
+    committed: dict | None,
+    commit: str | None,
+    stages: list[dict],
+    metrics_file: str,
+    error: str | None = None,
+    data_diff: str | None = None,
+) -> str:
     out = ["# textclf pipeline run", ""]
     out.append(f"- repository: `{root}`")
     out.append(f"- target: `{target or 'all stages'}`")
     if overrides:
-        out.append(f"- params overrides ({'kept in params.yaml' if kept else 'not kept'}): "
-                   + ", ".join(f"`{o}`" for o in overrides))
+        out.append(
+            f"- params overrides ({'kept in params.yaml' if kept else 'not kept'}): "
+            + ", ".join(f"`{o}`" for o in overrides)
+        )
     if error:
         out += ["", "## Failed", "", "```", error.strip(), "```"]
     out += ["", "## Metrics (test split)", ""]
     if current is None:
-        out.append(f"_Metrics not available yet: `{metrics_file}` does not exist (the pipeline has "
-                   "no evaluate stage yet, or it has not run)._")
+        out.append(
+            f"_Metrics not available yet: `{metrics_file}` does not exist (the pipeline has "
+            "no evaluate stage yet, or it has not run)._"
+        )
     else:
         out.append(metrics_table(current, committed, commit))
         for line in (comparison_line(current), references_line(current)):
@@ -241,8 +288,7 @@ def run_markdown(*, root: Path, target: str | None, overrides: list[str], kept: 
         secs = "–" if row["seconds"] is None else f"{row['seconds']:.2f}"
         out.append(f"| {row['stage']} | {row['status']} | {secs} |")
     out += ["", "## Data changes", ""]
-    out.append(data_diff.strip() if data_diff else
-               "_Not available._")
+    out.append(data_diff.strip() if data_diff else "_Not available._")
     return "\n".join(out) + "\n"
 
 

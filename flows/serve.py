@@ -24,8 +24,10 @@ import yaml
 
 CONFIG = Path(__file__).resolve().parents[1] / "prefect.yaml"
 ENTRYPOINTS = {"pipeline": "flows/pipeline.py:pipeline", "incoming": "flows/incoming.py:incoming"}
-FALLBACK = {"pipeline": {"name": "scheduled", "schedules": [{"cron": "0 3 * * *"}]},
-            "incoming": {"name": "new-data", "schedules": [{"interval": 600}]}}
+FALLBACK = {
+    "pipeline": {"name": "scheduled", "schedules": [{"cron": "0 3 * * *"}]},
+    "incoming": {"name": "new-data", "schedules": [{"interval": 600}]},
+}
 
 
 def deployment_config(kind: str, config: Path = CONFIG) -> dict:
@@ -69,17 +71,29 @@ def build_deployments(args: argparse.Namespace) -> list:
     params = {**(dep.get("parameters") or {}), "repo": repo}
     if args.target:
         params["target"] = args.target
-    deployments.append(pipeline.to_deployment(
-        name=dep.get("name", "scheduled"), parameters=params, concurrency_limit=limit,
-        tags=dep.get("tags") or ["textclf"], description=dep.get("description"),
-        schedules=[schedule(dep, args.cron, args.interval)]))
+    deployments.append(
+        pipeline.to_deployment(
+            name=dep.get("name", "scheduled"),
+            parameters=params,
+            concurrency_limit=limit,
+            tags=dep.get("tags") or ["textclf"],
+            description=dep.get("description"),
+            schedules=[schedule(dep, args.cron, args.interval)],
+        )
+    )
     if not args.no_incoming:
         dep = deployment_config("incoming", args.config)
         params = {**(dep.get("parameters") or {}), "repo": repo}
-        deployments.append(incoming.to_deployment(
-            name=dep.get("name", "new-data"), parameters=params, concurrency_limit=limit,
-            tags=dep.get("tags") or ["textclf"], description=dep.get("description"),
-            schedules=[schedule(dep, args.incoming_cron, args.incoming_interval)]))
+        deployments.append(
+            incoming.to_deployment(
+                name=dep.get("name", "new-data"),
+                parameters=params,
+                concurrency_limit=limit,
+                tags=dep.get("tags") or ["textclf"],
+                description=dep.get("description"),
+                schedules=[schedule(dep, args.incoming_cron, args.incoming_interval)],
+            )
+        )
     return deployments
 
 

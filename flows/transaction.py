@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -40,8 +41,14 @@ class GateError(dvcops.PermanentError):
 
 
 def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["git", *args], cwd=root, env=dvcops.subprocess_env(), capture_output=True,
-                          text=True, timeout=GIT_TIMEOUT_S)
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=root,
+        env=dvcops.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_S,
+    )
     if check and proc.returncode != 0:
         raise GateError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
@@ -76,6 +83,7 @@ def file_sha256(path: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # preconditions
 
+
 def uncommitted_raw_changes(root: Path, raw: str) -> list[str]:
     """What `git status` / `dvc status` show as uncommitted under the raw folder: files git
     tracks or does not know (a folder DVC tracks is git-ignored), its .dvc file, and the data
@@ -86,7 +94,7 @@ def uncommitted_raw_changes(root: Path, raw: str) -> list[str]:
         rc, lines = dvcops.run_command([sys.executable, "-m", "dvc", "status", "--json", f"{raw}.dvc"], root, 300)
         text = "\n".join(lines).strip()
         try:
-            changed = json.loads(text[text.index("{"):]) if "{" in text else {"output": text}
+            changed = json.loads(text[text.index("{") :]) if "{" in text else {"output": text}
         except ValueError:
             changed = {"output": text}
         if rc != 0 or changed:
@@ -98,17 +106,23 @@ def check_preconditions(root: Path, raw: str) -> None:
     if git(root, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
         raise GateError(f"{root} has no git commit to compare with or promote onto")
     if git(root, "diff", "--cached", "--quiet", check=False).returncode != 0:
-        raise GateError("the git index has staged changes; commit or unstage them first "
-                        "(the promotion commit must contain only the pipeline's files)")
+        raise GateError(
+            "the git index has staged changes; commit or unstage them first "
+            "(the promotion commit must contain only the pipeline's files)"
+        )
     problems = uncommitted_raw_changes(root, raw)
     if problems:
-        raise GateError(f"{raw} has uncommitted changes, which a rejected or failed run must not touch: "
-                        + "; ".join(problems[:5]) + f". Commit them first: `dvc add {raw} && git add {raw}.dvc "
-                        f"&& git commit` (or `git add {raw} && git commit` for a folder git tracks)")
+        raise GateError(
+            f"{raw} has uncommitted changes, which a rejected or failed run must not touch: "
+            + "; ".join(problems[:5])
+            + f". Commit them first: `dvc add {raw} && git add {raw}.dvc "
+            f"&& git commit` (or `git add {raw} && git commit` for a folder git tracks)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # the journal
+
 
 @dataclass
 class Journal:
@@ -159,6 +173,7 @@ class Journal:
 # ---------------------------------------------------------------------------------------------
 # changes to the raw folder, journalled before they are made
 
+
 def record_create(root: Path, journal: Journal, target: Path, data: bytes) -> None:
     journal.created.append({"path": str(target.relative_to(root)), "sha256": sha256(data)})
     journal.save(root)
@@ -169,8 +184,14 @@ def record_append(root: Path, journal: Journal, target: Path, old: bytes, new: b
     backups.mkdir(parents=True, exist_ok=True)
     backup = backups / f"{len(journal.appended):04d}-{target.name}"
     write_bytes(backup, old)
-    journal.appended.append({"path": str(target.relative_to(root)), "backup": str(backup.relative_to(root)),
-                             "before": sha256(old), "after": sha256(new)})
+    journal.appended.append(
+        {
+            "path": str(target.relative_to(root)),
+            "backup": str(backup.relative_to(root)),
+            "before": sha256(old),
+            "after": sha256(new),
+        }
+    )
     journal.save(root)
 
 
@@ -185,8 +206,12 @@ def undo_raw(root: Path, journal: Journal, logger=log) -> list[str]:
             write_bytes(path, (root / rec["backup"]).read_bytes())
         elif now != rec["before"]:
             kept.append(rec["path"])
-            logger.warning("%s changed after this run appended to it: left as it is (the run's lines may be "
-                           "in it; its original is kept in %s)", rec["path"], rec["backup"])
+            logger.warning(
+                "%s changed after this run appended to it: left as it is (the run's lines may be "
+                "in it; its original is kept in %s)",
+                rec["path"],
+                rec["backup"],
+            )
     for rec in reversed(journal.created):
         path = root / rec["path"]
         now = file_sha256(path)
@@ -227,8 +252,9 @@ def capture(root: Path, journal: Journal, raw: str, params_files: list[str], tar
 
     with Repo(str(root)) as repo:
         out_dirs = {Path(o.fs_path).parent for s in repo.index.stages for o in s.outs}
-    gitignores = {str((d / ".gitignore").relative_to(root)) for d in out_dirs | {(root / raw).parent}
-                  if d.is_relative_to(root)}
+    gitignores = {
+        str((d / ".gitignore").relative_to(root)) for d in out_dirs | {(root / raw).parent} if d.is_relative_to(root)
+    }
     meta = sorted({"dvc.lock", f"{raw}.dvc", *outs, *gitignores})
     journal.meta_paths = meta
     journal.meta_existed = [p for p in meta if (root / p).exists()]
@@ -272,6 +298,4 @@ def fault_point(name: str) -> None:
     """Test-only fault injection: with TEXTCLF_FAULT_INJECT=<name>, the process SIGKILLs itself
     here (the crash tests use it to stop the flow at each step). No effect otherwise."""
     if os.environ.get("TEXTCLF_FAULT_INJECT") == name:
-        import signal
-
         os.kill(os.getpid(), signal.SIGKILL)

@@ -30,7 +30,10 @@ def main() -> None:
         params = load_params("baseline")
         train, test = read_parquet(TRAIN), read_parquet(TEST)
         labels = sorted(train["label"].unique().tolist())
-        for name, fn, path in (("tokens", baseline, PREDICTIONS), ("raw text", raw_baseline, RAW_PREDICTIONS)):
+        for name, fn, path in (
+            ("tokens", baseline, PREDICTIONS),
+            ("raw text", raw_baseline, RAW_PREDICTIONS),
+        ):
             preds = schemas.validate(fn(train, test, params), schemas.predictions_schema(labels), "baseline", str(path))
             write_parquet(preds, path)
             acc = float((preds["label"] == preds["predicted"]).mean()) if len(preds) else float("nan")

@@ -13,6 +13,7 @@ import pandas as pd
 from textclf import schemas
 from textclf.artifacts import (
     ChunkWriter,
+    InputError,
     dask_client,
     parquet_batches,
     read_parquet,
@@ -39,7 +40,6 @@ def main() -> None:
         try:
             stopwords = load_stopwords(params)
         except FileNotFoundError as err:
-            from textclf.artifacts import InputError
             raise InputError(str(err)) from None
         if params.chunk_rows or params.engine == "dask":
             return _main_chunked(params, stopwords)
@@ -49,8 +49,13 @@ def main() -> None:
         write_parquet(out, CLEAN)
         write_parquet(rejected, REJECTED)
         write_json(result.stats, STATS)
-        log.info("cleaned %d documents: kept %d, quarantined %d (empty after cleaning), %d tokens",
-                 result.stats["read"], result.stats["kept"], result.stats["quarantined"], result.stats["tokens"])
+        log.info(
+            "cleaned %d documents: kept %d, quarantined %d (empty after cleaning), %d tokens",
+            result.stats["read"],
+            result.stats["kept"],
+            result.stats["quarantined"],
+            result.stats["tokens"],
+        )
 
     run_main("clean", body)
 
@@ -79,8 +84,14 @@ def _main_chunked(params: CleanParams, stopwords: frozenset[str]) -> None:
             result = clean(read_parquet(DOCUMENTS), params, stopwords)
             write(result.clean, result.rejected)
     write_json(stats, STATS)
-    log.info("cleaned %d documents: kept %d, quarantined %d (empty after cleaning), %d tokens (%s)",
-             stats["read"], stats["kept"], stats["quarantined"], stats["tokens"], params.engine)
+    log.info(
+        "cleaned %d documents: kept %d, quarantined %d (empty after cleaning), %d tokens (%s)",
+        stats["read"],
+        stats["kept"],
+        stats["quarantined"],
+        stats["tokens"],
+        params.engine,
+    )
 
 
 if __name__ == "__main__":

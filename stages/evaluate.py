@@ -32,24 +32,47 @@ def main() -> None:
         params = load_params("evaluate")
         bundle = load_bundle(BUNDLE)
         test = read_parquet(TEST)
-        metrics, preds, plots = evaluate(test, bundle, read_parquet(BASELINE), params.calibration_bins,
-                                          params.bootstrap, params.seed, raw_baseline=read_parquet(RAW_BASELINE))
+        metrics, preds, plots = evaluate(
+            test,
+            bundle,
+            read_parquet(BASELINE),
+            params.calibration_bins,
+            params.bootstrap,
+            params.seed,
+            raw_baseline=read_parquet(RAW_BASELINE),
+        )
         preds = schemas.validate(preds, schemas.predictions_schema(bundle.labels), "evaluate", str(PREDICTIONS))
         write_parquet(preds, PREDICTIONS)
         for name, rows in plots.items():
             write_json(rows, PLOTS / f"{name}.json")
         write_json(rounded(metrics), METRICS)
         t, b = metrics["test"], metrics["baseline"]
-        log.info("test: accuracy %.4f, macro-F1 %.4f | baseline: accuracy %.4f, macro-F1 %.4f",
-                 t["accuracy"], t["macro_f1"], b["accuracy"], b["macro_f1"])
+        log.info(
+            "test: accuracy %.4f, macro-F1 %.4f | baseline: accuracy %.4f, macro-F1 %.4f",
+            t["accuracy"],
+            t["macro_f1"],
+            b["accuracy"],
+            b["macro_f1"],
+        )
         c = metrics["comparison"]
         for name, cc in (("baseline", c), ("raw-text baseline", c.get("raw"))):
             if cc and cc["ci95_low"] is not None:
-                log.info("model - %s macro-F1 %+.4f, 95%% bootstrap interval [%+.4f, %+.4f], McNemar p = %.3g", name,
-                         cc["delta_macro_f1"], cc["ci95_low"], cc["ci95_high"], cc["mcnemar_p"])
+                log.info(
+                    "model - %s macro-F1 %+.4f, 95%% bootstrap interval [%+.4f, %+.4f], McNemar p = %.3g",
+                    name,
+                    cc["delta_macro_f1"],
+                    cc["ci95_low"],
+                    cc["ci95_high"],
+                    cc["mcnemar_p"],
+                )
         r = c["references"]
-        log.info("best reference: %s (macro-F1 %.4f); model margin %+.4f: %s", r["best"], r["best_macro_f1"],
-                 r["margin"], "non-inferior" if r["non_inferior"] else f"BELOW the {r['tolerance']} non-inferiority margin")
+        log.info(
+            "best reference: %s (macro-F1 %.4f); model margin %+.4f: %s",
+            r["best"],
+            r["best_macro_f1"],
+            r["margin"],
+            "non-inferior" if r["non_inferior"] else f"BELOW the {r['tolerance']} non-inferiority margin",
+        )
         for label, pc in sorted(t["per_class"].items()):
             log.info("  class %-20s F1 %.4f (support %d)", label, pc["f1"], pc["support"])
 

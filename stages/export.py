@@ -20,7 +20,8 @@ from __future__ import annotations
 import shutil
 import sys
 
-from textclf.artifacts import replace_dir, temp_dir_for
+from textclf.artifacts import read_parquet, replace_dir, run_main, temp_dir_for, write_json
+from textclf.bundle import load_bundle
 from textclf.onnx import (
     TOLERANCE,
     ParityError,
@@ -32,8 +33,6 @@ from textclf.paths import EXPORT_REPORT as REPORT
 
 
 def main() -> None:
-    from textclf.artifacts import read_parquet, run_main, write_json
-    from textclf.bundle import load_bundle
 
     def body():
         bundle = load_bundle(BUNDLE)
@@ -51,9 +50,15 @@ def main() -> None:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         write_json(report, REPORT)
-        log.info("exported %s: fp32 parity %.2g (≤ %g), int8 accuracy %+.4f vs torch, %.1f → %.1f MB",
-                 ONNX_DIR, report["parity_max_abs_diff"], TOLERANCE, report["int8"]["accuracy_delta"],
-                 report["size_bytes"]["fp32"] / 1e6, report["size_bytes"]["int8"] / 1e6)
+        log.info(
+            "exported %s: fp32 parity %.2g (≤ %g), int8 accuracy %+.4f vs torch, %.1f → %.1f MB",
+            ONNX_DIR,
+            report["parity_max_abs_diff"],
+            TOLERANCE,
+            report["int8"]["accuracy_delta"],
+            report["size_bytes"]["fp32"] / 1e6,
+            report["size_bytes"]["int8"] / 1e6,
+        )
 
     run_main("export", body)
 

@@ -46,8 +46,13 @@ def main() -> None:
         write_parquet(rejected, REJECTED)
         write_json(result.stats, STATS)
         s = result.stats
-        log.info("read %d = kept %d + duplicates %d + quarantined %d", s["read"], s["kept"],
-                 s["duplicates"], s["quarantined"])
+        log.info(
+            "read %d = kept %d + duplicates %d + quarantined %d",
+            s["read"],
+            s["kept"],
+            s["duplicates"],
+            s["quarantined"],
+        )
 
     run_main("ingest", body)
 
@@ -66,11 +71,23 @@ def _main_chunked(params: IngestParams) -> None:
             docs_out.write(schemas.validate(docs, schemas.Documents, "ingest", str(DOCUMENTS)))
             rej_out.write(schemas.validate(rejected, schemas.Rejected, "ingest", str(REJECTED)))
 
-        stats = ingest_chunked(iter_record_batches(params, chunk_rows), params, spill_dir / "prepared.parquet",
-                               write, client)
+        stats = ingest_chunked(
+            iter_record_batches(params, chunk_rows),
+            params,
+            spill_dir / "prepared.parquet",
+            write,
+            client,
+        )
     write_json(stats, STATS)
-    log.info("read %d = kept %d + duplicates %d + quarantined %d (%s, %d rows a batch)", stats["read"],
-             stats["kept"], stats["duplicates"], stats["quarantined"], params.engine, chunk_rows)
+    log.info(
+        "read %d = kept %d + duplicates %d + quarantined %d (%s, %d rows a batch)",
+        stats["read"],
+        stats["kept"],
+        stats["duplicates"],
+        stats["quarantined"],
+        params.engine,
+        chunk_rows,
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ def main() -> None:
             return _main_chunked(params)
         parts, stats = split(read_parquet(CLEAN), params)
         # validate all three before writing any: a failing stage leaves the old outputs whole
-        parts = {name: schemas.validate(part, schemas.SplitDocs, "split", str(OUT_DIR / f"{name}.parquet"))
-                 for name, part in parts.items()}
+        parts = {
+            name: schemas.validate(part, schemas.SplitDocs, "split", str(OUT_DIR / f"{name}.parquet"))
+            for name, part in parts.items()
+        }
         leaked = leaked_groups(parts)
         if leaked:
             raise _leak_error(leaked)
@@ -58,10 +60,18 @@ def _finish(stats: dict) -> None:
     write_json(stats, STATS)
     for name, part in stats["splits"].items():
         if part["max_share_deviation"] > 0.03:  # hash assignment: balanced in expectation only
-            log.warning("split %s: a class share is %.1f points off its overall share", name,
-                        100 * part["max_share_deviation"])
-    log.info("split %d documents (%d groups): %s; leaked groups: %d", stats["documents"], stats["groups"],
-             ", ".join(f"{k} {v['documents']}" for k, v in stats["splits"].items()), stats["leaked_groups"])
+            log.warning(
+                "split %s: a class share is %.1f points off its overall share",
+                name,
+                100 * part["max_share_deviation"],
+            )
+    log.info(
+        "split %d documents (%d groups): %s; leaked groups: %d",
+        stats["documents"],
+        stats["groups"],
+        ", ".join(f"{k} {v['documents']}" for k, v in stats["splits"].items()),
+        stats["leaked_groups"],
+    )
 
 
 def _main_chunked(params: SplitParams) -> None:
@@ -81,9 +91,11 @@ def _main_chunked(params: SplitParams) -> None:
 
             def parts():
                 return parquet_batches(CLEAN, params.chunk_rows)
+
         rows = params.chunk_rows or 100_000
-        outs = {s: stack.enter_context(ChunkWriter(OUT_DIR / f"{s}.parquet", row_group_size=rows))
-                for s in schemas.SPLITS}
+        outs = {
+            s: stack.enter_context(ChunkWriter(OUT_DIR / f"{s}.parquet", row_group_size=rows)) for s in schemas.SPLITS
+        }
 
         def write(out: dict[str, pd.DataFrame]) -> None:
             for name, part in out.items():

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from textclf.params import DistributedParams, TrainParams
+from textclf.artifacts import read_parquet, run_main, sha256_file, write_json
+from textclf.bundle import run_metadata, save_bundle
+from textclf.data.vocab import load_vocab
+from textclf.params import DistributedParams, ParamsError, TrainParams, load_params
 from textclf.paths import (
     AUTOTUNE_REPORT,
     BUNDLE,
@@ -39,33 +43,19 @@ from textclf.paths import (
     VOCAB,
 )
 from textclf.paths import TRAIN_REPORTS as LIVE_DIR
-from textclf.training.core import (
-    Prepared,
-    World,
-    _files,
-    autotune,
-    bundle_config,
-    fingerprint_of,
-    init_world,
-    is_torchrun_worker,
-    log,
-    resolve_device,
-    torchrun_command,
-    train_config,
-    tune_allocator,
-    wants_distributed,
-    warn_small_classes,
-)
+from textclf.training import autotune as at
+from textclf.training.checkpoint import fingerprint_of
+from textclf.training.distributed import World, init_world, is_torchrun_worker, torchrun_command, wants_distributed
+from textclf.training.loop import resolve_device, tune_allocator
+from textclf.training.run import Prepared, _files, autotune, bundle_config, log, train_config, warn_small_classes
 
 
 def main() -> None:
-    from textclf.artifacts import run_main
 
     run_main("train", _main)
 
 
 def _main() -> None:
-    from textclf.params import ParamsError, load_params
 
     tune_allocator()
     p = load_params("train")
@@ -76,8 +66,10 @@ def _main() -> None:
         raise ParamsError(f"params.yaml: train.device: {err}") from None
     distributed = is_torchrun_worker() or wants_distributed(p.distributed)
     if distributed and p.autotune.budget_s > 0:
-        raise ParamsError("params.yaml: train.autotune runs in one process: set train.autotune.budget_s: 0 to "
-                          "train with train.distributed (or tune first, then copy the chosen params)")
+        raise ParamsError(
+            "params.yaml: train.autotune runs in one process: set train.autotune.budget_s: 0 to "
+            "train with train.distributed (or tune first, then copy the chosen params)"
+        )
     world = None
     if is_torchrun_worker():
         try:
@@ -96,9 +88,6 @@ def _main() -> None:
 
 
 def train_on(p: TrainParams, clean_params, device: torch.device, world: World | None) -> None:
-    from textclf.artifacts import read_parquet, write_json
-    from textclf.bundle import save_bundle
-    from textclf.data.vocab import load_vocab
 
     lead = world is None or world.lead
     if not lead:  # one voice in the log: rank 0's
@@ -108,12 +97,23 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
     if lead:
         warn_small_classes(data.train_df["label"])
     # a checkpoint is only resumed by a job of the same size (its dropout streams differ)
-    fp = fingerprint_of(p.model_dump(), vocab["hash"], _file_digest(TRAIN), _file_digest(VALID),
-                        *([world.size] if world else []))
+    fp = fingerprint_of(
+        p.model_dump(),
+        vocab["hash"],
+        _file_digest(TRAIN),
+        _file_digest(VALID),
+        *([world.size] if world else []),
+    )
     tuned = p.autotune.budget_s > 0
-    log.info("training %s on %s: %d train / %d valid documents%s%s", "(autotune)" if tuned else p.model, device,
-             len(data.train_df), len(data.valid_df), f" ({world.size} processes, {world.backend})" if world else "",
-             f"; autotune: up to {p.autotune.trials} trials in {p.autotune.budget_s:g} s" if tuned else "")
+    log.info(
+        "training %s on %s: %d train / %d valid documents%s%s",
+        "(autotune)" if tuned else p.model,
+        device,
+        len(data.train_df),
+        len(data.valid_df),
+        f" ({world.size} processes, {world.backend})" if world else "",
+        f"; autotune: up to {p.autotune.trials} trials in {p.autotune.budget_s:g} s" if tuned else "",
+    )
     if not lead:
         train_config(data, p, device, checkpoint=CHECKPOINT, fingerprint=fp, world=world)
         return
@@ -121,6 +121,7 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
 
     search = None
     with Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+
         def on_epoch(rec):
             for k in ("train_loss", "valid_loss", "valid_accuracy", "valid_macro_f1"):
                 live.log_metric(k.replace("_", "/", 1), round(rec[k], 6), plot=True)  # see rounded()
@@ -132,46 +133,76 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
             for rec in out.result.state.history:  # the chosen trial's curves
                 on_epoch(rec)
         else:
-            out = train_config(data, p, device, checkpoint=CHECKPOINT, fingerprint=fp, on_epoch=on_epoch,
-                               progress=True, world=world)
+            out = train_config(
+                data,
+                p,
+                device,
+                checkpoint=CHECKPOINT,
+                fingerprint=fp,
+                on_epoch=on_epoch,
+                progress=True,
+                world=world,
+            )
         result = out.result
         # only deterministic values here: the same params must give the same DVC metrics
-        live.summary = {"model": out.cfg.type, "best_epoch": result.state.best_epoch,
-                        "best_valid_macro_f1": round(result.state.best_f1, 6), "epochs": result.state.epoch}
+        live.summary = {
+            "model": out.cfg.type,
+            "best_epoch": result.state.best_epoch,
+            "best_valid_macro_f1": round(result.state.best_f1, 6),
+            "epochs": result.state.epoch,
+        }
     if search is not None:
-        from textclf.training import autotune as at
-
         write_json(at.summary(search), AUTOTUNE_REPORT)
         write_json(at.trial_rows(search), TRIALS_PLOT)
         _finish_search_log()
-        log.info("autotune: %d trials (%s) in %.1f s, stopped by %s; chosen trial %d: %s, valid macro-F1 %.4f",
-                 len(search.trials), ", ".join(f"{k} {v}" for k, v in at.summary(search).items()
-                                               if k in ("complete", "pruned")),
-                 search.seconds, search.stopped_by, search.best.number, at._describe(search.best.params),
-                 search.best.value)
+        log.info(
+            "autotune: %d trials (%s) in %.1f s, stopped by %s; chosen trial %d: %s, valid macro-F1 %.4f",
+            len(search.trials),
+            ", ".join(f"{k} {v}" for k, v in at.summary(search).items() if k in ("complete", "pruned")),
+            search.seconds,
+            search.stopped_by,
+            search.best.number,
+            at._describe(search.best.params),
+            search.best.value,
+        )
     else:
         write_json({"trials": 0, "chosen": {"model": out.cfg.type}}, AUTOTUNE_REPORT)
         write_json([], TRIALS_PLOT)
     log.info("training throughput: %.0f tokens/s on %s", result.tokens_per_s, device)
-    config = bundle_config(out.cfg, out.enc, out.labels, vocab, clean_params, out.params, result, str(device),
-                           processes=world.size if world else 1)
+    config = bundle_config(
+        out.cfg,
+        out.enc,
+        out.labels,
+        vocab,
+        clean_params,
+        out.params,
+        result,
+        str(device),
+        processes=world.size if world else 1,
+    )
     if search is not None:
-        config["autotune"] = {"trials": len(search.trials), "best_trial": search.best.number,
-                              "stopped_by": search.stopped_by}
+        config["autotune"] = {
+            "trials": len(search.trials),
+            "best_trial": search.best.number,
+            "stopped_by": search.stopped_by,
+        }
     save_bundle(BUNDLE, result.best_state, config, vocab)
-    from textclf.bundle import run_metadata
 
     extra = {"tokens_per_s": round(result.tokens_per_s)}
     if search is not None:
         extra["autotune_seconds"] = round(search.seconds, 1)
     write_json(run_metadata(str(device), world.size if world else 1, **extra), RUN_METADATA)
-    log.info("%s: best epoch %d, valid macro-F1 %.4f; bundle written to %s", out.cfg.type, result.state.best_epoch,
-             result.state.best_f1, BUNDLE)
+    log.info(
+        "%s: best epoch %d, valid macro-F1 %.4f; bundle written to %s",
+        out.cfg.type,
+        result.state.best_epoch,
+        result.state.best_f1,
+        BUNDLE,
+    )
 
 
 def _finish_search_log() -> None:
     """A finished search is not resumed: `dvc repro -f` searches again (as a finished fit trains again)."""
-    from textclf.training import autotune as at
 
     for name in (at.LOG_FILE, *_files("best"), *_files("first")):
         (CHECKPOINT / name).unlink(missing_ok=True)
@@ -180,7 +211,6 @@ def _finish_search_log() -> None:
 def _relaunch_under_torchrun(d: DistributedParams) -> None:
     """Replace this process by torchrun running `-m stages.train` on d.nproc workers (POSIX:
     exec, so DVC waits on and signals torchrun itself)."""
-    from textclf.params import ParamsError
 
     try:
         cmd = torchrun_command(d)
@@ -193,13 +223,11 @@ def _relaunch_under_torchrun(d: DistributedParams) -> None:
     sys.stderr.flush()
     if os.name == "posix":
         os.execv(sys.executable, cmd)
-    import subprocess
 
     sys.exit(subprocess.call(cmd))
 
 
 def _file_digest(path: Path) -> str:
-    from textclf.artifacts import sha256_file
 
     return sha256_file(path)
 

@@ -28,16 +28,23 @@ def main() -> None:
             raise InputError(f"{TRAIN}: not found (run dvc repro split)")
         if params.engine == "dask":
             with dask_client() as client:
-                counts = count_dask(client, str(TRAIN.resolve()), pq.ParquetFile(TRAIN).num_row_groups,
-                                    params.ngrams)
+                counts = count_dask(
+                    client,
+                    str(TRAIN.resolve()),
+                    pq.ParquetFile(TRAIN).num_row_groups,
+                    params.ngrams,
+                )
         else:
             pf = pq.ParquetFile(TRAIN)
             if params.chunk_rows:
-                batches = (b.column("tokens") for b in pf.iter_batches(batch_size=params.chunk_rows,
-                                                                         columns=["tokens"]))
+                batches = (
+                    b.column("tokens") for b in pf.iter_batches(batch_size=params.chunk_rows, columns=["tokens"])
+                )
             else:
-                batches = (pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
-                           for i in range(pf.num_row_groups))
+                batches = (
+                    pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
+                    for i in range(pf.num_row_groups)
+                )
             counts = count_batches(batches, params.ngrams)
             if counts is None and pf.num_row_groups:  # an empty split: specials only, as unchunked
                 tokens = pf.read_row_group(0, columns=["tokens"]).column("tokens").combine_chunks()
@@ -46,7 +53,12 @@ def main() -> None:
             raise InputError(f"{TRAIN}: the train split is empty")
         vocab = check_vocab(build_vocab(counts, params))
         write_json(vocab, VOCAB)
-        log.info("vocab: %d entries (%d specials), hash %s", len(vocab["tokens"]), len(SPECIALS), vocab["hash"][:12])
+        log.info(
+            "vocab: %d entries (%d specials), hash %s",
+            len(vocab["tokens"]),
+            len(SPECIALS),
+            vocab["hash"][:12],
+        )
 
     run_main("vocab", body)
 

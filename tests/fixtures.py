@@ -14,8 +14,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a copy of the project needs to run its pipeline (tracked files, no data, no venv).
-PROJECT_FILES = ["stages", "flows", "textclf", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "pyproject.toml",
-                 "prefect.yaml", "data/stopwords.txt"]
+PROJECT_FILES = [
+    "stages",
+    "flows",
+    "textclf",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+    "prefect.yaml",
+    "data/stopwords.txt",
+]
 
 POS_ZH = ["很好", "喜欢", "满意", "推荐", "不错", "漂亮", "舒服", "快"]
 NEG_ZH = ["很差", "失望", "难用", "退货", "糟糕", "太慢", "破", "脏"]
@@ -42,8 +52,9 @@ def make_docs(n: int = 600, seed: int = 0) -> list[tuple[str, str]]:
         zh = rng.random() < 0.7
         lex = (POS_ZH if label == "pos" else NEG_ZH) if zh else (POS_EN if label == "pos" else NEG_EN)
         neutral = NEUTRAL_ZH if zh else NEUTRAL_EN
-        words = [rng.choice(neutral) for _ in range(rng.randint(2, 6))] + \
-                [rng.choice(lex) for _ in range(rng.randint(1, 3))]
+        words = [rng.choice(neutral) for _ in range(rng.randint(2, 6))] + [
+            rng.choice(lex) for _ in range(rng.randint(1, 3))
+        ]
         rng.shuffle(words)
         sep = "" if zh else " "
         text = sep.join(words) + rng.choice(["", "!", "。", "！", f" #{i}"])
@@ -81,8 +92,12 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> 
     return proc
 
 
-def make_repo(dest: Path, docs: list[tuple[str, str]] | None = None, params: dict | None = None,
-              git: bool = True) -> Path:
+def make_repo(
+    dest: Path,
+    docs: list[tuple[str, str]] | None = None,
+    params: dict | None = None,
+    git: bool = True,
+) -> Path:
     """A copy of the project in `dest`: git + DVC initialised, a fixture corpus in data/raw,
     params.yaml pointing at it (plus `params` overrides, section by section)."""
     dest.mkdir(parents=True, exist_ok=True)

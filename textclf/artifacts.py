@@ -7,13 +7,16 @@ input, a broken data contract) into a one-paragraph message and a non-zero exit,
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from textclf.params import ParamsError
 
 log = logging.getLogger("textclf")
 
@@ -75,7 +80,6 @@ def remove_stale_temps(path: Path) -> None:
 
 
 def glob_escape(name: str) -> str:
-    import glob
 
     return glob.escape(name)
 
@@ -104,7 +108,6 @@ def atomic_path(path: Path | str):
 def temp_dir_for(dest: Path) -> Path:
     """A new temp directory beside `dest` for `replace_dir`, after removing the ones a killed
     writer left (`.<name>.*`: one writer per output, so they are leftovers)."""
-    import shutil
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{glob_escape(dest.name)}.*"):
@@ -118,7 +121,6 @@ def temp_dir_for(dest: Path) -> Path:
 def replace_dir(tmp: Path, dest: Path) -> None:
     """Swap a fully written directory `tmp` into place at `dest` (the old one is removed after).
     Its files are fsynced before the swap, and the swap itself after."""
-    import shutil
 
     fsync_tree(tmp)
     old = None
@@ -219,7 +221,6 @@ def setup_logging() -> None:
 
 def run_main(stage: str, body: Callable[[], None]) -> None:
     """Run a stage's main body; user-caused failures exit 1 with a clear message, no traceback."""
-    from textclf.params import ParamsError
 
     setup_logging()
     try:
@@ -234,6 +235,7 @@ def run_main(stage: str, body: Callable[[], None]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # chunked execution: bounded-memory writes, batches, and the Dask engine
+
 
 def arrow_table(df: pd.DataFrame | pa.Table) -> pa.Table:
     """A frame as the Arrow table `write_parquet` writes: no pandas metadata, no `null` columns."""
@@ -269,8 +271,9 @@ class ChunkWriter:
         if self._writer is None:
             # large_string everywhere: the flavour a column gets when its first chunk has no nulls
             # must not decide the file's schema
-            schema = pa.schema([pa.field(f.name, pa.large_string()) if pa.types.is_string(f.type) else f
-                                for f in table.schema])
+            schema = pa.schema(
+                [pa.field(f.name, pa.large_string()) if pa.types.is_string(f.type) else f for f in table.schema]
+            )
             self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", write_statistics=False)
         table = table.cast(self._writer.schema)
         if len(table) or self.rows == 0:
@@ -338,8 +341,15 @@ def dask_client():
         with Client(address) as client:
             yield client
         return
-    with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         log.info("dask: LocalCluster with %d workers", len(cluster.workers))
         yield client
 
@@ -352,7 +362,6 @@ def map_batches(fn: Callable, items, client=None, window: int | None = None, **k
         for item in items:
             yield fn(item, **kwargs)
         return
-    from collections import deque
 
     if window is None:
         window = 2 * max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))

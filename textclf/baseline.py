@@ -34,8 +34,15 @@ def _joined(df: pd.DataFrame) -> list[str]:
 
 
 def fit_baseline(train: pd.DataFrame, params: BaselineParams):
-    vec = TfidfVectorizer(tokenizer=str.split, token_pattern=None, lowercase=False, ngram_range=(1, 2),
-                          sublinear_tf=True, max_features=params.max_features, dtype=np.float32)
+    vec = TfidfVectorizer(
+        tokenizer=str.split,
+        token_pattern=None,
+        lowercase=False,
+        ngram_range=(1, 2),
+        sublinear_tf=True,
+        max_features=params.max_features,
+        dtype=np.float32,
+    )
     x = vec.fit_transform(_joined(train))
     clf = LogisticRegression(C=params.C, max_iter=params.max_iter)
     clf.fit(x, train["label"].to_numpy(dtype=object))
@@ -51,8 +58,13 @@ def mostly_cjk(texts: pd.Series, sample: int = 2000) -> bool:
 
 def fit_raw_baseline(train: pd.DataFrame, params: BaselineParams):
     cjk = mostly_cjk(train["text"])
-    vec = TfidfVectorizer(analyzer="char" if cjk else "word", ngram_range=(1, 2), sublinear_tf=True,
-                          max_features=params.max_features, dtype=np.float32)
+    vec = TfidfVectorizer(
+        analyzer="char" if cjk else "word",
+        ngram_range=(1, 2),
+        sublinear_tf=True,
+        max_features=params.max_features,
+        dtype=np.float32,
+    )
     x = vec.fit_transform(train["text"].astype(str).tolist())
     clf = LogisticRegression(C=params.raw_C, max_iter=params.max_iter)
     clf.fit(x, train["label"].to_numpy(dtype=object))
@@ -69,5 +81,3 @@ def raw_baseline(train: pd.DataFrame, test: pd.DataFrame, params: BaselineParams
     vec, clf = fit_raw_baseline(train, params)
     proba = round_proba(clf.predict_proba(vec.transform(test["text"].astype(str).tolist())))
     return predictions_frame(test, [str(c) for c in clf.classes_], proba)
-
-

@@ -77,8 +77,14 @@ class Bundle:
 def run_metadata(device: str, processes: int = 1, **extra) -> dict:
     """What a training run records outside the bundle (reports/train/run.json, not cached by
     DVC, not in git): when, where and with which libraries it ran."""
-    return {"created": datetime.now(UTC).isoformat(timespec="seconds"), "host": platform.node(),
-            "device": device, "processes": processes, "versions": _versions(), **extra}
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "device": device,
+        "processes": processes,
+        "versions": _versions(),
+        **extra,
+    }
 
 
 def _versions() -> dict:
@@ -87,8 +93,14 @@ def _versions() -> dict:
     import pyarrow
     import sklearn
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "pandas": pandas.__version__, "pyarrow": pyarrow.__version__, "scikit-learn": sklearn.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
 
 
 def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: dict, vocab: dict) -> Path:
@@ -97,8 +109,10 @@ def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: d
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_for(path)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
-                  str(tmp / "model.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+            str(tmp / "model.safetensors"),
+        )
         # only what the training inputs decide: no time, host, device or library versions (those go
         # to run_metadata(), an uncached file), so a rebuild reproduces the bundle's hash
         full = {"format": FORMAT, **config}
@@ -115,8 +129,7 @@ def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: d
 
 def _member(root: Path, name: str) -> Path:
     """A file inside the bundle; names with separators, '..' or links are refused."""
-    if not isinstance(name, str) or not name or "\x00" in name or name != Path(name).name \
-            or name in (".", ".."):
+    if not isinstance(name, str) or not name or "\x00" in name or name != Path(name).name or name in (".", ".."):
         raise BundleError(f"{root}: manifest names {name!r}, which is not a plain file name in the bundle")
     p = root / name
     if p.is_symlink():
@@ -179,12 +192,16 @@ def load_bundle(path: Path | str = paths.BUNDLE) -> Bundle:
     for name in [*FILES, *sorted(set(files) - set(FILES))]:  # extra listed files are verified too
         data[name] = _read_member(root, name)
         if hashlib.sha256(data[name]).hexdigest() != files[name]:
-            raise BundleError(f"{root}: {name} does not match its SHA-256 in manifest.json "
-                              "(modified or corrupted bundle): refusing to load it")
+            raise BundleError(
+                f"{root}: {name} does not match its SHA-256 in manifest.json "
+                "(modified or corrupted bundle): refusing to load it"
+            )
     config = _json(root, "config.json", data["config.json"])
     vocab = _json(root, "vocab.json", data["vocab.json"])
     if config.get("vocab_hash") != vocab.get("hash"):
-        raise BundleError(f"{root}: config.json names vocab {config.get('vocab_hash')}, vocab.json is {vocab.get('hash')}")
+        raise BundleError(
+            f"{root}: config.json names vocab {config.get('vocab_hash')}, vocab.json is {vocab.get('hash')}"
+        )
     for key, kind in (("labels", list), ("model", dict), ("encoding", dict)):
         if not isinstance(config.get(key), kind):
             raise BundleError(f"{root}: config.json has no valid `{key}`: not a textclf bundle or an incompatible one")

@@ -24,13 +24,9 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     from textclf.artifacts import setup_logging
-    from textclf.datadiff import (
-        DiffError,
-        diff_revisions,
-        render_json,
-        render_markdown,
-        render_text,
-    )
+    from textclf.diff.core import DiffError
+    from textclf.diff.read import diff_revisions
+    from textclf.diff.render import render_json, render_markdown, render_text
 
     if args.verbose:
         setup_logging()
@@ -54,8 +50,13 @@ def _load_predictor(args: argparse.Namespace, threads: int = 0):
     """The bundle (+ ONNX graph) the command asked for; a user-facing error message if not."""
     from textclf.predict import Predictor
 
-    return Predictor(args.bundle, runtime=args.runtime, onnx_path=args.onnx, batch_size=args.batch_size,
-                     threads=threads)
+    return Predictor(
+        args.bundle,
+        runtime=args.runtime,
+        onnx_path=args.onnx,
+        batch_size=args.batch_size,
+        threads=threads,
+    )
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -67,15 +68,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print("textclf predict: give texts as arguments or --input, not both", file=sys.stderr)
         return 2
     if not args.texts and args.input is None and sys.stdin.isatty():
-        print("textclf predict: reading texts from stdin, one per line (end with Ctrl-D)", file=sys.stderr)
+        print(
+            "textclf predict: reading texts from stdin, one per line (end with Ctrl-D)",
+            file=sys.stderr,
+        )
     out_path = Path(args.output) if args.output and args.output != "-" else None
     try:
         blank = [i + 1 for i, t in enumerate(args.texts or []) if not t.strip()]
         if blank:  # as the server answers 422: an empty text has nothing to classify
             raise InputError(f"text argument(s) {blank} are empty or whitespace only")
         predictor = _load_predictor(args)
-        source = list(args.texts) if args.texts else TextSource(
-            args.input, fmt=args.input_format, column=args.column, encoding=args.encoding)
+        source = (
+            list(args.texts)
+            if args.texts
+            else TextSource(args.input, fmt=args.input_format, column=args.column, encoding=args.encoding)
+        )
         with contextlib.ExitStack() as stack:
             if out_path is not None:
                 tmp = stack.enter_context(atomic_path(out_path))
@@ -118,16 +125,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from textclf.artifacts import InputError, setup_logging
 
     setup_logging()
-    limits = serve.Limits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_chars=args.max_chars,
-                          body_timeout_s=args.body_timeout, concurrency=args.concurrency)
+    limits = serve.Limits(
+        max_body_bytes=args.max_body_bytes,
+        max_texts=args.max_texts,
+        max_chars=args.max_chars,
+        body_timeout_s=args.body_timeout,
+        concurrency=args.concurrency,
+    )
     try:
         predictor = _load_predictor(args, threads=1)  # one thread per request: they run side by side
     except InputError as err:  # BundleError is an InputError
         print(f"textclf serve: {err}", file=sys.stderr)
         return 2
     try:
-        serve.run(predictor, host=args.host, port=args.port, limits=limits,
-                  metrics_path=Path(args.metrics) if args.metrics else None, log_level=args.log_level)
+        serve.run(
+            predictor,
+            host=args.host,
+            port=args.port,
+            limits=limits,
+            metrics_path=Path(args.metrics) if args.metrics else None,
+            log_level=args.log_level,
+        )
     except OSError as err:
         print(f"textclf serve: {err}", file=sys.stderr)
         return 1
@@ -142,12 +160,23 @@ def _positive(value: str) -> int:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", default="models/classifier", help="the model bundle (default: models/classifier)")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                   help="torch (default) or onnx: ONNX Runtime on CPU, the graph `dvc repro export` wrote")
-    p.add_argument("--onnx", default=None, metavar="PATH",
-                   help="the ONNX graph for --runtime onnx (default: models/onnx/model.onnx; "
-                        "int8: models/onnx/model.int8.onnx)")
+    p.add_argument(
+        "--bundle",
+        default="models/classifier",
+        help="the model bundle (default: models/classifier)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (default) or onnx: ONNX Runtime on CPU, the graph `dvc repro export` wrote",
+    )
+    p.add_argument(
+        "--onnx",
+        default=None,
+        metavar="PATH",
+        help="the ONNX graph for --runtime onnx (default: models/onnx/model.onnx; int8: models/onnx/model.int8.onnx)",
+    )
     p.add_argument("--batch-size", type=_positive, default=1024, help="texts per batch (default 1024)")
 
 
@@ -159,15 +188,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", default="params.yaml")
     p.set_defaults(func=_cmd_params)
 
-    p = sub.add_parser("diff", help="what changed in the data between two revisions",
-                       description="Row-level diff of the pipeline's data between two git revisions "
-                                   "(default: HEAD vs the workspace): documents added/removed/relabelled, "
-                                   "labels, splits, quarantine, vocabulary, params and metrics. Outputs "
-                                   "are read through DVC (workspace, local cache or remote).")
-    p.add_argument("rev_a", nargs="?", default="HEAD", metavar="REV_A",
-                   help="the older revision (default: HEAD)")
-    p.add_argument("rev_b", nargs="?", default=None, metavar="REV_B",
-                   help="the newer revision (default: the workspace)")
+    p = sub.add_parser(
+        "diff",
+        help="what changed in the data between two revisions",
+        description="Row-level diff of the pipeline's data between two git revisions "
+        "(default: HEAD vs the workspace): documents added/removed/relabelled, "
+        "labels, splits, quarantine, vocabulary, params and metrics. Outputs "
+        "are read through DVC (workspace, local cache or remote).",
+    )
+    p.add_argument(
+        "rev_a",
+        nargs="?",
+        default="HEAD",
+        metavar="REV_A",
+        help="the older revision (default: HEAD)",
+    )
+    p.add_argument(
+        "rev_b",
+        nargs="?",
+        default=None,
+        metavar="REV_B",
+        help="the newer revision (default: the workspace)",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--md", action="store_true", help="Markdown (PR comments, Prefect artifacts)")
     fmt.add_argument("--json", action="store_true", help="JSON (for machines)")
@@ -177,39 +219,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what is read")
     p.set_defaults(func=_cmd_diff)
 
-    p = sub.add_parser("predict", help="classify texts with the trained model",
-                       description="Classify texts with a model bundle, cleaning them exactly as the "
-                                   "pipeline cleaned its training data. Texts come from the arguments, "
-                                   "--input FILE, or stdin (one per line; blank lines are skipped). "
-                                   "Writes one record per text, in input order: JSONL "
-                                   '{"label", "probabilities"} or CSV (label, prob_<label>...).')
+    p = sub.add_parser(
+        "predict",
+        help="classify texts with the trained model",
+        description="Classify texts with a model bundle, cleaning them exactly as the "
+        "pipeline cleaned its training data. Texts come from the arguments, "
+        "--input FILE, or stdin (one per line; blank lines are skipped). "
+        "Writes one record per text, in input order: JSONL "
+        '{"label", "probabilities"} or CSV (label, prob_<label>...).',
+    )
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
-    p.add_argument("-i", "--input", default=None, metavar="FILE",
-                   help="a file of texts: one per line, or CSV/TSV/JSONL (by extension) with --column; - = stdin")
-    p.add_argument("--input-format", choices=("auto", "text", "csv", "tsv", "jsonl"), default="auto",
-                   help="how to read --input (default: by extension; else one text per line)")
-    p.add_argument("--column", default="text", help="CSV/TSV column or JSONL field holding the text (default: text)")
+    p.add_argument(
+        "-i",
+        "--input",
+        default=None,
+        metavar="FILE",
+        help="a file of texts: one per line, or CSV/TSV/JSONL (by extension) with --column; - = stdin",
+    )
+    p.add_argument(
+        "--input-format",
+        choices=("auto", "text", "csv", "tsv", "jsonl"),
+        default="auto",
+        help="how to read --input (default: by extension; else one text per line)",
+    )
+    p.add_argument(
+        "--column",
+        default="text",
+        help="CSV/TSV column or JSONL field holding the text (default: text)",
+    )
     p.add_argument("--encoding", default="utf-8", help="input encoding (default utf-8)")
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="write here instead of stdout")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default jsonl)")
     _model_options(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("serve", help="serve the model over HTTP (FastAPI + uvicorn)",
-                       description="HTTP API: POST /predict {\"texts\": [...]}, GET /health, GET /ready, GET /metadata. "
-                                   "Binds 127.0.0.1 by default; there is no authentication.")
+    p = sub.add_parser(
+        "serve",
+        help="serve the model over HTTP (FastAPI + uvicorn)",
+        description='HTTP API: POST /predict {"texts": [...]}, GET /health, GET /ready, GET /metadata. '
+        "Binds 127.0.0.1 by default; there is no authentication.",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     _model_options(p)
-    p.add_argument("--metrics", default="reports/metrics.json",
-                   help="evaluation metrics shown by /metadata (default reports/metrics.json; '' = none)")
+    p.add_argument(
+        "--metrics",
+        default="reports/metrics.json",
+        help="evaluation metrics shown by /metadata (default reports/metrics.json; '' = none)",
+    )
     p.add_argument("--max-texts", type=_positive, default=256, help="texts per request (default 256)")
     p.add_argument("--max-chars", type=_positive, default=20_000, help="characters per text (default 20000)")
-    p.add_argument("--max-body-bytes", type=_positive, default=1 << 20, help="request body size (default 1 MiB)")
-    p.add_argument("--body-timeout", type=float, default=10.0,
-                   help="seconds for a request body to arrive, else 408 (default 10)")
-    p.add_argument("--concurrency", type=int, default=0,
-                   help="predictions at once, one thread each (default 0: the CPU count, at most 8)")
+    p.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=1 << 20,
+        help="request body size (default 1 MiB)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request body to arrive, else 408 (default 10)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="predictions at once, one thread each (default 0: the CPU count, at most 8)",
+    )
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
     p.set_defaults(func=_cmd_serve)
     return parser

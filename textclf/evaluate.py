@@ -31,6 +31,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
+from textclf.artifacts import InputError
 from textclf.bundle import Bundle
 from textclf.model import EncodingConfig, encode, label_ids, predict_proba
 from textclf.paths import BASELINE_PREDICTIONS as BASELINE
@@ -39,7 +40,6 @@ from textclf.schemas import predictions_frame, round_proba
 from textclf.stats import paired_macro_f1_deltas
 
 log = logging.getLogger("textclf.evaluate")
-
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
@@ -70,11 +70,19 @@ def score(y_true: np.ndarray, proba: np.ndarray, labels: list[str], bins: int = 
         "accuracy": float(accuracy_score(y, pred)) if len(y) else None,
         "macro_f1": float(f1_score(y, pred, average="macro", labels=present, zero_division=0)) if len(y) else None,
         "weighted_f1": float(f1_score(y, pred, average="weighted", labels=present, zero_division=0))
-        if len(y) else None,
+        if len(y)
+        else None,
         "roc_auc": _roc_auc(y, proba),
         "ece": expected_calibration_error(y, proba, bins) if len(y) else None,
-        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                      for i, c in enumerate(labels)},
+        "per_class": {
+            c: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
+            for i, c in enumerate(labels)
+        },
     }
     return out
 
@@ -104,13 +112,21 @@ def curves(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> tuple[li
     prec, rec, _ = precision_recall_curve(truth, scores)
     roc = [{"fpr": round(float(a), 5), "tpr": round(float(b), 5)} for a, b in zip(fpr, tpr, strict=True)]
     step = max(1, len(rec) // 500)  # a PR curve has a point per threshold: keep the plot light
-    pr = [{"recall": round(float(a), 5), "precision": round(float(b), 5)}
-          for a, b in zip(rec[::step], prec[::step], strict=True)]
+    pr = [
+        {"recall": round(float(a), 5), "precision": round(float(b), 5)}
+        for a, b in zip(rec[::step], prec[::step], strict=True)
+    ]
     return roc, pr
 
 
-def compare_to_baseline(y: np.ndarray, pred_model: np.ndarray, pred_baseline: np.ndarray, k: int,
-                        n_boot: int = 1000, seed: int = 0) -> dict:
+def compare_to_baseline(
+    y: np.ndarray,
+    pred_model: np.ndarray,
+    pred_baseline: np.ndarray,
+    k: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Model vs baseline on the same documents (class indices): the macro-F1 difference, its
     paired bootstrap 95% interval (None with n_boot = 0) and McNemar's exact p-value.
 
@@ -122,9 +138,15 @@ def compare_to_baseline(y: np.ndarray, pred_model: np.ndarray, pred_baseline: np
     n = len(y)
     model_right, base_right = pred_model == y, pred_baseline == y
     b, c = int(np.sum(model_right & ~base_right)), int(np.sum(~model_right & base_right))
-    out = {"delta_macro_f1": None, "ci95_low": None, "ci95_high": None, "bootstrap": 0,
-           "model_only_correct": b, "baseline_only_correct": c,
-           "mcnemar_p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0}
+    out = {
+        "delta_macro_f1": None,
+        "ci95_low": None,
+        "ci95_high": None,
+        "bootstrap": 0,
+        "model_only_correct": b,
+        "baseline_only_correct": c,
+        "mcnemar_p": float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0,
+    }
     if n == 0:
         return out
     observed, deltas = paired_macro_f1_deltas(y, pred_model, pred_baseline, k, n_boot, seed)
@@ -149,8 +171,6 @@ NON_INFERIORITY_MARGIN = 0.005
 def _aligned(baseline: pd.DataFrame, test: pd.DataFrame, labels: list[str], path: Path) -> np.ndarray:
     base = baseline.set_index("doc_id").reindex(test["doc_id"].to_numpy())
     if base["label"].isna().any():
-        from textclf.artifacts import InputError
-
         raise InputError(f"{path}: does not cover the test split (rerun: dvc repro baseline)")
     return base[[f"prob_{c}" for c in labels]].to_numpy(dtype=np.float64)
 
@@ -160,21 +180,36 @@ def references(metrics: dict, names: tuple[str, ...]) -> dict:
     -NON_INFERIORITY_MARGIN)."""
     scores = {n: metrics[n]["macro_f1"] for n in names if n in metrics and metrics[n]["macro_f1"] is not None}
     if not scores or metrics["test"]["macro_f1"] is None:  # an empty test split
-        return {"best": None, "best_macro_f1": None, "margin": None, "tolerance": NON_INFERIORITY_MARGIN,
-                "non_inferior": None}
+        return {
+            "best": None,
+            "best_macro_f1": None,
+            "margin": None,
+            "tolerance": NON_INFERIORITY_MARGIN,
+            "non_inferior": None,
+        }
     best = max(scores, key=lambda n: scores[n])
     margin = metrics["test"]["macro_f1"] - scores[best]
-    return {"best": best, "best_macro_f1": scores[best], "margin": margin, "tolerance": NON_INFERIORITY_MARGIN,
-            "non_inferior": bool(margin >= -NON_INFERIORITY_MARGIN)}
+    return {
+        "best": best,
+        "best_macro_f1": scores[best],
+        "margin": margin,
+        "tolerance": NON_INFERIORITY_MARGIN,
+        "non_inferior": bool(margin >= -NON_INFERIORITY_MARGIN),
+    }
 
 
-def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: int = 10, n_boot: int = 1000,
-             seed: int = 0, raw_baseline: pd.DataFrame | None = None) -> tuple[dict, pd.DataFrame, dict]:
+def evaluate(
+    test: pd.DataFrame,
+    bundle: Bundle,
+    baseline: pd.DataFrame,
+    bins: int = 10,
+    n_boot: int = 1000,
+    seed: int = 0,
+    raw_baseline: pd.DataFrame | None = None,
+) -> tuple[dict, pd.DataFrame, dict]:
     labels = bundle.labels
     unknown = sorted(set(test["label"].tolist()) - set(labels))
     if unknown:
-        from textclf.artifacts import InputError
-
         raise InputError(f"test split has labels the model was not trained on: {unknown}")
     proba = round_proba(model_proba(bundle, test["tokens"].array._pa_array.combine_chunks()))
     preds = predictions_frame(test, labels, proba)
@@ -183,17 +218,21 @@ def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: i
     metrics = {
         "test": score(y_true, proba, labels, bins),
         "baseline": score(y_true, base_proba, labels, bins),
-        "model": {"type": bundle.config["model"]["type"],
-                  "best_epoch": bundle.config.get("training", {}).get("best_epoch")},
+        "model": {
+            "type": bundle.config["model"]["type"],
+            "best_epoch": bundle.config.get("training", {}).get("best_epoch"),
+        },
     }
     y = label_ids(y_true, labels)
-    metrics["comparison"] = compare_to_baseline(y, proba.argmax(axis=1), base_proba.argmax(axis=1), len(labels),
-                                                n_boot, seed)
+    metrics["comparison"] = compare_to_baseline(
+        y, proba.argmax(axis=1), base_proba.argmax(axis=1), len(labels), n_boot, seed
+    )
     if raw_baseline is not None:
         raw_proba = _aligned(raw_baseline, test, labels, RAW_BASELINE)
         metrics["baseline_raw"] = score(y_true, raw_proba, labels, bins)
-        metrics["comparison"]["raw"] = compare_to_baseline(y, proba.argmax(axis=1), raw_proba.argmax(axis=1),
-                                                           len(labels), n_boot, seed)
+        metrics["comparison"]["raw"] = compare_to_baseline(
+            y, proba.argmax(axis=1), raw_proba.argmax(axis=1), len(labels), n_boot, seed
+        )
     metrics["comparison"]["references"] = references(metrics, ("baseline", "baseline_raw"))
     roc, pr = curves(y_true, proba, labels)
     plots = {
@@ -202,5 +241,3 @@ def evaluate(test: pd.DataFrame, bundle: Bundle, baseline: pd.DataFrame, bins: i
         "pr": pr,
     }
     return metrics, preds, plots
-
-

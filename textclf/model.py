@@ -129,8 +129,7 @@ def doc_index(offsets: torch.Tensor, total: int) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths, output_size=total)
 
 
-def tfidf_weights(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, sublinear: bool = True
-                  ) -> torch.Tensor:
+def tfidf_weights(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, sublinear: bool = True) -> torch.Tensor:
     """Per-id weights w such that summing w over a document's copies of id i gives its TF-IDF
     value (1 + log tf_i) * idf_i / ||.||_2 (or tf_i * idf_i). Ids 0 and 1 (<pad>, <unk>) get 0."""
     if len(ids) == 0:
@@ -197,6 +196,7 @@ def idf_weights(ids: torch.Tensor, offsets: torch.Tensor, num_embeddings: int) -
 # ---------------------------------------------------------------------------------------------
 # encoding: labels → class indices; token lists → flat ids + offsets
 
+
 def label_ids(values, labels: list[str]) -> np.ndarray:
     """The class index (position in `labels`) of every label value, vectorised; ValueError
     naming the values that are not among `labels`."""
@@ -234,8 +234,9 @@ class VocabIndex:
         return pa.array(pos, pa.int32(), mask=pos < 0)
 
 
-def encode(tokens: pa.ListArray | pa.ChunkedArray, vocab_tokens: pa.Array | VocabIndex, enc: EncodingConfig
-           ) -> tuple[np.ndarray, np.ndarray]:
+def encode(
+    tokens: pa.ListArray | pa.ChunkedArray, vocab_tokens: pa.Array | VocabIndex, enc: EncodingConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Token lists → (ids int64 [total], offsets int64 [n+1]). Unknown tokens → `<unk>` (1)."""
     vocab = vocab_tokens if isinstance(vocab_tokens, VocabIndex) else VocabIndex(vocab_tokens)
     if isinstance(tokens, pa.ChunkedArray):
@@ -268,8 +269,7 @@ def _offsets(lists: pa.ListArray) -> np.ndarray:
     return off - off[0]
 
 
-def _interleave(a: np.ndarray, a_off: np.ndarray, b: np.ndarray, b_off: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _interleave(a: np.ndarray, a_off: np.ndarray, b: np.ndarray, b_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per document: a's ids then b's ids, vectorised."""
     n = len(a_off) - 1
     out = np.empty(len(a) + len(b), dtype=np.int64)
@@ -283,14 +283,16 @@ def _interleave(a: np.ndarray, a_off: np.ndarray, b: np.ndarray, b_off: np.ndarr
 # ---------------------------------------------------------------------------------------------
 # batching: cut a batch out of the resident (ids, offsets) with tensor ops only
 
+
 def gather_bag(ids: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     starts = offsets[idx]
     lengths = offsets[idx + 1] - starts
     batch_off = torch.zeros_like(lengths)
     batch_off[1:] = torch.cumsum(lengths, 0)[:-1]
     total = int(lengths.sum())
-    pos = torch.arange(total, device=ids.device) + torch.repeat_interleave(starts - batch_off, lengths,
-                                                                            output_size=total)
+    pos = torch.arange(total, device=ids.device) + torch.repeat_interleave(
+        starts - batch_off, lengths, output_size=total
+    )
     return ids[pos], batch_off
 
 
@@ -314,8 +316,7 @@ def forward_batch(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, id
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, batch_size: int = 4096
-                  ) -> torch.Tensor:
+def predict_proba(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Class probabilities for every encoded document, in order (float32, on CPU)."""
     model.eval()
     n = len(offsets) - 1
@@ -324,7 +325,7 @@ def predict_proba(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, ba
     if isinstance(model, CNNModel):  # group similar lengths: less padding
         order = torch.argsort(offsets[1:] - offsets[:-1])
     for s in range(0, n, batch_size):
-        idx = order[s:s + batch_size]
+        idx = order[s : s + batch_size]
         out.append(torch.softmax(forward_batch(model, ids, offsets, idx).float(), dim=1))
     probs = torch.cat(out) if out else torch.zeros((0, model.cfg.num_classes))
     result = torch.empty_like(probs)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from textclf.artifacts import InputError
 from textclf.bundle import Bundle, BundleError
 from textclf.model import (
     BagModel,
@@ -65,6 +67,7 @@ def bundle_digest(bundle: Bundle) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # export-friendly forward passes (same weights, same arithmetic, ONNX-friendly operators)
+
 
 class BagGraph(nn.Module):
     """`BagModel` + softmax, with the bag sums taken as differences of a running sum.
@@ -121,7 +124,9 @@ class LinearGraph(nn.Module):
         self.idf = model.idf
         mix = model.cfg.nb_mix
         # one table [V, 2K]: a gather per id serves both heads
-        self.table = nn.Parameter(torch.cat([model.lr_weight, model.nb_weight], 1).detach().clone(), requires_grad=False)
+        self.table = nn.Parameter(
+            torch.cat([model.lr_weight, model.nb_weight], 1).detach().clone(), requires_grad=False
+        )
         self.bias = nn.Parameter(torch.cat([model.lr_bias, model.nb_bias]).detach().clone(), requires_grad=False)
         self.mix = mix
 
@@ -130,8 +135,9 @@ class LinearGraph(nn.Module):
         k = self.cfg.num_classes
         ends = torch.cat([offsets[1:], torch.ones(1, dtype=torch.int64) * ids.shape[0]])
         doc = torch.repeat_interleave(torch.arange(n), ends - offsets)
-        _, inverse, counts = torch.unique(doc * self.idf.shape[0] + ids, sorted=True, return_inverse=True,
-                                          return_counts=True)
+        _, inverse, counts = torch.unique(
+            doc * self.idf.shape[0] + ids, sorted=True, return_inverse=True, return_counts=True
+        )
         tf = counts[inverse].float()
         value = ((1 + torch.log(tf)) if self.cfg.sublinear_tf else tf) * self.idf[ids] * (ids > 1).float()
         csq = torch.cumsum(torch.cat([torch.zeros(1), value * value / tf]).double(), 0)
@@ -167,15 +173,20 @@ def graph_module(model: nn.Module) -> nn.Module:
 
 def export_onnx(model: nn.Module, bundle: Bundle, path: Path) -> Path:
     """Trace `model` to an ONNX file at `path`, tagged with the bundle it belongs to."""
-    import warnings
 
     import onnx
 
     graph = graph_module(model)
     if isinstance(model, (BagModel, LinearModel)):
         k = min(8, model.cfg.num_embeddings)
-        args = (torch.arange(k, dtype=torch.int64), torch.tensor([0, k // 2, k // 2], dtype=torch.int64))
-        names, axes = ["ids", "offsets"], {"ids": {0: "ids"}, "offsets": {0: "batch"}, "probs": {0: "batch"}}
+        args = (
+            torch.arange(k, dtype=torch.int64),
+            torch.tensor([0, k // 2, k // 2], dtype=torch.int64),
+        )
+        names, axes = (
+            ["ids", "offsets"],
+            {"ids": {0: "ids"}, "offsets": {0: "batch"}, "probs": {0: "batch"}},
+        )
     else:
         width = max(model.cfg.kernel_sizes) + 2
         args = (torch.ones((2, width), dtype=torch.int64),)
@@ -184,8 +195,17 @@ def export_onnx(model: nn.Module, bundle: Bundle, path: Path) -> Path:
         # the TorchScript exporter is the one that needs no extra package (onnxscript)
         warnings.simplefilter("ignore")
         raw = Path(tmp) / "raw.onnx"
-        torch.onnx.export(graph, args, str(raw), dynamo=False, input_names=names, output_names=["probs"],
-                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+        torch.onnx.export(
+            graph,
+            args,
+            str(raw),
+            dynamo=False,
+            input_names=names,
+            output_names=["probs"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
         proto = onnx.load(str(raw))
     _tag(proto, bundle, model, "fp32")
     onnx.checker.check_model(proto)
@@ -216,11 +236,18 @@ def quantize_int8(src: Path, dst: Path, bundle: Bundle, model: nn.Module) -> Pat
 
 def _tag(proto, bundle: Bundle, model: nn.Module, variant: str) -> None:
     del proto.metadata_props[:]
-    meta = {"textclf.format": FORMAT, "textclf.bundle_sha256": bundle_digest(bundle),
-            "textclf.model_type": model.cfg.type, "textclf.variant": variant,
-            "textclf.labels": json.dumps(bundle.labels, ensure_ascii=False)}
+    meta = {
+        "textclf.format": FORMAT,
+        "textclf.bundle_sha256": bundle_digest(bundle),
+        "textclf.model_type": model.cfg.type,
+        "textclf.variant": variant,
+        "textclf.labels": json.dumps(bundle.labels, ensure_ascii=False),
+    }
     if isinstance(model, CNNModel):  # what the runner needs to pad exactly as predict_proba does
-        meta |= {"textclf.max_len": str(model.cfg.max_len), "textclf.min_len": str(max(model.cfg.kernel_sizes))}
+        meta |= {
+            "textclf.max_len": str(model.cfg.max_len),
+            "textclf.min_len": str(max(model.cfg.kernel_sizes)),
+        }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -229,6 +256,7 @@ def _tag(proto, bundle: Bundle, model: nn.Module, variant: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # running a graph: ONNX Runtime on CPU, batched exactly as `textclf.model.predict_proba`
+
 
 class OnnxClassifier:
     """An exported graph in ONNX Runtime. With `bundle`, a graph from another bundle is refused."""
@@ -252,8 +280,9 @@ class OnnxClassifier:
         if self.meta.get("textclf.format") != FORMAT:
             raise BundleError(f"{self.path}: not a textclf ONNX export (format {self.meta.get('textclf.format')!r})")
         if bundle is not None and self.meta.get("textclf.bundle_sha256") != bundle_digest(bundle):
-            raise BundleError(f"{self.path} was exported from another bundle than {bundle.path} "
-                              "(rerun `dvc repro export`)")
+            raise BundleError(
+                f"{self.path} was exported from another bundle than {bundle.path} (rerun `dvc repro export`)"
+            )
         self.type = self.meta.get("textclf.model_type")
         self.labels = json.loads(self.meta.get("textclf.labels", "[]"))
         opts = ort.SessionOptions()
@@ -261,7 +290,10 @@ class OnnxClassifier:
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         if self.type == "cnn":
-            self.max_len, self.min_len = int(self.meta["textclf.max_len"]), int(self.meta["textclf.min_len"])
+            self.max_len, self.min_len = (
+                int(self.meta["textclf.max_len"]),
+                int(self.meta["textclf.min_len"]),
+            )
 
     def proba(self, ids: np.ndarray, offsets: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Probabilities for encoded documents (`encode`'s flat ids + offsets [n+1]), in order."""
@@ -272,18 +304,30 @@ class OnnxClassifier:
             # sum holds a float64 row per id
             s = 0
             while s < n:
-                e = min(n, s + batch_size, max(s + 1, int(np.searchsorted(offsets, offsets[s] + MAX_BATCH_IDS))))
+                e = min(
+                    n,
+                    s + batch_size,
+                    max(s + 1, int(np.searchsorted(offsets, offsets[s] + MAX_BATCH_IDS))),
+                )
                 a, b = int(offsets[s]), int(offsets[e])
-                out[s:e] = self.session.run(None, {"ids": np.ascontiguousarray(ids[a:b], dtype=np.int64),
-                                                   "offsets": (offsets[s:e] - a).astype(np.int64)})[0]
+                out[s:e] = self.session.run(
+                    None,
+                    {
+                        "ids": np.ascontiguousarray(ids[a:b], dtype=np.int64),
+                        "offsets": (offsets[s:e] - a).astype(np.int64),
+                    },
+                )[0]
                 s = e
             return out
         # cnn: the same length-sorted batches and padding as predict_proba (padding changes a
         # TextCNN's max-pool, so the batches must match for the probabilities to match)
-        ids_t, off_t = torch.from_numpy(np.asarray(ids, np.int64)), torch.from_numpy(np.asarray(offsets, np.int64))
+        ids_t, off_t = (
+            torch.from_numpy(np.asarray(ids, np.int64)),
+            torch.from_numpy(np.asarray(offsets, np.int64)),
+        )
         order = torch.argsort(off_t[1:] - off_t[:-1])
         for s in range(0, n, batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             x = gather_padded(ids_t, off_t, idx, self.max_len).numpy()
             if x.shape[1] < self.min_len:
                 x = np.pad(x, ((0, 0), (0, self.min_len - x.shape[1])))
@@ -294,8 +338,10 @@ class OnnxClassifier:
 # ---------------------------------------------------------------------------------------------
 # the check: torch vs fp32 vs int8 over the test split
 
+
 def compare(torch_p: np.ndarray, fp32_p: np.ndarray, int8_p: np.ndarray, y: np.ndarray) -> dict:
     """Parity and accuracy figures; `y` are label indices. Pure: arrays in, numbers out."""
+
     def acc(p):
         return float((p.argmax(1) == y).mean()) if len(y) else float("nan")
 
@@ -308,11 +354,17 @@ def compare(torch_p: np.ndarray, fp32_p: np.ndarray, int8_p: np.ndarray, y: np.n
         "tolerance": TOLERANCE,
         "parity_max_abs_diff": diff(fp32_p),
         "torch": {"accuracy": acc(torch_p)},
-        "fp32": {"accuracy": acc(fp32_p), "max_abs_diff": diff(fp32_p),
-                 "agreement": float((fp32_p.argmax(1) == pred).mean()) if len(y) else 1.0},
-        "int8": {"accuracy": acc(int8_p), "accuracy_delta": acc(int8_p) - acc(torch_p),
-                 "max_abs_diff": diff(int8_p),
-                 "agreement": float((int8_p.argmax(1) == pred).mean()) if len(y) else 1.0},
+        "fp32": {
+            "accuracy": acc(fp32_p),
+            "max_abs_diff": diff(fp32_p),
+            "agreement": float((fp32_p.argmax(1) == pred).mean()) if len(y) else 1.0,
+        },
+        "int8": {
+            "accuracy": acc(int8_p),
+            "accuracy_delta": acc(int8_p) - acc(torch_p),
+            "max_abs_diff": diff(int8_p),
+            "agreement": float((int8_p.argmax(1) == pred).mean()) if len(y) else 1.0,
+        },
     }
 
 
@@ -330,19 +382,20 @@ def export(bundle: Bundle, tokens: pa.ListArray, labels: np.ndarray, out_dir: Pa
     int8 = OnnxClassifier(out_dir / INT8, bundle).proba(ids, offsets)
     unknown = sorted(set(labels.tolist()) - set(bundle.labels))
     if unknown:
-        from textclf.artifacts import InputError
-
         raise InputError(f"test split has labels the model was not trained on: {unknown}")
     y = label_ids(labels, bundle.labels)
     report = compare(torch_p, fp32, int8, y)
     report["bundle_sha256"] = bundle_digest(bundle)
-    report["size_bytes"] = {"fp32": (out_dir / FP32).stat().st_size, "int8": (out_dir / INT8).stat().st_size}
+    report["size_bytes"] = {
+        "fp32": (out_dir / FP32).stat().st_size,
+        "int8": (out_dir / INT8).stat().st_size,
+    }
     report["passed"] = report["parity_max_abs_diff"] <= TOLERANCE
     if not report["passed"]:
-        err = ParityError(f"ONNX fp32 probabilities differ from torch by up to {report['parity_max_abs_diff']:.3g} "
-                          f"on the test split (tolerance {TOLERANCE:g}): the graph is not the evaluated model")
+        err = ParityError(
+            f"ONNX fp32 probabilities differ from torch by up to {report['parity_max_abs_diff']:.3g} "
+            f"on the test split (tolerance {TOLERANCE:g}): the graph is not the evaluated model"
+        )
         err.report = report
         raise err
     return report
-
-

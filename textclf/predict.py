@@ -48,8 +48,14 @@ class Predictor:
     Safe to call from several threads at once (the server does).
     """
 
-    def __init__(self, bundle: Bundle | Path | str = DEFAULT_BUNDLE, runtime: str = "torch",
-                 onnx_path: Path | str | None = None, batch_size: int = 4096, threads: int = 0):
+    def __init__(
+        self,
+        bundle: Bundle | Path | str = DEFAULT_BUNDLE,
+        runtime: str = "torch",
+        onnx_path: Path | str | None = None,
+        batch_size: int = 4096,
+        threads: int = 0,
+    ):
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -61,7 +67,9 @@ class Predictor:
         try:
             self.encoding = EncodingConfig(**self.bundle.config["encoding"])
         except TypeError as err:
-            raise BundleError(f"{self.bundle.path}: config.json `encoding` is not one this textclf reads: {err}") from None
+            raise BundleError(
+                f"{self.bundle.path}: config.json `encoding` is not one this textclf reads: {err}"
+            ) from None
         self.vocab_tokens = VocabIndex(self.bundle.vocab["tokens"])
         self.onnx: OnnxClassifier | None = None
         self.model: torch.nn.Module | None = None
@@ -94,22 +102,36 @@ class Predictor:
         proba = self.predict_proba(texts)
         best = self._label_array[proba.argmax(axis=1)] if len(proba) else []
         rounded = np.round(proba.astype(np.float64), digits).tolist()
-        return [{"label": label, "probabilities": dict(zip(self.labels, row, strict=True))}
-                for label, row in zip(best, rounded, strict=True)]
+        return [
+            {"label": label, "probabilities": dict(zip(self.labels, row, strict=True))}
+            for label, row in zip(best, rounded, strict=True)
+        ]
 
     def metadata(self) -> dict:
         cfg = self.bundle.config
         training = cfg.get("training") or {}
         return {
             "labels": self.labels,
-            "bundle": {"path": str(self.bundle.path), "sha256": self.digest, "format": cfg.get("format"),
-                       "vocab_hash": cfg.get("vocab_hash"), "created": cfg.get("created")},
-            "model": {"type": cfg["model"].get("type"), "runtime": self.runtime,
-                      "onnx": str(self.onnx.path) if self.onnx is not None else None,
-                      "onnx_variant": self.onnx.meta.get("textclf.variant") if self.onnx is not None else None},
-            "training": {"date": cfg.get("created"), "best_epoch": training.get("best_epoch"),
-                         "best_valid_macro_f1": training.get("best_valid_macro_f1"),
-                         "epochs_run": training.get("epochs_run"), "device": training.get("device")},
+            "bundle": {
+                "path": str(self.bundle.path),
+                "sha256": self.digest,
+                "format": cfg.get("format"),
+                "vocab_hash": cfg.get("vocab_hash"),
+                "created": cfg.get("created"),
+            },
+            "model": {
+                "type": cfg["model"].get("type"),
+                "runtime": self.runtime,
+                "onnx": str(self.onnx.path) if self.onnx is not None else None,
+                "onnx_variant": self.onnx.meta.get("textclf.variant") if self.onnx is not None else None,
+            },
+            "training": {
+                "date": cfg.get("created"),
+                "best_epoch": training.get("best_epoch"),
+                "best_valid_macro_f1": training.get("best_valid_macro_f1"),
+                "epochs_run": training.get("epochs_run"),
+                "device": training.get("device"),
+            },
             "text": cfg.get("text"),
         }
 
@@ -117,11 +139,15 @@ class Predictor:
 def _text_settings(bundle: Bundle) -> tuple[CleanParams, frozenset[str]]:
     text = bundle.config.get("text")
     if not isinstance(text, dict) or "clean" not in text:
-        raise BundleError(f"{bundle.path}: config.json records no text settings (`text.clean`): "
-                          "retrain with this textclf (`dvc repro train`)")
+        raise BundleError(
+            f"{bundle.path}: config.json records no text settings (`text.clean`): "
+            "retrain with this textclf (`dvc repro train`)"
+        )
     if text.get("normalize") not in NORMALIZATIONS:
-        raise BundleError(f"{bundle.path}: trained with text normalisation {text.get('normalize')!r}; "
-                          f"this textclf implements {', '.join(NORMALIZATIONS)}: retrain or use a matching textclf")
+        raise BundleError(
+            f"{bundle.path}: trained with text normalisation {text.get('normalize')!r}; "
+            f"this textclf implements {', '.join(NORMALIZATIONS)}: retrain or use a matching textclf"
+        )
     try:
         params = CleanParams.model_validate(text["clean"])
     except ValidationError as err:
@@ -130,8 +156,10 @@ def _text_settings(bundle: Bundle) -> tuple[CleanParams, frozenset[str]]:
     # training run read (the file may have changed since, or a crafted config may name /dev/zero).
     extra = text.get("stopwords_extra")
     if params.stopwords_file and not isinstance(extra, list):
-        raise BundleError(f"{bundle.path}: trained with clean.stopwords_file, but the bundle does not hold that "
-                          "stopword list (a bundle from an older textclf): retrain with `dvc repro train`")
+        raise BundleError(
+            f"{bundle.path}: trained with clean.stopwords_file, but the bundle does not hold that "
+            "stopword list (a bundle from an older textclf): retrain with `dvc repro train`"
+        )
     if not all(isinstance(w, str) for w in extra or []):
         raise BundleError(f"{bundle.path}: config.json text.stopwords_extra must be a list of strings")
     stopwords = load_stopwords(params.model_copy(update={"stopwords_file": None}), extra=extra or [])
@@ -155,7 +183,6 @@ def _strings(texts: Sequence[str] | pa.Array) -> pa.Array:
     return arr
 
 
-
 # ---------------------------------------------------------------------------------------------
 # batch input and output (the `textclf predict` command)
 
@@ -168,8 +195,14 @@ class TextSource:
     """Texts from a file or stdin, streamed: one per line (blank lines are skipped and counted),
     or one per CSV/TSV row or JSONL object from `column`."""
 
-    def __init__(self, path: str | Path | None, fmt: str = "auto", column: str = "text",
-                 encoding: str = "utf-8", stdin: TextIO | None = None):
+    def __init__(
+        self,
+        path: str | Path | None,
+        fmt: str = "auto",
+        column: str = "text",
+        encoding: str = "utf-8",
+        stdin: TextIO | None = None,
+    ):
         self.path = None if path in (None, "-") else Path(path)
         self.name = str(self.path) if self.path else "<stdin>"
         if fmt == "auto":
@@ -210,8 +243,9 @@ class TextSource:
             else:
                 yield from self._delimited(f, "," if self.fmt == "csv" else "\t")
         except UnicodeDecodeError as err:
-            raise InputError(f"{self.name}: not {self.encoding} text ({err.reason} at byte {err.start}); "
-                             "pass --encoding") from None
+            raise InputError(
+                f"{self.name}: not {self.encoding} text ({err.reason} at byte {err.start}); pass --encoding"
+            ) from None
         finally:
             if self.path is not None:
                 f.close()
@@ -247,8 +281,9 @@ class TextSource:
         except csv.Error as err:
             raise InputError(f"{self.name}: not valid {self.fmt.upper()}: {err}") from None
         if self.column not in header:
-            raise InputError(f"{self.name}: no column {self.column!r} (columns: {', '.join(header)}); "
-                             "choose one with --column")
+            raise InputError(
+                f"{self.name}: no column {self.column!r} (columns: {', '.join(header)}); choose one with --column"
+            )
         col = header.index(self.column)
         try:
             for row in reader:

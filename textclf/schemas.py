@@ -107,7 +107,10 @@ def predictions_schema(labels: list[str]) -> pa.DataFrameSchema:
     schema = Predictions.to_schema()
     cols = {f"prob_{c}": pa.Column(float, pa.Check.in_range(0.0, 1.0)) for c in labels}
     return schema.add_columns(cols).update_columns(
-        {"label": {"checks": [pa.Check.isin(labels)]}, "predicted": {"checks": [pa.Check.isin(labels)]}}
+        {
+            "label": {"checks": [pa.Check.isin(labels)]},
+            "predicted": {"checks": [pa.Check.isin(labels)]},
+        }
     )
 
 
@@ -123,11 +126,13 @@ def round_proba(proba: np.ndarray) -> np.ndarray:
 
 def predictions_frame(df: pd.DataFrame, labels: list[str], proba: np.ndarray) -> pd.DataFrame:
     """The predictions contract shared by model and baseline (textclf.schemas.predictions_schema)."""
-    out = pd.DataFrame({
-        "doc_id": df["doc_id"].to_numpy(dtype=object),
-        "label": df["label"].to_numpy(dtype=object),
-        "predicted": np.asarray(labels, dtype=object)[proba.argmax(axis=1)] if len(df) else [],
-    })
+    out = pd.DataFrame(
+        {
+            "doc_id": df["doc_id"].to_numpy(dtype=object),
+            "label": df["label"].to_numpy(dtype=object),
+            "predicted": np.asarray(labels, dtype=object)[proba.argmax(axis=1)] if len(df) else [],
+        }
+    )
     for j, c in enumerate(labels):
         out[f"prob_{c}"] = proba[:, j].astype(np.float64)  # rounded by the caller: see round_proba
     for c in ("doc_id", "label", "predicted"):
@@ -164,6 +169,13 @@ def validate(df: pd.DataFrame, schema, stage: str, name: str | None = None) -> p
     except SchemaErrors as err:
         summary, rows = _summary(err)
         report = VALIDATION_DIR / f"{stage}.json"
-        write_json({"stage": stage, "artifact": name, "summary": summary.splitlines(),
-                    "failure_cases": rows}, report)
+        write_json(
+            {
+                "stage": stage,
+                "artifact": name,
+                "summary": summary.splitlines(),
+                "failure_cases": rows,
+            },
+            report,
+        )
         raise ContractError(stage, summary, report) from None

@@ -102,8 +102,11 @@ class Guard:
             try:  # a client that trickles its body must not hold a connection forever
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                return await _error(408, "body_timeout", f"the request body did not arrive within "
-                                                         f"{self.timeout_s:g} s")(scope, receive, send)
+                return await _error(
+                    408,
+                    "body_timeout",
+                    f"the request body did not arrive within {self.timeout_s:g} s",
+                )(scope, receive, send)
             if message["type"] == "http.disconnect":
                 return None
             body += message.get("body", b"")
@@ -146,15 +149,27 @@ def read_metrics(path: Path | None) -> dict | None:
         return None
 
 
-def create_app(predictor: Predictor, limits: Limits = Limits(), metrics_path: Path | None = METRICS,
-               run_path: Path | None = RUN) -> FastAPI:
+def create_app(
+    predictor: Predictor,
+    limits: Limits = Limits(),
+    metrics_path: Path | None = METRICS,
+    run_path: Path | None = RUN,
+) -> FastAPI:
     app = FastAPI(title="textclf", summary="Text classification", version="1")
-    metadata = {**predictor.metadata(), "limits": asdict(limits),
-                "metrics": read_metrics(metrics_path), "metrics_source": str(metrics_path) if metrics_path else None}
+    metadata = {
+        **predictor.metadata(),
+        "limits": asdict(limits),
+        "metrics": read_metrics(metrics_path),
+        "metrics_source": str(metrics_path) if metrics_path else None,
+    }
     run_info = read_metrics(run_path) or {}
     if run_info.get("created"):  # the bundle itself records no time (it must rebuild byte-identically)
-        metadata["training"] = {**metadata["training"], "date": run_info.get("created"),
-                                "device": run_info.get("device"), "versions": run_info.get("versions")}
+        metadata["training"] = {
+            **metadata["training"],
+            "date": run_info.get("created"),
+            "device": run_info.get("device"),
+            "versions": run_info.get("versions"),
+        }
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -232,12 +247,18 @@ def checked_texts(texts: list[str], limits: Limits) -> list[str]:
     for i, t in enumerate(texts):
         n = len(unicodedata.normalize("NFKC", t))
         if n > limits.max_chars:
-            raise ApiError(413, "text_too_long", f"text {i} is {n} characters after normalisation (NFKC); "
-                                                 f"at most {limits.max_chars}")
+            raise ApiError(
+                413,
+                "text_too_long",
+                f"text {i} is {n} characters after normalisation (NFKC); at most {limits.max_chars}",
+            )
         total += n
         if total > limits.max_batch_chars:
-            raise ApiError(413, "batch_too_long", f"the texts are over {limits.max_batch_chars} characters "
-                                                  "together after normalisation (NFKC)")
+            raise ApiError(
+                413,
+                "batch_too_long",
+                f"the texts are over {limits.max_batch_chars} characters together after normalisation (NFKC)",
+            )
     blank = [i for i, t in enumerate(texts) if not t.strip()]
     if blank:
         raise ApiError(422, "empty_text", f"texts {blank[:10]} are empty or whitespace only")
@@ -247,8 +268,15 @@ def checked_texts(texts: list[str], limits: Limits) -> list[str]:
 def server_config(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info"):
     import uvicorn
 
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
-                          limit_concurrency=128, server_header=False)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_keep_alive=5,
+        limit_concurrency=128,
+        server_header=False,
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -260,8 +288,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run(predictor: Predictor, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, limits: Limits = Limits(),
-        metrics_path: Path | None = METRICS, log_level: str = "info") -> None:
+def run(
+    predictor: Predictor,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    limits: Limits = Limits(),
+    metrics_path: Path | None = METRICS,
+    log_level: str = "info",
+) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM)."""
     import uvicorn
 
@@ -274,4 +308,3 @@ def run(predictor: Predictor, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     server.run()
     if not server.started:
         raise OSError(f"could not serve on {host}:{port} (see the log above)")
-

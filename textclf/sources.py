@@ -14,6 +14,8 @@ reason (null, or why the reader already rejects it).
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -32,10 +34,22 @@ from textclf.text import MARKER, decode, looks_binary
 
 log = logging.getLogger("textclf.sources")
 
-SPLIT_DIRS = {"train": "train", "valid": "valid", "val": "valid", "dev": "valid",
-              "validation": "valid", "test": "test"}
+SPLIT_DIRS = {
+    "train": "train",
+    "valid": "valid",
+    "val": "valid",
+    "dev": "valid",
+    "validation": "valid",
+    "test": "test",
+}
 RECORD_COLUMNS = ["text", "label", "split", "source", "line", "reason"]
-TABULAR_EXT = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+TABULAR_EXT = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
 
 
 def resolve_format(params: IngestParams) -> str:
@@ -59,8 +73,10 @@ def resolve_format(params: IngestParams) -> str:
             head = f.read(4096)
         if b"__label__" in head:
             return "fasttext"
-    raise InputError(f"ingest.source: cannot tell the format of {path}; set ingest.format "
-                     "(text_dir, fasttext, csv, tsv, jsonl, parquet)")
+    raise InputError(
+        f"ingest.source: cannot tell the format of {path}; set ingest.format "
+        "(text_dir, fasttext, csv, tsv, jsonl, parquet)"
+    )
 
 
 def read_records(params: IngestParams) -> pd.DataFrame:
@@ -81,8 +97,15 @@ def iter_record_batches(params: IngestParams, chunk_rows: int) -> Iterator[pd.Da
         raise ValueError("chunk_rows must be > 0")
     if resolve_format(params) == "parquet":
         root = Path(params.source)
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-                       and TABULAR_EXT.get(p.suffix.lower()) == "parquet") if root.is_dir() else [root]
+        files = (
+            sorted(
+                p
+                for p in root.rglob("*")
+                if p.is_file() and not p.name.startswith(".") and TABULAR_EXT.get(p.suffix.lower()) == "parquet"
+            )
+            if root.is_dir()
+            else [root]
+        )
         if root.is_dir() and not files:
             raise InputError(f"ingest.source: no parquet files under {root}")
         for path in files:
@@ -90,7 +113,7 @@ def iter_record_batches(params: IngestParams, chunk_rows: int) -> Iterator[pd.Da
         return
     for frame in iter_records(params):
         for start in range(0, len(frame), chunk_rows):
-            yield frame.iloc[start:start + chunk_rows].reset_index(drop=True)
+            yield frame.iloc[start : start + chunk_rows].reset_index(drop=True)
 
 
 def _parquet_source_batches(path: Path, params: IngestParams, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -115,8 +138,10 @@ def iter_records(params: IngestParams) -> Iterator[pd.DataFrame]:
         try:
             codecs.lookup(params.encoding)
         except LookupError:
-            raise InputError(f"ingest.encoding: unknown encoding {params.encoding!r} "
-                             "(auto, or a Python codec name such as utf-8, gb18030, big5, latin-1)") from None
+            raise InputError(
+                f"ingest.encoding: unknown encoding {params.encoding!r} "
+                "(auto, or a Python codec name such as utf-8, gb18030, big5, latin-1)"
+            ) from None
     fmt = resolve_format(params)
     root = Path(params.source)
     if not root.exists():
@@ -126,8 +151,9 @@ def iter_records(params: IngestParams) -> Iterator[pd.DataFrame]:
             raise InputError(f"ingest.source: {root} is not a directory (ingest.format=text_dir)")
         yield from read_text_dir(root, params.encoding)
         return
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) \
-        if root.is_dir() else [root]
+    files = (
+        sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.is_dir() else [root]
+    )
     if root.is_dir():
         files = [p for p in files if TABULAR_EXT.get(p.suffix.lower()) == fmt or fmt == "fasttext"]
         if not files:
@@ -146,6 +172,7 @@ def iter_records(params: IngestParams) -> Iterator[pd.DataFrame]:
 # ---------------------------------------------------------------------------------------------
 # text layouts
 
+
 def read_text_dir(root: Path, encoding: str) -> Iterator[pd.DataFrame]:
     """`<root>/[train|valid|test/]<label>.txt` (a document per line) and
     `<root>/[train|valid|test/]<label>/*.txt` (a document per file)."""
@@ -154,8 +181,10 @@ def read_text_dir(root: Path, encoding: str) -> Iterator[pd.DataFrame]:
     if split_dirs:
         stray = [p.name for p in children if p not in split_dirs]
         if stray:
-            raise InputError(f"{root}: has split folders ({', '.join(p.name for p in split_dirs)}) and "
-                             f"also {', '.join(stray)}; put every document under train/, valid/ or test/")
+            raise InputError(
+                f"{root}: has split folders ({', '.join(p.name for p in split_dirs)}) and "
+                f"also {', '.join(stray)}; put every document under train/, valid/ or test/"
+            )
         for d in split_dirs:
             yield from _read_label_layout(d, SPLIT_DIRS[d.name.lower()], encoding)
     else:
@@ -175,14 +204,21 @@ def _read_label_layout(root: Path, split: str | None, encoding: str) -> Iterator
             yield read_file_per_doc(p, p.name, split, encoding)
         else:  # not part of the layout: one quarantined record, so the file is accounted for
             log.warning("%s: not a <label>.txt file or <label>/ folder: quarantined as unsupported_file", p)
-            yield _frame([f"<file {p.name}, {p.stat().st_size} bytes>"], [None], [split], [str(p)], [None],
-                         ["unsupported_file"])
+            yield _frame(
+                [f"<file {p.name}, {p.stat().st_size} bytes>"],
+                [None],
+                [split],
+                [str(p)],
+                [None],
+                ["unsupported_file"],
+            )
     if not found:
         raise InputError(f"{root}: no <label>.txt files or <label>/ folders found")
 
 
-def read_line_file(path: Path, label: str | None, split: str | None, encoding: str,
-                   source: str | None = None) -> pd.DataFrame:
+def read_line_file(
+    path: Path, label: str | None, split: str | None, encoding: str, source: str | None = None
+) -> pd.DataFrame:
     """One document per line. Every line is a record; a marker line is rejected as `marker`."""
     source = source or str(path)
     data = _read_bytes(path)
@@ -247,8 +283,11 @@ def read_fasttext(path: Path, encoding: str) -> pd.DataFrame:
     m = pc.extract_regex(arr, pattern=r"^\s*(?P<labels>(?:__label__\S*\s*)*)(?P<rest>.*)$")
     labels = pc.utf8_trim_whitespace(pc.struct_field(m, "labels"))
     words = pc.utf8_split_whitespace(labels)  # "" splits into [""]: never an empty list
-    nlab = np.where(pc.equal(labels, "").to_numpy(zero_copy_only=False), 0,
-                    pc.list_value_length(words).to_numpy(zero_copy_only=False))
+    nlab = np.where(
+        pc.equal(labels, "").to_numpy(zero_copy_only=False),
+        0,
+        pc.list_value_length(words).to_numpy(zero_copy_only=False),
+    )
     first = pc.replace_substring_regex(pc.list_element(words, 0), "^__label__", "")
     blank = pc.equal(pc.utf8_trim_whitespace(arr), "").to_numpy(zero_copy_only=False)
     bad = (nlab != 1) & ~blank  # blank lines are `empty`, decided by ingest
@@ -264,6 +303,7 @@ def read_fasttext(path: Path, encoding: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # tabular formats
 
+
 def _columns(params: IngestParams) -> dict[str, str | None]:
     return {"text": params.text_column, "label": params.label_column, "split": params.split_column}
 
@@ -272,8 +312,10 @@ def _select(df: pd.DataFrame, path: Path, params: IngestParams, first_line: int)
     wanted = {k: v for k, v in _columns(params).items() if v is not None}
     missing = [v for v in wanted.values() if v not in df.columns]
     if missing:
-        raise InputError(f"{path}: column(s) {missing} not found; columns are {list(df.columns)} "
-                         "(set ingest.text_column / ingest.label_column / ingest.split_column)")
+        raise InputError(
+            f"{path}: column(s) {missing} not found; columns are {list(df.columns)} "
+            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
+        )
     n = len(df)
 
     def col(name):
@@ -284,8 +326,14 @@ def _select(df: pd.DataFrame, path: Path, params: IngestParams, first_line: int)
         out[s.isna().to_numpy()] = None
         return out
 
-    return _frame(col(wanted["text"]), col(wanted["label"]), col(wanted.get("split")),
-                  [str(path)] * n, pd.RangeIndex(first_line, first_line + n), [None] * n)
+    return _frame(
+        col(wanted["text"]),
+        col(wanted["label"]),
+        col(wanted.get("split")),
+        [str(path)] * n,
+        pd.RangeIndex(first_line, first_line + n),
+        [None] * n,
+    )
 
 
 def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
@@ -308,10 +356,17 @@ def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
         table = pacsv.read_csv(
             pa.BufferReader(utf8),
             read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=sep, quote_char=False if sep == "\t" else '"',
-                                             newlines_in_values=sep != "\t"),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+            parse_options=pacsv.ParseOptions(
+                delimiter=sep,
+                quote_char=False if sep == "\t" else '"',
+                newlines_in_values=sep != "\t",
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         raise InputError(f"{path}: not valid {what}: {str(err).splitlines()[0]}") from None
     if any(t != pa.string() for t in table.schema.types):  # a header the csv module read otherwise
@@ -319,8 +374,10 @@ def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
     wanted = {k: v for k, v in _columns(params).items() if v is not None}
     missing = [v for v in wanted.values() if v not in table.column_names]
     if missing:
-        raise InputError(f"{path}: column(s) {missing} not found; columns are {table.column_names} "
-                         "(set ingest.text_column / ingest.label_column / ingest.split_column)")
+        raise InputError(
+            f"{path}: column(s) {missing} not found; columns are {table.column_names} "
+            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
+        )
     n = table.num_rows
 
     def col(name):
@@ -329,8 +386,14 @@ def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
         return table.column(name).combine_chunks().to_numpy(zero_copy_only=False)
 
     text = table.column(wanted["text"]).combine_chunks()
-    return _frame(text, col(wanted["label"]), col(wanted.get("split")), [str(path)] * n,
-                  pd.RangeIndex(2, 2 + n), [None] * n)  # line 1 is the header
+    return _frame(
+        text,
+        col(wanted["label"]),
+        col(wanted.get("split")),
+        [str(path)] * n,
+        pd.RangeIndex(2, 2 + n),
+        [None] * n,
+    )  # line 1 is the header
 
 
 def _as_utf8(data: bytes, encoding: str) -> bytes | None:
@@ -349,11 +412,13 @@ def _as_utf8(data: bytes, encoding: str) -> bytes | None:
 def _header(utf8: bytes, sep: str) -> list[str]:
     """The column names: the first record, as the csv module reads it (a quoted name may hold
     the separator)."""
-    import csv
-    import io
 
     head = utf8[: 1 << 16].decode("utf-8", errors="ignore")
-    reader = csv.reader(io.StringIO(head), delimiter=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
+    reader = csv.reader(
+        io.StringIO(head),
+        delimiter=sep,
+        quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL,
+    )
     return next(reader, [])
 
 
@@ -389,8 +454,10 @@ def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
         reasons.append(None if text is not None else "malformed")
     missing = [v for v in cols.values() if v not in keys]
     if keys and missing:  # a column no record has is a setting to fix, not a data problem
-        raise InputError(f"{path}: column(s) {missing} not found in any record; columns are {sorted(keys)} "
-                         "(set ingest.text_column / ingest.label_column / ingest.split_column)")
+        raise InputError(
+            f"{path}: column(s) {missing} not found in any record; columns are {sorted(keys)} "
+            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
+        )
     return _frame(texts, labels, splits, lines["source"], lines["line"], reasons)
 
 
@@ -403,6 +470,7 @@ def read_parquet_source(path: Path, params: IngestParams) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def _is_binary(data: bytes, encoding: str) -> bool:
     """NUL bytes mean binary, unless the user declared an encoding that has them (UTF-16/32) and
@@ -419,14 +487,18 @@ def _read_bytes(path: Path) -> bytes:
 
 def _frame(text, label, split, source, line, reason) -> pd.DataFrame:
     # text stays Arrow-backed (pandas' "str" dtype): no Python object per record
-    text = pd.array(text if isinstance(text, pa.Array | pa.ChunkedArray) else pa.array(text, type=pa.string(), from_pandas=True),
-                    dtype="str")
-    df = pd.DataFrame({
-        "text": pd.Series(text),
-        "label": pd.Series(label, dtype=object),
-        "split": pd.Series(split, dtype=object),
-        "source": pd.Series(source, dtype=object),
-        "line": pd.array(line, dtype="Int64"),
-        "reason": pd.Series(reason, dtype=object),
-    })
+    text = pd.array(
+        text if isinstance(text, pa.Array | pa.ChunkedArray) else pa.array(text, type=pa.string(), from_pandas=True),
+        dtype="str",
+    )
+    df = pd.DataFrame(
+        {
+            "text": pd.Series(text),
+            "label": pd.Series(label, dtype=object),
+            "split": pd.Series(split, dtype=object),
+            "source": pd.Series(source, dtype=object),
+            "line": pd.array(line, dtype="Int64"),
+            "reason": pd.Series(reason, dtype=object),
+        }
+    )
     return df[RECORD_COLUMNS]

@@ -34,8 +34,9 @@ def bootstrap_macro_f1(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, k: i
     return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
 
 
-def paired_macro_f1_deltas(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, k: int, n_boot: int,
-                           seed: int) -> tuple[float, np.ndarray]:
+def paired_macro_f1_deltas(
+    y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, k: int, n_boot: int, seed: int
+) -> tuple[float, np.ndarray]:
     """macro-F1(a) - macro-F1(b) on these documents, and `n_boot` paired bootstrap replicates of it.
 
     A document matters to either F1 only through its (truth, a, b) triple, so a replicate is
@@ -43,7 +44,7 @@ def paired_macro_f1_deltas(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray
     distribution of resampling n documents — at a cost independent of n."""
     n = len(y)
     cell = (y * k + pred_a) * k + pred_b
-    counts = np.bincount(cell, minlength=k ** 3)
+    counts = np.bincount(cell, minlength=k**3)
     present = np.flatnonzero(counts)
     counts = counts[present]
     ty, ta, tb = present // (k * k), (present // k) % k, present % k  # each cell's triple

@@ -50,6 +50,7 @@ _KEEP_EN = frozenset({"no", "not", "nor", "never", "none", "nothing", "cannot", 
 # ---------------------------------------------------------------------------------------------
 # decoding (per file or per line: bytes in, text or a quarantine reason out)
 
+
 def looks_binary(data: bytes) -> bool:
     """NUL bytes in the first 8 KiB: a binary file, not text in any encoding we accept."""
     return b"\x00" in data[:8192]
@@ -76,6 +77,7 @@ def decode(data: bytes, encoding: str = "auto") -> str | None:
 # ---------------------------------------------------------------------------------------------
 # normalisation (ingest and predict): the text whose hash is the doc_id
 
+
 def normalize(texts: pa.Array | Iterable[str]) -> pa.Array:
     """NFKC, BOMs and control characters removed, whitespace runs collapsed, ends stripped."""
     arr = pc.utf8_normalize(_as_string_array(texts), form="NFKC")
@@ -88,6 +90,7 @@ def normalize(texts: pa.Array | Iterable[str]) -> pa.Array:
 
 # ---------------------------------------------------------------------------------------------
 # cleaning and tokenisation (clean stage and predict)
+
 
 def strip_html(arr: pa.Array) -> pa.Array:
     """Remove tags, comments and <script>/<style> elements with their content; unescape entities."""
@@ -140,7 +143,9 @@ def tokenize(arr: pa.Array, tokenizer: str, punctuation: bool = False, digits: b
         start = bounds[-1]
         stop = int(np.searchsorted(offsets, offsets[start] + _CHUNK_BYTES, side="right")) - 1
         bounds.append(min(len(arr), max(stop, start + 1)))
-    parts = [_tokenize_codepoints(arr.slice(a, b - a), tokenizer, drop) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    parts = [
+        _tokenize_codepoints(arr.slice(a, b - a), tokenizer, drop) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
     if not parts:
         return pa.array([], type=pa.list_(pa.string()))
     return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
@@ -154,8 +159,10 @@ _CHUNK_BYTES = 16 << 20
 
 
 def _classify(codepoints: np.ndarray) -> np.ndarray:
-    chars = pa.array(list(codepoints.astype("<u4").tobytes().decode("utf-32-le", errors="replace")),
-                     type=pa.string())
+    chars = pa.array(
+        list(codepoints.astype("<u4").tobytes().decode("utf-32-le", errors="replace")),
+        type=pa.string(),
+    )
     flags = np.zeros(len(chars), dtype=np.uint8)
     for flag, pattern in ((_PUNCT_CLS, _PUNCT), (_DIGIT_CLS, _DIGITS), (_CJK_CLS, _CJK)):
         flags |= flag * pc.match_substring_regex(chars, pattern).to_numpy(zero_copy_only=False).astype(np.uint8)
@@ -181,7 +188,7 @@ def _char_classes(cp: np.ndarray) -> np.ndarray:
 
 def _offsets(arr: pa.Array) -> np.ndarray:
     """Value offsets of a string or list array (respecting slicing), as int64."""
-    return np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+    return np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
 
 
 def _tokenize_codepoints(arr: pa.StringArray, tokenizer: str, drop: int) -> pa.ListArray:
@@ -189,7 +196,7 @@ def _tokenize_codepoints(arr: pa.StringArray, tokenizer: str, drop: int) -> pa.L
     build the Arrow list<string> straight from buffers: no Python objects per row or token."""
     n = len(arr)
     off = _offsets(arr)
-    raw = memoryview(arr.buffers()[2])[off[0]:off[-1]] if n else b""
+    raw = memoryview(arr.buffers()[2])[off[0] : off[-1]] if n else b""
     cp = np.frombuffer(codecs.decode(raw, "utf-8").encode("utf-32-le"), dtype=np.uint32)
     doc_off = np.zeros(n + 1, dtype=np.int64)  # documents' boundaries in code points
     np.cumsum(pc.utf8_length(arr).to_numpy(zero_copy_only=False), out=doc_off[1:])
@@ -293,8 +300,9 @@ def load_stopwords(params: CleanParams, extra: Iterable[str] | None = None) -> f
     return frozenset(words)
 
 
-def clean_batch(texts: pa.Array | Iterable[str], params: CleanParams,
-                stopwords: frozenset[str] | None = None) -> pa.ListArray:
+def clean_batch(
+    texts: pa.Array | Iterable[str], params: CleanParams, stopwords: frozenset[str] | None = None
+) -> pa.ListArray:
     """Normalised texts → token lists (Arrow list<string>), following the clean.* settings."""
     arr = _as_string_array(texts)
     if params.html:
@@ -331,8 +339,9 @@ DOC_HASH_KEY = "textclf-doc-id-1"  # 16 bytes; changing it changes every doc_id
 def hash64(texts: pa.Array | Iterable[str], key: str = DOC_HASH_KEY) -> np.ndarray:
     """SipHash-2-4 (pandas' vectorised implementation) of each string, as uint64."""
     arr = _as_string_array(texts)
-    return pd.util.hash_array(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object),
-                              hash_key=key, categorize=False)
+    return pd.util.hash_array(
+        np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object), hash_key=key, categorize=False
+    )
 
 
 def to_hex(h: np.ndarray) -> np.ndarray:

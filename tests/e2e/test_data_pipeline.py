@@ -17,7 +17,13 @@ STAGES = ("ingest", "clean", "split", "vocab")
 def test_dvc_repro_vocab_builds_the_data_half_then_skips_everything(tmp_path):
     docs = make_docs(400, seed=1)
     # a few records every stage has to account for: a duplicate, a blank line, a label conflict
-    docs += [docs[0], ("pos", ""), ("pos", "冲突的评论"), ("neg", "冲突的评论"), ("neg", "<p></p><br/>")]
+    docs += [
+        docs[0],
+        ("pos", ""),
+        ("pos", "冲突的评论"),
+        ("neg", "冲突的评论"),
+        ("neg", "<p></p><br/>"),
+    ]
     repo = make_repo(tmp_path / "repo", docs=docs)
 
     first = run(["dvc", "repro", "vocab"], repo)
@@ -37,11 +43,14 @@ def test_dvc_repro_vocab_builds_the_data_half_then_skips_everything(tmp_path):
 
     split = json.loads((repo / "reports/data/split.json").read_text(encoding="utf-8"))
     assert split["documents"] == clean["kept"] and split["leaked_groups"] == 0
-    groups = {s: set(pq.read_table(repo / f"data/processed/{s}.parquet", columns=["group_id"])["group_id"]
-                     .to_pylist()) for s in ("train", "valid", "test")}
+    groups = {
+        s: set(pq.read_table(repo / f"data/processed/{s}.parquet", columns=["group_id"])["group_id"].to_pylist())
+        for s in ("train", "valid", "test")
+    }
     assert sum(split["splits"][s]["documents"] for s in groups) == split["documents"]
-    assert not (groups["train"] & groups["valid"] or groups["train"] & groups["test"]
-                or groups["valid"] & groups["test"])
+    assert not (
+        groups["train"] & groups["valid"] or groups["train"] & groups["test"] or groups["valid"] & groups["test"]
+    )
 
     vocab = load_vocab(repo / "data/processed/vocab.json")
     assert vocab["tokens"][:2] == ["<pad>", "<unk>"] and len(vocab["tokens"]) > 10

@@ -47,8 +47,16 @@ def _train_outputs(repo):
 
 
 def test_training_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
-    params = {"train": {"model": "bag", "epochs": 5, "batch_size": 4, "patience": 10, "dropout": 0.3,
-                        "autotune": {"budget_s": 0}}}
+    params = {
+        "train": {
+            "model": "bag",
+            "epochs": 5,
+            "batch_size": 4,
+            "patience": 10,
+            "dropout": 0.3,
+            "autotune": {"budget_s": 0},
+        }
+    }
     ref = make_repo(tmp_path / "ref", params=params)
     run(["dvc", "repro", "train"], ref)
     ref_metrics, ref_weights = _train_outputs(ref)
@@ -56,8 +64,14 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     repo = make_repo(tmp_path / "repo", params=params)
     run(["dvc", "repro", "vocab"], repo)
     state = repo / "models/checkpoint/state.json"
-    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train"],
+        cwd=repo,
+        env=env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if state.exists() and json.loads(state.read_text())["state"]["epoch"] >= 2:
@@ -81,8 +95,15 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
 def test_autotune_killed_mid_search_resumes_to_the_same_choice(tmp_path):
     """SIGKILL `dvc repro train` after some trials: the rerun resumes after the finished trials
     and ends with the choice, weights and metrics of an uninterrupted search."""
-    params = {"train": {"model": "bag", "epochs": 4, "batch_size": 4, "patience": 10,
-                        "autotune": {"budget_s": 600, "trials": 6, "families": ["bag"], "seed": 3}}}
+    params = {
+        "train": {
+            "model": "bag",
+            "epochs": 4,
+            "batch_size": 4,
+            "patience": 10,
+            "autotune": {"budget_s": 600, "trials": 6, "families": ["bag"], "seed": 3},
+        }
+    }
     ref = make_repo(tmp_path / "ref", params=params)
     run(["dvc", "repro", "train"], ref)
     ref_metrics, ref_weights = _train_outputs(ref)
@@ -91,8 +112,14 @@ def test_autotune_killed_mid_search_resumes_to_the_same_choice(tmp_path):
     repo = make_repo(tmp_path / "repo", params=params)
     run(["dvc", "repro", "vocab"], repo)
     log = repo / "models/checkpoint/autotune.json"
-    proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo, env=env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train"],
+        cwd=repo,
+        env=env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         try:

@@ -31,8 +31,12 @@ def test_push_clone_pull_then_nothing_reruns(tmp_path):
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     assert not (clone / "models/classifier").exists()  # cached outputs are not in git
     run(["dvc", "pull"], clone)
-    for path in ("data/processed/train.parquet", "data/processed/vocab.json", "models/classifier/manifest.json",
-                 "reports/predictions.parquet"):
+    for path in (
+        "data/processed/train.parquet",
+        "data/processed/vocab.json",
+        "models/classifier/manifest.json",
+        "reports/predictions.parquet",
+    ):
         assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
 
     again = run(["dvc", "repro"], clone).stdout

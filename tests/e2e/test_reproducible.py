@@ -20,8 +20,12 @@ def test_two_fresh_copies_build_the_same_dvc_lock(tmp_path):
     for repo in (a, b):
         run(["dvc", "repro"], repo, timeout=900)
     assert (a / "dvc.lock").read_text() == (b / "dvc.lock").read_text()
-    for name in ("reports/metrics.json", "reports/export.json", "reports/train/autotune.json",
-                 "reports/data/split.json"):
+    for name in (
+        "reports/metrics.json",
+        "reports/export.json",
+        "reports/train/autotune.json",
+        "reports/data/split.json",
+    ):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     run_a = json.loads((a / "reports/train/run.json").read_text())
     assert run_a["created"] and "torch" in run_a["versions"]  # recorded, outside anything hashed

@@ -14,14 +14,26 @@ def test_flow_tasks_and_dask_engine_share_one_cluster(fresh_repo):
     commit_all(fresh_repo, "clean on dask")
     # threads in this process (the Prefect test API is reachable from them), a TCP scheduler the
     # stage subprocesses can connect to
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://",
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        protocol="tcp://",
+        dashboard_address=None,
+    ) as cluster:
         flow_fn = with_dask_runner(pipeline, cluster.scheduler_address)
-        state = flow_fn(target="clean", repo=str(fresh_repo), dask_address=cluster.scheduler_address,
-                        return_state=True)
+        state = flow_fn(
+            target="clean",
+            repo=str(fresh_repo),
+            dask_address=cluster.scheduler_address,
+            return_state=True,
+        )
         assert state.is_completed()
         result = state.result()
-        assert {s["stage"]: s["status"] for s in result["stages"]} == {"ingest": "ran", "clean": "ran"}
+        assert {s["stage"]: s["status"] for s in result["stages"]} == {
+            "ingest": "ran",
+            "clean": "ran",
+        }
         with distributed.Client(cluster) as client:
             ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert any(p.startswith("clean_part") for p in ran), ran  # the clean stage's batches

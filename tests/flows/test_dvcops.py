@@ -24,8 +24,10 @@ def test_stage_order_is_read_from_dvc_yaml_at_run_time(built_repo):
 
     # a stage added to dvc.yaml is picked up with no change to Python, after what it depends on
     spec = yaml.safe_load((built_repo / "dvc.yaml").read_text())
-    spec["stages"] = {"vocab_size": {"cmd": "python -c pass", "deps": ["data/processed/vocab.json"]},
-                      **spec["stages"]}
+    spec["stages"] = {
+        "vocab_size": {"cmd": "python -c pass", "deps": ["data/processed/vocab.json"]},
+        **spec["stages"],
+    }
     (built_repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     order = dvcops.stage_order(built_repo, "vocab_size")
     assert order == [*DATA_HALF, "vocab_size"]
@@ -82,8 +84,11 @@ def test_params_overrides_are_applied_then_restored(built_repo):
     assert params.read_text().startswith("# a comment")
     params.write_bytes(before)
 
-    for bad, match in [("vocab.min_freq", "section.key=value"), ("vocab.nope=1", "vocab.nope"),
-                       ("vocab.min_freq=[", "vocab.min_freq")]:
+    for bad, match in [
+        ("vocab.min_freq", "section.key=value"),
+        ("vocab.nope=1", "vocab.nope"),
+        ("vocab.min_freq=[", "vocab.min_freq"),
+    ]:
         with pytest.raises(dvcops.InvalidParams, match=match):
             with dvcops.params_overrides(built_repo, [bad]):
                 pass

@@ -21,7 +21,7 @@ from flows.incoming import gate, incoming
 from tests.fixtures import run
 from tests.flows.conftest import commit_all
 
-SCORE = '''\
+SCORE = """\
 import json
 from pathlib import Path
 
@@ -33,12 +33,12 @@ Path("reports").mkdir(exist_ok=True)
 Path("reports/score.json").write_text(json.dumps({
     "test": {"accuracy": share, "macro_f1": share},
     "baseline": {"accuracy": 0.5, "macro_f1": 0.5}}))
-'''
+"""
 GATE = {"metrics_file": "reports/score.json", "target": "score", "min_age_s": 0, "retry_delay_s": 0}
 
 # A stand-in model whose test predictions the new data can spoil while its metrics file stays
 # the same: only the same-documents gate can see the difference. Test documents: doc_id mod 4.
-PREDICT = '''\
+PREDICT = """\
 import json
 from pathlib import Path
 
@@ -52,7 +52,7 @@ Path("reports/standin").mkdir(parents=True, exist_ok=True)
 pd.DataFrame({"doc_id": test["doc_id"], "label": test["label"], "predicted": predicted}).to_parquet(
     "reports/standin/predictions.parquet")
 Path("reports/score.json").write_text(json.dumps({"test": {"accuracy": 0.9, "macro_f1": 0.9}}))
-'''
+"""
 
 
 def with_stage(built_template: Path, parent: Path, name: str, script: str, outs: list[str] | None = None) -> Path:
@@ -62,9 +62,12 @@ def with_stage(built_template: Path, parent: Path, name: str, script: str, outs:
     shutil.copytree(built_template, repo, symlinks=True)
     (repo / f"{name}.py").write_text(script)
     spec = yaml.safe_load((repo / "dvc.yaml").read_text())
-    spec["stages"][name] = {"cmd": f"python {name}.py", "deps": [f"{name}.py", "data/interim/documents.parquet"],
-                            **({"outs": outs} if outs else {}),
-                            "metrics": [{"reports/score.json": {"cache": False}}]}
+    spec["stages"][name] = {
+        "cmd": f"python {name}.py",
+        "deps": [f"{name}.py", "data/interim/documents.parquet"],
+        **({"outs": outs} if outs else {}),
+        "metrics": [{"reports/score.json": {"cache": False}}],
+    }
     (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     run(["dvc", "repro", name], repo, timeout=300)
     commit_all(repo, f"{name} stage")
@@ -78,8 +81,13 @@ def scored_template(built_template, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predicting_template(built_template, tmp_path_factory) -> Path:
-    return with_stage(built_template, tmp_path_factory.mktemp("predicting"), "predict", PREDICT,
-                      outs=["reports/standin/predictions.parquet"])
+    return with_stage(
+        built_template,
+        tmp_path_factory.mktemp("predicting"),
+        "predict",
+        PREDICT,
+        outs=["reports/standin/predictions.parquet"],
+    )
 
 
 @pytest.fixture()
@@ -111,9 +119,12 @@ def tracked_changes(repo: Path) -> str:
 
 def incoming_artifact(state) -> str:
     with get_client(sync_client=True) as client:
-        (art,) = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key={"any_": ["textclf-incoming"]},
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        (art,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key={"any_": ["textclf-incoming"]},
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            )
+        )
     return art.data
 
 
@@ -153,8 +164,16 @@ def test_accepted_file_is_promoted_and_a_rejected_one_quarantined(repo, tmp_path
 
 
 def test_a_worse_metric_is_not_promoted_and_the_workspace_is_restored(repo):
-    before = {p: (repo / p).read_bytes() for p in
-              ("dvc.lock", "params.yaml", "data/raw/neg.txt", "reports/score.json", "data/interim/documents.parquet")}
+    before = {
+        p: (repo / p).read_bytes()
+        for p in (
+            "dvc.lock",
+            "params.yaml",
+            "data/raw/neg.txt",
+            "reports/score.json",
+            "data/interim/documents.parquet",
+        )
+    }
     sha = head(repo)
     drop(repo, "neg.txt", lines("刚收到的评论", "很差失望退货", 200))
 
@@ -183,13 +202,16 @@ def test_no_new_files_is_a_quick_no_op(repo):
     assert head(repo) == sha and tracked_changes(repo) == ""
 
 
-@pytest.mark.parametrize(("committed", "new", "promote"), [
-    (0.80, 0.795, True),   # within tolerance
-    (0.80, 0.78, False),   # worse by more than tolerance
-    (None, 0.70, True),    # nothing committed yet
-    (0.80, None, False),   # the run lost its metrics
-    (None, None, True),    # no evaluate stage yet: data contracts alone
-])
+@pytest.mark.parametrize(
+    ("committed", "new", "promote"),
+    [
+        (0.80, 0.795, True),  # within tolerance
+        (0.80, 0.78, False),  # worse by more than tolerance
+        (None, 0.70, True),  # nothing committed yet
+        (0.80, None, False),  # the run lost its metrics
+        (None, None, True),  # no evaluate stage yet: data contracts alone
+    ],
+)
 def test_gate(committed, new, promote):
     def metrics(v):
         return None if v is None else {"test": {"macro_f1": v}}
@@ -202,7 +224,11 @@ def test_the_gate_compares_both_models_on_the_committed_test_documents(predictin
     model gets them all wrong. The gate follows the documents."""
     repo = tmp_path / "repo"
     shutil.copytree(predicting_template, repo, symlinks=True)
-    gate_args = {**GATE, "target": "predict", "predictions_file": "reports/standin/predictions.parquet"}
+    gate_args = {
+        **GATE,
+        "target": "predict",
+        "predictions_file": "reports/standin/predictions.parquet",
+    }
     drop(repo, "pos.txt", lines("新到的评论", "很好喜欢", 40))
     out = incoming(repo=str(repo), tolerance=0.01, **gate_args)
     assert out["promoted"], out["decision"]
@@ -231,8 +257,11 @@ def test_gate_same_documents_scores_only_the_documents_both_runs_predicted():
 
     committed = _preds(["a", "b", "c", "d"], ["pos", "neg", "pos", "neg"], ["pos", "neg", "pos", "neg"])
     # the new run: "d" gone (e.g. a label conflict), "e"/"f" new and right, "a"/"b" now wrong
-    current = _preds(["a", "b", "c", "e", "f"], ["pos", "neg", "pos", "pos", "neg"],
-                     ["neg", "pos", "pos", "pos", "neg"])
+    current = _preds(
+        ["a", "b", "c", "e", "f"],
+        ["pos", "neg", "pos", "pos", "neg"],
+        ["neg", "pos", "pos", "pos", "neg"],
+    )
     d = gate_same_documents(committed, current, "test.accuracy", 0.01, min_documents=3)
     assert (d.promote, d.committed, d.new, d.documents) == (False, 1.0, pytest.approx(1 / 3), 3)
     f1 = gate_same_documents(committed, current, "test.macro_f1", 0.01, min_documents=3)
@@ -359,16 +388,31 @@ def test_a_fixed_reference_stops_promotions_drifting_down_a_tolerance_at_a_time(
     truth = ["pos", "neg"] * 50
 
     def preds(wrong: int):
-        return _preds(ids, truth, [("neg" if t == "pos" else "pos") if i < wrong else t for i, t in enumerate(truth)])
+        return _preds(
+            ids,
+            truth,
+            [("neg" if t == "pos" else "pos") if i < wrong else t for i, t in enumerate(truth)],
+        )
 
     history = {"c1": preds(0), "c2": preds(1), "HEAD": preds(2)}
-    monkeypatch.setattr(gate_mod, "reference_commits",
-                        lambda root, ref, pf: ["HEAD"] if ref == "head" else (["c1"] if ref == "first" else ["c1", "c2"]))
+    monkeypatch.setattr(
+        gate_mod,
+        "reference_commits",
+        lambda root, ref, pf: ["HEAD"] if ref == "head" else (["c1"] if ref == "first" else ["c1", "c2"]),
+    )
     monkeypatch.setattr(gate_mod.report, "committed_predictions", lambda root, pf, rev="HEAD": history[rev])
     monkeypatch.setattr(gate_mod.report, "committed_metrics", lambda root, mf, rev="HEAD": None)
     new = preds(3)
-    args = dict(current_preds=new, current_metrics=None, metric="test.accuracy", tolerance=0.015,
-                predictions_file="p", metrics_file="m", head_preds=history["HEAD"], head_metrics=None)
+    args = dict(
+        current_preds=new,
+        current_metrics=None,
+        metric="test.accuracy",
+        tolerance=0.015,
+        predictions_file="p",
+        metrics_file="m",
+        head_preds=history["HEAD"],
+        head_metrics=None,
+    )
     assert decide_against(Path("."), "head", **args).promote
     first = decide_against(Path("."), "first", **args)
     assert not first.promote and first.reference == "c1" and "first reference" in first.reason

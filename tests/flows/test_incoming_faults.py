@@ -193,10 +193,19 @@ def test_a_predefined_split_that_would_move_an_existing_group_is_refused(repo):
     test_doc = read_parquet(repo / "data/processed/test.parquet").iloc[0]
     import pandas as pd
 
-    docs = pd.DataFrame({"doc_id": ["new1"], "label": [test_doc["label"]], "split": ["train"],
-                         "text": [test_doc["text"]]})
+    docs = pd.DataFrame(
+        {
+            "doc_id": ["new1"],
+            "label": [test_doc["label"]],
+            "split": ["train"],
+            "text": [test_doc["text"]],
+        }
+    )
     problems = batch_problems(repo, [("train_me.txt", docs)])
-    assert "would move 1 existing duplicate group" in problems["train_me.txt"] and "test → train" in problems["train_me.txt"]
+    assert (
+        "would move 1 existing duplicate group" in problems["train_me.txt"]
+        and "test → train" in problems["train_me.txt"]
+    )
 
 
 def test_a_failed_commit_is_rolled_back_and_the_next_run_promotes(repo, monkeypatch):
@@ -227,8 +236,22 @@ def test_a_run_killed_at_any_step_converges_on_the_next(repo, step, prefect_api)
     lines are in the committed raw data exactly once, nothing is left staged or half-placed."""
     raw_before = (repo / "data/raw/pos.txt").read_bytes()
     drop(repo, "pos.txt", lines("新到的评论", "很好满意推荐", 40))
-    cmd = [sys.executable, "-m", "flows.incoming", "--repo", str(repo), "--target", "score",
-           "--metrics-file", "reports/score.json", "--min-age-s", "0", "--retry-delay-s", "0", "--no-push"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.incoming",
+        "--repo",
+        str(repo),
+        "--target",
+        "score",
+        "--metrics-file",
+        "reports/score.json",
+        "--min-age-s",
+        "0",
+        "--retry-delay-s",
+        "0",
+        "--no-push",
+    ]
     e = {**env(), "PREFECT_API_URL": prefect_api, "TEXTCLF_FAULT_INJECT": step}
     e["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     killed = subprocess.run(cmd, cwd=repo, env=e, capture_output=True, text=True, timeout=600)

@@ -31,8 +31,9 @@ DATA_HALF = ["ingest", "clean", "split", "vocab"]
 def task_runs(state) -> dict[str, list]:
     """Task runs of the flow run behind `state`, by task run name."""
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     out: dict[str, list] = {}
     for r in runs:
         out.setdefault(r.name, []).append(r)
@@ -41,8 +42,9 @@ def task_runs(state) -> dict[str, list]:
 
 def artifacts(state) -> dict[str, object]:
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
     # table artifacts come back as JSON text
     return {a.key: json.loads(a.data) if a.type == "table" else a.data for a in found}
 
@@ -80,11 +82,14 @@ def test_a_broken_data_contract_fails_at_once_without_retries(built_repo):
     # A stricter Documents contract in this copy of the project: the real ingest stage, under
     # real pandera, now produces output that breaks it ("neg" is not an allowed label).
     schemas = built_repo / "stages" / "schemas.py"
-    schemas.write_text(schemas.read_text() + (
-        "\n\nclass Documents(Documents):  # test: only 'pos' allowed\n"
-        "    label: Series[str] = pa.Field(isin=['pos'])\n"))
-    state = pipeline(target="vocab", repo=str(built_repo), retries=3, retry_delay_s=0,
-                     return_state=True)
+    schemas.write_text(
+        schemas.read_text()
+        + (
+            "\n\nclass Documents(Documents):  # test: only 'pos' allowed\n"
+            "    label: Series[str] = pa.Field(isin=['pos'])\n"
+        )
+    )
+    state = pipeline(target="vocab", repo=str(built_repo), retries=3, retry_delay_s=0, return_state=True)
     assert state.is_failed()
     with pytest.raises(dvcops.ContractViolation, match=r"(?s)ingest: output violates.*column label: check isin") as err:
         state.result()
@@ -97,7 +102,11 @@ def test_a_broken_data_contract_fails_at_once_without_retries(built_repo):
     assert report["failure_cases"]
     stages = artifacts(state)["textclf-stages"]
     assert [(r["stage"], r["status"]) for r in stages] == [
-        ("ingest", "failed"), ("clean", "not run"), ("split", "not run"), ("vocab", "not run")]
+        ("ingest", "failed"),
+        ("clean", "not run"),
+        ("split", "not run"),
+        ("vocab", "not run"),
+    ]
 
 
 def test_a_transient_fault_is_retried_and_the_run_succeeds(built_repo, monkeypatch):
@@ -119,8 +128,14 @@ def test_a_transient_fault_is_retried_and_the_run_succeeds(built_repo, monkeypat
             held.close()
 
     monkeypatch.setattr(dvcops, "repro_stage", flaky)
-    state = pipeline(target="ingest", force=True, repo=str(built_repo), retries=2, retry_delay_s=0,
-                     return_state=True)
+    state = pipeline(
+        target="ingest",
+        force=True,
+        repo=str(built_repo),
+        retries=2,
+        retry_delay_s=0,
+        return_state=True,
+    )
     assert state.is_completed()
     assert attempts == ["ingest", "ingest"]
     (ingest,) = task_runs(state)["ingest"]
@@ -132,7 +147,12 @@ def test_params_overrides_reach_the_stage_and_params_yaml_is_kept(built_repo):
     params = built_repo / "params.yaml"
     before = params.read_bytes()
     result = pipeline(target="vocab", params=["vocab.min_freq=50"], repo=str(built_repo))
-    assert statuses(result) == {"ingest": "skipped", "clean": "skipped", "split": "skipped", "vocab": "ran"}
+    assert statuses(result) == {
+        "ingest": "skipped",
+        "clean": "skipped",
+        "split": "skipped",
+        "vocab": "ran",
+    }
     vocab = json.loads((built_repo / "data/processed/vocab.json").read_text())
     assert vocab["min_freq"] == 50 and all(c >= 50 for c in vocab["counts"][2:])
     lock = yaml.safe_load((built_repo / "dvc.lock").read_text())
@@ -146,8 +166,13 @@ def test_params_overrides_reach_the_stage_and_params_yaml_is_kept(built_repo):
 
 def test_invalid_params_fail_before_any_stage_runs(built_repo):
     before = (built_repo / "params.yaml").read_bytes()
-    state = pipeline(target="vocab", params=["vocab.min_freq=0"], repo=str(built_repo), retries=3,
-                     return_state=True)
+    state = pipeline(
+        target="vocab",
+        params=["vocab.min_freq=0"],
+        repo=str(built_repo),
+        retries=3,
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(dvcops.InvalidParams, match=r"params\.yaml: vocab\.min_freq: .*greater than or equal to 1"):
         state.result()
@@ -159,28 +184,56 @@ def test_metrics_report_compares_with_the_last_commit(built_repo):
     metrics = built_repo / "reports" / "metrics.json"
 
     def write(acc, f1, per_class, **extra):
-        metrics.write_text(json.dumps({
-            "test": {"accuracy": acc, "macro_f1": f1, "per_class": per_class},
-            "baseline": {"accuracy": 0.80, "macro_f1": 0.79}, **extra}))
+        metrics.write_text(
+            json.dumps(
+                {
+                    "test": {"accuracy": acc, "macro_f1": f1, "per_class": per_class},
+                    "baseline": {"accuracy": 0.80, "macro_f1": 0.79},
+                    **extra,
+                }
+            )
+        )
 
     write(0.85, 0.84, {"neg": {"precision": 0.8, "recall": 0.9, "f1": 0.85, "support": 30}})
     commit_all(built_repo, "metrics")
-    write(0.90, 0.88, {"pos": {"precision": 0.9, "recall": 0.86, "f1": 0.88, "support": 27},
-                       "neg": {"precision": 0.87, "recall": 0.91, "f1": 0.89, "support": 30}},
-          comparison={"delta_macro_f1": 0.09, "ci95_low": -0.01, "ci95_high": 0.2, "bootstrap": 1000,
-                      "model_only_correct": 7, "baseline_only_correct": 3, "mcnemar_p": 0.34,
-                      "references": {"best": "baseline_raw", "best_macro_f1": 0.8830, "margin": -0.0030,
-                                     "tolerance": 0.005, "non_inferior": True}},
-          baseline_raw={"accuracy": 0.89, "macro_f1": 0.8830})
+    write(
+        0.90,
+        0.88,
+        {
+            "pos": {"precision": 0.9, "recall": 0.86, "f1": 0.88, "support": 27},
+            "neg": {"precision": 0.87, "recall": 0.91, "f1": 0.89, "support": 30},
+        },
+        comparison={
+            "delta_macro_f1": 0.09,
+            "ci95_low": -0.01,
+            "ci95_high": 0.2,
+            "bootstrap": 1000,
+            "model_only_correct": 7,
+            "baseline_only_correct": 3,
+            "mcnemar_p": 0.34,
+            "references": {
+                "best": "baseline_raw",
+                "best_macro_f1": 0.8830,
+                "margin": -0.0030,
+                "tolerance": 0.005,
+                "non_inferior": True,
+            },
+        },
+        baseline_raw={"accuracy": 0.89, "macro_f1": 0.8830},
+    )
     state = pipeline(target="ingest", repo=str(built_repo), return_state=True)
     arts = artifacts(state)
     md = arts["textclf-metrics"]
     assert "| macro_f1 | 0.8800 | 0.7900 | +0.0900 | 0.8400 | +0.0400 |" in md
     assert "| accuracy | 0.9000 | 0.8000 | +0.1000 | 0.8500 | +0.0500 |" in md
-    assert ("Model − baseline macro-F1: +0.0900, 95% paired bootstrap interval [-0.0100, +0.2000]: within the "
-            "test split's noise. McNemar p = 0.34 (7 documents only the model gets right, 3 only the baseline).") in md
-    assert ("Best reference: `baseline_raw` (macro-F1 0.8830; TF-IDF + LR on the raw text 0.8830). "
-            "Model margin -0.0030: **non-inferior**.") in md
+    assert (
+        "Model − baseline macro-F1: +0.0900, 95% paired bootstrap interval [-0.0100, +0.2000]: within the "
+        "test split's noise. McNemar p = 0.34 (7 documents only the model gets right, 3 only the baseline)."
+    ) in md
+    assert (
+        "Best reference: `baseline_raw` (macro-F1 0.8830; TF-IDF + LR on the raw text 0.8830). "
+        "Model margin -0.0030: **non-inferior**."
+    ) in md
     assert [r["label"] for r in arts["textclf-per-class"]] == ["neg", "pos"]
     assert arts["textclf-per-class"][1]["f1"] == 0.88
 
@@ -189,7 +242,10 @@ def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_
     with another_run_holds_the_lock(built_repo, "flow run other-run") as release:
         state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=0.5, return_state=True)
         assert state.is_failed()
-        with pytest.raises(dvcops.RepoBusy, match=r"(?s)is busy: .*other-run.*gave up after 0\.5 s.*Nothing was changed"):
+        with pytest.raises(
+            dvcops.RepoBusy,
+            match=r"(?s)is busy: .*other-run.*gave up after 0\.5 s.*Nothing was changed",
+        ):
             state.result()
         assert task_runs(state) == {}  # it touched nothing
         threading.Timer(1.0, release.set).start()
@@ -200,10 +256,20 @@ def test_two_concurrent_runs_on_one_repo_both_end_and_dvc_lock_stays_valid(fresh
     """Two real processes (as two scheduled runs would be) on one repo: one runs the stages, the
     other waits for the lock and then finds nothing to do."""
     e = {**env(), "PREFECT_API_URL": prefect_api}
-    cmd = [sys.executable, "-m", "flows.pipeline", "--repo", str(fresh_repo), "--target", "vocab",
-           "--retry-delay", "1", "--lock-timeout", "240"]
-    procs = [subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.pipeline",
+        "--repo",
+        str(fresh_repo),
+        "--target",
+        "vocab",
+        "--retry-delay",
+        "1",
+        "--lock-timeout",
+        "240",
+    ]
+    procs = [subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = []
     for p in procs:
         try:

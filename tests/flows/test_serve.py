@@ -27,14 +27,17 @@ def test_schedules_and_concurrency_limits_come_from_prefect_yaml(tmp_path):
     pipeline, incoming = build_deployments(build_parser().parse_args(["--repo", str(tmp_path)]))
     config = {d["entrypoint"]: d for d in yaml.safe_load(CONFIG.read_text())["deployments"]}
     assert pipeline.schedules[0].schedule.cron == config["flows/pipeline.py:pipeline"]["schedules"][0]["cron"]
-    assert incoming.schedules[0].schedule.interval.total_seconds() == \
-        config["flows/incoming.py:incoming"]["schedules"][0]["interval"]
+    assert (
+        incoming.schedules[0].schedule.interval.total_seconds()
+        == config["flows/incoming.py:incoming"]["schedules"][0]["interval"]
+    )
     for dep in (pipeline, incoming):
         assert dep.concurrency_limit == 1 and dep.concurrency_options.collision_strategy.value == "ENQUEUE"
         assert dep.parameters["repo"] == str(tmp_path.resolve())
 
-    (only,) = build_deployments(build_parser().parse_args(
-        ["--cron", "*/5 * * * *", "--no-incoming", "--target", "vocab"]))
+    (only,) = build_deployments(
+        build_parser().parse_args(["--cron", "*/5 * * * *", "--no-incoming", "--target", "vocab"])
+    )
     assert only.schedules[0].schedule.cron == "*/5 * * * *" and only.parameters["target"] == "vocab"
     (only,) = build_deployments(build_parser().parse_args(["--interval", "90", "--no-incoming"]))
     assert only.schedules[0].schedule.interval.total_seconds() == 90
@@ -47,8 +50,14 @@ def test_prefect_deploy_registers_both_deployments_from_prefect_yaml(fresh_repo,
     with get_client(sync_client=True) as client:
         client.create_work_pool(WorkPoolCreate(name="textclf", type="process"))
     e = {**env(), "PREFECT_API_URL": prefect_api}
-    proc = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=fresh_repo,
-                          env=e, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=fresh_repo,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with get_client(sync_client=True) as client:
         deps = {d.name: d for d in client.read_deployments()}
@@ -62,6 +71,7 @@ def test_prefect_deploy_registers_both_deployments_from_prefect_yaml(fresh_repo,
 
 # ---------------------------------------------------------------------------------------------
 # a real server
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -84,7 +94,10 @@ def group_alive(pgid: int) -> bool:
 
 def stop(proc: subprocess.Popen, sig: int, timeout: float = 30) -> bool:
     """Signal the process group; True if it and everything it started ended in time."""
-    family = [proc, *(psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else [])]
+    family = [
+        proc,
+        *(psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []),
+    ]
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
@@ -117,14 +130,17 @@ def wait_for(check, timeout: float, what: str, procs: list[subprocess.Popen], lo
     while time.monotonic() < deadline:
         for p, log in zip(procs, logs, strict=True):
             if p.poll() is not None:
-                raise AssertionError(f"{log.name} exited ({p.returncode}) while waiting for {what}:\n"
-                                     + log.read_text(errors="replace")[-4000:])
+                raise AssertionError(
+                    f"{log.name} exited ({p.returncode}) while waiting for {what}:\n"
+                    + log.read_text(errors="replace")[-4000:]
+                )
         value = check()
         if value:
             return value
         time.sleep(0.5)
-    raise AssertionError(f"no {what} within {timeout:g} s:\n"
-                         + "\n".join(log.read_text(errors="replace")[-3000:] for log in logs))
+    raise AssertionError(
+        f"no {what} within {timeout:g} s:\n" + "\n".join(log.read_text(errors="replace")[-3000:] for log in logs)
+    )
 
 
 def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_path):
@@ -136,10 +152,24 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
     base = {k: v for k, v in env().items() if not k.startswith("PREFECT_")}
     base.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
-    server = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                    "--port", str(port)], base, server_log)
+    server = start(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        base,
+        server_log,
+    )
     serve = None
     try:
+
         def healthy():
             try:
                 return httpx.get(f"{api}/health", timeout=2).status_code == 200
@@ -147,13 +177,29 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
                 return False
 
         wait_for(healthy, 90, "healthy server", [server], [server_log])
-        serve = start([sys.executable, "-m", "flows.serve", "--interval", "6", "--repo", str(built_repo),
-                       "--target", "vocab", "--no-incoming"],
-                      {**base, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}, serve_log)
+        serve = start(
+            [
+                sys.executable,
+                "-m",
+                "flows.serve",
+                "--interval",
+                "6",
+                "--repo",
+                str(built_repo),
+                "--target",
+                "vocab",
+                "--no-incoming",
+            ],
+            {**base, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+            serve_log,
+        )
 
         def completed_run():
-            r = httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
-                "flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}})
+            r = httpx.post(
+                f"{api}/flow_runs/filter",
+                timeout=10,
+                json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}},
+            )
             runs = r.json() if r.status_code == 200 else []
             return runs[0] if runs else None
 
@@ -163,8 +209,12 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
         assert run_["parameters"]["target"] == "vocab"
         dep = httpx.get(f"{api}/deployments/{run_['deployment_id']}", timeout=10).json()
         assert dep["name"] == "scheduled" and dep["global_concurrency_limit"]["limit"] == 1
-        assert yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]["vocab"]["params"][
-            "params.yaml"]["vocab.min_freq"] == 7  # the scheduled run reproduced vocab through DVC
+        assert (
+            yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]["vocab"]["params"]["params.yaml"][
+                "vocab.min_freq"
+            ]
+            == 7
+        )  # the scheduled run reproduced vocab through DVC
     finally:
         serve_clean = stop(serve, signal.SIGINT) if serve is not None else True
         server_clean = stop(server, signal.SIGTERM)

@@ -6,7 +6,7 @@ import pytest
 from tests.model.util import split_frames
 from textclf.data.vocab import build_vocab, count_tokens
 from textclf.params import TrainParams
-from textclf.training.core import prepare
+from textclf.training.run import prepare
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +25,21 @@ def fixture_vocab(fixture_split):
 
 @pytest.fixture()
 def small_params():
-    return TrainParams(model="bag", bigrams="hashed", hash_buckets=1000, embed_dim=16, optimizer="adam",
-                       lr=0.02, batch_size=32, epochs=4, patience=10, device="cpu", dropout=0.0,
-                       weight_decay=0.0, label_smoothing=0.0)
+    return TrainParams(
+        model="bag",
+        bigrams="hashed",
+        hash_buckets=1000,
+        embed_dim=16,
+        optimizer="adam",
+        lr=0.02,
+        batch_size=32,
+        epochs=4,
+        patience=10,
+        device="cpu",
+        dropout=0.0,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+    )
 
 
 @pytest.fixture()

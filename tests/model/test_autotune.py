@@ -20,9 +20,14 @@ from textclf.training import core as training
 
 
 def params(model: str = "linear", **autotune_kw) -> TrainParams:
-    at = {"budget_s": 1000.0, "trials": 10, "seed": 0, "families": ["linear", "bag"], "pruner": "median"}
-    return TrainParams.model_validate({"device": "cpu", "epochs": 6, "model": model,
-                                       "autotune": {**at, **autotune_kw}})
+    at = {
+        "budget_s": 1000.0,
+        "trials": 10,
+        "seed": 0,
+        "families": ["linear", "bag"],
+        "pruner": "median",
+    }
+    return TrainParams.model_validate({"device": "cpu", "epochs": 6, "model": model, "autotune": {**at, **autotune_kw}})
 
 
 class Clock:
@@ -50,7 +55,7 @@ def objective(clock: Clock, per_epoch_s: float = 1.0, calls: list | None = None)
         best = 0.0
         for epoch in range(1, p.epochs + 1):
             clock.now += per_epoch_s
-            best = max(best, (0.85 - 0.3 * p.dropout) * (1 - 0.5 ** epoch))
+            best = max(best, (0.85 - 0.3 * p.dropout) * (1 - 0.5**epoch))
             report(epoch, best)
             if clock.now >= deadline:
                 return best, True
@@ -67,8 +72,17 @@ def run_search(p, clock, checkpoint=None, **kw):
         path = folder / f"{name}.txt"
         return float(path.read_text()) if path.exists() else None
 
-    return autotune.search(p, kw.pop("run", None) or objective(clock), score=lambda r: r, checkpoint=checkpoint,
-                           fingerprint="fp", save=save, restore=restore, clock=clock, prefer=kw.pop("prefer", None))
+    return autotune.search(
+        p,
+        kw.pop("run", None) or objective(clock),
+        score=lambda r: r,
+        checkpoint=checkpoint,
+        fingerprint="fp",
+        save=save,
+        restore=restore,
+        clock=clock,
+        prefer=kw.pop("prefer", None),
+    )
 
 
 def test_trial_zero_is_the_params_as_written_and_the_best_is_chosen():
@@ -102,8 +116,12 @@ def test_the_best_trial_replaces_trial_0_only_when_preferred():
     assert asked and kept.best.number == 0 and kept.result == asked[0][0]
     assert kept.params == autotune.apply(p, kept.trials[0].params)
     assert autotune.summary(kept)["over_trial_0"]["kept_trial_0"] is True
-    switched = run_search(p, Clock(), prefer=lambda first, best: (True, {"delta": 0.1, "se": 0.0}),
-                          run=larger_c_is_better)
+    switched = run_search(
+        p,
+        Clock(),
+        prefer=lambda first, best: (True, {"delta": 0.1, "se": 0.0}),
+        run=larger_c_is_better,
+    )
     assert switched.best.number != 0
     assert switched.best.value == max(t.value for t in switched.trials if t.state == "complete")
 
@@ -174,8 +192,16 @@ def test_a_killed_search_resumes_after_its_finished_trials(tmp_path):
 def test_a_log_for_other_params_is_not_resumed(tmp_path):
     run_search(params(trials=3), Clock(), checkpoint=tmp_path)
     clock, calls = Clock(), []
-    res = autotune.search(params(trials=3), objective(clock, calls=calls), score=lambda r: r, checkpoint=tmp_path,
-                          fingerprint="other", save=lambda f, r, n: None, restore=lambda f, n: 0.5, clock=clock)
+    res = autotune.search(
+        params(trials=3),
+        objective(clock, calls=calls),
+        score=lambda r: r,
+        checkpoint=tmp_path,
+        fingerprint="other",
+        save=lambda f, r, n: None,
+        restore=lambda f, n: 0.5,
+        clock=clock,
+    )
     assert len(res.trials) == 3 and len(calls) == 3  # every trial ran again
 
 
@@ -190,6 +216,7 @@ def test_trial_rows_for_the_plot():
 # ---------------------------------------------------------------------------------------------
 # the real train path on the fixture corpus
 
+
 @pytest.fixture(scope="module")
 def fixture_data(fixture_split):
     train, valid, test = fixture_split
@@ -200,8 +227,14 @@ def fixture_data(fixture_split):
 
 
 def tuned(train, valid, vocab, **kw):
-    p = TrainParams.model_validate({"device": "cpu", "epochs": 5, "batch_size": 32,
-                                    "autotune": {"budget_s": 600.0, "trials": 6, "seed": 0, **kw}})
+    p = TrainParams.model_validate(
+        {
+            "device": "cpu",
+            "epochs": 5,
+            "batch_size": 32,
+            "autotune": {"budget_s": 600.0, "trials": 6, "seed": 0, **kw},
+        }
+    )
     return training.autotune(training.Prepared(train, valid, vocab), p, torch.device("cpu"), checkpoint=None)
 
 
@@ -248,8 +281,12 @@ def test_the_test_split_is_never_read(fixture_data, tmp_path, monkeypatch):
         monkeypatch.setattr("textclf.artifacts.read_parquet", spy)
         train_stage.main()
         assert opened and not [o for o in opened if "test" in o]
-        outs.append((json.loads((root / "reports/train/autotune.json").read_text()),
-                     read_safetensors(root / "models/classifier/model.safetensors")))
+        outs.append(
+            (
+                json.loads((root / "reports/train/autotune.json").read_text()),
+                read_safetensors(root / "models/classifier/model.safetensors"),
+            )
+        )
     assert outs[0][0] == outs[1][0]
     for k, v in outs[0][1].items():
         assert torch.equal(v, outs[1][1][k]), k
@@ -267,7 +304,11 @@ def test_imbalanced_classes_warn_and_the_minority_is_learnt(caplog):
     from tests.model.util import split_frames
 
     rng = np.random.default_rng(0)
-    words = {"pos": ["great", "love", "perfect"], "neg": ["awful", "broken", "hate"], "meh": ["okay", "average", "fine"]}
+    words = {
+        "pos": ["great", "love", "perfect"],
+        "neg": ["awful", "broken", "hate"],
+        "meh": ["okay", "average", "fine"],
+    }
     docs = []
     for i in range(900):
         label = "meh" if i % 25 == 0 else ("pos" if i % 2 else "neg")

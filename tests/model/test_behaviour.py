@@ -21,9 +21,14 @@ from textclf.model import build_model, encode, predict_proba
 from textclf.params import load_params
 from textclf.sources import read_records
 from textclf.text import clean_batch, load_stopwords, normalize
-from textclf.training.core import Prepared, train_model
+from textclf.training.run import Prepared, train_model
 
-POSITIVE = ["质量很好，非常满意", "很喜欢，推荐购买", "酒店服务很好，房间干净舒适", "物流很快，东西不错"]
+POSITIVE = [
+    "质量很好，非常满意",
+    "很喜欢，推荐购买",
+    "酒店服务很好，房间干净舒适",
+    "物流很快，东西不错",
+]
 NEGATIVE = ["质量太差了，非常失望", "很难用，后悔买了", "房间很脏，服务态度很差", "垃圾，千万别买"]
 
 
@@ -59,14 +64,25 @@ def test_minimum_functionality(sample_model):
 
 # Invariance only to what carries no meaning. Punctuation is out of it: "!!!", "?!" and
 # emoticons are tokens the model may weigh (they carry sentiment).
-@pytest.mark.parametrize("change", [
-    lambda t: t + "   ",
-    lambda t: "\t" + t + "\n",
-    lambda t: t.replace("，", " ， "),
-    lambda t: f"<p>{t}</p>",
-    lambda t: f"<div class='review'><b>{t}</b><!-- imported --></div>",
-    lambda t: t.upper(),
-], ids=["trailing-spaces", "tab-newline", "spaced-comma", "paragraph-tag", "nested-markup", "upper-case"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t + "   ",
+        lambda t: "\t" + t + "\n",
+        lambda t: t.replace("，", " ， "),
+        lambda t: f"<p>{t}</p>",
+        lambda t: f"<div class='review'><b>{t}</b><!-- imported --></div>",
+        lambda t: t.upper(),
+    ],
+    ids=[
+        "trailing-spaces",
+        "tab-newline",
+        "spaced-comma",
+        "paragraph-tag",
+        "nested-markup",
+        "upper-case",
+    ],
+)
 def test_whitespace_markup_and_case_do_not_change_a_prediction(sample_model, change):
     predict, _, test = sample_model
     texts = test["text"].head(300).tolist()

@@ -20,8 +20,12 @@ def _save(path):
     torch.manual_seed(0)
     model = build_model(cfg)
     vocab = {"tokens": TOKENS, "counts": [0, 0, 5, 4], "hash": vocab_hash(TOKENS)}
-    config = {"model": cfg.to_dict(), "labels": ["neg", "pos"], "vocab_hash": vocab["hash"],
-              "encoding": {"vocab_size": 4, "bigrams": "none", "hash_buckets": 0}}
+    config = {
+        "model": cfg.to_dict(),
+        "labels": ["neg", "pos"],
+        "vocab_hash": vocab["hash"],
+        "encoding": {"vocab_size": 4, "bigrams": "none", "hash_buckets": 0},
+    }
     save_bundle(path, model.state_dict(), config, vocab)
     return model
 
@@ -38,8 +42,12 @@ def test_round_trip(tmp_path):
     loaded = b.build_model()
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == \
-        ["config.json", "manifest.json", "model.safetensors", "vocab.json"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+        "vocab.json",
+    ]
 
 
 def test_overwrite_is_atomic_and_complete(tmp_path):
@@ -96,8 +104,12 @@ def test_a_bundle_records_no_time_host_or_versions_so_a_rebuild_has_the_same_has
     cfg = ModelConfig(type="bag", num_embeddings=4, embed_dim=2, num_classes=2)
     state = {k: v.detach().clone() for k, v in build_model(cfg).state_dict().items()}
     vocab = {"tokens": TOKENS, "counts": [0, 0, 5, 4], "hash": vocab_hash(TOKENS)}
-    config = {"model": cfg.to_dict(), "labels": ["neg", "pos"], "vocab_hash": vocab["hash"],
-              "encoding": {"vocab_size": 4, "bigrams": "none", "hash_buckets": 0}}
+    config = {
+        "model": cfg.to_dict(),
+        "labels": ["neg", "pos"],
+        "vocab_hash": vocab["hash"],
+        "encoding": {"vocab_size": 4, "bigrams": "none", "hash_buckets": 0},
+    }
     a = save_bundle(tmp_path / "a", state, config, vocab)
     time.sleep(1.1)
     b = save_bundle(tmp_path / "b", state, config, vocab)

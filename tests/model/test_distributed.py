@@ -27,7 +27,8 @@ from tests.fixtures import ROOT, env, project_params
 from textclf.artifacts import write_json, write_parquet
 from textclf.model import build_model, predict_proba
 from textclf.params import DistributedParams
-from textclf.training.core import encode_split, fit, init_world, shard, torchrun_command
+from textclf.training.distributed import init_world, shard, torchrun_command
+from textclf.training.loop import encode_split, fit
 
 WORLD = 2
 
@@ -42,8 +43,13 @@ def _rank(rank: int, port: int, tr, va, cfg, p, out: str) -> None:
     """One spawned rank: join a gloo group on 127.0.0.1, train, rank 0 saves the best weights."""
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)  # what torchrun does: one thread per process on a shared CPU
     world, device = init_world(DistributedParams(nproc=WORLD), torch.device("cpu"))
     try:
@@ -65,7 +71,6 @@ def run_two_ranks(fit_args, tmp_path):
         return load_file(out), json.load(f)
 
 
-
 def macro_f1_on(state, cfg, test_enc) -> float:
     model = build_model(cfg)
     model.load_state_dict(state)
@@ -73,17 +78,21 @@ def macro_f1_on(state, cfg, test_enc) -> float:
     return float(f1_score(test_enc.labels.numpy(), pred, average="macro"))
 
 
-
 @pytest.fixture()
 def test_split(fixture_split, fixture_vocab, prepared):
     _, _, cfg, enc, labels = prepared
     test = fixture_split[2]
-    return encode_split(test["tokens"].array._pa_array.combine_chunks(), test["label"].to_numpy(dtype=object),
-                        pa.array(fixture_vocab["tokens"], pa.string()), enc, {c: i for i, c in enumerate(labels)})
+    return encode_split(
+        test["tokens"].array._pa_array.combine_chunks(),
+        test["label"].to_numpy(dtype=object),
+        pa.array(fixture_vocab["tokens"], pa.string()),
+        enc,
+        {c: i for i, c in enumerate(labels)},
+    )
 
 
 def test_shards_cover_each_global_batch_once():
-    from textclf.training.core import World
+    from textclf.training.distributed import World
 
     idx = torch.randperm(37)
     for n in (37, 5, 1):
@@ -111,7 +120,10 @@ def test_two_gloo_processes_match_one_process(prepared, small_params, test_split
     p = small_params.model_copy(update={"optimizer": optimizer, "lr": 0.02 if optimizer == "adam" else 5.0})
     one = fit(tr, va, cfg, p, torch.device("cpu"))
     state, history = run_two_ranks((tr, va, cfg, p), tmp_path)
-    f1_one, f1_two = macro_f1_on(one.best_state, cfg, test_split), macro_f1_on(state, cfg, test_split)
+    f1_one, f1_two = (
+        macro_f1_on(one.best_state, cfg, test_split),
+        macro_f1_on(state, cfg, test_split),
+    )
     print(f"{optimizer}: test macro-F1 1 process {f1_one:.4f}, 2 processes {f1_two:.4f}")
     assert abs(f1_one - f1_two) <= 0.01
     assert f1_two > 0.8
@@ -123,6 +135,7 @@ def test_two_gloo_processes_match_one_process(prepared, small_params, test_split
 
 # ---------------------------------------------------------------------------------------------
 # the real command: python -m stages.train → torchrun → 2 ranks
+
 
 def _workdir(path, fixture_split, fixture_vocab, train: dict):
     path.mkdir(parents=True)
@@ -144,8 +157,14 @@ def _env():
 
 
 def _train(cwd, timeout=300):
-    proc = subprocess.run([sys.executable, "-m", "stages.train"], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.train"],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
 
@@ -162,8 +181,14 @@ def _outputs(cwd):
 
 @pytest.mark.slow
 def test_killed_two_process_run_resumes_to_the_same_result(fixture_split, fixture_vocab, tmp_path):
-    train = {"device": "cpu", "epochs": 4, "batch_size": 8, "patience": 10, "dropout": 0.3,
-             "distributed": {"nproc": WORLD, "nnodes": 1, "rdzv_endpoint": None, "backend": "auto"}}
+    train = {
+        "device": "cpu",
+        "epochs": 4,
+        "batch_size": 8,
+        "patience": 10,
+        "dropout": 0.3,
+        "distributed": {"nproc": WORLD, "nnodes": 1, "rdzv_endpoint": None, "backend": "auto"},
+    }
     ref = _workdir(tmp_path / "ref", fixture_split, fixture_vocab, train)
     log = _train(ref)
     assert "relaunching under torchrun" in log and f"({WORLD} processes, gloo)" in log
@@ -172,8 +197,14 @@ def test_killed_two_process_run_resumes_to_the_same_result(fixture_split, fixtur
 
     cwd = _workdir(tmp_path / "run", fixture_split, fixture_vocab, train)
     state = cwd / "models/checkpoint/state.json"
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=cwd, env=_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=cwd,
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if state.exists() and json.loads(state.read_text(encoding="utf-8"))["state"]["epoch"] >= 2:
@@ -205,8 +236,12 @@ def test_killed_two_process_run_resumes_to_the_same_result(fixture_split, fixtur
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_nccl_one_process_under_torchrun(fixture_split, fixture_vocab, tmp_path):
-    train = {"device": "cuda", "epochs": 3, "batch_size": 32,
-             "distributed": {"nproc": 1, "nnodes": 1, "rdzv_endpoint": None, "backend": "nccl"}}
+    train = {
+        "device": "cuda",
+        "epochs": 3,
+        "batch_size": 32,
+        "distributed": {"nproc": 1, "nnodes": 1, "rdzv_endpoint": None, "backend": "nccl"},
+    }
     cwd = _workdir(tmp_path / "gpu", fixture_split, fixture_vocab, train)
     cmd = torchrun_command(DistributedParams(nproc=1))
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
@@ -217,4 +252,3 @@ def test_nccl_one_process_under_torchrun(fixture_split, fixture_vocab, tmp_path)
     assert training["processes"] == 1 and training["device"] == "cuda:0"
     assert training["best_valid_macro_f1"] > 0.8
     print(next(line for line in log.splitlines() if "tokens/s" in line))
-

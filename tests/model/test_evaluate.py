@@ -30,7 +30,7 @@ def test_expected_calibration_error_by_hand():
     # two bins used with bins=2: conf 0.9,0.6,0.8,0.7,0.8,0.9 -> all in the upper bin [0.5, 1]
     y = (Y == "pos").astype(int)
     conf = P.max(1)
-    correct = (P.argmax(1) == y)
+    correct = P.argmax(1) == y
     expected = abs(correct.mean() - conf.mean())
     assert expected_calibration_error(y, P, bins=2) == pytest.approx(expected)
     perfect = np.array([[0.0, 1.0], [1.0, 0.0]])
@@ -75,6 +75,7 @@ def test_metrics_json_never_holds_nan(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # model vs baseline: is the difference more than the test split's noise?
+
 
 def _pair(n: int, model_acc: float, base_acc: float, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -159,8 +160,13 @@ def test_an_empty_test_split_has_no_difference_to_report():
 def test_the_run_report_says_whether_the_difference_is_noise():
     from flows.report import comparison_line
 
-    base = {"delta_macro_f1": 0.02, "bootstrap": 1000, "model_only_correct": 30, "baseline_only_correct": 10,
-            "mcnemar_p": 0.002}
+    base = {
+        "delta_macro_f1": 0.02,
+        "bootstrap": 1000,
+        "model_only_correct": 30,
+        "baseline_only_correct": 10,
+        "mcnemar_p": 0.002,
+    }
     assert "the model is better" in comparison_line({"comparison": {**base, "ci95_low": 0.005, "ci95_high": 0.03}})
     assert "the baseline is better" in comparison_line({"comparison": {**base, "ci95_low": -0.03, "ci95_high": -0.01}})
     assert "noise" in comparison_line({"comparison": {**base, "ci95_low": -0.01, "ci95_high": 0.03}})

@@ -33,7 +33,11 @@ def encoded(fixture_split, fixture_vocab):
         ids, off = encode(df["tokens"].array._pa_array.combine_chunks(), vt, enc)
         labels = np.array(sorted(set(train["label"])), dtype=object)
         y = np.searchsorted(labels, df["label"].to_numpy(dtype=object))
-        out[name] = (torch.from_numpy(ids), torch.from_numpy(off), torch.from_numpy(y.astype(np.int64)))
+        out[name] = (
+            torch.from_numpy(ids),
+            torch.from_numpy(off),
+            torch.from_numpy(y.astype(np.int64)),
+        )
     return out, enc.num_embeddings
 
 

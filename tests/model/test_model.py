@@ -47,7 +47,7 @@ def test_gather_bag_matches_per_document_slices():
     offsets = torch.tensor([0, 3, 3, 10, 12, 20])
     idx = torch.tensor([3, 0, 4, 2])
     flat, boff = gather_bag(ids, offsets, idx)
-    expected = [ids[offsets[i]:offsets[i + 1]] for i in idx.tolist()]
+    expected = [ids[offsets[i] : offsets[i + 1]] for i in idx.tolist()]
     assert flat.tolist() == torch.cat(expected).tolist()
     assert boff.tolist() == [0, 2, 5, 13]
 
@@ -65,9 +65,18 @@ def test_forward_shapes_bag_and_cnn():
     assert BagModel(cfg)(ids, off).shape == (3, 3)
     idf = ModelConfig(type="bag", num_embeddings=50, embed_dim=8, num_classes=3, weighting="idf")
     assert BagModel(idf)(ids, off).shape == (3, 3)
-    cnn = ModelConfig(type="cnn", num_embeddings=50, embed_dim=8, num_classes=4, kernel_sizes=(2, 3),
-                      num_filters=6)
-    assert CNNModel(cnn)(torch.randint(1, 50, (7, 2))).shape == (7, 4)  # shorter than the widest kernel
+    cnn = ModelConfig(
+        type="cnn",
+        num_embeddings=50,
+        embed_dim=8,
+        num_classes=4,
+        kernel_sizes=(2, 3),
+        num_filters=6,
+    )
+    assert CNNModel(cnn)(torch.randint(1, 50, (7, 2))).shape == (
+        7,
+        4,
+    )  # shorter than the widest kernel
 
 
 def test_idf_weights_match_scikit_learn_smoothing():
@@ -81,8 +90,14 @@ def test_idf_weights_match_scikit_learn_smoothing():
 
 def test_cnn_scores_do_not_depend_on_batch_padding():
     torch.manual_seed(0)
-    cfg = ModelConfig(type="cnn", num_embeddings=30, embed_dim=8, num_classes=2, kernel_sizes=(2, 3),
-                      num_filters=4)
+    cfg = ModelConfig(
+        type="cnn",
+        num_embeddings=30,
+        embed_dim=8,
+        num_classes=2,
+        kernel_sizes=(2, 3),
+        num_filters=4,
+    )
     model = CNNModel(cfg).eval()
     short = torch.tensor([[5, 6, 7]])
     padded = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8]])

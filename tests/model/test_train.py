@@ -7,7 +7,8 @@ import torch
 
 from textclf.model import build_model, forward_batch
 from textclf.params import TrainParams
-from textclf.training.core import class_weights, fit, lr_at, prepare, resolve_device, use_sparse
+from textclf.training.loop import class_weights, fit, lr_at, resolve_device, use_sparse
+from textclf.training.run import prepare
 
 CPU = torch.device("cpu")
 
@@ -92,8 +93,15 @@ class _Killed(Exception):
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_resume_from_checkpoint_ends_like_an_uninterrupted_run(prepared, small_params, tmp_path, optimizer):
     tr, va, cfg, _, _ = prepared
-    p = small_params.model_copy(update={"optimizer": optimizer, "dropout": 0.2, "lr": 0.05 if optimizer == "adam"
-                                        else 2.0, "schedule": "cosine", "warmup_steps": 3})
+    p = small_params.model_copy(
+        update={
+            "optimizer": optimizer,
+            "dropout": 0.2,
+            "lr": 0.05 if optimizer == "adam" else 2.0,
+            "schedule": "cosine",
+            "warmup_steps": 3,
+        }
+    )
     full = fit(tr, va, cfg, p, CPU)
 
     def die_after_two(rec):
@@ -155,6 +163,7 @@ def test_checkpoint_whose_tensors_and_state_disagree_is_not_resumed(prepared, sm
         def hook(rec):
             if rec["epoch"] == n:
                 raise Stop
+
         return hook
 
     with pytest.raises(Stop):
@@ -167,8 +176,9 @@ def test_checkpoint_whose_tensors_and_state_disagree_is_not_resumed(prepared, sm
     assert [h["epoch"] for h in seen] == [1, 2, 3]  # trained from scratch: nothing replayed
 
 
-def test_checkpoint_from_another_version_is_reported_and_training_starts_fresh(prepared, small_params, tmp_path,
-                                                                             caplog):
+def test_checkpoint_from_another_version_is_reported_and_training_starts_fresh(
+    prepared, small_params, tmp_path, caplog
+):
     """Same params and data (same fingerprint) but weights of another shape, as older code
     would have written: a warning, then a run from scratch that ends like an uninterrupted one."""
     import json
@@ -192,8 +202,11 @@ def test_checkpoint_from_another_version_is_reported_and_training_starts_fresh(p
     tensors = load_file(str(ckpt / "state.safetensors"))
     tensors = {k: (v[:, :3].contiguous() if v.dim() == 2 else v) for k, v in tensors.items()}  # "old" shapes
     meta = json.loads((ckpt / "state.json").read_text())
-    save_file(tensors, str(ckpt / "state.safetensors"),
-              metadata={"tag": json.dumps({"epoch": meta["state"]["epoch"], "step": meta["state"]["step"]})})
+    save_file(
+        tensors,
+        str(ckpt / "state.safetensors"),
+        metadata={"tag": json.dumps({"epoch": meta["state"]["epoch"], "step": meta["state"]["step"]})},
+    )
     seen = []
     with caplog.at_level(logging.WARNING, logger="textclf.train"):
         resumed = fit(tr, va, cfg, p, CPU, checkpoint=ckpt, fingerprint="fp", on_epoch=seen.append)

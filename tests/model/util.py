@@ -14,14 +14,16 @@ from textclf.text import load_stopwords
 
 def records(docs: list[tuple[str, str]]) -> pd.DataFrame:
     n = len(docs)
-    return pd.DataFrame({
-        "text": pd.Series([t for _, t in docs], dtype=object),
-        "label": pd.Series([lab for lab, _ in docs], dtype=object),
-        "split": pd.Series([None] * n, dtype=object),
-        "source": pd.Series(["inline"] * n, dtype=object),
-        "line": pd.array(range(1, n + 1), dtype="Int64"),
-        "reason": pd.Series([None] * n, dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "text": pd.Series([t for _, t in docs], dtype=object),
+            "label": pd.Series([lab for lab, _ in docs], dtype=object),
+            "split": pd.Series([None] * n, dtype=object),
+            "source": pd.Series(["inline"] * n, dtype=object),
+            "line": pd.array(range(1, n + 1), dtype="Int64"),
+            "reason": pd.Series([None] * n, dtype=object),
+        }
+    )
 
 
 def split_frames(docs=None, seed: int = 42):

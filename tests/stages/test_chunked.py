@@ -18,11 +18,21 @@ from tests.fixtures import make_docs, project_params
 from textclf.artifacts import ChunkWriter, read_parquet
 
 STAGES = (ingest, clean, split, vocab)
-PARQUETS = ["data/interim/documents.parquet", "data/interim/rejected_ingest.parquet",
-            "data/interim/clean.parquet", "data/interim/rejected_clean.parquet",
-            "data/processed/train.parquet", "data/processed/valid.parquet", "data/processed/test.parquet"]
-JSONS = ["reports/data/ingest.json", "reports/data/clean.json", "reports/data/split.json",
-         "data/processed/vocab.json"]
+PARQUETS = [
+    "data/interim/documents.parquet",
+    "data/interim/rejected_ingest.parquet",
+    "data/interim/clean.parquet",
+    "data/interim/rejected_clean.parquet",
+    "data/processed/train.parquet",
+    "data/processed/valid.parquet",
+    "data/processed/test.parquet",
+]
+JSONS = [
+    "reports/data/ingest.json",
+    "reports/data/clean.json",
+    "reports/data/split.json",
+    "data/processed/vocab.json",
+]
 
 
 def corpus_rows(n: int = 500) -> list[tuple[str, str, str | None]]:
@@ -30,15 +40,33 @@ def corpus_rows(n: int = 500) -> list[tuple[str, str, str | None]]:
     lines, documents empty after cleaning, one text in two predefined splits."""
     rows = [(label, text, None) for label, text in make_docs(n, seed=3)]
     rows += [(label, text, None) for label, text in make_docs(n, seed=3)[:60]]  # exact duplicates
-    rows += [("neg", rows[5][1], None), ("pos", "   ", None), ("pos", "<停止词> x", None),
-             ("neg", "!!! 123", None), ("pos", "", None)]
-    rows += [("pos", rows[10][1], "test"), ("pos", rows[11][1], "valid"), ("neg", "独特的测试文本", "train")]
+    rows += [
+        ("neg", rows[5][1], None),
+        ("pos", "   ", None),
+        ("pos", "<停止词> x", None),
+        ("neg", "!!! 123", None),
+        ("pos", "", None),
+    ]
+    rows += [
+        ("pos", rows[10][1], "test"),
+        ("pos", rows[11][1], "valid"),
+        ("neg", "独特的测试文本", "train"),
+    ]
     return rows
 
 
 def write_parquet_source(path: Path, rows) -> Path:
-    pq.write_table(pa.table({"text": [r[1] for r in rows], "label": [r[0] for r in rows],
-                             "split": [r[2] for r in rows]}), path, row_group_size=97)
+    pq.write_table(
+        pa.table(
+            {
+                "text": [r[1] for r in rows],
+                "label": [r[0] for r in rows],
+                "split": [r[2] for r in rows],
+            }
+        ),
+        path,
+        row_group_size=97,
+    )
     return path
 
 
@@ -49,8 +77,14 @@ def write_text_source(root: Path, rows) -> Path:
     return root
 
 
-def run_pipeline(workdir: Path, source: Path, chunk_rows: int, engine: str = "local", clean: dict | None = None,
-                 **ingest_extra) -> dict:
+def run_pipeline(
+    workdir: Path,
+    source: Path,
+    chunk_rows: int,
+    engine: str = "local",
+    clean: dict | None = None,
+    **ingest_extra,
+) -> dict:
     """Run the four stage mains in `workdir`; return every output, read back."""
     workdir.mkdir(parents=True, exist_ok=True)
     params = project_params()
@@ -81,8 +115,10 @@ def assert_same(a: dict, b: dict) -> None:
             if col == "tokens":
                 assert [list(t) for t in a[key][col]] == [list(t) for t in b[key][col]], key
             else:
-                assert a[key][col].astype(object).where(a[key][col].notna(), None).tolist() == \
-                       b[key][col].astype(object).where(b[key][col].notna(), None).tolist(), (key, col)
+                assert (
+                    a[key][col].astype(object).where(a[key][col].notna(), None).tolist()
+                    == b[key][col].astype(object).where(b[key][col].notna(), None).tolist()
+                ), (key, col)
     for key in JSONS:
         assert a[key] == b[key], key
 

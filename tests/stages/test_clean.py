@@ -20,14 +20,16 @@ from textclf.text import hash64, load_stopwords, to_hex
 
 def documents(texts: list[str], labels: list[str] | None = None) -> pd.DataFrame:
     n = len(texts)
-    return pd.DataFrame({
-        "doc_id": pd.Series(to_hex(hash64(texts)), dtype="str"),
-        "text": pd.Series(texts, dtype="str"),
-        "label": pd.Series(labels or ["pos"] * n, dtype="str"),
-        "source": pd.Series(["raw/pos.txt"] * n, dtype="str"),
-        "line": pd.array(range(1, n + 1), dtype="Int64"),
-        "split": pd.Series([None] * n, dtype="str"),
-    })
+    return pd.DataFrame(
+        {
+            "doc_id": pd.Series(to_hex(hash64(texts)), dtype="str"),
+            "text": pd.Series(texts, dtype="str"),
+            "label": pd.Series(labels or ["pos"] * n, dtype="str"),
+            "source": pd.Series(["raw/pos.txt"] * n, dtype="str"),
+            "line": pd.array(range(1, n + 1), dtype="Int64"),
+            "split": pd.Series([None] * n, dtype="str"),
+        }
+    )
 
 
 def run_clean(texts, **kw) -> CleanResult:
@@ -54,7 +56,12 @@ def test_documents_empty_after_cleaning_are_quarantined_with_source_and_line():
     rej = result.rejected
     assert rej["reason"].unique().tolist() == ["empty_after_cleaning"]
     assert rej["line"].tolist() == [2, 3, 4, 5]
-    assert rej["record"].tolist() == ["。。。！！！", "123 456", "的 了 the and", "<br/><script>x()</script>"]
+    assert rej["record"].tolist() == [
+        "。。。！！！",
+        "123 456",
+        "的 了 the and",
+        "<br/><script>x()</script>",
+    ]
     assert (rej["source"] == "raw/pos.txt").all() and (rej["label"] == "pos").all()
     s = result.stats
     assert (s["read"], s["kept"], s["quarantined"]) == (6, 2, 4)
@@ -73,7 +80,12 @@ def test_urls_emails_and_mixed_text():
 
 def test_tokenizer_choice_changes_tokens():
     assert list(run_clean(["手机 很好"], tokenizer="word").clean["tokens"][0]) == ["手机", "很好"]
-    assert list(run_clean(["手机 很好"], tokenizer="char").clean["tokens"][0]) == ["手", "机", "很", "好"]
+    assert list(run_clean(["手机 很好"], tokenizer="char").clean["tokens"][0]) == [
+        "手",
+        "机",
+        "很",
+        "好",
+    ]
 
 
 def test_all_documents_empty_gives_valid_empty_output():
@@ -84,6 +96,7 @@ def test_all_documents_empty_gives_valid_empty_output():
 
 # ---------------------------------------------------------------------------------------------
 # the stage entry point
+
 
 def setup_stage(tmp_path, monkeypatch, texts, **clean_values) -> None:
     monkeypatch.chdir(tmp_path)

@@ -12,8 +12,7 @@ distributed = pytest.importorskip("dask.distributed")
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as c:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
         yield c
 
 
@@ -26,6 +25,14 @@ def test_dask_engine_matches_local(tmp_path, monkeypatch, cluster):
     with distributed.Client(cluster) as client:
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     # the batch steps and the reductions ran on the cluster
-    for name in ("prepare_table", "decide", "clean_part", "split_keys", "split_decide", "split_part",
-                 "count_row_group", "merge_counts"):
+    for name in (
+        "prepare_table",
+        "decide",
+        "clean_part",
+        "split_keys",
+        "split_decide",
+        "split_part",
+        "count_row_group",
+        "merge_counts",
+    ):
         assert any(p.startswith(name) for p in ran), (name, ran)

@@ -35,7 +35,14 @@ def check_accounting(stats: dict) -> None:
 
 
 def record_frame(rows: list[dict]) -> pd.DataFrame:
-    base = {"text": None, "label": None, "split": None, "source": "mem", "line": None, "reason": None}
+    base = {
+        "text": None,
+        "label": None,
+        "split": None,
+        "source": "mem",
+        "line": None,
+        "reason": None,
+    }
     df = pd.DataFrame([{**base, **r} for r in rows], columns=RECORD_COLUMNS).astype(object)
     df["line"] = pd.array(df["line"], dtype="Int64")
     return df
@@ -46,18 +53,23 @@ def messy(tmp_path):
     """A text directory with every kind of trouble, in both text layouts."""
     root = tmp_path / "raw"
     root.mkdir()
-    (root / "pos.txt").write_bytes(b"\n".join([
-        "好评 很好".encode(),  # 1 kept
-        "好评 很好".encode(),  # 2 duplicate
-        b"",  # 3 empty
-        b"   ",  # 4 empty (whitespace only)
-        "<停止词>".encode(),  # 5 marker
-        b"\xff\xfe",  # 6 undecodable
-        "冲突文本".encode(),  # 7 label_conflict
-        "ＦＵＬＬ width".encode(),  # 8 kept (NFKC: FULL width)
-        b"FULL \t width",  # 9 duplicate of 8 after normalisation
-        b"a" * 150,  # 10 too_long (max_chars=100)
-    ]) + b"\n")
+    (root / "pos.txt").write_bytes(
+        b"\n".join(
+            [
+                "好评 很好".encode(),  # 1 kept
+                "好评 很好".encode(),  # 2 duplicate
+                b"",  # 3 empty
+                b"   ",  # 4 empty (whitespace only)
+                "<停止词>".encode(),  # 5 marker
+                b"\xff\xfe",  # 6 undecodable
+                "冲突文本".encode(),  # 7 label_conflict
+                "ＦＵＬＬ width".encode(),  # 8 kept (NFKC: FULL width)
+                b"FULL \t width",  # 9 duplicate of 8 after normalisation
+                b"a" * 150,  # 10 too_long (max_chars=100)
+            ]
+        )
+        + b"\n"
+    )
     (root / "neg.txt").write_text("冲突文本\n 冲突文本 \n差评\n", encoding="utf-8")  # 2 conflicts, 1 kept
     (root / "bin.txt").write_bytes(b"\x7fELF\x00\x00\x00")  # binary
     (root / "empty.txt").write_bytes(b"")  # no lines, no records
@@ -73,7 +85,13 @@ def test_accounting_on_a_messy_mixed_corpus(messy):
     check_accounting(s)
     assert (s["read"], s["kept"], s["duplicates"], s["quarantined"]) == (16, 4, 2, 10)
     assert {k: v for k, v in s["by_reason"].items() if v} == {
-        "empty": 3, "marker": 1, "undecodable": 1, "label_conflict": 3, "too_long": 1, "binary": 1}
+        "empty": 3,
+        "marker": 1,
+        "undecodable": 1,
+        "label_conflict": 3,
+        "too_long": 1,
+        "binary": 1,
+    }
     assert set(s["by_reason"]) == set(schemas.INGEST_REASONS)  # every reason reported, zeros too
     assert s["by_label"] == {"neg": 1, "neutral": 1, "pos": 2}
     assert set(result.documents["text"]) == {"FULL width", "差评", "好评 很好", "文件文档"}
@@ -81,15 +99,30 @@ def test_accounting_on_a_messy_mixed_corpus(messy):
 
 def test_rejected_rows_keep_record_source_and_line(messy):
     rej = run_ingest(messy, max_chars=100).rejected
-    got = {(r.reason, r.source.rsplit("/", 2)[-1] if r.source.endswith(".txt") else r.source, r.line, r.record)
-           for r in rej.astype(object).itertuples()}
+    got = {
+        (
+            r.reason,
+            r.source.rsplit("/", 2)[-1] if r.source.endswith(".txt") else r.source,
+            r.line,
+            r.record,
+        )
+        for r in rej.astype(object).itertuples()
+    }
     pos, neg = str(messy / "pos.txt"), str(messy / "neg.txt")
     assert ("undecodable", "pos.txt", 6, "\\xff\\xfe") in got
     assert ("marker", "pos.txt", 5, "<停止词>") in got
-    assert ("label_conflict", "neg.txt", 2, " 冲突文本 ") in got  # the original, unnormalised record
+    assert (
+        "label_conflict",
+        "neg.txt",
+        2,
+        " 冲突文本 ",
+    ) in got  # the original, unnormalised record
     conflicts = rej.loc[rej["reason"] == "label_conflict"]
     assert sorted(zip(conflicts["source"], conflicts["line"], conflicts["label"], strict=True)) == [
-        (neg, 1, "neg"), (neg, 2, "neg"), (pos, 7, "pos")]
+        (neg, 1, "neg"),
+        (neg, 2, "neg"),
+        (pos, 7, "pos"),
+    ]
     assert rej.loc[rej["reason"] == "too_long", "record"].item() == "a" * 150
     binary = rej.loc[rej["reason"] == "binary"].iloc[0]
     assert binary["source"].endswith("bin.txt") and pd.isna(binary["line"])
@@ -120,11 +153,16 @@ def test_max_chars_is_inclusive_and_counts_characters_not_bytes():
 
 
 def test_conflicting_labels_quarantine_every_copy_but_same_label_copies_collapse():
-    recs = record_frame([
-        {"text": "same", "label": "pos", "line": 1}, {"text": "same", "label": "pos", "line": 2},
-        {"text": "same", "label": "neg", "line": 3}, {"text": "dup", "label": "pos", "line": 4},
-        {"text": "dup ", "label": "pos", "line": 5}, {"text": "ok", "label": " neg ", "line": 6},
-    ])
+    recs = record_frame(
+        [
+            {"text": "same", "label": "pos", "line": 1},
+            {"text": "same", "label": "pos", "line": 2},
+            {"text": "same", "label": "neg", "line": 3},
+            {"text": "dup", "label": "pos", "line": 4},
+            {"text": "dup ", "label": "pos", "line": 5},
+            {"text": "ok", "label": " neg ", "line": 6},
+        ]
+    )
     result = ingest(recs, IngestParams())
     assert result.rejected["line"].tolist() == [1, 2, 3]
     assert set(result.rejected["reason"]) == {"label_conflict"}
@@ -134,10 +172,15 @@ def test_conflicting_labels_quarantine_every_copy_but_same_label_copies_collapse
 
 
 def test_missing_labels_and_split_values():
-    recs = record_frame([
-        {"text": "a", "label": None}, {"text": "b", "label": "  "}, {"text": "c", "label": "x", "split": "Dev"},
-        {"text": "d", "label": "x", "split": "holdout"}, {"text": "e", "label": "x", "split": " TEST "},
-    ])
+    recs = record_frame(
+        [
+            {"text": "a", "label": None},
+            {"text": "b", "label": "  "},
+            {"text": "c", "label": "x", "split": "Dev"},
+            {"text": "d", "label": "x", "split": "holdout"},
+            {"text": "e", "label": "x", "split": " TEST "},
+        ]
+    )
     result = ingest(recs, IngestParams())
     assert result.rejected["reason"].tolist() == ["missing_label", "missing_label", "invalid_split"]
     assert result.documents["split"].tolist() == ["valid", "test"]
@@ -145,11 +188,15 @@ def test_missing_labels_and_split_values():
 
 
 def test_copies_across_predefined_splits_keep_the_latest_split():
-    recs = record_frame([
-        {"text": "t", "label": "a", "split": "train", "line": 1}, {"text": "t", "label": "a", "split": "test", "line": 2},
-        {"text": "u", "label": "a", "split": "valid", "line": 3}, {"text": "u", "label": "a", "line": 4},
-        {"text": "v", "label": "a", "line": 5},
-    ])
+    recs = record_frame(
+        [
+            {"text": "t", "label": "a", "split": "train", "line": 1},
+            {"text": "t", "label": "a", "split": "test", "line": 2},
+            {"text": "u", "label": "a", "split": "valid", "line": 3},
+            {"text": "u", "label": "a", "line": 4},
+            {"text": "v", "label": "a", "line": 5},
+        ]
+    )
     result = ingest(recs, IngestParams())
     docs = result.documents.set_index("text")
     assert docs.loc["t", "split"] == "test" and docs.loc["t", "line"] == 1
@@ -177,12 +224,21 @@ POOL = ["好", "好 ", "Ｇｏｏｄ", "Good", "", "  ", "x" * 12, "坏", "<停�
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(POOL), st.sampled_from(["pos", "neg", None, ""]),
-                          st.sampled_from([None, "train", "test", "bogus"]),
-                          st.sampled_from([None, None, "undecodable"])), max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(POOL),
+            st.sampled_from(["pos", "neg", None, ""]),
+            st.sampled_from([None, "train", "test", "bogus"]),
+            st.sampled_from([None, None, "undecodable"]),
+        ),
+        max_size=40,
+    )
+)
 def test_accounting_invariant_holds_for_any_record_mix(rows):
-    recs = record_frame([{"text": t, "label": lab, "split": sp, "reason": r, "line": i + 1}
-                         for i, (t, lab, sp, r) in enumerate(rows)])
+    recs = record_frame(
+        [{"text": t, "label": lab, "split": sp, "reason": r, "line": i + 1} for i, (t, lab, sp, r) in enumerate(rows)]
+    )
     result = ingest(recs, IngestParams(max_chars=10))
     check_accounting(result.stats)
     assert result.stats["read"] == len(rows)
@@ -197,6 +253,7 @@ def test_accounting_invariant_holds_for_any_record_mix(rows):
 
 # ---------------------------------------------------------------------------------------------
 # the stage entry point
+
 
 def write_params(tmp_path, **ingest_values) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"ingest": ingest_values}), encoding="utf-8")

@@ -24,18 +24,28 @@ def write_params(path, data) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("section, cls", [("ingest", IngestParams), ("clean", CleanParams),
-                                          ("split", SplitParams), ("vocab", VocabParams)])
+@pytest.mark.parametrize(
+    "section, cls",
+    [
+        ("ingest", IngestParams),
+        ("clean", CleanParams),
+        ("split", SplitParams),
+        ("vocab", VocabParams),
+    ],
+)
 def test_project_params_file_loads_every_data_section(section, cls):
     params = load_params(section, ROOT / "params.yaml")
     assert isinstance(params, cls)
 
 
 def test_values_from_the_file_override_defaults_and_lists_become_tuples(tmp_path):
-    path = write_params(tmp_path / "params.yaml", {
-        "ingest": {"source": "data/raw", "max_chars": 50},
-        "clean": {"stopwords": ["en"], "tokenizer": "char"},
-    })
+    path = write_params(
+        tmp_path / "params.yaml",
+        {
+            "ingest": {"source": "data/raw", "max_chars": 50},
+            "clean": {"stopwords": ["en"], "tokenizer": "char"},
+        },
+    )
     ingest = load_params("ingest", path)
     assert (ingest.source, ingest.max_chars, ingest.format) == ("data/raw", 50, "auto")
     clean = load_params("clean", path)
@@ -58,16 +68,19 @@ def test_unknown_key_names_section_and_key_and_lists_allowed_keys(tmp_path):
     assert "source" in msg and "max_chars" in msg  # the allowed keys
 
 
-@pytest.mark.parametrize("section, values, key", [
-    ("vocab", {"min_freq": "3"}, "vocab.min_freq"),  # strict: a string is not an int
-    ("clean", {"lowercase": "yes"}, "clean.lowercase"),
-    ("ingest", {"max_chars": 1.5}, "ingest.max_chars"),
-    ("ingest", {"format": "xlsx"}, "ingest.format"),
-    ("clean", {"stopwords": ["en", "fr"]}, "clean.stopwords"),
-    ("vocab", {"ngrams": 3}, "vocab.ngrams"),
-    ("vocab", {"max_size": 0}, "vocab.max_size"),
-    ("split", {"train": "0.8"}, "split.train"),
-])
+@pytest.mark.parametrize(
+    "section, values, key",
+    [
+        ("vocab", {"min_freq": "3"}, "vocab.min_freq"),  # strict: a string is not an int
+        ("clean", {"lowercase": "yes"}, "clean.lowercase"),
+        ("ingest", {"max_chars": 1.5}, "ingest.max_chars"),
+        ("ingest", {"format": "xlsx"}, "ingest.format"),
+        ("clean", {"stopwords": ["en", "fr"]}, "clean.stopwords"),
+        ("vocab", {"ngrams": 3}, "vocab.ngrams"),
+        ("vocab", {"max_size": 0}, "vocab.max_size"),
+        ("split", {"train": "0.8"}, "split.train"),
+    ],
+)
 def test_wrong_type_or_value_names_the_key(section, values, key):
     with pytest.raises(ParamsError) as err:
         parse_section(section, values)

@@ -38,8 +38,9 @@ def test_stages_list_exactly_the_keys_they_read():
             continue
         listed = {p for p in stage.get("params", []) if isinstance(p, str)}
         expected = {f"{name}.{k}" for k in SECTIONS[name].model_fields}
-        expected |= {f"{s}.{k}" for s in ALSO_READS.get(name, []) for k in SECTIONS[s].model_fields
-                     if k not in EXECUTION_ONLY}
+        expected |= {
+            f"{s}.{k}" for s in ALSO_READS.get(name, []) for k in SECTIONS[s].model_fields if k not in EXECUTION_ONLY
+        }
         assert listed == expected, name
 
 
@@ -57,8 +58,12 @@ def _imports(mod: str) -> set[str]:
     for node in ast.walk(ast.parse(_module_file(mod).read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.split(".")[0] in PROJECT}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                and node.module.split(".")[0] in PROJECT:
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and node.module.split(".")[0] in PROJECT
+        ):
             for a in node.names:
                 sub = f"{node.module}.{a.name}"
                 out.add(sub if _module_file(sub) else node.module)
@@ -81,8 +86,11 @@ PROJECT = ("textclf", "stages", "flows")
 
 
 def _code_deps(stage: str) -> set[str]:
-    return {str(_module_file(m).relative_to(ROOT)) for m in _closure(f"stages.{stage}")
-            if not _module_file(m).name == "__init__.py"} | {f"stages/{stage}.py"}
+    return {
+        str(_module_file(m).relative_to(ROOT))
+        for m in _closure(f"stages.{stage}")
+        if not _module_file(m).name == "__init__.py"
+    } | {f"stages/{stage}.py"}
 
 
 def test_a_stage_depends_on_exactly_the_code_it_imports_at_any_depth():
@@ -111,7 +119,11 @@ def test_every_artifact_path_is_a_dvc_out_or_dep():
         for key in ("deps", "outs", "metrics", "plots"):
             for item in stage.get(key, []):
                 declared.add(next(iter(item)) if isinstance(item, dict) else item)
-    not_outputs = {paths.CHECKPOINT, paths.RUN_METADATA, paths.VALIDATION_DIR}  # see textclf/paths.py
+    not_outputs = {
+        paths.CHECKPOINT,
+        paths.RUN_METADATA,
+        paths.VALIDATION_DIR,
+    }  # see textclf/paths.py
     for name in dir(paths):
         value = getattr(paths, name)
         if not isinstance(value, Path) or value in not_outputs:

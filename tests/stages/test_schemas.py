@@ -14,14 +14,16 @@ from textclf.text import hash64, to_hex
 
 def documents(n: int = 3) -> pd.DataFrame:
     texts = [f"text {i}" for i in range(n)]
-    return pd.DataFrame({
-        "doc_id": pd.Series(to_hex(hash64(texts)), dtype="str"),
-        "text": pd.Series(texts, dtype="str"),
-        "label": pd.Series(["a", "b", "a"][:n], dtype="str"),
-        "source": pd.Series(["raw/a.txt"] * n, dtype="str"),
-        "line": pd.array([1, 2, None][:n], dtype="Int64"),
-        "split": pd.Series([None, "train", "test"][:n], dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "doc_id": pd.Series(to_hex(hash64(texts)), dtype="str"),
+            "text": pd.Series(texts, dtype="str"),
+            "label": pd.Series(["a", "b", "a"][:n], dtype="str"),
+            "source": pd.Series(["raw/a.txt"] * n, dtype="str"),
+            "line": pd.array([1, 2, None][:n], dtype="Int64"),
+            "split": pd.Series([None, "train", "test"][:n], dtype=object),
+        }
+    )
 
 
 def clean_docs(n: int = 3) -> pd.DataFrame:
@@ -42,8 +44,10 @@ def failures(df, schema) -> set[tuple[str, str]]:
     return {(str(c["column"]), str(c["check"]).split("(")[0]) for c in report["failure_cases"]}
 
 
-@pytest.mark.parametrize("frame, schema", [(documents, schemas.Documents), (clean_docs, schemas.Clean),
-                                           (split_docs, schemas.SplitDocs)])
+@pytest.mark.parametrize(
+    "frame, schema",
+    [(documents, schemas.Documents), (clean_docs, schemas.Clean), (split_docs, schemas.SplitDocs)],
+)
 def test_valid_frames_pass(frame, schema):
     df = frame()
     assert schemas.validate(df, schema, "test") is not None
@@ -56,8 +60,12 @@ def test_documents_contract_violations_are_all_reported_at_once():
     df.loc[0, "split"] = "holdout"
     df["line"] = pd.array([0, 2, 3], dtype="Int64")
     got = failures(df, schemas.Documents)
-    assert {("doc_id", "field_uniqueness"), ("text", "no_blank_strings"), ("split", "isin"),
-            ("line", "greater_than_or_equal_to")} <= got
+    assert {
+        ("doc_id", "field_uniqueness"),
+        ("text", "no_blank_strings"),
+        ("split", "isin"),
+        ("line", "greater_than_or_equal_to"),
+    } <= got
 
 
 def test_documents_is_strict_about_columns():
@@ -79,7 +87,10 @@ def test_clean_tokens_must_be_non_empty_lists():
 def test_non_empty_lists_check_works_on_arrow_and_object_columns():
     arrow = pd.Series([["a"], [], None], dtype=schemas.TOKENS_DTYPE)
     assert schemas.non_empty_lists(arrow).tolist() == [True, False, False]
-    assert schemas.non_empty_lists(pd.Series([["a", "b"], []], dtype=object)).tolist() == [True, False]
+    assert schemas.non_empty_lists(pd.Series([["a", "b"], []], dtype=object)).tolist() == [
+        True,
+        False,
+    ]
 
 
 def test_split_docs_need_a_split_and_a_group():
@@ -94,8 +105,15 @@ def test_split_docs_need_a_split_and_a_group():
 def test_rejected_contract():
     empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in ["record", "source", "line", "reason", "label"]})
     assert len(schemas.validate(empty, schemas.Rejected, "test")) == 0  # coerced, still valid
-    bad = pd.DataFrame({"record": ["x"], "source": ["f"], "line": pd.array([1], dtype="Int64"),
-                        "reason": ["because"], "label": [None]})
+    bad = pd.DataFrame(
+        {
+            "record": ["x"],
+            "source": ["f"],
+            "line": pd.array([1], dtype="Int64"),
+            "reason": ["because"],
+            "label": [None],
+        }
+    )
     assert ("reason", "isin") in failures(bad, schemas.Rejected)
     for reason in schemas.INGEST_REASONS + schemas.CLEAN_REASONS:
         schemas.validate(bad.assign(reason=reason), schemas.Rejected, "test")
@@ -103,8 +121,15 @@ def test_rejected_contract():
 
 def test_predictions_schema_checks_labels_and_probabilities():
     schema = schemas.predictions_schema(["neg", "pos"])
-    ok = pd.DataFrame({"doc_id": ["a", "b"], "label": ["neg", "pos"], "predicted": ["pos", "pos"],
-                       "prob_neg": [0.2, 0.1], "prob_pos": [0.8, 0.9]})
+    ok = pd.DataFrame(
+        {
+            "doc_id": ["a", "b"],
+            "label": ["neg", "pos"],
+            "predicted": ["pos", "pos"],
+            "prob_neg": [0.2, 0.1],
+            "prob_pos": [0.8, 0.9],
+        }
+    )
     schemas.validate(ok, schema, "test")
     got = failures(ok.assign(predicted=["pos", "other"], prob_pos=[0.8, 1.5]), schema)
     assert ("predicted", "isin") in got and ("prob_pos", "in_range") in got

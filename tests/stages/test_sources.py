@@ -29,13 +29,17 @@ def rows(df: pd.DataFrame, *cols: str) -> list[tuple]:
 # ---------------------------------------------------------------------------------------------
 # the bundled sample
 
+
 def test_the_sample_corpus_is_in_the_repository_as_its_readme_says():
     import hashlib
 
     from tests.fixtures import ROOT
 
     folder = ROOT / "data/sample/reviews-zh"
-    assert sorted(p.name for p in folder.iterdir()) == ["neg.txt", "pos.txt"]  # nothing else to ingest
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "neg.txt",
+        "pos.txt",
+    ]  # nothing else to ingest
     readme = (ROOT / "data/sample/README.md").read_text(encoding="utf-8")
     for p in folder.iterdir():  # the README's table pins the bytes
         assert hashlib.sha256(p.read_bytes()).hexdigest() in readme, p.name
@@ -48,6 +52,7 @@ def test_the_sample_corpus_is_in_the_repository_as_its_readme_says():
 # ---------------------------------------------------------------------------------------------
 # text directories
 
+
 def test_label_txt_layout_one_document_per_line(tmp_path, caplog):
     (tmp_path / "pos.txt").write_text("好评\n\n<停止词>\n  <停止词> 也是标记\n最后一行", encoding="utf-8")
     (tmp_path / "neg.txt").write_text("差评\r\n很差\r\n", encoding="utf-8")
@@ -55,14 +60,25 @@ def test_label_txt_layout_one_document_per_line(tmp_path, caplog):
     df = records(tmp_path)
     assert resolve_format(IngestParams(source=str(tmp_path))) == "text_dir"
     assert rows(df, "text", "label", "line", "reason", "split") == [
-        ("差评", "neg", 1, None, None), ("很差", "neg", 2, None, None),  # \r\n handled
-        ("<file notes.md, 16 bytes>", None, None, "unsupported_file", None),  # accounted for, not skipped
-        ("好评", "pos", 1, None, None), ("", "pos", 2, None, None),
-        ("<停止词>", "pos", 3, "marker", None), ("  <停止词> 也是标记", "pos", 4, "marker", None),
+        ("差评", "neg", 1, None, None),
+        ("很差", "neg", 2, None, None),  # \r\n handled
+        (
+            "<file notes.md, 16 bytes>",
+            None,
+            None,
+            "unsupported_file",
+            None,
+        ),  # accounted for, not skipped
+        ("好评", "pos", 1, None, None),
+        ("", "pos", 2, None, None),
+        ("<停止词>", "pos", 3, "marker", None),
+        ("  <停止词> 也是标记", "pos", 4, "marker", None),
         ("最后一行", "pos", 5, None, None),
     ]
-    assert df["source"].tolist() == [str(tmp_path / "neg.txt")] * 2 + [str(tmp_path / "notes.md")] + \
-        [str(tmp_path / "pos.txt")] * 5
+    assert (
+        df["source"].tolist()
+        == [str(tmp_path / "neg.txt")] * 2 + [str(tmp_path / "notes.md")] + [str(tmp_path / "pos.txt")] * 5
+    )
     assert "notes.md" in caplog.text
 
 
@@ -75,8 +91,10 @@ def test_label_folder_layout_one_document_per_file(tmp_path):
     (tmp_path / "neg" / "bin.dat").write_bytes(b"\x89PNG\x00\x00\x01")
     df = records(tmp_path)
     assert rows(df, "text", "label", "line", "reason") == [
-        ("<binary file, 7 bytes>", "neg", None, "binary"), ("差", "neg", None, None),
-        ("第一篇\n两行", "pos", None, None), ("", "pos", None, None),  # an empty file is an (empty) record
+        ("<binary file, 7 bytes>", "neg", None, "binary"),
+        ("差", "neg", None, None),
+        ("第一篇\n两行", "pos", None, None),
+        ("", "pos", None, None),  # an empty file is an (empty) record
     ]
     assert df["source"].tolist()[-1] == str(tmp_path / "pos" / "empty.txt")
 
@@ -117,7 +135,11 @@ def test_bad_bytes_in_line_files(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     df = records(tmp_path)
     by = {lab: rows(g, "text", "line", "reason") for lab, g in df.groupby("label")}
-    assert by["utf8"] == [("好的", 1, None), ("bad \\xff\\xfe line", 2, "undecodable"), ("还行", 3, None)]
+    assert by["utf8"] == [
+        ("好的", 1, None),
+        ("bad \\xff\\xfe line", 2, "undecodable"),
+        ("还行", 3, None),
+    ]
     assert by["bom"] == [("带BOM", 1, None), ("第二行", 2, None)]
     assert by["legacy"] == [("这是GB18030编码的文件", 1, None), ("第二行：很好", 2, None)]
     assert by["binary"] == [("<binary file, 400 bytes>", None, "binary")]
@@ -145,11 +167,14 @@ def test_a_one_megabyte_line_is_read_whole(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # fastText
 
+
 def test_fasttext_lines(tmp_path):
     path = tmp_path / "train.txt"
-    path.write_text("__label__pos 很好 的书\n  __label__neg bad one  \nno label at all\n\n"
-                    "__label__pos __label__neg two labels\n__label__pos\n__label__neg 标签 __label__x 在中间\n",
-                    encoding="utf-8")
+    path.write_text(
+        "__label__pos 很好 的书\n  __label__neg bad one  \nno label at all\n\n"
+        "__label__pos __label__neg two labels\n__label__pos\n__label__neg 标签 __label__x 在中间\n",
+        encoding="utf-8",
+    )
     assert resolve_format(IngestParams(source=str(path))) == "fasttext"
     df = records(path)
     assert rows(df, "text", "label", "line", "reason") == [
@@ -167,19 +192,27 @@ def test_fasttext_directory_and_binary_file(tmp_path):
     (tmp_path / "a.ft").write_text("__label__a x\n", encoding="utf-8")
     (tmp_path / "b.ft").write_bytes(b"\x00\x00")
     df = records(tmp_path, format="fasttext")
-    assert rows(df, "text", "label", "reason") == [("x", "a", None), ("<binary file, 2 bytes>", None, "binary")]
+    assert rows(df, "text", "label", "reason") == [
+        ("x", "a", None),
+        ("<binary file, 2 bytes>", None, "binary"),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # CSV / TSV / JSONL / Parquet
 
+
 def test_csv_columns_quoting_and_line_numbers(tmp_path):
     path = tmp_path / "data.csv"
-    path.write_text('review,sentiment,part\n"good, really",pos,train\n差,neg,test\nno label,,train\n'
-                    '"say ""hi""",pos,validation\n', encoding="utf-8")
+    path.write_text(
+        'review,sentiment,part\n"good, really",pos,train\n差,neg,test\nno label,,train\n"say ""hi""",pos,validation\n',
+        encoding="utf-8",
+    )
     df = records(path, text_column="review", label_column="sentiment", split_column="part")
     assert rows(df, "text", "label", "split", "line") == [
-        ("good, really", "pos", "train", 2), ("差", "neg", "test", 3), ("no label", "", "train", 4),
+        ("good, really", "pos", "train", 2),
+        ("差", "neg", "test", 3),
+        ("no label", "", "train", 4),
         ('say "hi"', "pos", "validation", 5),
     ]
 
@@ -210,13 +243,19 @@ def test_csv_in_gb18030_and_undecodable_csv(tmp_path):
 
 def test_jsonl_with_malformed_lines(tmp_path):
     path = tmp_path / "data.jsonl"
-    path.write_text('{"text": "hello", "label": "pos", "extra": 1}\n{not json\n\n[1, 2]\n'
-                    '{"text": "no label"}\n{"label": "neg"}\n{"text": {"nested": true}, "label": 3}\n',
-                    encoding="utf-8")
+    path.write_text(
+        '{"text": "hello", "label": "pos", "extra": 1}\n{not json\n\n[1, 2]\n'
+        '{"text": "no label"}\n{"label": "neg"}\n{"text": {"nested": true}, "label": 3}\n',
+        encoding="utf-8",
+    )
     df = records(path)
     assert rows(df, "text", "label", "line", "reason") == [
-        ("hello", "pos", 1, None), ("{not json", None, 2, "malformed"), ("", None, 3, None),
-        ("[1, 2]", None, 4, "malformed"), ("no label", None, 5, None), (None, "neg", 6, "malformed"),
+        ("hello", "pos", 1, None),
+        ("{not json", None, 2, "malformed"),
+        ("", None, 3, None),
+        ("[1, 2]", None, 4, "malformed"),
+        ("no label", None, 5, None),
+        (None, "neg", 6, "malformed"),
         ('{"nested": true}', "3", 7, None),
     ]
 
@@ -242,13 +281,19 @@ def test_jsonl_missing_column_names_the_column_and_the_columns_found(tmp_path):
 def test_parquet_source_and_directory_of_parquet(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    pq.write_table(pa.table({"body": ["a", None, "c"], "y": [1, 0, 1], "s": ["train", None, "test"]}),
-                   src / "part-0.parquet")
+    pq.write_table(
+        pa.table({"body": ["a", None, "c"], "y": [1, 0, 1], "s": ["train", None, "test"]}),
+        src / "part-0.parquet",
+    )
     pq.write_table(pa.table({"body": ["d"], "y": [0], "s": ["valid"]}), src / "part-1.parquet")
     assert resolve_format(IngestParams(source=str(src))) == "parquet"
     df = records(src, text_column="body", label_column="y", split_column="s")
     assert rows(df, "text", "label", "split", "line") == [
-        ("a", "1", "train", 1), (None, "0", None, 2), ("c", "1", "test", 3), ("d", "0", "valid", 1)]
+        ("a", "1", "train", 1),
+        (None, "0", None, 2),
+        ("c", "1", "test", 3),
+        ("d", "0", "valid", 1),
+    ]
     with pytest.raises(InputError, match=r"\['text'\] not found; columns are \['body', 'y', 's'\]"):
         records(src, label_column="y")
     (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")

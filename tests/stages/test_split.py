@@ -24,15 +24,17 @@ from textclf.text import hash64, to_hex
 def clean_frame(token_lists, labels=None, splits=None, start: int = 0) -> pd.DataFrame:
     n = len(token_lists)
     texts = [" ".join(t) + f" #{start + i}" for i, t in enumerate(token_lists)]  # distinct documents
-    return pd.DataFrame({
-        "doc_id": pd.Series(to_hex(hash64(texts)), dtype="str"),
-        "text": pd.Series(texts, dtype="str"),
-        "label": pd.Series(labels if labels is not None else ["a"] * n, dtype="str"),
-        "source": pd.Series(["mem"] * n, dtype="str"),
-        "line": pd.array(range(start + 1, start + n + 1), dtype="Int64"),
-        "split": pd.Series(splits if splits is not None else [None] * n, dtype="str"),
-        "tokens": pd.Series(list(token_lists), dtype=schemas.TOKENS_DTYPE),
-    })
+    return pd.DataFrame(
+        {
+            "doc_id": pd.Series(to_hex(hash64(texts)), dtype="str"),
+            "text": pd.Series(texts, dtype="str"),
+            "label": pd.Series(labels if labels is not None else ["a"] * n, dtype="str"),
+            "source": pd.Series(["mem"] * n, dtype="str"),
+            "line": pd.array(range(start + 1, start + n + 1), dtype="Int64"),
+            "split": pd.Series(splits if splits is not None else [None] * n, dtype="str"),
+            "tokens": pd.Series(list(token_lists), dtype=schemas.TOKENS_DTYPE),
+        }
+    )
 
 
 def assignment(parts: dict[str, pd.DataFrame]) -> dict[str, str]:
@@ -57,10 +59,13 @@ def test_adding_documents_never_moves_an_existing_document(old, new, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(corpus=docs, predefined=st.lists(st.sampled_from([None, None, "train", "valid", "test"]), min_size=60,
-                                        max_size=60), seed=seeds)
+@given(
+    corpus=docs,
+    predefined=st.lists(st.sampled_from([None, None, "train", "valid", "test"]), min_size=60, max_size=60),
+    seed=seeds,
+)
 def test_identical_token_sequences_never_land_in_two_splits(corpus, predefined, seed):
-    frame = clean_frame(corpus, splits=predefined[:len(corpus)])
+    frame = clean_frame(corpus, splits=predefined[: len(corpus)])
     parts, stats = split(frame, SplitParams(seed=seed))
     where: dict[tuple, set[str]] = {}
     for name, part in parts.items():
@@ -132,14 +137,17 @@ def test_seed_changes_the_assignment():
 
 
 def test_zero_valid_ratio_gives_an_empty_valid_split():
-    parts, stats = split(clean_frame([["x", str(i)] for i in range(200)]),
-                         SplitParams(train=0.7, valid=0.0, test=0.3))
+    parts, stats = split(
+        clean_frame([["x", str(i)] for i in range(200)]),
+        SplitParams(train=0.7, valid=0.0, test=0.3),
+    )
     assert len(parts["valid"]) == 0 and stats["splits"]["valid"]["documents"] == 0
     schemas.validate(parts["valid"], schemas.SplitDocs, "split")
 
 
 # ---------------------------------------------------------------------------------------------
 # the stage entry point
+
 
 def setup_stage(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -42,6 +42,7 @@ def toks(texts, stopwords=NO_STOP, **kw):
 # ---------------------------------------------------------------------------------------------
 # decoding
 
+
 def test_decode_utf8_with_and_without_bom():
     assert decode("好的 ok".encode()) == "好的 ok"
     assert decode(b"\xef\xbb\xbf" + "好的".encode()) == "好的"  # the BOM is not text
@@ -70,17 +71,34 @@ def test_looks_binary():
 # ---------------------------------------------------------------------------------------------
 # normalisation
 
+
 def test_normalize_nfkc_whitespace_invisible_and_control_characters():
-    out = normalize(["  ＡＢＣ１２３！\u3000全角  ", "a\u200bb\ufeffc\xadd", "x\x00y\x07z", "tab\tand\r\nnewline",
-                     "", None]).to_pylist()
+    out = normalize(
+        [
+            "  ＡＢＣ１２３！\u3000全角  ",
+            "a\u200bb\ufeffc\xadd",
+            "x\x00y\x07z",
+            "tab\tand\r\nnewline",
+            "",
+            None,
+        ]
+    ).to_pylist()
     assert out == ["ABC123! 全角", "abcd", "x y z", "tab and newline", "", None]
 
 
 # characters whose classification is the same in every Unicode version in use
-ALPHABET = (list("abcXYZ éüß") + list("0123") + list("٣１") + list(",.!?;:'\"-_()<>@#%&*/")
-            + list("，。！？、；：（）【】《》“”…～￥") + list("好的很书价格手机不错") + list("ひらがなカタカナ")
-            + list(" \t\n\r\u3000\xa0\x0b\x00\x1f\x7f\u200b\ufeff\xad") + ["😀", "𠀀", "ﬁ", "①"]
-            + [text._URL_MARK, text._EMAIL_MARK])  # what clean_batch puts in for links and e-mails
+ALPHABET = (
+    list("abcXYZ éüß")
+    + list("0123")
+    + list("٣１")
+    + list(",.!?;:'\"-_()<>@#%&*/")
+    + list("，。！？、；：（）【】《》“”…～￥")
+    + list("好的很书价格手机不错")
+    + list("ひらがなカタカナ")
+    + list(" \t\n\r\u3000\xa0\x0b\x00\x1f\x7f\u200b\ufeff\xad")
+    + ["😀", "𠀀", "ﬁ", "①"]
+    + [text._URL_MARK, text._EMAIL_MARK]
+)  # what clean_batch puts in for links and e-mails
 texts = st.lists(st.text(alphabet=st.sampled_from(ALPHABET), max_size=25), min_size=0, max_size=12)
 
 
@@ -101,6 +119,7 @@ def test_normalize_matches_reference_and_is_idempotent(batch):
 
 # ---------------------------------------------------------------------------------------------
 # tokenisation: the vectorised tokenizer against a plain-Python definition
+
 
 def is_cjk(ch: str) -> bool:
     name = unicodedata.name(ch, "")
@@ -135,8 +154,13 @@ def ref_tokenize(s: str, mode: str, punctuation: bool, digits: bool) -> list[str
 
 
 @settings(max_examples=50, deadline=None)
-@given(batch=texts, mode=st.sampled_from(["auto", "word", "char"]), punctuation=st.booleans(),
-       digits=st.booleans(), chunk=st.sampled_from([8, 64, 1 << 20]))
+@given(
+    batch=texts,
+    mode=st.sampled_from(["auto", "word", "char"]),
+    punctuation=st.booleans(),
+    digits=st.booleans(),
+    chunk=st.sampled_from([8, 64, 1 << 20]),
+)
 def test_tokenize_matches_reference(batch, mode, punctuation, digits, chunk):
     batch = [s.replace("\x00", "") for s in batch]
     old = text._CHUNK_BYTES
@@ -160,6 +184,7 @@ def test_tokenize_sliced_input_nulls_and_empty_batch():
 # ---------------------------------------------------------------------------------------------
 # cleaning
 
+
 def test_full_width_chinese_punctuation_is_removed():
     raw = "这本书，很好看。真的！【推荐】《书名》“引号”、顿号；冒号：问号？……～"
     for t in (raw, normalize([raw])[0].as_py()):  # before and after NFKC
@@ -169,8 +194,14 @@ def test_full_width_chinese_punctuation_is_removed():
 
 
 def test_urls_and_emails_become_placeholder_tokens():
-    out = toks(["see https://example.com/a?b=1 or www.Example.org now", "mail Foo.Bar+x@mail.example.co.uk ok",
-                "见http://x.cn/a很好", "no links here"])
+    out = toks(
+        [
+            "see https://example.com/a?b=1 or www.Example.org now",
+            "mail Foo.Bar+x@mail.example.co.uk ok",
+            "见http://x.cn/a很好",
+            "no links here",
+        ]
+    )
     assert out[0] == ["see", URL_TOKEN, "or", URL_TOKEN, "now"]
     assert out[1] == ["mail", EMAIL_TOKEN, "ok"]
     assert out[2] == ["见", URL_TOKEN, "很", "好"]  # the link ends where the Chinese text starts
@@ -186,10 +217,19 @@ def test_placeholders_survive_char_tokenizer_and_stopwords():
 
 
 def test_html_script_and_style_content_removed_entities_unescaped():
-    doc = ("<html><head><style>body {color: red}</style><script type='text/javascript'>var evil = 1;"
-           "</script></head><body><p>Great&nbsp;book &amp; fast <b>delivery</b></p><!-- hidden comment -->"
-           "<SCRIPT>alert('x')</SCRIPT>好评</body></html>")
-    assert strip_html(pa.array([doc])).to_pylist()[0].split() == ["Great", "book", "&", "fast", "delivery", "好评"]
+    doc = (
+        "<html><head><style>body {color: red}</style><script type='text/javascript'>var evil = 1;"
+        "</script></head><body><p>Great&nbsp;book &amp; fast <b>delivery</b></p><!-- hidden comment -->"
+        "<SCRIPT>alert('x')</SCRIPT>好评</body></html>"
+    )
+    assert strip_html(pa.array([doc])).to_pylist()[0].split() == [
+        "Great",
+        "book",
+        "&",
+        "fast",
+        "delivery",
+        "好评",
+    ]
     tokens = toks([doc])[0]
     assert tokens == ["great", "book", "fast", "delivery", "好", "评"]
     assert not {"var", "evil", "alert", "color", "red", "hidden"} & set(tokens)
@@ -198,8 +238,9 @@ def test_html_script_and_style_content_removed_entities_unescaped():
 
 def test_lowercase_digits_and_punctuation_are_configurable():
     assert toks(["Model X2 costs 100元!"]) == [["model", "x", "costs", "元"]]
-    assert toks(["Model X2 costs 100元!"], lowercase=False, digits=False, punctuation=False) == \
-        [["Model", "X2", "costs", "100", "元", "!"]]
+    assert toks(["Model X2 costs 100元!"], lowercase=False, digits=False, punctuation=False) == [
+        ["Model", "X2", "costs", "100", "元", "!"]
+    ]
 
 
 def test_auto_tokenizer_on_mixed_chinese_english():
@@ -233,8 +274,7 @@ def test_user_stopwords_file(tmp_path):
     assert toks(["Great GOOD book, fine"], stopwords=words) == [["fine"]]
     assert {"Great", "GOOD"} <= load_stopwords(params.model_copy(update={"lowercase": False}))
     assert clean_batch(["the book 书 感觉 不错"], params, words).to_pylist() == [["感", "觉", "不", "错"]]
-    assert clean_batch(["the book 书 感觉"], params.model_copy(update={"tokenizer": "word"}), words
-                       ).to_pylist() == [[]]
+    assert clean_batch(["the book 书 感觉"], params.model_copy(update={"tokenizer": "word"}), words).to_pylist() == [[]]
     with pytest.raises(FileNotFoundError, match="stopwords_file"):
         load_stopwords(CleanParams(stopwords_file=str(tmp_path / "missing.txt")))
 
@@ -247,6 +287,7 @@ def test_clean_batch_returns_arrow_lists_and_keeps_rows():
 
 # ---------------------------------------------------------------------------------------------
 # hashing
+
 
 def test_doc_hash_is_pinned():
     # doc_id is the interface between versions of the data: it must never change by accident

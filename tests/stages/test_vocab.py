@@ -46,15 +46,22 @@ docs = st.lists(st.lists(token, max_size=8), max_size=30)
 
 
 @settings(max_examples=50, deadline=None)
-@given(docs=docs, min_freq=st.integers(1, 4), max_size=st.integers(1, 15), ngrams=st.sampled_from([1, 2]))
+@given(
+    docs=docs,
+    min_freq=st.integers(1, 4),
+    max_size=st.integers(1, 15),
+    ngrams=st.sampled_from([1, 2]),
+)
 def test_vocab_order_ids_and_limits_match_a_reference(docs, min_freq, max_size, ngrams):
     vocab = check_vocab(make_vocab(docs, min_freq=min_freq, max_size=max_size, ngrams=ngrams))
     tokens, counts = vocab["tokens"], vocab["counts"]
     assert tokens[:2] == ["<pad>", "<unk>"] == list(SPECIALS)
     assert len(set(tokens)) == len(tokens) == len(counts)  # ids = positions: contiguous from 0
     ref = ref_counts(docs, ngrams)
-    expected = sorted(((t, n) for t, n in ref.items() if n >= min_freq and t not in SPECIALS),
-                      key=lambda tn: (-tn[1], tn[0].encode("utf-8")))[:max_size]
+    expected = sorted(
+        ((t, n) for t, n in ref.items() if n >= min_freq and t not in SPECIALS),
+        key=lambda tn: (-tn[1], tn[0].encode("utf-8")),
+    )[:max_size]
     assert list(zip(tokens[2:], counts[2:], strict=True)) == expected  # count desc, token asc
     assert vocab["hash"] == vocab_hash(tokens)
     assert (vocab["ngrams"], vocab["min_freq"], vocab["max_size"]) == (ngrams, min_freq, max_size)
@@ -68,8 +75,11 @@ def test_vocab_is_deterministic_under_document_order(docs, data):
 
 
 @settings(max_examples=100, deadline=None)
-@given(docs=st.lists(st.one_of(st.none(), st.lists(token, max_size=5)), max_size=12),
-       lo=st.integers(0, 12), hi=st.integers(0, 12))
+@given(
+    docs=st.lists(st.one_of(st.none(), st.lists(token, max_size=5)), max_size=12),
+    lo=st.integers(0, 12),
+    hi=st.integers(0, 12),
+)
 @example(docs=[["x"], ["a", "b"], ["c", "d"]], lo=1, hi=3)  # a slice whose offsets do not start at 0
 def test_bigrams_stay_within_a_document(docs, lo, hi):
     arr = pa.array(docs, type=LIST)
@@ -88,7 +98,14 @@ def test_check_vocab_rejects_broken_vocabularies(tmp_path):
     good = make_vocab([["a", "b"]])
     for broken, problem in [
         ({**good, "tokens": ["<unk>", "<pad>", "a", "b"]}, "must start with"),
-        ({**good, "tokens": ["<pad>", "<unk>", "a", "a"], "hash": vocab_hash(["<pad>", "<unk>", "a", "a"])}, "duplicate"),
+        (
+            {
+                **good,
+                "tokens": ["<pad>", "<unk>", "a", "a"],
+                "hash": vocab_hash(["<pad>", "<unk>", "a", "a"]),
+            },
+            "duplicate",
+        ),
         ({**good, "counts": [0, 0, 1]}, "counts"),
         ({**good, "hash": "0" * 64}, "hash"),
         ({**good, "tokens": []}, "missing or empty"),
@@ -102,6 +119,7 @@ def test_check_vocab_rejects_broken_vocabularies(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # the stage entry point
+
 
 def test_main_counts_row_group_by_row_group_like_in_memory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -60,8 +60,7 @@ def test_a_tampered_file_is_refused(bundle, name):
         Predictor(bundle)
 
 
-@pytest.mark.parametrize("evil", ["../outside.json", "/etc/hostname", "sub/../../x", "..", ".", "",
-                                  "a\x00b", 7])
+@pytest.mark.parametrize("evil", ["../outside.json", "/etc/hostname", "sub/../../x", "..", ".", "", "a\x00b", 7])
 def test_manifest_names_cannot_leave_the_bundle(bundle, evil):
     (bundle.parent / "outside.json").write_text("{}", encoding="utf-8")
     m = manifest(bundle)
@@ -96,13 +95,19 @@ def test_a_fifo_is_refused_without_blocking(bundle):
         load_bundle(bundle)
 
 
-@pytest.mark.parametrize("m, message", [
-    ([1, 2], "expected a JSON object"),
-    ({"format": "textclf-bundle/1", "files": ["model.safetensors"]}, "must map file names"),
-    ({"format": "textclf-bundle/1", "files": {"model.safetensors": 1}}, "must map file names"),
-    ({"format": "textclf-bundle/0", "files": {}}, "bundle format 'textclf-bundle/0'"),
-    ({"format": "textclf-bundle/1", "files": {"config.json": "0" * 64}}, "manifest does not list"),
-])
+@pytest.mark.parametrize(
+    "m, message",
+    [
+        ([1, 2], "expected a JSON object"),
+        ({"format": "textclf-bundle/1", "files": ["model.safetensors"]}, "must map file names"),
+        ({"format": "textclf-bundle/1", "files": {"model.safetensors": 1}}, "must map file names"),
+        ({"format": "textclf-bundle/0", "files": {}}, "bundle format 'textclf-bundle/0'"),
+        (
+            {"format": "textclf-bundle/1", "files": {"config.json": "0" * 64}},
+            "manifest does not list",
+        ),
+    ],
+)
 def test_malformed_manifests_are_refused(bundle, m, message):
     write_manifest(bundle, m)
     with pytest.raises(BundleError, match=message):
@@ -147,6 +152,7 @@ def test_loading_and_predicting_never_call_pickle_or_torch_load(original, monkey
         def f(*args, **kwargs):
             calls.append(name)
             raise AssertionError(f"{name} called while loading a bundle")
+
         return f
 
     for name in ("load", "loads", "Unpickler"):

@@ -22,15 +22,9 @@ from dvc.repo import Repo
 
 from tests.fixtures import make_repo, run
 from textclf.cli import main
-from textclf.datadiff import (
-    DiffError,
-    Snapshot,
-    diff_snapshots,
-    dvc_changes,
-    markdown_diff,
-    render_markdown,
-    render_text,
-)
+from textclf.diff.core import DiffError, Snapshot, diff_snapshots
+from textclf.diff.read import dvc_changes
+from textclf.diff.render import markdown_diff, render_markdown, render_text
 from textclf.text import hash64, normalize, to_hex
 
 # =============================================================================================
@@ -40,32 +34,62 @@ from textclf.text import hash64, normalize, to_hex
 def _snap(rev, docs, splits, reasons, tokens, counts=None, test_tokens=None):
     docs = pd.DataFrame(docs, columns=["doc_id", "label", "text"])
     splits = pd.DataFrame(splits, columns=["doc_id", "split"])
-    vocab = {"tokens": ["<pad>", "<unk>", *tokens],
-             "counts": [0, 0, *(counts or [1] * len(tokens))], "hash": f"h-{rev}"}
+    vocab = {
+        "tokens": ["<pad>", "<unk>", *tokens],
+        "counts": [0, 0, *(counts or [1] * len(tokens))],
+        "hash": f"h-{rev}",
+    }
     tt = None if test_tokens is None else pa.array(test_tokens, type=pa.list_(pa.string()))
-    return Snapshot(rev=rev, documents=docs, splits=splits,
-                    quarantine=pd.DataFrame({"reason": pd.Series(reasons, dtype=object)}),
-                    vocab=vocab, test_tokens=tt)
+    return Snapshot(
+        rev=rev,
+        documents=docs,
+        splits=splits,
+        quarantine=pd.DataFrame({"reason": pd.Series(reasons, dtype=object)}),
+        vocab=vocab,
+        test_tokens=tt,
+    )
 
 
-A = _snap("a",
-          docs=[("d1", "pos", "one"), ("d2", "pos", "two"), ("d3", "neg", "three"), ("d4", "neg", "four")],
-          splits=[("d1", "train"), ("d2", "train"), ("d3", "valid"), ("d4", "test")],
-          reasons=["empty", "empty", "marker"],
-          tokens=["good", "bad", "old"], counts=[5, 4, 3])
-B = _snap("b",
-          docs=[("d2", "neg", "two"), ("d3", "neg", "three"), ("d4", "neg", "four"), ("d5", "pos", "five"),
-                ("d6", "pos", "six")],
-          splits=[("d2", "train"), ("d3", "test"), ("d4", "test"), ("d5", "train"), ("d6", "valid")],
-          reasons=["empty", "too_long", "empty_after_cleaning"],
-          tokens=["good", "bad", "new", "newer"], counts=[6, 4, 2, 7],
-          test_tokens=[["good", "new", "zzz"], ["bad", "newer"]])
+A = _snap(
+    "a",
+    docs=[
+        ("d1", "pos", "one"),
+        ("d2", "pos", "two"),
+        ("d3", "neg", "three"),
+        ("d4", "neg", "four"),
+    ],
+    splits=[("d1", "train"), ("d2", "train"), ("d3", "valid"), ("d4", "test")],
+    reasons=["empty", "empty", "marker"],
+    tokens=["good", "bad", "old"],
+    counts=[5, 4, 3],
+)
+B = _snap(
+    "b",
+    docs=[
+        ("d2", "neg", "two"),
+        ("d3", "neg", "three"),
+        ("d4", "neg", "four"),
+        ("d5", "pos", "five"),
+        ("d6", "pos", "six"),
+    ],
+    splits=[("d2", "train"), ("d3", "test"), ("d4", "test"), ("d5", "train"), ("d6", "valid")],
+    reasons=["empty", "too_long", "empty_after_cleaning"],
+    tokens=["good", "bad", "new", "newer"],
+    counts=[6, 4, 2, 7],
+    test_tokens=[["good", "new", "zzz"], ["bad", "newer"]],
+)
 
 
 def test_core_counts_every_change_once():
     d = diff_snapshots(A, B, examples=10)
-    assert {k: d["documents"][k] for k in ("a", "b", "added", "removed", "relabeled", "unchanged")} == \
-        {"a": 4, "b": 5, "added": 2, "removed": 1, "relabeled": 1, "unchanged": 2}
+    assert {k: d["documents"][k] for k in ("a", "b", "added", "removed", "relabeled", "unchanged")} == {
+        "a": 4,
+        "b": 5,
+        "added": 2,
+        "removed": 1,
+        "relabeled": 1,
+        "unchanged": 2,
+    }
     ex = d["documents"]["examples"]
     assert [e["doc_id"] for e in ex["added"]] == ["d5", "d6"]
     assert ex["removed"] == [{"doc_id": "d1", "label": "pos", "text": "one"}]
@@ -75,8 +99,11 @@ def test_core_counts_every_change_once():
         "pos": {"a": 2, "b": 2, "delta": 0, "share_a": 0.5, "share_b": 0.4, "share_delta": -0.1},
     }
     assert d["quarantine"]["by_reason"] == {
-        "empty": {"a": 2, "b": 1, "delta": -1}, "marker": {"a": 1, "b": 0, "delta": -1},
-        "too_long": {"a": 0, "b": 1, "delta": 1}, "empty_after_cleaning": {"a": 0, "b": 1, "delta": 1}}
+        "empty": {"a": 2, "b": 1, "delta": -1},
+        "marker": {"a": 1, "b": 0, "delta": -1},
+        "too_long": {"a": 0, "b": 1, "delta": 1},
+        "empty_after_cleaning": {"a": 0, "b": 1, "delta": 1},
+    }
     assert d["quarantine"]["total"] == {"a": 3, "b": 3, "delta": 0}
 
 
@@ -114,8 +141,13 @@ def test_core_vocabulary_changes_and_oov_rate():
 
 
 def test_core_rejects_duplicate_doc_ids():
-    dup = _snap("dup", docs=[("d1", "pos", "x"), ("d1", "neg", "x")], splits=[("d1", "train")],
-                reasons=[], tokens=["a"])
+    dup = _snap(
+        "dup",
+        docs=[("d1", "pos", "x"), ("d1", "neg", "x")],
+        splits=[("d1", "train")],
+        reasons=[],
+        tokens=["a"],
+    )
     with pytest.raises(DiffError, match=r"documents \(b\): doc_id is not unique .*d1"):
         diff_snapshots(A, dup)
 
@@ -138,13 +170,29 @@ def test_core_is_vectorised_on_a_large_corpus():
     t = time.perf_counter()
     d = diff_snapshots(a, b)
     assert time.perf_counter() - t < 10
-    assert (d["documents"]["removed"], d["documents"]["relabeled"], d["documents"]["added"]) == (1000, 500, 0)
+    assert (d["documents"]["removed"], d["documents"]["relabeled"], d["documents"]["added"]) == (
+        1000,
+        500,
+        0,
+    )
 
 
 # =============================================================================================
 # the command on a real git + DVC repo
 
-NEUTRAL = ["房间", "酒店", "手机", "价格", "服务", "屏幕", "room", "phone", "book", "price", "screen"]
+NEUTRAL = [
+    "房间",
+    "酒店",
+    "手机",
+    "价格",
+    "服务",
+    "屏幕",
+    "room",
+    "phone",
+    "book",
+    "price",
+    "screen",
+]
 POS = ["很好", "喜欢", "满意", "great", "love", "perfect"]
 NEG = ["很差", "失望", "难用", "awful", "broken", "refund"]
 
@@ -158,7 +206,9 @@ V1_POS = [_text(i, POS) for i in range(40)]
 V1_NEG = [_text(100 + i, NEG) for i in range(40)]
 REMOVED = V1_POS[:5] + V1_NEG[:3]
 RELABELED = {t: "neg" for t in V1_POS[5:9]} | {t: "pos" for t in V1_NEG[3:5]}
-NEW_POS = [f"zebra {w} {NEUTRAL[i]} #{200 + i}" for i, w in enumerate(["great", "love", "perfect", "很好", "喜欢", "满意"])]
+NEW_POS = [
+    f"zebra {w} {NEUTRAL[i]} #{200 + i}" for i, w in enumerate(["great", "love", "perfect", "很好", "喜欢", "满意"])
+]
 NEW_NEG = [_text(300 + i, NEG) for i in range(4)]
 PUNCT_ONLY = "!!! ???"  # a document at ingest, empty after cleaning → quarantined by clean
 
@@ -192,7 +242,11 @@ def repo(tmp_path_factory):
     base = tmp_path_factory.mktemp("datadiff")
     docs_v1 = [("pos", t) for t in V1_POS] + [("neg", t) for t in V1_NEG]
     # punctuation removed, so the punctuation-only document is left empty by clean
-    root = make_repo(base / "repo", docs_v1, params={"ingest": {"max_chars": 20000}, "clean": {"punctuation": True}})
+    root = make_repo(
+        base / "repo",
+        docs_v1,
+        params={"ingest": {"max_chars": 20000}, "clean": {"punctuation": True}},
+    )
     # the data half only: what the diff reads, without training a model twice
     dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
     dvc_yaml["stages"] = {k: v for k, v in dvc_yaml["stages"].items() if k in DATA_STAGES}
@@ -235,8 +289,14 @@ def test_json_counts_between_two_commits(repo, capsys):
     d = json.loads(out)
     assert d["a"]["rev"] == "HEAD~1" and d["b"]["rev"] == "HEAD" and len(d["b"]["commit"]) == 40
     docs = d["documents"]
-    assert {k: docs[k] for k in ("a", "b", "added", "removed", "relabeled", "unchanged")} == \
-        {"a": 80, "b": 83, "added": 11, "removed": 8, "relabeled": 6, "unchanged": 66}
+    assert {k: docs[k] for k in ("a", "b", "added", "removed", "relabeled", "unchanged")} == {
+        "a": 80,
+        "b": 83,
+        "added": 11,
+        "removed": 8,
+        "relabeled": 6,
+        "unchanged": 66,
+    }
     ex = docs["examples"]
     assert len(ex["added"]) == 5 and {e["doc_id"] for e in ex["added"]} <= _ids(NEW_POS + NEW_NEG + [PUNCT_ONLY])
     assert {e["doc_id"] for e in ex["removed"]} <= _ids(REMOVED) and len(ex["removed"]) == 5
@@ -244,8 +304,14 @@ def test_json_counts_between_two_commits(repo, capsys):
     for e in ex["relabeled"]:
         assert (e["label_a"], e["label"]) in {("pos", "neg"), ("neg", "pos")}
 
-    assert d["labels"]["pos"] == {"a": 40, "b": 40, "delta": 0, "share_a": 0.5,
-                                  "share_b": round(40 / 83, 4), "share_delta": round(40 / 83 - 0.5, 4)}
+    assert d["labels"]["pos"] == {
+        "a": 40,
+        "b": 40,
+        "delta": 0,
+        "share_a": 0.5,
+        "share_b": round(40 / 83, 4),
+        "share_delta": round(40 / 83 - 0.5, 4),
+    }
     assert d["labels"]["neg"]["a"] == 40 and d["labels"]["neg"]["b"] == 43
 
     sp = d["splits"]
@@ -256,8 +322,10 @@ def test_json_counts_between_two_commits(repo, capsys):
     assert sp["moved"] == 0 and d["warnings"] == []
 
     assert d["quarantine"]["by_reason"] == {
-        "empty": {"a": 0, "b": 1, "delta": 1}, "marker": {"a": 0, "b": 1, "delta": 1},
-        "empty_after_cleaning": {"a": 0, "b": 1, "delta": 1}}
+        "empty": {"a": 0, "b": 1, "delta": 1},
+        "marker": {"a": 0, "b": 1, "delta": 1},
+        "empty_after_cleaning": {"a": 0, "b": 1, "delta": 1},
+    }
     assert d["quarantine"]["total"] == {"a": 0, "b": 3, "delta": 3}
 
     # vocabulary: against the two vocab.json files and v2's test split, read independently
@@ -273,10 +341,16 @@ def test_json_counts_between_two_commits(repo, capsys):
     assert v["test_tokens"] == len(test_tokens) > 0
     oov = sum(t not in va for t in test_tokens) / len(test_tokens)
     assert v["oov_rate_test_b_under_a"] == pytest.approx(oov, abs=1e-6)
-    assert v["oov_rate_test_b_under_b"] == pytest.approx(sum(t not in vb for t in test_tokens) / len(test_tokens), abs=1e-6)
+    assert v["oov_rate_test_b_under_b"] == pytest.approx(
+        sum(t not in vb for t in test_tokens) / len(test_tokens), abs=1e-6
+    )
 
     # params and metrics, as DVC diffs them
-    assert d["params"]["params.yaml"]["ingest.max_chars"] == {"old": 20000, "new": 10000, "diff": -10000}
+    assert d["params"]["params.yaml"]["ingest.max_chars"] == {
+        "old": 20000,
+        "new": 10000,
+        "diff": -10000,
+    }
     ingest = d["metrics"]["reports/data/ingest.json"]
     assert ingest["kept"] == {"old": 80, "new": 83, "diff": 3}
     assert ingest["quarantined"] == {"old": 0, "new": 2, "diff": 2}
@@ -288,15 +362,23 @@ def test_markdown_and_terminal_rendering(repo, capsys):
     assert rc == 0, err
     lines = md.splitlines()
     assert lines[0].startswith("## Data diff: `HEAD~1` (") and "→ `HEAD` (" in lines[0]
-    for expected in ["### Documents", "| added | 11 |", "| removed | 8 |", "| relabelled | 6 |",
-                     "| unchanged | 66 |", "| at HEAD~1 | 80 |", "| at HEAD | 83 |",
-                     "| label | HEAD~1 | HEAD | Δ | share HEAD~1 | share HEAD | Δ share |",
-                     "| `neg` | 40 | 43 | +3 | 50.0% | 51.8% | +1.8 pp |",
-                     "| `pos` | 40 | 40 | 0 | 50.0% | 48.2% | -1.8 pp |",
-                     "| `empty_after_cleaning` | 0 | 1 | +1 |", "| total | 0 | 3 | +3 |",
-                     "No document present at both revisions changed split.",
-                     "| `params.yaml` | `ingest.max_chars` | 20,000 | 10,000 |",
-                     "| `reports/data/ingest.json` | `kept` | 80 | 83 | +3 |"]:
+    for expected in [
+        "### Documents",
+        "| added | 11 |",
+        "| removed | 8 |",
+        "| relabelled | 6 |",
+        "| unchanged | 66 |",
+        "| at HEAD~1 | 80 |",
+        "| at HEAD | 83 |",
+        "| label | HEAD~1 | HEAD | Δ | share HEAD~1 | share HEAD | Δ share |",
+        "| `neg` | 40 | 43 | +3 | 50.0% | 51.8% | +1.8 pp |",
+        "| `pos` | 40 | 40 | 0 | 50.0% | 48.2% | -1.8 pp |",
+        "| `empty_after_cleaning` | 0 | 1 | +1 |",
+        "| total | 0 | 3 | +3 |",
+        "No document present at both revisions changed split.",
+        "| `params.yaml` | `ingest.max_chars` | 20,000 | 10,000 |",
+        "| `reports/data/ingest.json` | `kept` | 80 | 83 | +3 |",
+    ]:
         assert expected in lines, expected
     assert sum(line.startswith("- relabelled `") for line in lines) == 5
 
@@ -310,7 +392,16 @@ def test_markdown_and_terminal_rendering(repo, capsys):
     assert rc == 0, err
     assert "|" not in text and "`" not in text
     rows = [line.split() for line in text.splitlines()]
-    assert ["relabelled", "6"] in rows and ["neg", "40", "43", "+3", "50.0%", "51.8%", "+1.8", "pp"] in rows
+    assert ["relabelled", "6"] in rows and [
+        "neg",
+        "40",
+        "43",
+        "+3",
+        "50.0%",
+        "51.8%",
+        "+1.8",
+        "pp",
+    ] in rows
 
 
 def test_workspace_against_head(repo, capsys):
@@ -322,10 +413,20 @@ def test_workspace_against_head(repo, capsys):
         assert rc == 0, err
         d = json.loads(out)
         assert d["a"]["rev"] == "HEAD" and d["b"] == {"rev": "workspace", "commit": None}
-        assert {k: d["documents"][k] for k in ("a", "b", "added", "removed", "relabeled", "unchanged")} == \
-            {"a": 83, "b": 80, "added": 8, "removed": 11, "relabeled": 6, "unchanged": 66}
+        assert {k: d["documents"][k] for k in ("a", "b", "added", "removed", "relabeled", "unchanged")} == {
+            "a": 83,
+            "b": 80,
+            "added": 8,
+            "removed": 11,
+            "relabeled": 6,
+            "unchanged": 66,
+        }
         assert d["quarantine"]["total"] == {"a": 3, "b": 0, "delta": -3}
-        assert d["params"]["params.yaml"]["ingest.max_chars"] == {"old": 10000, "new": 20000, "diff": 10000}
+        assert d["params"]["params.yaml"]["ingest.max_chars"] == {
+            "old": 10000,
+            "new": 20000,
+            "diff": 10000,
+        }
     finally:
         run(["git", "checkout", "HEAD", "--", "."], repo)
         run(["dvc", "checkout"], repo)
@@ -344,8 +445,9 @@ def test_missing_outputs_say_how_to_get_them(repo, capsys):
     # params/metrics are diffed generically: a metrics file a revision lacks is listed, not fatal
     with Repo(str(repo)) as r:
         changes = dvc_changes(r, "HEAD~2", "HEAD")
-    assert changes["unreadable"]["metrics"] == [f"reports/data/{s}.json at HEAD~2 (missing)"
-                                                for s in ("clean", "ingest", "split")]
+    assert changes["unreadable"]["metrics"] == [
+        f"reports/data/{s}.json at HEAD~2 (missing)" for s in ("clean", "ingest", "split")
+    ]
     assert changes["metrics"]["reports/data/ingest.json"]["kept"] == {"old": None, "new": 83}
 
     # v1's data only on the remote: read through it; with the remote gone too, say `dvc pull`

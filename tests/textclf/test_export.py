@@ -35,12 +35,18 @@ def labels_of(pipe):
     return pipe.parts["test"]["label"].to_numpy(dtype=object)
 
 
-@pytest.mark.parametrize("train", [{}, {"weighting": "idf", "epochs": 2},
-                                   {"weighting": "idf", "hidden_dim": 8, "bigrams": "none", "epochs": 2},
-                                   {"model": "cnn", "max_len": 12, "epochs": 2},
-                                   {"model": "linear"},
-                                   {"model": "linear", "linear": {"nb_mix": 0.0, "sublinear_tf": False}}],
-                         ids=["bag-hashed-bigrams", "bag-idf", "bag-idf-hidden", "cnn", "linear", "linear-lr-only"])
+@pytest.mark.parametrize(
+    "train",
+    [
+        {},
+        {"weighting": "idf", "epochs": 2},
+        {"weighting": "idf", "hidden_dim": 8, "bigrams": "none", "epochs": 2},
+        {"model": "cnn", "max_len": 12, "epochs": 2},
+        {"model": "linear"},
+        {"model": "linear", "linear": {"nb_mix": 0.0, "sublinear_tf": False}},
+    ],
+    ids=["bag-hashed-bigrams", "bag-idf", "bag-idf-hidden", "cnn", "linear", "linear-lr-only"],
+)
 def test_fp32_graph_reproduces_torch_and_int8_is_reported(tmp_path, bag, train):
     pipe = build_pipeline(tmp_path / "pipe", **train) if train else bag
     bundle = load_bundle(pipe.bundle)
@@ -54,8 +60,10 @@ def test_fp32_graph_reproduces_torch_and_int8_is_reported(tmp_path, bag, train):
     assert report["int8"]["accuracy_delta"] == pytest.approx(report["int8"]["accuracy"] - report["torch"]["accuracy"])
     # the int8 graph really holds 8-bit weights (Gather tables are quantised to uint8)
     int8 = onnx.load(str(out / INT8))
-    assert any(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and t.name.endswith("_quantized")
-               for t in int8.graph.initializer)
+    assert any(
+        t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) and t.name.endswith("_quantized")
+        for t in int8.graph.initializer
+    )
     # and on documents the test split lacks, through the Predictor (raw text → ONNX Runtime)
     onnx_pred = Predictor(bundle, runtime="onnx", onnx_path=out / FP32)
     torch_pred = Predictor(bundle)
@@ -125,7 +133,13 @@ def test_graphs_are_tied_to_their_bundle(bag, tmp_path):
     proto = onnx.load(str(out / FP32))
     ext = tmp_path / "ext"
     ext.mkdir()
-    onnx.save_model(proto, str(ext / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=0)
+    onnx.save_model(
+        proto,
+        str(ext / "m.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     with pytest.raises(BundleError, match="external"):
         OnnxClassifier(ext / "m.onnx", load_bundle(bag.bundle))

@@ -33,7 +33,7 @@ from textclf.params import CleanParams, IngestParams, SplitParams, TrainParams, 
 from textclf.predict import Predictor
 from textclf.sources import read_records
 from textclf.text import hash64, load_stopwords, normalize, to_hex
-from textclf.training.core import Prepared, bundle_config, train_config
+from textclf.training.run import Prepared, bundle_config, train_config
 
 FULLWIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!"})
 
@@ -75,8 +75,9 @@ class Pipeline:
         return self.parts[split_name]["tokens"].array._pa_array.combine_chunks()
 
 
-def build_pipeline(root: Path, docs: list[tuple[str, str]] | None = None, clean_params: dict | None = None,
-                   **train) -> Pipeline:
+def build_pipeline(
+    root: Path, docs: list[tuple[str, str]] | None = None, clean_params: dict | None = None, **train
+) -> Pipeline:
     """The stage cores in-process on `docs` (default: noisy_docs()); the bundle at root/bundle."""
     raw_dir = write_text_dir(root / "raw", docs if docs is not None else noisy_docs())
     ip = IngestParams(source=str(raw_dir), format="text_dir")
@@ -85,11 +86,26 @@ def build_pipeline(root: Path, docs: list[tuple[str, str]] | None = None, clean_
     cp = CleanParams(**(clean_params or {}))
     cleaned = clean(documents, cp, load_stopwords(cp)).clean
     parts, _ = split(cleaned, SplitParams(seed=1, train=0.6, valid=0.2, test=0.2))
-    vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), 1),
-                        VocabParams())
-    tp = TrainParams(**{"model": "bag", "device": "cpu", "embed_dim": 16, "hash_buckets": 256, "batch_size": 32,
-                        "epochs": 4, "lr": 0.05, "num_filters": 8, "kernel_sizes": (2, 3), "bigrams": "hashed",
-                        "optimizer": "adam", "dropout": 0.0, "weight_decay": 0.0, "label_smoothing": 0.0, **train})
+    vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), 1), VocabParams())
+    tp = TrainParams(
+        **{
+            "model": "bag",
+            "device": "cpu",
+            "embed_dim": 16,
+            "hash_buckets": 256,
+            "batch_size": 32,
+            "epochs": 4,
+            "lr": 0.05,
+            "num_filters": 8,
+            "kernel_sizes": (2, 3),
+            "bigrams": "hashed",
+            "optimizer": "adam",
+            "dropout": 0.0,
+            "weight_decay": 0.0,
+            "label_smoothing": 0.0,
+            **train,
+        }
+    )
     out = train_config(Prepared(parts["train"], parts["valid"], vocab), tp, torch.device("cpu"))
     config = bundle_config(out.cfg, out.enc, out.labels, vocab, cp, tp, out.result, "cpu")
     bundle = save_bundle(root / "bundle", out.result.best_state, config, vocab)
@@ -122,9 +138,15 @@ def test_predictor_tokens_equal_the_clean_stage_tokens(pipe, predictor):
     assert predictor.tokenize(pipe.raw_texts()).equals(pipe.tokens())
 
 
-@pytest.mark.parametrize("train", [None, {"weighting": "idf", "bigrams": "none", "epochs": 2},
-                                   {"model": "cnn", "max_len": 12, "epochs": 2}],
-                         ids=["bag-hashed-bigrams", "bag-idf", "cnn"])
+@pytest.mark.parametrize(
+    "train",
+    [
+        None,
+        {"weighting": "idf", "bigrams": "none", "epochs": 2},
+        {"model": "cnn", "max_len": 12, "epochs": 2},
+    ],
+    ids=["bag-hashed-bigrams", "bag-idf", "cnn"],
+)
 def test_pipeline_predictions_and_predictor_on_raw_texts_agree(pipe, tmp_path, train):
     """The evaluate stage's probabilities (model_proba on the clean stage's test tokens) and the
     Predictor's on the raw lines: every label equal, probabilities equal to float precision."""
@@ -153,7 +175,13 @@ def test_predict_records(predictor):
 
 def test_invariance_to_what_cleaning_removes(predictor):
     base = predictor.predict_proba(["房间很好 喜欢"])
-    for variant in ["房间很好 喜欢!!!", "  房间很好\t喜欢。", "<p>房间很好 喜欢</p>", "房间很好 喜欢 123", "房间很好\u200b 喜欢"]:
+    for variant in [
+        "房间很好 喜欢!!!",
+        "  房间很好\t喜欢。",
+        "<p>房间很好 喜欢</p>",
+        "房间很好 喜欢 123",
+        "房间很好\u200b 喜欢",
+    ]:
         np.testing.assert_array_equal(predictor.predict_proba([variant]), base, err_msg=variant)
 
 
@@ -180,7 +208,14 @@ def test_incompatible_bundles_are_refused_clearly(pipe, tmp_path):
     with pytest.raises(BundleError, match="text.clean is not valid"):
         Predictor(variant(text={"clean": {"tokenizer": "sentencepiece"}, "normalize": "nfkc-v1"}))
     with pytest.raises(BundleError, match="stopword list"):
-        Predictor(variant(text={"clean": {"stopwords_file": str(tmp_path / "gone.txt")}, "normalize": "nfkc-v1"}))
+        Predictor(
+            variant(
+                text={
+                    "clean": {"stopwords_file": str(tmp_path / "gone.txt")},
+                    "normalize": "nfkc-v1",
+                }
+            )
+        )
     with pytest.raises(BundleError, match="no text settings"):
         Predictor(variant(text=None))
     with pytest.raises(BundleError, match="do not fit"):
@@ -198,10 +233,22 @@ def test_the_stopword_list_comes_from_the_bundle_never_from_the_path_it_names(pi
     words = ["房"]  # Chinese tokens are characters
     for path in ("/dev/zero", str(tmp_path / "edited.txt")):
         (tmp_path / "edited.txt").write_text("很\n喜\n", encoding="utf-8")
-        config = {**bundle.config, "text": {**text, "clean": {**text["clean"], "stopwords_file": path},
-                                             "stopwords_extra": words}}
-        pred = Predictor(save_bundle(tmp_path / f"b{len(list(tmp_path.iterdir()))}", bundle.state_dict, config,
-                                     bundle.vocab))
+        config = {
+            **bundle.config,
+            "text": {
+                **text,
+                "clean": {**text["clean"], "stopwords_file": path},
+                "stopwords_extra": words,
+            },
+        }
+        pred = Predictor(
+            save_bundle(
+                tmp_path / f"b{len(list(tmp_path.iterdir()))}",
+                bundle.state_dict,
+                config,
+                bundle.vocab,
+            )
+        )
         assert "房" in pred.stopwords and "很" not in pred.stopwords
         assert pred.tokenize(["房间很好"]).to_pylist() == [["间", "很", "好"]]
     assert "房" not in ref.stopwords
@@ -260,11 +307,24 @@ def test_cli_csv_and_jsonl_input_csv_output(pipe, predictor, tmp_path, capsys):
     csv_in = tmp_path / "in.csv"
     pd.DataFrame({"id": [1, 2, 3], "review": texts}).to_csv(csv_in, index=False)
     jsonl_in = tmp_path / "in.jsonl"
-    jsonl_in.write_text("".join(json.dumps({"review": t, "n": i}, ensure_ascii=False) + "\n"
-                                for i, t in enumerate(texts)), encoding="utf-8")
+    jsonl_in.write_text(
+        "".join(json.dumps({"review": t, "n": i}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
+        encoding="utf-8",
+    )
     out_file = tmp_path / "out.csv"
-    code, _, err = run_cli(capsys, "--bundle", str(pipe.bundle), "-i", str(csv_in), "--column", "review",
-                           "--format", "csv", "-o", str(out_file))
+    code, _, err = run_cli(
+        capsys,
+        "--bundle",
+        str(pipe.bundle),
+        "-i",
+        str(csv_in),
+        "--column",
+        "review",
+        "--format",
+        "csv",
+        "-o",
+        str(out_file),
+    )
     assert code == 0, err
     got = pd.read_csv(out_file)
     want = predictor.predict(texts)
@@ -277,27 +337,39 @@ def test_cli_csv_and_jsonl_input_csv_output(pipe, predictor, tmp_path, capsys):
 
 
 def test_cli_reads_stdin(pipe, predictor, capsys, monkeypatch):
-    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), stdin="房间很好\n退货 失望\n",
-                             monkeypatch=monkeypatch)
+    code, out, err = run_cli(
+        capsys, "--bundle", str(pipe.bundle), stdin="房间很好\n退货 失望\n", monkeypatch=monkeypatch
+    )
     assert code == 0, err
     assert jsonl(out) == predictor.predict(["房间很好", "退货 失望"])
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    (None, ["--bundle", "{tmp}/nope", "x"], "no model bundle here"),
-    (None, ["--input", "{tmp}/missing.txt"], "missing.txt: not found"),
-    ("empty.txt", ["--input", "{tmp}/empty.txt"], "no input texts"),
-    ("latin1.txt", ["--input", "{tmp}/latin1.txt"], "not utf-8-sig text"),
-    ("in.csv", ["--input", "{tmp}/in.csv", "--column", "body"], "no column 'body' (columns: text, label)"),
-    ("in.csv", ["--input", "{tmp}/in.csv"], "in.csv:3: empty 'text'"),
-    ("bad.jsonl", ["--input", "{tmp}/bad.jsonl"], "bad.jsonl:2: not valid JSON"),
-    (None, ["--encoding", "klingon", "--input", "{tmp}/x"], "unknown encoding 'klingon'"),
-    (None, ["--input", "{tmp}/x", "some text"], "not both"),
-    (None, ["--runtime", "onnx", "--onnx", "{tmp}/none.onnx", "x"], "no ONNX model here"),
-])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (None, ["--bundle", "{tmp}/nope", "x"], "no model bundle here"),
+        (None, ["--input", "{tmp}/missing.txt"], "missing.txt: not found"),
+        ("empty.txt", ["--input", "{tmp}/empty.txt"], "no input texts"),
+        ("latin1.txt", ["--input", "{tmp}/latin1.txt"], "not utf-8-sig text"),
+        (
+            "in.csv",
+            ["--input", "{tmp}/in.csv", "--column", "body"],
+            "no column 'body' (columns: text, label)",
+        ),
+        ("in.csv", ["--input", "{tmp}/in.csv"], "in.csv:3: empty 'text'"),
+        ("bad.jsonl", ["--input", "{tmp}/bad.jsonl"], "bad.jsonl:2: not valid JSON"),
+        (None, ["--encoding", "klingon", "--input", "{tmp}/x"], "unknown encoding 'klingon'"),
+        (None, ["--input", "{tmp}/x", "some text"], "not both"),
+        (None, ["--runtime", "onnx", "--onnx", "{tmp}/none.onnx", "x"], "no ONNX model here"),
+    ],
+)
 def test_cli_errors_are_one_clear_line(pipe, tmp_path, capsys, setup, args, message):
-    files = {"empty.txt": b"\n  \n", "latin1.txt": "caf\u00e9 tr\u00e8s bien\n".encode("latin-1"),
-             "in.csv": b"text,label\nok,pos\n,neg\n", "bad.jsonl": b'{"text": "ok"}\n{"text": \n'}
+    files = {
+        "empty.txt": b"\n  \n",
+        "latin1.txt": "caf\u00e9 tr\u00e8s bien\n".encode("latin-1"),
+        "in.csv": b"text,label\nok,pos\n,neg\n",
+        "bad.jsonl": b'{"text": "ok"}\n{"text": \n',
+    }
     if setup:
         (tmp_path / setup).write_bytes(files[setup])
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -307,4 +379,3 @@ def test_cli_errors_are_one_clear_line(pipe, tmp_path, capsys, setup, args, mess
     assert code == 2
     assert message in err
     assert "Traceback" not in err and out == ""
-

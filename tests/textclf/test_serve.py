@@ -25,7 +25,10 @@ from textclf.predict import Predictor
 from textclf.serve import Limits, create_app, server_config
 
 LIMITS = Limits(max_body_bytes=4096, max_texts=8, max_chars=200)
-METRICS = {"test": {"accuracy": 0.91, "macro_f1": 0.9}, "baseline": {"accuracy": 0.8, "macro_f1": 0.79}}
+METRICS = {
+    "test": {"accuracy": 0.91, "macro_f1": 0.9},
+    "baseline": {"accuracy": 0.8, "macro_f1": 0.79},
+}
 RUN = {"created": "2026-11-01T12:00:00+00:00", "device": "cpu", "versions": {"torch": "2.13.0"}}
 
 
@@ -95,8 +98,14 @@ def test_health_and_metadata(client, pipe):
     assert meta["training"]["date"] == RUN["created"] and "created" not in bundle.config  # not in the hashed bundle
     assert meta["training"]["best_epoch"] == bundle.config["training"]["best_epoch"]
     assert meta["metrics"] == METRICS
-    assert meta["limits"] == {"max_body_bytes": 4096, "max_texts": 8, "max_chars": 200, "max_batch_chars": 1 << 20,
-                              "body_timeout_s": 10.0, "concurrency": 0}
+    assert meta["limits"] == {
+        "max_body_bytes": 4096,
+        "max_texts": 8,
+        "max_chars": 200,
+        "max_batch_chars": 1 << 20,
+        "body_timeout_s": 10.0,
+        "concurrency": 0,
+    }
     assert client.get("/ready").json() == {"status": "ready", "bundle": bundle_digest(bundle)}
     assert meta["model"] == {"type": "bag", "runtime": "torch", "onnx": None, "onnx_variant": None}
 
@@ -109,39 +118,52 @@ def test_predict_in_order(client, predictor):
     assert [p["label"] for p in r.json()["predictions"][:2]] == ["pos", "neg"]
 
 
-@pytest.mark.parametrize("body, status, code", [
-    (b'{"texts": ["ok", ', 422, "invalid_json"),
-    (b"\xff\xfe not json", 422, "invalid_json"),
-    (b'{"texts": ["fine", ""]}', 422, "empty_text"),
-    (b'{"texts": ["   \\t"]}', 422, "empty_text"),
-    (b'{"texts": []}', 422, "empty_batch"),
-    (b'{"texts": "one string"}', 422, "invalid_request"),
-    (b'{"texts": ["ok", 3]}', 422, "invalid_request"),
-    (b'{"texts": ["ok", null]}', 422, "invalid_request"),
-    (b'{"text": ["ok"]}', 422, "invalid_request"),
-    (b'["ok"]', 422, "invalid_request"),
-    (json.dumps({"texts": ["好"] * 9}).encode(), 413, "too_many_texts"),
-    (json.dumps({"texts": ["ok", "好" * 201]}).encode(), 413, "text_too_long"),
-    (json.dumps({"texts": ["好" * 150] * 8}).encode(), 413, "body_too_large"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        (b'{"texts": ["ok", ', 422, "invalid_json"),
+        (b"\xff\xfe not json", 422, "invalid_json"),
+        (b'{"texts": ["fine", ""]}', 422, "empty_text"),
+        (b'{"texts": ["   \\t"]}', 422, "empty_text"),
+        (b'{"texts": []}', 422, "empty_batch"),
+        (b'{"texts": "one string"}', 422, "invalid_request"),
+        (b'{"texts": ["ok", 3]}', 422, "invalid_request"),
+        (b'{"texts": ["ok", null]}', 422, "invalid_request"),
+        (b'{"text": ["ok"]}', 422, "invalid_request"),
+        (b'["ok"]', 422, "invalid_request"),
+        (json.dumps({"texts": ["好"] * 9}).encode(), 413, "too_many_texts"),
+        (json.dumps({"texts": ["ok", "好" * 201]}).encode(), 413, "text_too_long"),
+        (json.dumps({"texts": ["好" * 150] * 8}).encode(), 413, "body_too_large"),
+    ],
+)
 def test_bad_requests_get_json_errors_and_the_server_stays_up(client, body, status, code):
-    assert_error(client.post("/predict", content=body, headers={"content-type": "application/json"}), status, code)
+    assert_error(
+        client.post("/predict", content=body, headers={"content-type": "application/json"}),
+        status,
+        code,
+    )
     assert client.get("/health").status_code == 200
 
 
 def test_a_lone_surrogate_is_a_422_not_a_500(client):
     for body in (b'{"texts": ["\\ud800"]}', b'{"texts": ["ok", "a\\udfffb"]}'):
-        assert_error(client.post("/predict", content=body, headers={"content-type": "application/json"}),
-                     422, "invalid_text")
-    assert client.post("/predict", json={"texts": ["\U0001F600 好"]}).status_code == 200  # a real pair is fine
+        assert_error(
+            client.post("/predict", content=body, headers={"content-type": "application/json"}),
+            422,
+            "invalid_text",
+        )
+    assert client.post("/predict", json={"texts": ["\U0001f600 好"]}).status_code == 200  # a real pair is fine
 
 
 def test_the_length_limit_applies_after_normalisation(client):
     """U+FDFA becomes 18 characters under NFKC: 12 of them are 216 after it (limit 200)."""
     body = json.dumps({"texts": ["\ufdfa" * 12]}).encode()
     assert len(body) < 4096
-    r = assert_error(client.post("/predict", content=body, headers={"content-type": "application/json"}),
-                     413, "text_too_long")
+    r = assert_error(
+        client.post("/predict", content=body, headers={"content-type": "application/json"}),
+        413,
+        "text_too_long",
+    )
     assert "after normalisation" in r["detail"]
     assert client.post("/predict", json={"texts": ["\ufdfa" * 11]}).status_code == 200  # 198 after NFKC
 
@@ -161,8 +183,10 @@ def test_a_body_that_trickles_in_gets_408_and_the_server_stays_up(predictor):
     with serving(app) as base:
         host, port = base.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100\r\n\r\n{\"texts\": [")
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"texts": ['
+            )
             t0 = time.monotonic()
             reply = b""
             while b"body_timeout" not in reply and time.monotonic() - t0 < 5:
@@ -189,6 +213,7 @@ def test_health_answers_within_a_second_while_64_predictions_are_in_flight(predi
     monkeypatch.setattr(predictor, "predict", slow)
     app = create_app(predictor, Limits(concurrency=2), None)
     with serving(app) as base:
+
         def call(_):
             with httpx.Client(base_url=base, timeout=120) as c:
                 return c.post("/predict", json={"texts": ["房间很好"]}).status_code
@@ -213,8 +238,11 @@ def test_oversized_body_without_content_length_is_cut_off(client):
             yield b"a" * 1000
         yield b'"]}'
 
-    assert_error(client.post("/predict", content=chunks(), headers={"content-type": "application/json"}),
-                 413, "body_too_large")
+    assert_error(
+        client.post("/predict", content=chunks(), headers={"content-type": "application/json"}),
+        413,
+        "body_too_large",
+    )
     assert client.post("/predict", json={"texts": ["ok"]}).status_code == 200
 
 
@@ -260,9 +288,24 @@ def test_serve_command_end_to_end(pipe):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "textclf.cli", "serve", "--bundle", str(pipe.bundle),
-                             "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "textclf.cli",
+            "serve",
+            "--bundle",
+            str(pipe.bundle),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -277,8 +320,14 @@ def test_serve_command_end_to_end(pipe):
         r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["房间很好"]}, timeout=10)
         assert r.status_code == 200 and r.json()["predictions"][0]["label"] in ("neg", "pos")
         meta = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()
-        assert meta["limits"] == {"max_body_bytes": 1 << 20, "max_texts": 256, "max_chars": 20_000,
-                                  "max_batch_chars": 1 << 20, "body_timeout_s": 10.0, "concurrency": 0}
+        assert meta["limits"] == {
+            "max_body_bytes": 1 << 20,
+            "max_texts": 256,
+            "max_chars": 20_000,
+            "max_batch_chars": 1 << 20,
+            "body_timeout_s": 10.0,
+            "concurrency": 0,
+        }
     finally:
         proc.terminate()
         try:

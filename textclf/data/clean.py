@@ -26,7 +26,6 @@ from textclf.text import clean_batch
 log = logging.getLogger("textclf.clean")
 
 
-
 @dataclass(frozen=True)
 class CleanResult:
     clean: pd.DataFrame
@@ -41,13 +40,15 @@ def clean(documents: pd.DataFrame, params: CleanParams, stopwords: frozenset[str
     out = documents.loc[~empty].reset_index(drop=True)
     out["tokens"] = pd.Series(pd.arrays.ArrowExtensionArray(tokens.filter(pa.array(~empty))))
     gone = documents.loc[empty]
-    rejected = pd.DataFrame({
-        "record": gone["text"].to_numpy(dtype=object),
-        "source": gone["source"].to_numpy(dtype=object),
-        "line": pd.array(gone["line"], dtype="Int64"),
-        "reason": np.full(len(gone), "empty_after_cleaning", dtype=object),
-        "label": gone["label"].to_numpy(dtype=object),
-    })
+    rejected = pd.DataFrame(
+        {
+            "record": gone["text"].to_numpy(dtype=object),
+            "source": gone["source"].to_numpy(dtype=object),
+            "line": pd.array(gone["line"], dtype="Int64"),
+            "reason": np.full(len(gone), "empty_after_cleaning", dtype=object),
+            "label": gone["label"].to_numpy(dtype=object),
+        }
+    )
     stats = clean_stats(len(documents), lengths[~empty])
     return CleanResult(out, rejected, stats)
 
@@ -61,15 +62,18 @@ def clean_stats(read: int, kept_len: np.ndarray) -> dict:
         "quarantined": int(read - len(kept_len)),
         "by_reason": {"empty_after_cleaning": int(read - len(kept_len))},
         "tokens": int(kept_len.sum()),
-        "tokens_per_doc": {"mean": round(float(kept_len.mean()), 2) if len(kept_len) else 0.0,
-                           "p50": float(np.percentile(kept_len, 50)) if len(kept_len) else 0.0,
-                           "p99": float(np.percentile(kept_len, 99)) if len(kept_len) else 0.0,
-                           "max": int(kept_len.max()) if len(kept_len) else 0},
+        "tokens_per_doc": {
+            "mean": round(float(kept_len.mean()), 2) if len(kept_len) else 0.0,
+            "p50": float(np.percentile(kept_len, 50)) if len(kept_len) else 0.0,
+            "p99": float(np.percentile(kept_len, 99)) if len(kept_len) else 0.0,
+            "max": int(kept_len.max()) if len(kept_len) else 0,
+        },
     }
 
 
-def clean_part(part: pd.DataFrame | tuple[str, int], params: CleanParams, stopwords: frozenset[str]
-               ) -> tuple[CleanResult, np.ndarray]:
+def clean_part(
+    part: pd.DataFrame | tuple[str, int], params: CleanParams, stopwords: frozenset[str]
+) -> tuple[CleanResult, np.ndarray]:
     """`clean` on one batch: a frame, or (Parquet path, row group) read where it runs (a Dask
     worker). Also returns the kept documents' token counts, for the stats."""
     if isinstance(part, tuple):
@@ -79,8 +83,13 @@ def clean_part(part: pd.DataFrame | tuple[str, int], params: CleanParams, stopwo
     return result, lengths.astype(np.int64)
 
 
-def clean_chunked(parts: Iterable, params: CleanParams, stopwords: frozenset[str],
-                  write: Callable[[pd.DataFrame, pd.DataFrame], None], client=None) -> dict:
+def clean_chunked(
+    parts: Iterable,
+    params: CleanParams,
+    stopwords: frozenset[str],
+    write: Callable[[pd.DataFrame, pd.DataFrame], None],
+    client=None,
+) -> dict:
     """`clean` batch by batch (on the Dask cluster when `client` is given): each batch's output
     goes to `write(clean, rejected)` in order; returns the same stats as `clean`."""
     read, lengths = 0, []
@@ -89,5 +98,3 @@ def clean_chunked(parts: Iterable, params: CleanParams, stopwords: frozenset[str
         read += result.stats["read"]
         lengths.append(kept_len)
     return clean_stats(read, np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64))
-
-

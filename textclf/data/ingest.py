@@ -45,8 +45,13 @@ def ingest(records: pd.DataFrame, params: IngestParams) -> IngestResult:
     label_code = pd.factorize(batch.label.to_numpy(zero_copy_only=False))[0]
     decision = decide(batch.h, label_code, batch.rank, ok)
     docs, rejected = emit(batch, decision, 0)
-    stats = ingest_stats(len(records), decision, rejected["reason"].to_numpy(dtype=object),
-                         docs["label"].value_counts(), docs["split"].value_counts())
+    stats = ingest_stats(
+        len(records),
+        decision,
+        rejected["reason"].to_numpy(dtype=object),
+        docs["label"].value_counts(),
+        docs["split"].value_counts(),
+    )
     return IngestResult(docs, rejected, stats)
 
 
@@ -54,6 +59,7 @@ def ingest(records: pd.DataFrame, params: IngestParams) -> IngestResult:
 # global reduction over the few per-record keys (doc hash, label, predefined split) of the whole
 # corpus: label conflicts, duplicates, the kept copy of each text and its split. `ingest` runs
 # them on one table; `ingest_chunked` runs them batch by batch, locally or on Dask.
+
 
 @dataclass
 class Prepared:
@@ -88,12 +94,14 @@ def prepare(records: pd.DataFrame, params: IngestParams) -> Prepared:
         reason[mask & pd.isna(reason)] = why
 
     flag(pc.equal(text, "").to_numpy(zero_copy_only=False), "empty")
-    flag(pc.greater(pc.utf8_length(text), params.max_chars).to_numpy(zero_copy_only=False), "too_long")
+    flag(
+        pc.greater(pc.utf8_length(text), params.max_chars).to_numpy(zero_copy_only=False),
+        "too_long",
+    )
     label = pc.utf8_trim_whitespace(_strings(records["label"]))
     flag(pc.fill_null(pc.equal(label, ""), True).to_numpy(zero_copy_only=False), "missing_label")
     split_given = records["split"].notna().to_numpy()
-    split = (records["split"].astype(str).str.strip().str.lower().map(SPLIT_DIRS)
-             .to_numpy(dtype=object, na_value=None))
+    split = records["split"].astype(str).str.strip().str.lower().map(SPLIT_DIRS).to_numpy(dtype=object, na_value=None)
     split[~split_given] = None
     flag(split_given & pd.isna(split), "invalid_split")
     rank = pd.Series(split).map(_SPLIT_RANK).to_numpy(dtype=np.float64, na_value=np.nan)
@@ -125,7 +133,7 @@ def emit(batch: Prepared, decision: Decision, offset: int) -> tuple[pd.DataFrame
     `offset`."""
     n = len(batch.h)
     reason = batch.reason
-    conflict = decision.conflict[offset:offset + n]
+    conflict = decision.conflict[offset : offset + n]
     if conflict.any():
         reason = reason.copy()
         reason[conflict & pd.isna(reason)] = "label_conflict"
@@ -138,29 +146,32 @@ def emit(batch: Prepared, decision: Decision, offset: int) -> tuple[pd.DataFrame
     doc_split = np.full(len(first), None, dtype=object)
     doc_split[~np.isnan(doc_rank)] = inv_rank[doc_rank[~np.isnan(doc_rank)].astype(int)]
     line = pd.array(records["line"], dtype="Int64")  # nullable: masked indexing, no Python ints
-    docs = pd.DataFrame({
-        "doc_id": _str_column(hex_array(batch.h[first])),
-        "text": _str_column(batch.text.take(take)),
-        "label": _str_column(batch.label.take(take)),
-        "source": _str_column(_strings(records["source"]).take(take)),
-        "line": line[first],
-        "split": _str_column(pa.array(doc_split, type=pa.string())),
-    })
+    docs = pd.DataFrame(
+        {
+            "doc_id": _str_column(hex_array(batch.h[first])),
+            "text": _str_column(batch.text.take(take)),
+            "label": _str_column(batch.label.take(take)),
+            "source": _str_column(_strings(records["source"]).take(take)),
+            "line": line[first],
+            "split": _str_column(pa.array(doc_split, type=pa.string())),
+        }
+    )
 
     rej_idx = np.flatnonzero(~pd.isna(reason))
     take = pa.array(rej_idx, type=pa.int64())
-    rejected = pd.DataFrame({
-        "record": _str_column(_strings(records["text"]).take(take)),
-        "source": _str_column(_strings(records["source"]).take(take)),
-        "line": line[rej_idx],
-        "reason": _str_column(pa.array(reason[rej_idx], type=pa.string())),
-        "label": _str_column(_strings(records["label"]).take(take)),
-    })
+    rejected = pd.DataFrame(
+        {
+            "record": _str_column(_strings(records["text"]).take(take)),
+            "source": _str_column(_strings(records["source"]).take(take)),
+            "line": line[rej_idx],
+            "reason": _str_column(pa.array(reason[rej_idx], type=pa.string())),
+            "label": _str_column(_strings(records["label"]).take(take)),
+        }
+    )
     return docs, rejected
 
 
-def ingest_stats(read: int, decision: Decision, reasons: np.ndarray, by_label: pd.Series,
-                 by_split: pd.Series) -> dict:
+def ingest_stats(read: int, decision: Decision, reasons: np.ndarray, by_label: pd.Series, by_split: pd.Series) -> dict:
     """ingest.json from the reduction and the (summed) per-batch counts."""
     by_reason = {r: 0 for r in schemas.INGEST_REASONS}
     by_reason.update({str(k): int(v) for k, v in pd.Series(reasons, dtype=object).value_counts().items()})
@@ -179,8 +190,13 @@ def ingest_stats(read: int, decision: Decision, reasons: np.ndarray, by_label: p
     return stats
 
 
-def ingest_chunked(batches: Iterable[pd.DataFrame], params: IngestParams, spill: Path,
-                   write: Callable[[pd.DataFrame, pd.DataFrame], None], client=None) -> dict:
+def ingest_chunked(
+    batches: Iterable[pd.DataFrame],
+    params: IngestParams,
+    spill: Path,
+    write: Callable[[pd.DataFrame, pd.DataFrame], None],
+    client=None,
+) -> dict:
     """`ingest` over record batches in bounded memory; the same documents, rejected records and
     stats, in the same order.
 
@@ -232,8 +248,13 @@ def ingest_chunked(batches: Iterable[pd.DataFrame], params: IngestParams, spill:
     if not sizes:  # no records: empty outputs, as the in-memory path writes them
         docs, rejected = emit(prepare(_empty_records(), params), decision, 0)
         write(docs, rejected)
-    return ingest_stats(offset, decision, np.concatenate(reasons) if reasons else np.zeros(0, dtype=object),
-                        by_label.astype(np.int64), by_split.astype(np.int64))
+    return ingest_stats(
+        offset,
+        decision,
+        np.concatenate(reasons) if reasons else np.zeros(0, dtype=object),
+        by_label.astype(np.int64),
+        by_split.astype(np.int64),
+    )
 
 
 def _run(fn, client, *args):
@@ -246,38 +267,54 @@ def _run(fn, client, *args):
 def _prepare_table(records: pd.DataFrame, params: IngestParams) -> pa.Table:
     """`prepare` as one Arrow table (what pass 1 spills and ships back from a Dask worker)."""
     b = prepare(records, params)
-    return pa.table({
-        "text": _strings(records["text"]),
-        "label": _strings(records["label"]),
-        "source": _strings(records["source"]),
-        "line": pa.array(pd.array(records["line"], dtype="Int64"), type=pa.int64()),
-        "ntext": b.text,
-        "nlabel": b.label,
-        "split": pa.array(b.split, type=pa.string()),
-        "rank": pa.array(b.rank, type=pa.float64()),
-        "h": pa.array(b.h, type=pa.uint64()),
-        "reason": pa.array(b.reason, type=pa.string()),
-    })
+    return pa.table(
+        {
+            "text": _strings(records["text"]),
+            "label": _strings(records["label"]),
+            "source": _strings(records["source"]),
+            "line": pa.array(pd.array(records["line"], dtype="Int64"), type=pa.int64()),
+            "ntext": b.text,
+            "nlabel": b.label,
+            "split": pa.array(b.split, type=pa.string()),
+            "rank": pa.array(b.rank, type=pa.float64()),
+            "h": pa.array(b.h, type=pa.uint64()),
+            "reason": pa.array(b.reason, type=pa.string()),
+        }
+    )
 
 
 def _from_table(t: pa.Table) -> Prepared:
-    records = pd.DataFrame({
-        "text": pd.Series(pd.array(t.column("text").combine_chunks(), dtype="str")),
-        "label": _str_column(t.column("label").combine_chunks()),
-        "source": _str_column(t.column("source").combine_chunks()),
-        # nulls come back as NaN in a float array, which Int64 turns back into <NA>
-        "line": pd.array(t.column("line").to_numpy(zero_copy_only=False), dtype="Int64"),
-    })
-    return Prepared(records, t.column("ntext").combine_chunks(), t.column("nlabel").combine_chunks(),
-                    t.column("split").to_numpy(zero_copy_only=False).astype(object),
-                    t.column("rank").to_numpy(), t.column("h").to_numpy(),
-                    t.column("reason").to_numpy(zero_copy_only=False).astype(object))
+    records = pd.DataFrame(
+        {
+            "text": pd.Series(pd.array(t.column("text").combine_chunks(), dtype="str")),
+            "label": _str_column(t.column("label").combine_chunks()),
+            "source": _str_column(t.column("source").combine_chunks()),
+            # nulls come back as NaN in a float array, which Int64 turns back into <NA>
+            "line": pd.array(t.column("line").to_numpy(zero_copy_only=False), dtype="Int64"),
+        }
+    )
+    return Prepared(
+        records,
+        t.column("ntext").combine_chunks(),
+        t.column("nlabel").combine_chunks(),
+        t.column("split").to_numpy(zero_copy_only=False).astype(object),
+        t.column("rank").to_numpy(),
+        t.column("h").to_numpy(),
+        t.column("reason").to_numpy(zero_copy_only=False).astype(object),
+    )
 
 
 def _empty_records() -> pd.DataFrame:
-    return pd.DataFrame({"text": pd.Series([], dtype=object), "label": pd.Series([], dtype=object),
-                         "split": pd.Series([], dtype=object), "source": pd.Series([], dtype=object),
-                         "line": pd.array([], dtype="Int64"), "reason": pd.Series([], dtype=object)})
+    return pd.DataFrame(
+        {
+            "text": pd.Series([], dtype=object),
+            "label": pd.Series([], dtype=object),
+            "split": pd.Series([], dtype=object),
+            "source": pd.Series([], dtype=object),
+            "line": pd.array([], dtype="Int64"),
+            "reason": pd.Series([], dtype=object),
+        }
+    )
 
 
 def _strings(col: pd.Series) -> pa.Array:
@@ -296,5 +333,3 @@ def _str_column(arr: pa.Array) -> pd.Series:
     if arr.null_count == 0:
         return pd.Series(pd.array(arr, dtype="str"))
     return pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object)
-
-

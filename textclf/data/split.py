@@ -76,14 +76,17 @@ def split(clean: pd.DataFrame, params: SplitParams) -> tuple[dict[str, pd.DataFr
 def _partition(clean: pd.DataFrame, code: np.ndarray, gid: pa.Array) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Add the split and group_id columns; cut the rows into the three splits (order kept)."""
     names = pa.DictionaryArray.from_arrays(pa.array(code, type=pa.int8()), pa.array(schemas.SPLITS))
-    df = clean.assign(split=pd.Series(pd.array(names.cast(pa.string()), dtype="str"), index=clean.index),
-                      group_id=pd.Series(pd.array(gid, dtype="str"), index=clean.index))
+    df = clean.assign(
+        split=pd.Series(pd.array(names.cast(pa.string()), dtype="str"), index=clean.index),
+        group_id=pd.Series(pd.array(gid, dtype="str"), index=clean.index),
+    )
     return df, {s: df.loc[code == i].reset_index(drop=True) for i, s in enumerate(schemas.SPLITS)}
 
 
 # Chunked: pass 1 computes each batch's keys (`split_keys`, a per-batch step), `split_decide`
 # reduces them (a predefined split decides for its whole group, across batches), pass 2 cuts each
 # batch into the three splits (`split_part`). Only ~30 bytes a document stay in memory.
+
 
 def _load(part: pd.DataFrame | tuple[str, int], columns: list[str] | None = None) -> pd.DataFrame:
     return read_row_group(*part, columns=columns) if isinstance(part, tuple) else part
@@ -94,9 +97,13 @@ def split_keys(part: pd.DataFrame | tuple[str, int], params: SplitParams) -> dic
     clean = _load(part, ["tokens", "split", "label"])
     h = group_hash(clean["tokens"])
     labels, names = pd.factorize(clean["label"].to_numpy(dtype=object))
-    return {"h": h, "code": assign_codes(hex_array(h), params),
-            "given": clean["split"].map(_RANK).to_numpy(dtype=np.float64, na_value=np.nan),
-            "labels": labels, "label_names": list(names)}
+    return {
+        "h": h,
+        "code": assign_codes(hex_array(h), params),
+        "given": clean["split"].map(_RANK).to_numpy(dtype=np.float64, na_value=np.nan),
+        "labels": labels,
+        "label_names": list(names),
+    }
 
 
 def split_decide(h: np.ndarray, code: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,26 +117,36 @@ def split_decide(h: np.ndarray, code: np.ndarray, given: np.ndarray) -> tuple[np
     return code, predefined, groups
 
 
-def split_part(item: tuple, ) -> dict[str, pd.DataFrame]:
+def split_part(
+    item: tuple,
+) -> dict[str, pd.DataFrame]:
     """Pass 2 on one batch: (batch, its final codes, its group hashes) → the three parts."""
     part, code, h = item
     return _partition(_load(part), code, hex_array(h))[1]
 
 
-def split_chunked(parts: Callable[[], Iterable], params: SplitParams,
-                  write: Callable[[dict[str, pd.DataFrame]], None], client=None) -> dict:
+def split_chunked(
+    parts: Callable[[], Iterable],
+    params: SplitParams,
+    write: Callable[[dict[str, pd.DataFrame]], None],
+    client=None,
+) -> dict:
     """`split` over batches (`parts()` gives a fresh iterable of them for each pass); each batch's
     three parts go to `write` in order. Returns the same stats; raises ContractError on leakage."""
     keys = list(map_batches(split_keys, parts(), client, params=params))
     cat = {k: np.concatenate([b[k] for b in keys]) if keys else np.zeros(0) for k in ("h", "code", "given")}
     h = cat["h"].astype(np.uint64)
-    code, predefined, groups = _run(split_decide, client, h, cat["code"].astype(np.int64),
-                                    cat["given"].astype(np.float64))
+    code, predefined, groups = _run(
+        split_decide, client, h, cat["code"].astype(np.int64), cat["given"].astype(np.float64)
+    )
     # labels: batch codes → one global coding → sorted names, as pd.factorize(sort=True) gives
     names = sorted({n for b in keys for n in b["label_names"]})
     index = {n: i for i, n in enumerate(names)}
-    labels = np.concatenate([np.array([index[n] for n in b["label_names"]], dtype=np.int64)[b["labels"]]
-                             for b in keys]) if keys else np.zeros(0, dtype=np.int64)
+    labels = (
+        np.concatenate([np.array([index[n] for n in b["label_names"]], dtype=np.int64)[b["labels"]] for b in keys])
+        if keys
+        else np.zeros(0, dtype=np.int64)
+    )
     sizes = [len(b["h"]) for b in keys]
     del keys, cat
     stats = stats_from_codes(groups, code, labels, np.array(names, dtype=object), predefined)
@@ -139,8 +156,9 @@ def split_chunked(parts: Callable[[], Iterable], params: SplitParams,
         first = pd.Series(np.arange(len(groups))).groupby(groups).first()
         raise _leak_error(sorted(to_hex(h[first[bad.index[bad > 1]].to_numpy()]).tolist()))
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    items = ((part, code[offsets[i]:offsets[i + 1]], h[offsets[i]:offsets[i + 1]])
-             for i, part in enumerate(parts()))
+    items = (
+        (part, code[offsets[i] : offsets[i + 1]], h[offsets[i] : offsets[i + 1]]) for i, part in enumerate(parts())
+    )
     for out in map_batches(split_part, items, client):
         write(out)
     return stats
@@ -154,15 +172,26 @@ def _run(fn, client, *args):
 def _leak_error(leaked: list[str]) -> ContractError:
     summary = f"  column group_id: check one_split_per_group failed for {len(leaked)} value(s)"
     report = schemas.VALIDATION_DIR / "split.json"
-    write_json({"stage": "split", "artifact": str(OUT_DIR / "{train,valid,test}.parquet"),
-                "summary": [summary], "failure_cases": [
-                    {"column": "group_id", "check": "one_split_per_group", "failure_case": g}
-                    for g in leaked[:1000]]}, report)
+    write_json(
+        {
+            "stage": "split",
+            "artifact": str(OUT_DIR / "{train,valid,test}.parquet"),
+            "summary": [summary],
+            "failure_cases": [
+                {"column": "group_id", "check": "one_split_per_group", "failure_case": g} for g in leaked[:1000]
+            ],
+        },
+        report,
+    )
     return ContractError("split", summary, report)
 
 
-def split_stats(df: pd.DataFrame, predefined: np.ndarray, groups: np.ndarray | None = None,
-                codes: np.ndarray | None = None) -> dict:
+def split_stats(
+    df: pd.DataFrame,
+    predefined: np.ndarray,
+    groups: np.ndarray | None = None,
+    codes: np.ndarray | None = None,
+) -> dict:
     """Sizes, label counts and share deviations per split, group leakage (must be 0)."""
     groups = pd.factorize(df["group_id"])[0] if groups is None else groups
     codes = df["split"].map(_RANK).to_numpy() if codes is None else codes
@@ -170,8 +199,9 @@ def split_stats(df: pd.DataFrame, predefined: np.ndarray, groups: np.ndarray | N
     return stats_from_codes(groups, codes, labels, label_names, predefined)
 
 
-def stats_from_codes(groups: np.ndarray, codes: np.ndarray, labels: np.ndarray, label_names,
-                     predefined: np.ndarray) -> dict:
+def stats_from_codes(
+    groups: np.ndarray, codes: np.ndarray, labels: np.ndarray, label_names, predefined: np.ndarray
+) -> dict:
     """`split_stats` from per-document integer keys: group, split code, label code (into the
     sorted `label_names`) — a few bytes a document, so chunked runs reduce them exactly."""
     n_labels = len(label_names)
@@ -210,5 +240,3 @@ def leaked_groups(parts: dict[str, pd.DataFrame]) -> list[str]:
     pairs = pd.DataFrame({"g": gids.to_numpy(dtype=object), "s": names}).drop_duplicates()
     counts = pairs["g"].value_counts()
     return sorted(counts.index[counts > 1])
-
-

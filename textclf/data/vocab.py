@@ -70,7 +70,7 @@ def count_dask(client, path: str, row_groups: int, ngrams: int, fan_in: int = 8)
     if not level:
         return None
     while len(level) > 1:
-        level = [client.submit(merge_counts, *level[j:j + fan_in], pure=False) for j in range(0, len(level), fan_in)]
+        level = [client.submit(merge_counts, *level[j : j + fan_in], pure=False) for j in range(0, len(level), fan_in)]
     return level[0].result()
 
 
@@ -116,5 +116,3 @@ def check_vocab(vocab: dict, path: Path | str = VOCAB) -> dict:
 
 def load_vocab(path: Path | str = VOCAB) -> dict:
     return check_vocab(read_json(path), path)
-
-

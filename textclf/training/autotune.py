@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from textclf.artifacts import write_bytes
 from textclf.params import AutotuneParams, TrainParams
 
 log = logging.getLogger("textclf.training.autotune")
@@ -45,6 +46,7 @@ class Pruned(Exception):
 # ---------------------------------------------------------------------------------------------
 # the search space: what a trial may change, per family
 
+
 def suggest(trial, p: TrainParams, families: tuple[str, ...]) -> dict[str, Any]:
     """One configuration, as dotted train keys (`linear.C`, `dropout`). Conditional on the family:
     the linear family's regularisation, head mix and features; the neural families' optimiser
@@ -58,7 +60,10 @@ def suggest(trial, p: TrainParams, families: tuple[str, ...]) -> dict[str, Any]:
         return trial.suggest_float(name, min(low, current), max(high, current), log=log)
 
     family = cat("model", families, p.model) if len(families) > 1 else families[0]
-    out: dict[str, Any] = {"model": family, "class_weight": cat("class_weight", ["none", "balanced"], p.class_weight)}
+    out: dict[str, Any] = {
+        "model": family,
+        "class_weight": cat("class_weight", ["none", "balanced"], p.class_weight),
+    }
     if family == "linear":  # Optuna names carry the family where the choices differ by family
         out["linear.C"] = num("linear.C", 0.25, 64.0, p.linear.C)
         out["linear.nb_mix"] = cat("linear.nb_mix", [0.0, 0.25, 0.5, 0.75, 1.0], p.linear.nb_mix)
@@ -81,11 +86,22 @@ def suggest(trial, p: TrainParams, families: tuple[str, ...]) -> dict[str, Any]:
 
 def as_written(p: TrainParams) -> dict[str, Any]:
     """The params as written, in the space's names (the enqueued first trial)."""
-    return {"model": p.model, "class_weight": p.class_weight, "linear.C": p.linear.C,
-            "linear.nb_mix": p.linear.nb_mix, "linear.sublinear_tf": p.linear.sublinear_tf,
-            "linear:bigrams": p.bigrams, "bag:bigrams": p.bigrams, "lr": p.lr, "batch_size": p.batch_size,
-            "embed_dim": p.embed_dim, "dropout": p.dropout, "weight_decay": max(p.weight_decay, 1e-6),
-            "label_smoothing": p.label_smoothing, "bag:weighting": p.weighting}
+    return {
+        "model": p.model,
+        "class_weight": p.class_weight,
+        "linear.C": p.linear.C,
+        "linear.nb_mix": p.linear.nb_mix,
+        "linear.sublinear_tf": p.linear.sublinear_tf,
+        "linear:bigrams": p.bigrams,
+        "bag:bigrams": p.bigrams,
+        "lr": p.lr,
+        "batch_size": p.batch_size,
+        "embed_dim": p.embed_dim,
+        "dropout": p.dropout,
+        "weight_decay": max(p.weight_decay, 1e-6),
+        "label_smoothing": p.label_smoothing,
+        "bag:weighting": p.weighting,
+    }
 
 
 def apply(p: TrainParams, overrides: dict[str, Any]) -> TrainParams:
@@ -102,6 +118,7 @@ def apply(p: TrainParams, overrides: dict[str, Any]) -> TrainParams:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Trial:
@@ -134,10 +151,17 @@ TrialFn = Callable[[TrainParams, Callable[[int, float], None], float], tuple[Any
 Prefer = Callable[[Any, Any], tuple[bool, dict]]
 
 
-def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
-           checkpoint: Path | None = None, fingerprint: str = "",
-           restore: Callable[[Path, str], Any] | None = None, save: Callable[[Path, Any, str], None] | None = None,
-           clock: Callable[[], float] = time.monotonic, prefer: Prefer | None = None) -> SearchResult:
+def search(
+    p: TrainParams,
+    run_trial: TrialFn,
+    score: Callable[[Any], float],
+    checkpoint: Path | None = None,
+    fingerprint: str = "",
+    restore: Callable[[Path, str], Any] | None = None,
+    save: Callable[[Path, Any, str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    prefer: Prefer | None = None,
+) -> SearchResult:
     """Run the search. `run_trial(params, report, deadline)` trains one configuration, calls
     `report(epoch, valid_macro_f1, final=False)` after each epoch (which raises `Pruned`; not
     after a trial's last word, `final=True`), stops by itself at
@@ -172,7 +196,13 @@ def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
             first_ok = bool(done) and done[0].state == "complete"
             first_result = restore(checkpoint, "first") if first_ok else None
             if (best is not None and best_result is None) or (first_ok and first_result is None):
-                done, elapsed_before, best, best_result, first_result = [], 0.0, None, None, None  # incomplete
+                done, elapsed_before, best, best_result, first_result = (
+                    [],
+                    0.0,
+                    None,
+                    None,
+                    None,
+                )  # incomplete
             for t in done:
                 study.add_trial(_frozen(optuna, t))
             if done:
@@ -184,8 +214,12 @@ def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
         if best is not None and clock() >= deadline:
             stopped_by = "budget"
             break
-        study.sampler = optuna.samplers.TPESampler(seed=at.seed * 1_000_003 + number, multivariate=True, group=True,
-                                                   n_startup_trials=max(4, at.trials // 3))
+        study.sampler = optuna.samplers.TPESampler(
+            seed=at.seed * 1_000_003 + number,
+            multivariate=True,
+            group=True,
+            n_startup_trials=max(4, at.trials // 3),
+        )
         if number == 0:
             study.enqueue_trial(as_written(p))
         trial = study.ask()
@@ -212,12 +246,27 @@ def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
         else:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         frozen = study.trials[-1]
-        rec = Trial(number, overrides, state, value, max(reached, default=0), clock() - t0, dict(reached),
-                    dict(frozen.system_attrs),
-                    {k: optuna.distributions.distribution_to_json(d) for k, d in frozen.distributions.items()},
-                    dict(frozen.params))
-        log.info("autotune trial %d/%d %s: %s; valid macro-F1 %s (%.1f s)", number + 1, at.trials, state,
-                 _describe(overrides), "n/a" if value is None else f"{value:.4f}", rec.seconds)
+        rec = Trial(
+            number,
+            overrides,
+            state,
+            value,
+            max(reached, default=0),
+            clock() - t0,
+            dict(reached),
+            dict(frozen.system_attrs),
+            {k: optuna.distributions.distribution_to_json(d) for k, d in frozen.distributions.items()},
+            dict(frozen.params),
+        )
+        log.info(
+            "autotune trial %d/%d %s: %s; valid macro-F1 %s (%.1f s)",
+            number + 1,
+            at.trials,
+            state,
+            _describe(overrides),
+            "n/a" if value is None else f"{value:.4f}",
+            rec.seconds,
+        )
         done.append(rec)
         # a trial the budget cut counts only when no trial finished before it
         usable = state == "complete" or (state == "budget" and best is None and result is not None)
@@ -241,9 +290,13 @@ def search(p: TrainParams, run_trial: TrialFn, score: Callable[[Any], float],
         switch, choice = prefer(first_result, best_result)
         choice = {**choice, "kept_trial_0": not switch}
         if not switch:
-            log.info("autotune: trial %d beats trial 0 on valid by %+.4f, not more than its standard error %.4f: "
-                     "keeping the params as written", best.number, choice.get("delta", float("nan")),
-                     choice.get("se", float("nan")))
+            log.info(
+                "autotune: trial %d beats trial 0 on valid by %+.4f, not more than its standard error %.4f: "
+                "keeping the params as written",
+                best.number,
+                choice.get("delta", float("nan")),
+                choice.get("se", float("nan")),
+            )
             best, best_result = done[0], first_result
     return SearchResult(best, best_result, apply(p, best.params), done, stopped_by, clock() - start, choice)
 
@@ -272,16 +325,23 @@ def _frozen(optuna, t: Trial):
     complete = t.state == "complete"
     return optuna.trial.create_trial(
         state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
-        value=t.value if complete else None, params=params, distributions=dists,
-        intermediate_values={int(k): v for k, v in t.intermediate.items()}, system_attrs=t.system_attrs)
+        value=t.value if complete else None,
+        params=params,
+        distributions=dists,
+        intermediate_values={int(k): v for k, v in t.intermediate.items()},
+        system_attrs=t.system_attrs,
+    )
 
 
 def _save_log(folder: Path, fingerprint: str, trials: list[Trial], elapsed: float, best: int | None) -> None:
-    from textclf.artifacts import write_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"fingerprint": fingerprint, "elapsed_s": elapsed, "best": best,
-            "trials": [t.__dict__ for t in trials]}
+    data = {
+        "fingerprint": fingerprint,
+        "elapsed_s": elapsed,
+        "best": best,
+        "trials": [t.__dict__ for t in trials],
+    }
     write_bytes(folder / LOG_FILE, json.dumps(data, sort_keys=True).encode("utf-8"))
 
 
@@ -294,8 +354,9 @@ def _load_log(folder: Path, fingerprint: str) -> tuple[list[Trial], float, int |
         if data.get("fingerprint") != fingerprint:
             log.info("autotune log is for other data or params: starting the search over")
             return None
-        trials = [Trial(**{**t, "intermediate": {int(k): v for k, v in t["intermediate"].items()}})
-                  for t in data["trials"]]
+        trials = [
+            Trial(**{**t, "intermediate": {int(k): v for k, v in t["intermediate"].items()}}) for t in data["trials"]
+        ]
         return trials, float(data["elapsed_s"]), data.get("best")
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("ignoring unreadable autotune log %s: %s", path, err)
@@ -313,8 +374,11 @@ def summary(res: SearchResult) -> dict:
         "best_trial": res.best.number,
         "best_valid_macro_f1": round(res.best.value, 6),
         "chosen": {k: v for k, v in sorted(res.best.params.items())},
-        **({"over_trial_0": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in res.choice.items()}}
-           if res.choice else {}),
+        **(
+            {"over_trial_0": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in res.choice.items()}}
+            if res.choice
+            else {}
+        ),
     }
 
 
@@ -324,7 +388,14 @@ def trial_rows(res: SearchResult) -> list[dict]:
     for t in res.trials:
         if t.value is not None and t.state == "complete":
             best = max(best, t.value)
-        rows.append({"trial": t.number, "valid_macro_f1": None if t.value is None else round(t.value, 6),
-                     "best_so_far": None if best == -math.inf else round(best, 6),
-                     "model": t.params.get("model"), "state": t.state, "epochs": t.epochs})
+        rows.append(
+            {
+                "trial": t.number,
+                "valid_macro_f1": None if t.value is None else round(t.value, 6),
+                "best_so_far": None if best == -math.inf else round(best, 6),
+                "model": t.params.get("model"),
+                "state": t.state,
+                "epochs": t.epochs,
+            }
+        )
     return rows

@@ -44,8 +44,7 @@ class TfidfMatrix:
     col: torch.Tensor
 
 
-def tfidf_matrix(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, sublinear: bool = True
-                 ) -> TfidfMatrix:
+def tfidf_matrix(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, sublinear: bool = True) -> TfidfMatrix:
     """`ids`/`offsets` as from textclf.model.encode (offsets with the final end, n + 1 entries)."""
     n, v = len(offsets) - 1, idf.shape[0]
     device = ids.device
@@ -75,8 +74,9 @@ def nb_ratios(m: TfidfMatrix, y: torch.Tensor, num_classes: int, alpha: float = 
     """[V, K] log-count ratios log((p_k/|p_k|) / (q_k/|q_k|)) of binarised features: p_k the
     document frequencies in class k plus alpha, q_k those in the other classes plus alpha."""
     v = m.x.shape[1]
-    df = torch.zeros(num_classes, v, device=y.device).index_put_((y[m.doc], m.col), torch.ones_like(m.col, dtype=torch.float32),
-                                                                 accumulate=True)
+    df = torch.zeros(num_classes, v, device=y.device).index_put_(
+        (y[m.doc], m.col), torch.ones_like(m.col, dtype=torch.float32), accumulate=True
+    )
     p = df + alpha
     q = df.sum(0, keepdim=True) - df + alpha
     return torch.log((p / p.sum(1, keepdim=True)) / (q / q.sum(1, keepdim=True))).T.contiguous()
@@ -91,17 +91,32 @@ def sample_weights(y: torch.Tensor, num_classes: int, mode: str) -> torch.Tensor
     return w / w.mean()
 
 
-def _lbfgs(m: TfidfMatrix, y: torch.Tensor, num_classes: int, c: float, sw: torch.Tensor,
-           scale: torch.Tensor | None, ovr: bool, max_iter: int, deadline: float | None
-           ) -> tuple[torch.Tensor, torch.Tensor, float, int, bool]:
+def _lbfgs(
+    m: TfidfMatrix,
+    y: torch.Tensor,
+    num_classes: int,
+    c: float,
+    sw: torch.Tensor,
+    scale: torch.Tensor | None,
+    ovr: bool,
+    max_iter: int,
+    deadline: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, float, int, bool]:
     """min over (U, b) of  Σ sw·loss / n + ||U||² / (2·c·n), logits = X (U ⊙ scale) + b."""
     n, v = m.x.shape
     dev = y.device
     u = torch.zeros(v, num_classes, device=dev, requires_grad=True)
     b = torch.zeros(num_classes, device=dev, requires_grad=True)
     target = nn.functional.one_hot(y, num_classes).float()
-    opt = torch.optim.LBFGS([u, b], lr=1, max_iter=25, history_size=10, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-5, tolerance_change=1e-9)
+    opt = torch.optim.LBFGS(
+        [u, b],
+        lr=1,
+        max_iter=25,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-5,
+        tolerance_change=1e-9,
+    )
 
     def closure():
         with torch.no_grad():
@@ -135,9 +150,17 @@ def _lbfgs(m: TfidfMatrix, y: torch.Tensor, num_classes: int, c: float, sw: torc
     return w, b.detach(), loss, iters, converged
 
 
-def fit_linear(ids: torch.Tensor, offsets: torch.Tensor, y: torch.Tensor, cfg: ModelConfig, c: float,
-               class_weight: str = "none", nb_alpha: float = 1.0, max_iter: int = 300,
-               deadline: float | None = None) -> LinearFit:
+def fit_linear(
+    ids: torch.Tensor,
+    offsets: torch.Tensor,
+    y: torch.Tensor,
+    cfg: ModelConfig,
+    c: float,
+    class_weight: str = "none",
+    nb_alpha: float = 1.0,
+    max_iter: int = 300,
+    deadline: float | None = None,
+) -> LinearFit:
     """Fit both heads of a `LinearModel` on one split (ids/offsets/y on the training device)."""
     t0 = time.perf_counter()
     k = cfg.num_classes
