@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q "$(TORCH)"
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[pipeline,serve]"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[pipeline,serve,dev]"
 	touch $@
 
 # Real corpora for the second-corpus tests and benchmarks (bench/corpora.py reads them from these

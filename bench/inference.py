@@ -33,9 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from textclf.artifacts import InputError, read_parquet  # noqa: E402
+from textclf.artifacts import arrow_values, read_parquet
 from textclf.bundle import BundleError, load_bundle  # noqa: E402
-from textclf.onnx import FP32, INT8, OnnxClassifier, export  # noqa: E402
+from textclf.errors import InputError
+from textclf.onnx import export
+from textclf.onnx_runtime import FP32, INT8, OnnxClassifier
 from textclf.predict import Predictor  # noqa: E402
 
 
@@ -66,7 +68,7 @@ def onnx_graphs(bundle, onnx_dir: Path, test) -> tuple[Path, str]:
         tmp = Path(tempfile.mkdtemp(prefix="textclf-bench-onnx-"))
         export(
             bundle,
-            test["tokens"].array._pa_array.combine_chunks(),
+            arrow_values(test["tokens"]),
             test["label"].to_numpy(dtype=object),
             tmp,
         )
@@ -112,7 +114,7 @@ def bench_fasttext(train_path: Path, test_tokens, single_n: int, repeat: int) ->
         return None
     train = read_parquet(train_path, columns=["label", "tokens"])
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
-        for label, toks in zip(train["label"], train["tokens"].array._pa_array.to_pylist(), strict=True):
+        for label, toks in zip(train["label"], arrow_values(train["tokens"]).to_pylist(), strict=True):
             f.write(f"__label__{label} {' '.join(toks)}\n")
     model = fasttext.train_supervised(f.name, epoch=10, wordNgrams=2, dim=100, thread=os.cpu_count() or 1, verbose=0)
     os.unlink(f.name)
@@ -196,7 +198,7 @@ def main() -> int:
             f"{r['name']:<14} batch end-to-end {r['batch']:>9,.0f} docs/s | model only {r['model']:>9,.0f} docs/s"
             f" | single p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms"
         )
-    ft = bench_fasttext(Path(args.train), test["tokens"].array._pa_array.combine_chunks(), args.single, args.repeat)
+    ft = bench_fasttext(Path(args.train), arrow_values(test["tokens"]), args.single, args.repeat)
     if ft is None:
         print("fastText: not installed")
     else:

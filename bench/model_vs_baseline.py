@@ -41,18 +41,21 @@ from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flows.dvcops import InvalidParams, params_overrides, validate_params  # noqa: E402
+from flows.dvcops import params_overrides, validate_params  # noqa: E402
 from textclf import baseline as baseline_stage  # noqa: E402
+from textclf.artifacts import arrow_values  # noqa: E402
 from textclf.data.clean import clean  # noqa: E402
 from textclf.data.ingest import ingest  # noqa: E402
 from textclf.data.split import split  # noqa: E402
 from textclf.data.vocab import build_vocab, count_tokens  # noqa: E402
+from textclf.errors import ParamsError  # noqa: E402
 from textclf.evaluate import NON_INFERIORITY_MARGIN  # noqa: E402
 from textclf.model import build_model, predict_proba  # noqa: E402
 from textclf.params import load_params  # noqa: E402
 from textclf.sources import read_records  # noqa: E402
 from textclf.text import hash64, load_stopwords  # noqa: E402
-from textclf.training import core as train_stage  # noqa: E402
+from textclf.training import run as training_run  # noqa: E402
+from textclf.training.loop import encode_split, tune_allocator  # noqa: E402
 
 SECTIONS = ("ingest", "clean", "split", "vocab", "train", "baseline")
 REFERENCES = ("baseline", "baseline_raw", "fasttext")
@@ -74,7 +77,7 @@ def build_splits(p: dict) -> dict[str, pd.DataFrame]:
 
 
 def tokens_of(df: pd.DataFrame) -> pa.ListArray:
-    return df["tokens"].array._pa_array.combine_chunks()
+    return arrow_values(df["tokens"])
 
 
 def macro_f1(y, pred) -> float:
@@ -83,10 +86,10 @@ def macro_f1(y, pred) -> float:
 
 def model_f1(fit_df: pd.DataFrame, stop_df: pd.DataFrame, held: pd.DataFrame, p: dict) -> tuple[float, str]:
     vocab = build_vocab(count_tokens(tokens_of(fit_df), p["vocab"].ngrams), p["vocab"])
-    out = train_stage.train_model(train_stage.Prepared(fit_df, stop_df, vocab), p["train"], torch.device("cpu"))
+    out = training_run.train_model(training_run.Prepared(fit_df, stop_df, vocab), p["train"], torch.device("cpu"))
     model = build_model(out.cfg)
     model.load_state_dict(out.result.best_state)
-    ho = train_stage.encode_split(
+    ho = encode_split(
         tokens_of(held),
         held["label"].to_numpy(dtype=object),
         pa.array(vocab["tokens"], pa.string()),
@@ -215,10 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     bad = [o for o in args.overrides if "=" not in o or o.split(".", 1)[0] not in SECTIONS]
     if bad:
         ap.error(f"-S takes section.key=value for sections {sorted(SECTIONS)}: {bad}")
-    train_stage.tune_allocator()
+    tune_allocator()
     try:
         p = load_with_overrides(args.overrides)
-    except InvalidParams as err:  # unknown key, wrong type, bad syntax
+    except ParamsError as err:  # unknown key, wrong type, bad syntax
         ap.error(f"-S: {err}")
     t0 = time.perf_counter()
     parts = build_splits(p)

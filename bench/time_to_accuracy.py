@@ -34,8 +34,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.model_vs_baseline import _ft_predict, build_splits, load_with_overrides, macro_f1  # noqa: E402
+from textclf.artifacts import arrow_values  # noqa: E402
 from textclf.data.vocab import build_vocab, count_tokens  # noqa: E402
-from textclf.training import core as train_stage  # noqa: E402
+from textclf.training import run as training_run  # noqa: E402
+from textclf.training.loop import tune_allocator  # noqa: E402
 
 FT_EPOCHS = (1, 2, 3, 5, 8, 13, 20)
 FT_LRS = (0.1, 0.5, 1.0)
@@ -43,18 +45,18 @@ FT_LRS = (0.1, 0.5, 1.0)
 
 def project_curves(parts, p, bag_lr: float, bag_batch: int) -> dict[str, list[tuple[float, float]]]:
     """(seconds, valid macro-F1) points per family, the clock started before encoding."""
-    tokens = parts["train"]["tokens"].array._pa_array.combine_chunks()
+    tokens = arrow_values(parts["train"]["tokens"])
     vocab = build_vocab(count_tokens(tokens, p["vocab"].ngrams), p["vocab"])
     out = {}
     t0 = time.perf_counter()
-    data = train_stage.Prepared(parts["train"], parts["valid"], vocab)
-    lin = train_stage.train_config(data, p["train"].model_copy(update={"model": "linear"}), torch.device("cpu"))
+    data = training_run.Prepared(parts["train"], parts["valid"], vocab)
+    lin = training_run.train_config(data, p["train"].model_copy(update={"model": "linear"}), torch.device("cpu"))
     out["linear"] = [(time.perf_counter() - t0, lin.result.state.best_f1)]
     bag_p = p["train"].model_copy(update={"model": "bag", "lr": bag_lr, "batch_size": bag_batch, "patience": 3})
     points = []
     t0 = time.perf_counter()
-    data = train_stage.Prepared(parts["train"], parts["valid"], vocab)
-    train_stage.train_config(
+    data = training_run.Prepared(parts["train"], parts["valid"], vocab)
+    training_run.train_config(
         data,
         bag_p,
         torch.device("cpu"),
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         help="section.key=value, as dvc exp run -S",
     )
     args = ap.parse_args(argv)
-    train_stage.tune_allocator()
+    tune_allocator()
     p = load_with_overrides(args.overrides)
     parts = build_splits(p)
     print(

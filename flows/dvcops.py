@@ -11,10 +11,10 @@ deployment by file path, so a flows/dvc.py would shadow the `dvc` package itself
   whether it changed, updates dvc.lock and the cache, and the stage's own output streams into the
   flow log. A subprocess (not DVC's Python API) because the output can then be captured per stage,
   a timeout can kill the stage's whole process group, and a crash cannot take the flow with it.
-- Failures are classified so the flow knows what to retry: a broken data contract (the stage
-  wrote reports/validation/<stage>.json) or invalid params (`params.yaml: section.key: ...`) are
-  permanent; anything else (a killed process, DVC's own lock held by a user's terminal, a flaky
-  disk) is worth another try.
+- Failures are classified by the stage's exit code (textclf.errors) so the flow knows what to
+  retry: bad params, a broken data contract, unreadable input and internal bugs are permanent;
+  anything else (a killed process, DVC's own lock held by a user's terminal, a full disk) is
+  worth another try.
 - Overrides use DVC's own `--set-param` machinery (Hydra override grammar applied to
   params.yaml), and are undone afterwards unless asked to keep them.
 - One file lock per repository (.dvc/tmp/textclf-pipeline.lock) is held around every DVC call
@@ -28,7 +28,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,19 +35,26 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from textclf import paths
 from textclf.artifacts import write_bytes
-from textclf.params import ParamsError, parse_section, read_params_file
+from textclf.errors import (
+    BAD_INPUT,
+    BAD_PARAMS,
+    CONTRACT,
+    INTERNAL,
+    ContractError,
+    InputError,
+    ParamsError,
+    StageError,
+    TextclfError,
+)
+from textclf.params import parse_section, read_params_file
 
 log = logging.getLogger("textclf.flows")
 
-LOCK_FILE = Path(".dvc/tmp/textclf-pipeline.lock")
-OWNER_FILE = Path(".dvc/tmp/textclf-pipeline.owner.json")
 # Where textclf.schemas.validate writes failure cases (stages/schemas.py VALIDATION_DIR). Not
 # imported: that would load pandas and pandera into every flow process just for a path.
 VALIDATION_DIR = paths.VALIDATION_DIR
@@ -58,48 +64,15 @@ PARAMS_FILE = "params.yaml"
 _RAN = re.compile(r"^Running stage '(?P<stage>[^']+)'")
 _SKIPPED = re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")
 _RESTORED = re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run")
-# textclf.artifacts.run_main logs ParamsError as "<stage>: params.yaml: <section>.<key>: <why>";
-# DVC itself fails a stage whose params are missing from the file.
+# DVC's report of a failed stage command (dvc/stage/exceptions.py StageCmdFailedError): the code is
+# the stage's own exit code (textclf.errors). DVC itself fails a stage whose params are missing
+# from the file before running it; run_main logs ParamsError as "<stage>: params.yaml: <key>: <why>".
+_EXITED = re.compile(r"failed to run: .*, exited with (-?\d+)")
 _PARAMS_ERROR = re.compile(r"params\.yaml: [\w.-]+|Parameters? .* (?:is|are) missing from")
 
 
 # ---------------------------------------------------------------------------------------------
-# errors: the flow retries StageError, never PermanentError
-
-
-class PermanentError(RuntimeError):
-    """A failure another attempt cannot fix (bad data, bad params): fail the run at once."""
-
-
-class StageError(RuntimeError):
-    """A stage failed for a reason that may go away (retried with backoff)."""
-
-    def __init__(self, stage: str, message: str):
-        super().__init__(f"{stage}: {message}")
-        self.stage = stage
-
-
-class ContractViolation(PermanentError):
-    """A stage's output broke its pandera contract; `summary` is the validation summary."""
-
-    def __init__(self, stage: str, summary: str, report: Path | None):
-        where = f"\n(failure cases: {report})" if report else ""
-        super().__init__(f"{stage}: output violates its data contract:\n{summary}{where}")
-        self.stage = stage
-        self.summary = summary
-        self.report = report
-
-
-class InvalidParams(PermanentError):
-    """params.yaml (or an override) is invalid: unknown key, wrong type, bad override syntax."""
-
-
-class RepoBusy(PermanentError):
-    """Another run holds the repository lock and did not release it in time."""
-
-
-def is_retryable(exc: BaseException | None) -> bool:
-    return exc is not None and not isinstance(exc, PermanentError)
+# errors: textclf.errors; a flow retries only what `is_retryable` says
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +101,7 @@ def stage_order(root: Path, target: str | None = None) -> list[str]:
         if target is not None:
             if target not in by_name:
                 known = ", ".join(sorted(by_name, key=lambda n: declared.get(id(by_name[n]), 0)))
-                raise InvalidParams(f"target: no stage {target!r} in dvc.yaml (stages: {known or 'none'})")
+                raise ParamsError(f"target: no stage {target!r} in dvc.yaml (stages: {known or 'none'})")
             graph = graph.subgraph({by_name[target], *nx.descendants(graph, by_name[target])})
         order = nx.lexicographical_topological_sort(graph.reverse(copy=False), key=lambda s: declared.get(id(s), 0))
         return [name(s) for s in order if isinstance(s, PipelineStage)]
@@ -288,7 +261,7 @@ def repro_stage(
         raise StageError(stage, f"timed out after {timeout_s:g} s (stage_timeout_s); killed") from None
     seconds = time.time() - started
     if rc != 0:
-        raise classify_failure(root, stage, rc, lines, started)
+        raise classify_failure(root, stage, rc, lines)
     return StageRun(stage, parse_status(stage, lines, before, lock_entry(root, stage)), seconds)
 
 
@@ -302,30 +275,33 @@ def parse_status(stage: str, lines: list[str], before: dict | None, after: dict 
     return "skipped" if before == after else "ran"
 
 
-def classify_failure(root: Path, stage: str, rc: int, lines: list[str], started: float) -> Exception:
-    """Turn a failed `dvc repro` into ContractViolation, InvalidParams or (retryable) StageError."""
-    report = fresh_validation_report(root, started)
-    if report is not None:
+def classify_failure(root: Path, stage: str, rc: int, lines: list[str]) -> Exception:
+    """A failed `dvc repro` as the exception its stage's exit code stands for (textclf.errors).
+
+    DVC reports a failed command as "failed to run: <cmd>, exited with <code>"; the stage chose
+    the code. Params DVC itself finds missing (before running anything) are bad params too; any
+    other failure (a signal, DVC's own lock, a full disk) is a retryable StageError."""
+    codes = [int(m.group(1)) for line in lines if (m := _EXITED.search(line))]
+    code = codes[-1] if codes else None
+    errors = [_strip_log_prefix(ln) for ln in lines if " ERROR " in ln or ln.startswith("ERROR")]
+    detail = "\n".join(errors[-10:]) or "\n".join(lines[-40:])
+    if code == CONTRACT:
+        report = root / VALIDATION_DIR / f"{stage}.json"
         try:
             data = json.loads(report.read_text(encoding="utf-8"))
             summary = "\n".join(data.get("summary") or []) or "(no summary in the report)"
-            name = data.get("stage") or stage
+            return ContractError(data.get("stage") or stage, summary, report.relative_to(root))
         except (OSError, ValueError):
-            summary, name = "(report unreadable)", stage
-        return ContractViolation(name, summary, report.relative_to(root))
-    params_lines = [ln for ln in lines if _PARAMS_ERROR.search(ln)]
-    if params_lines:
-        return InvalidParams(f"{stage}: invalid params:\n" + "\n".join(_strip_log_prefix(ln) for ln in params_lines))
-    return StageError(stage, f"`dvc repro` exited with {rc}:\n" + "\n".join(lines[-40:]))
-
-
-def fresh_validation_report(root: Path, since: float) -> Path | None:
-    """The validation report a stage wrote during this attempt, if any."""
-    folder = root / VALIDATION_DIR
-    if not folder.is_dir():
-        return None
-    fresh = [p for p in folder.glob("*.json") if p.stat().st_mtime >= since - 1.0]
-    return max(fresh, key=lambda p: p.stat().st_mtime) if fresh else None
+            return ContractError(stage, detail, None)
+    if code == BAD_PARAMS or (code is None and any(_PARAMS_ERROR.search(ln) for ln in lines)):
+        params_lines = [_strip_log_prefix(ln) for ln in lines if _PARAMS_ERROR.search(ln)] or errors
+        return ParamsError(f"{stage}: invalid params:\n" + "\n".join(params_lines))
+    if code == BAD_INPUT:
+        return InputError(f"{stage}: unreadable input:\n{detail}")
+    if code == INTERNAL:
+        return TextclfError(f"{stage}: internal error (exit {code}, a bug: not retried):\n" + "\n".join(lines[-40:]))
+    by = f" (the stage with {code})" if code is not None else ""
+    return StageError(stage, f"`dvc repro` exited with {rc}{by}:\n" + "\n".join(lines[-40:]))
 
 
 def _strip_log_prefix(line: str) -> str:
@@ -341,7 +317,7 @@ def _strip_log_prefix(line: str) -> str:
 def check_overrides(overrides: list[str]) -> None:
     for item in overrides:
         if "=" not in item and not item.rpartition(":")[2].startswith("~"):
-            raise InvalidParams(
+            raise ParamsError(
                 f"params override {item!r}: expected section.key=value (the `dvc exp run --set-param` syntax)"
             )
 
@@ -370,20 +346,20 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
         for name, items in by_file.items():
             path = root / name
             if not path.exists():
-                raise InvalidParams(f"params override: {name} does not exist")
+                raise ParamsError(f"params override: {name} does not exist")
             try:
                 if any(o.is_sweep_override() for o in to_hydra_overrides(items)):
-                    raise InvalidParams(f"params override {items}: sweeps (a=1,2) are not supported")
-            except InvalidParams:
+                    raise ParamsError(f"params override {items}: sweeps (a=1,2) are not supported")
+            except ParamsError:
                 raise
             except Exception as err:  # hydra's OverrideParseException
-                raise InvalidParams(f"params override {items}: {err}") from None
+                raise ParamsError(f"params override {items}: {err}") from None
             originals[path] = path.read_bytes()
             try:
                 apply_overrides(path, items)
             except InvalidArgumentError as err:
                 cause = err.__cause__ or err
-                raise InvalidParams(f"params override {items}: {cause}") from None
+                raise ParamsError(f"params override {items}: {cause}") from None
         yield by_file
     finally:
         if not keep:
@@ -392,7 +368,7 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
 
 
 def validate_params(root: Path) -> list[str]:
-    """Every section of params.yaml through textclf.params (the one loader): raises InvalidParams
+    """Every section of params.yaml through textclf.params (the one loader): raises ParamsError
     with the loader's message (`params.yaml: section.key: ...`); returns the sections checked."""
 
     try:
@@ -400,90 +376,5 @@ def validate_params(root: Path) -> list[str]:
         for section, values in data.items():
             parse_section(section, values)
     except ParamsError as err:
-        raise InvalidParams(str(err)) from None
+        raise ParamsError(str(err)) from None
     return list(data)
-
-
-# ---------------------------------------------------------------------------------------------
-# the repository lock
-
-# Locks this run already holds (a flow calling the pipeline as a subflow must not wait for itself).
-_HELD: ContextVar[frozenset[str]] = ContextVar("textclf_repo_locks", default=frozenset())
-
-
-def lock_holder(root: Path) -> dict | None:
-    try:
-        return json.loads((root / OWNER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def describe_holder(holder: dict | None) -> str:
-    if not holder:
-        return "another process"
-    alive = ""
-    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        try:
-            os.kill(holder["pid"], 0)
-        except ProcessLookupError:
-            alive = ", no longer running"
-        except PermissionError:
-            pass
-    run = f", {holder['what']}" if holder.get("what") else ""
-    return f"pid {holder.get('pid')} on {holder.get('host')}{run}, since {holder.get('since')}{alive}"
-
-
-@contextmanager
-def repo_lock(root: Path, timeout_s: float, what: str = "", poll_s: float = 0.2) -> Iterator[None]:
-    """Hold the repository's pipeline lock; wait at most `timeout_s` (0: do not wait) for it.
-
-    Re-entrant within one run (a flow that holds it may call the pipeline flow as a subflow);
-    across processes and threads it is an OS file lock, released even if the holder is killed.
-    """
-    from filelock import FileLock, Timeout
-
-    if timeout_s is None or timeout_s < 0:
-        raise InvalidParams("lock_timeout_s must be >= 0 (the wait for another run is bounded)")
-    path = (root / LOCK_FILE).resolve()
-    key = str(path)
-    if key in _HELD.get():
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.warning(
-            "repository %s is busy (%s); waiting up to %g s (lock_timeout_s)",
-            root,
-            describe_holder(lock_holder(root)),
-            timeout_s,
-        )
-        try:
-            lock.acquire(timeout=timeout_s, poll_interval=poll_s)
-        except Timeout:
-            raise RepoBusy(
-                f"repository {root} is busy: another pipeline run holds {LOCK_FILE} "
-                f"({describe_holder(lock_holder(root))}); gave up after {timeout_s:g} s. "
-                "Nothing was changed. Run again later, or raise lock_timeout_s."
-            ) from None
-    token = _HELD.set(_HELD.get() | {key})
-    owner = root / OWNER_FILE
-    try:
-        write_bytes(
-            owner,
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "what": what,
-                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
-            ).encode(),
-        )
-        yield
-    finally:
-        _HELD.reset(token)
-        owner.unlink(missing_ok=True)
-        lock.release()

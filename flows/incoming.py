@@ -27,59 +27,37 @@ committed, quarantined with a reason, or in the landing folder.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows import dvcops, report, transaction
 from flows import landing as landing_zone
+from flows import repolock, report, transaction
+from flows.claims import Items, _remember_claims, claim_items, recover
 from flows.gate import (
     PROMOTE_PREFIX,
     REFERENCES,
-    Decision,
-    decide,
     decide_against,
-    gate,
-    gate_same_documents,
 )
 from flows.intake import (
-    RawSpec,
     Verdict,
     batch_problems,
-    check_file,
     place,
     raw_spec,
-    shape_problem,
 )
 from flows.pipeline import pipeline, resolve_repo, run_logger
-from flows.transaction import GateError, Journal, dvc_cli, git
+from flows.steps import check_task, commit, push, track_raw
+from flows.transaction import GateError, Journal, git
+from textclf.errors import ContractError, RunError, TextclfError
 from textclf.params import load_params
-
-__all__ = [
-    "Decision",
-    "GateError",
-    "IncomingOptions",
-    "RawSpec",
-    "Verdict",
-    "decide",
-    "gate",
-    "gate_same_documents",
-    "incoming",
-    "landing_files",
-    "place",
-    "shape_problem",
-]
 
 LANDING = "data/incoming"
 QUARANTINE = "data/quarantine"
 METRIC = "test.macro_f1"
-_shape_problem = shape_problem  # the name earlier releases exported
 
 
 class IncomingOptions(BaseModel):
@@ -121,197 +99,6 @@ def known_labels(root: Path) -> set[str] | None:
     stats = report.read_metrics(root, "reports/data/ingest.json")
     labels = (stats or {}).get("by_label")
     return set(labels) if isinstance(labels, dict) and labels else None
-
-
-# ---------------------------------------------------------------------------------------------
-# tasks: the steps that show in the Prefect UI
-
-
-@task(name="check-file", cache_policy=NO_CACHE, persist_result=False)
-def check_task(
-    path: str,
-    repo: str,
-    spec: RawSpec,
-    labels: set[str] | None,
-    max_bad_fraction: float,
-    allow_new_labels: bool,
-):
-    v, docs = check_file(Path(path), Path(repo), spec, labels, max_bad_fraction, allow_new_labels)
-    run_logger().info("%s: %s (%s)", v.file, "accepted" if v.accepted else "rejected", v.reason)
-    return v, docs
-
-
-@task(name="dvc-add", cache_policy=NO_CACHE, persist_result=False)
-def track_raw(repo: str, raw: str, raw_in_git: bool) -> None:
-    """`dvc add` the raw folder (first moving it from git to DVC if git tracked it)."""
-    root = Path(repo)
-    if raw_in_git:
-        run_logger().info("%s was tracked by git; moving it to DVC (git rm -r --cached)", raw)
-        git(root, "rm", "-r", "-q", "--cached", "--", raw)
-    dvc_cli(root, "add", raw, logger=run_logger())
-
-
-@task(name="promote", cache_policy=NO_CACHE, persist_result=False)
-def commit(repo: str, paths: list[str], message: str) -> str:
-    root = Path(repo)
-    git(root, "add", "-A", "--", *paths)
-    git(root, "commit", "-q", "-m", message)
-    sha = git(root, "rev-parse", "HEAD").stdout.strip()
-    run_logger().info("committed %s: %s", sha[:8], message.splitlines()[0])
-    return sha
-
-
-@task(
-    name="dvc-push",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retries=2,
-    retry_delay_seconds=[5, 20],
-)
-def push(repo: str) -> str | None:
-    """`dvc push` to the default remote, if one is configured; returns its name."""
-    root = Path(repo)
-    remote = subprocess.run(
-        [sys.executable, "-m", "dvc", "config", "core.remote"],
-        cwd=root,
-        env=dvcops.subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
-    if not remote:
-        run_logger().info("no default DVC remote: nothing pushed")
-        return None
-    dvc_cli(root, "push", logger=run_logger())
-    return remote
-
-
-# ---------------------------------------------------------------------------------------------
-# the run's bookkeeping of items
-
-
-class Items:
-    """Where every claimed item went; quarantine and return-to-landing in one place."""
-
-    def __init__(self, root: Path, journal: Journal, landing_dir: Path, quarantine_dir: Path):
-        self.root, self.journal, self.landing, self.quarantine_dir = (
-            root,
-            journal,
-            landing_dir,
-            quarantine_dir,
-        )
-        self.log = run_logger()
-
-    def note(self, name: str, where: str) -> None:
-        self.journal.items[name] = where
-        self.journal.save(self.root)
-
-    def quarantine(self, path: Path, name: str, reason: str) -> None:
-        dest = landing_zone.move_to_quarantine(path, self.quarantine_dir, name, reason)
-        self.log.warning("%s quarantined as %s: %s", name, dest, reason)
-        self.note(name, f"quarantined: {reason}")
-
-    def member(self, path: Path, item: str, rel: str, reason: str) -> None:
-        self.quarantine(path, f"{item}__{rel.replace('/', '__')}", f"{item}/{rel}: {reason}")
-
-    def give_back(self, path: Path, name: str, why: str) -> None:
-        dest = landing_zone.return_to_landing(path, self.landing, name)
-        self.log.warning("%s back in the landing folder as %s: %s", name, dest.name, why)
-        self.note(name, f"returned: {why}")
-
-
-def claim_items(ready: list[Path], staging: Path, items: Items) -> list[landing_zone.Claimed]:
-    claimed = []
-    copies = items.journal.copies(items.root)
-    for n, item in enumerate(ready):
-        name = item.name
-        try:
-            original = landing_zone.claim(item, staging)
-        except FileNotFoundError:
-            continue  # gone since the scan (renamed or deleted by its uploader)
-        items.note(name, "claimed")
-        kind = landing_zone.kind_of(original)
-        if kind == "link":
-            items.quarantine(original, name, "a symbolic link: links are never followed into the data")
-            continue
-        if kind == "special":
-            items.quarantine(original, name, "not a regular file (a FIFO, socket or device)")
-            continue
-        try:
-            claimed.append(
-                landing_zone.take(
-                    original,
-                    copies / f"{n:04d}",
-                    name,
-                    lambda path, rel, reason, name=name: items.member(path, name, rel, reason),
-                )
-            )
-        except landing_zone.Unstable as err:
-            items.give_back(original, name, f"{err}: still being written; next run")
-        except Exception as err:  # noqa: BLE001 - unreadable, too large, ...: a reason, not a crash
-            items.quarantine(original, name, f"could not be read: {type(err).__name__}: {err}")
-    return claimed
-
-
-# ---------------------------------------------------------------------------------------------
-# recovery: a run killed at any point is finished or undone by the next one
-
-
-def recover(root: Path, landing_dir: Path, quarantine_dir: Path, push_remote: bool) -> None:
-    log = run_logger()
-    journal = Journal.load(root)
-    if journal is not None:
-        sha = transaction.committed_by(root, journal)
-        if sha:
-            log.warning(
-                "a killed run %s had promoted commit %s: finishing its clean-up",
-                journal.run,
-                sha[:8],
-            )
-            for c in _journal_claims(journal):
-                if landing_zone.remove_committed(c, landing_dir):
-                    log.warning("%s changed after it was taken: back in the landing folder", c.name)
-            if push_remote:
-                try:
-                    push.fn(str(root))
-                except Exception as err:  # noqa: BLE001 - the commit stands; the next push sends it
-                    log.warning("dvc push after recovery failed (%s): run `dvc push`", err)
-        else:
-            log.warning("a killed run %s left changes (phase %s): undoing them", journal.run, journal.phase)
-            transaction.undo_raw(root, journal, log)
-            transaction.restore_pipeline_files(root, journal, log)
-        journal.close(root)
-    for path in landing_zone.leftover_staging(landing_dir):
-        dest = landing_zone.return_to_landing(path, landing_dir, path.name)
-        log.warning("%s from a killed run: back in the landing folder as %s", path.name, dest.name)
-    landing_zone.prune_staging(landing_dir)
-
-
-def _journal_claims(journal: Journal) -> list[landing_zone.Claimed]:
-    return [
-        landing_zone.Claimed(
-            rec["name"],
-            Path(rec["original"]),
-            Path(rec["copy"]),
-            rec["kind"],
-            [landing_zone.Member(**m) for m in rec["members"]],
-        )
-        for rec in journal.claims
-    ]
-
-
-def _remember_claims(root: Path, journal: Journal, claimed: list[landing_zone.Claimed]) -> None:
-    journal.claims = [
-        {
-            "name": c.name,
-            "original": str(c.original),
-            "copy": str(c.copy),
-            "kind": c.kind,
-            "members": [asdict(m) for m in c.members],
-        }
-        for c in claimed
-    ]
-    journal.save(root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +149,7 @@ def incoming(
     if opts.reference not in REFERENCES:
         raise GateError(f"reference must be one of {', '.join(REFERENCES)}, got {opts.reference!r}")
     root = resolve_repo(opts.repo)
-    with dvcops.repo_lock(root, opts.lock_timeout_s, what="incoming flow"):
+    with repolock.repo_lock(root, opts.lock_timeout_s, what="incoming flow"):
         return _run(root, opts)
 
 
@@ -414,7 +201,7 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     if not accepted:
         journal.close(root)
         landing_zone.prune_staging(landing_dir)
-        _publish(outcome)
+        report.publish_incoming(outcome)
         return outcome
 
     encoding = load_params("ingest", root / "params.yaml").encoding
@@ -468,7 +255,7 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
             outcome["commit"] = git(root, "rev-parse", "--short", journal.commit).stdout.strip()
             outcome["promoted"] = True
             transaction.fault_point("committed")
-    except dvcops.ContractViolation as err:  # the new data broke a stage's contract
+    except ContractError as err:  # the new data broke a stage's contract
         _undo(root, journal)
         for c, _ in accepted:
             items.quarantine(c.original, c.name, f"the pipeline failed on the new data: {err}")
@@ -503,7 +290,7 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     _finish(root, journal, landing_dir, outcome)
     transaction.fault_point("done")
     if push_error:
-        raise dvcops.PermanentError(push_error)
+        raise RunError(push_error)
     return outcome
 
 
@@ -517,7 +304,7 @@ def _finish(root: Path, journal: Journal, landing_dir: Path, outcome: dict | Non
     journal.close(root)
     landing_zone.prune_staging(landing_dir)
     if outcome is not None:
-        _publish(outcome)
+        report.publish_incoming(outcome)
 
 
 def dvc_params_files(overrides: list[str] | None) -> list[str]:
@@ -526,42 +313,6 @@ def dvc_params_files(overrides: list[str] | None) -> list[str]:
     from dvc.utils.cli_parse import to_path_overrides
 
     return list(to_path_overrides(overrides))
-
-
-def _publish(outcome: dict) -> None:
-    from prefect.artifacts import create_markdown_artifact
-
-    lines = ["# textclf new data", ""]
-    if outcome["accepted"]:
-        lines += ["## Accepted", ""] + [f"- `{v['file']}`: {v['reason']}" for v in outcome["accepted"]]
-    if outcome["rejected"]:
-        lines += ["", "## Rejected (quarantined)", ""] + [
-            f"- `{v['file']}`: {v['reason']}" for v in outcome["rejected"]
-        ]
-    lines += ["", "## Promotion", ""]
-    d = outcome.get("decision")
-    if outcome["promoted"]:
-        lines.append(f"Promoted in commit `{outcome['commit']}`: {d['reason']}.")
-        lines.append(
-            f"Pushed to DVC remote `{outcome['pushed_to']}`."
-            if outcome["pushed_to"]
-            else "No DVC remote configured: nothing pushed."
-        )
-    elif d:
-        lines.append(
-            f"**Not promoted** — {d['reason']}. Nothing was committed; the run's changes were undone "
-            "and the files were quarantined."
-        )
-    else:
-        lines.append("Nothing to promote: no file passed the checks.")
-    try:
-        create_markdown_artifact(
-            "\n".join(lines) + "\n",
-            key="textclf-incoming",
-            description="new data: checks and promotion gate",
-        )
-    except Exception as err:  # noqa: BLE001 - the outcome is already logged
-        run_logger().warning("could not create the incoming artifact: %s", err)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = IncomingOptions(**{k: v for k, v in args.items() if v is not None or k == "target"})
         with local_server_settings():
             out = incoming(**opts.model_dump())
-    except (dvcops.PermanentError, dvcops.StageError) as err:
+    except TextclfError as err:
         print(f"incoming failed: {err}", file=sys.stderr)
         return 1
     for v in out["accepted"]:

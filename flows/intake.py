@@ -22,9 +22,10 @@ from pathlib import Path
 from flows import transaction
 from flows.transaction import Journal
 from textclf import schemas
-from textclf.artifacts import InputError, read_parquet, write_bytes
+from textclf.artifacts import read_parquet, write_bytes
 from textclf.data.ingest import ingest
 from textclf.data.split import group_hash
+from textclf.errors import InputError
 from textclf.params import load_params
 from textclf.sources import SPLIT_DIRS, TABULAR_EXT, read_records, resolve_format
 from textclf.text import clean_batch, decode, hex_array, load_stopwords

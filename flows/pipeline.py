@@ -24,7 +24,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 
-from flows import dvcops, report
+from flows import dvcops, repolock, report
+from textclf.errors import ContractError, ParamsError, TextclfError, is_retryable
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -38,7 +39,7 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 def resolve_repo(repo: str | Path) -> Path:
     root = Path(repo).expanduser().resolve()
     if not (root / "dvc.yaml").exists():
-        raise dvcops.InvalidParams(f"repo: {root} has no dvc.yaml (run from the project root or pass --repo)")
+        raise ParamsError(f"repo: {root} has no dvc.yaml (run from the project root or pass --repo)")
     return root
 
 
@@ -50,7 +51,7 @@ def _retry_unless_permanent(task, task_run, state) -> bool:
             state.result()
         except BaseException as err:  # noqa: BLE001 - we only classify it
             exc = err
-    retry = dvcops.is_retryable(exc)
+    retry = is_retryable(exc)
     if not retry:
         run_logger().error("%s: not retried (%s)", task.name, type(exc).__name__)
     return retry
@@ -95,7 +96,7 @@ def run_stage(
 
     try:
         result = dvcops.repro_stage(Path(repo), stage, force=force, timeout_s=timeout_s, on_line=log)
-    except dvcops.ContractViolation as err:
+    except ContractError as err:
         logger.error(
             "%s: data contract failed (not retried):\n%s\nfailure cases: %s",
             err.stage,
@@ -103,7 +104,7 @@ def run_stage(
             err.report,
         )
         raise
-    except dvcops.InvalidParams as err:
+    except ParamsError as err:
         logger.error("%s (not retried)", err)
         raise
     logger.info("%s: %s in %.1f s", stage, result.status, result.seconds)
@@ -146,7 +147,7 @@ def pipeline(
     overrides = list(params or [])
     stages_done: list[dict] = []
     planned: list[str] = []
-    with dvcops.repo_lock(root, lock_timeout_s, what=f"flow run {_flow_run_name()}"):
+    with repolock.repo_lock(root, lock_timeout_s, what=f"flow run {_flow_run_name()}"):
         with dvcops.params_overrides(root, overrides, keep=keep_params):
             check_params(str(root))
             planned = dvcops.stage_order(root, target)
@@ -279,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="params override (repeatable), as dvc exp run",
     )
     p.add_argument("--keep-params", action="store_true", help="keep overrides in params.yaml")
-    p.add_argument("--retries", type=int, default=2)
+    p.add_argument(
+        "--retries", type=int, default=2, help="retries of a stage that failed in a retryable way (default 2)"
+    )
     p.add_argument("--retry-delay", type=float, default=10.0, help="first retry delay, seconds")
     p.add_argument("--stage-timeout", type=float, default=None, help="seconds per stage")
     p.add_argument(
@@ -288,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=600.0,
         help="seconds to wait for another run on this repository (default 600)",
     )
-    p.add_argument("--metrics-file", default=report.METRICS_FILE)
+    p.add_argument(
+        "--metrics-file",
+        default=report.METRICS_FILE,
+        help=f"the metrics file the run's summary artifact reads (default {report.METRICS_FILE})",
+    )
     p.add_argument(
         "--dask-address",
         default=None,
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 metrics_file=args.metrics_file,
                 dask_address=args.dask_address,
             )
-    except (dvcops.PermanentError, dvcops.StageError) as err:
+    except TextclfError as err:
         print(f"pipeline failed: {err}", file=sys.stderr)
         return 1
     for s in result["stages"]:

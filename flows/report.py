@@ -300,3 +300,39 @@ def publish(markdown: str, per_class: list[dict], stages: list[dict], descriptio
     if per_class:
         create_table_artifact(per_class, key=KEY_PER_CLASS, description="per-class test scores")
     create_table_artifact(stages, key=KEY_STAGES, description="stages: ran / skipped, seconds")
+
+
+def publish_incoming(outcome: dict) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = ["# textclf new data", ""]
+    if outcome["accepted"]:
+        lines += ["## Accepted", ""] + [f"- `{v['file']}`: {v['reason']}" for v in outcome["accepted"]]
+    if outcome["rejected"]:
+        lines += ["", "## Rejected (quarantined)", ""] + [
+            f"- `{v['file']}`: {v['reason']}" for v in outcome["rejected"]
+        ]
+    lines += ["", "## Promotion", ""]
+    d = outcome.get("decision")
+    if outcome["promoted"]:
+        lines.append(f"Promoted in commit `{outcome['commit']}`: {d['reason']}.")
+        lines.append(
+            f"Pushed to DVC remote `{outcome['pushed_to']}`."
+            if outcome["pushed_to"]
+            else "No DVC remote configured: nothing pushed."
+        )
+    elif d:
+        lines.append(
+            f"**Not promoted** — {d['reason']}. Nothing was committed; the run's changes were undone "
+            "and the files were quarantined."
+        )
+    else:
+        lines.append("Nothing to promote: no file passed the checks.")
+    try:
+        create_markdown_artifact(
+            "\n".join(lines) + "\n",
+            key="textclf-incoming",
+            description="new data: checks and promotion gate",
+        )
+    except Exception as err:  # noqa: BLE001 - the outcome is already logged
+        log.warning("could not create the incoming artifact: %s", err)

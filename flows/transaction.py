@@ -28,6 +28,7 @@ from pathlib import Path
 
 from flows import dvcops
 from textclf.artifacts import write_bytes
+from textclf.errors import RunError, StageError
 
 log = logging.getLogger("textclf.flows")
 
@@ -36,7 +37,7 @@ GIT_TIMEOUT_S = 120
 PHASES = ("claimed", "placed", "committed")
 
 
-class GateError(dvcops.PermanentError):
+class GateError(RunError):
     """The repository is not in a state new data can be promoted from."""
 
 
@@ -61,7 +62,7 @@ def dvc_cli(root: Path, *args: str, timeout_s: float = 1800, logger=log) -> list
 
     rc, lines = dvcops.run_command([sys.executable, "-m", "dvc", *args], root, timeout_s, emit)
     if rc != 0:
-        raise dvcops.StageError(f"dvc {args[0]}", f"exited with {rc}:\n" + "\n".join(lines[-30:]))
+        raise StageError(f"dvc {args[0]}", f"exited with {rc}:\n" + "\n".join(lines[-30:]))
     return lines
 
 

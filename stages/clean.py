@@ -13,7 +13,6 @@ import pandas as pd
 from textclf import schemas
 from textclf.artifacts import (
     ChunkWriter,
-    InputError,
     dask_client,
     parquet_batches,
     read_parquet,
@@ -27,6 +26,7 @@ from textclf.data.clean import (
     clean_chunked,
     log,
 )
+from textclf.errors import InputError
 from textclf.params import CleanParams, load_params
 from textclf.paths import CLEAN, DOCUMENTS
 from textclf.paths import CLEAN_STATS as STATS

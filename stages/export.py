@@ -18,9 +18,8 @@ metadata names the bundle it came from (`bundle_digest`), so a stale graph is re
 from __future__ import annotations
 
 import shutil
-import sys
 
-from textclf.artifacts import read_parquet, replace_dir, run_main, temp_dir_for, write_json
+from textclf.artifacts import arrow_values, read_parquet, replace_dir, run_main, temp_dir_for, write_json
 from textclf.bundle import load_bundle
 from textclf.onnx import (
     TOLERANCE,
@@ -37,7 +36,7 @@ def main() -> None:
     def body():
         bundle = load_bundle(BUNDLE)
         test = read_parquet(TEST, columns=["label", "tokens"])
-        tokens = test["tokens"].array._pa_array.combine_chunks()
+        tokens = arrow_values(test["tokens"])
         ONNX_DIR.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_dir_for(ONNX_DIR)
         try:
@@ -45,8 +44,7 @@ def main() -> None:
             replace_dir(tmp, ONNX_DIR)
         except ParityError as err:
             write_json(err.report, REPORT)
-            log.error("export: %s (details: %s)", err, REPORT)
-            sys.exit(1)
+            raise ParityError(f"{err} (details: {REPORT})") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         write_json(report, REPORT)

@@ -31,7 +31,8 @@ import torch
 from textclf.artifacts import read_parquet, run_main, sha256_file, write_json
 from textclf.bundle import run_metadata, save_bundle
 from textclf.data.vocab import load_vocab
-from textclf.params import DistributedParams, ParamsError, TrainParams, load_params
+from textclf.errors import ParamsError
+from textclf.params import DistributedParams, TrainParams, load_params
 from textclf.paths import (
     AUTOTUNE_REPORT,
     BUNDLE,

@@ -6,9 +6,7 @@ token pairs ("a b") are counted too. The content hash goes into the model bundle
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
-
-from textclf.artifacts import InputError, dask_client, run_main, write_json
+from textclf.artifacts import dask_client, parquet_file, run_main, write_json
 from textclf.data.vocab import (
     SPECIALS,
     build_vocab,
@@ -17,6 +15,7 @@ from textclf.data.vocab import (
     count_dask,
     log,
 )
+from textclf.errors import ContractError, InputError
 from textclf.params import load_params
 from textclf.paths import TRAIN, VOCAB
 
@@ -24,18 +23,16 @@ from textclf.paths import TRAIN, VOCAB
 def main() -> None:
     def body():
         params = load_params("vocab")
-        if not TRAIN.exists():
-            raise InputError(f"{TRAIN}: not found (run dvc repro split)")
+        pf = parquet_file(TRAIN)
         if params.engine == "dask":
             with dask_client() as client:
                 counts = count_dask(
                     client,
                     str(TRAIN.resolve()),
-                    pq.ParquetFile(TRAIN).num_row_groups,
+                    pf.num_row_groups,
                     params.ngrams,
                 )
         else:
-            pf = pq.ParquetFile(TRAIN)
             if params.chunk_rows:
                 batches = (
                     b.column("tokens") for b in pf.iter_batches(batch_size=params.chunk_rows, columns=["tokens"])
@@ -51,7 +48,10 @@ def main() -> None:
                 counts = count_batches([tokens], params.ngrams)
         if counts is None:
             raise InputError(f"{TRAIN}: the train split is empty")
-        vocab = check_vocab(build_vocab(counts, params))
+        try:
+            vocab = check_vocab(build_vocab(counts, params))
+        except InputError as err:
+            raise ContractError("vocab", str(err), None) from None
         write_json(vocab, VOCAB)
         log.info(
             "vocab: %d entries (%d specials), hash %s",

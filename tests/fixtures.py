@@ -126,11 +126,11 @@ def make_repo(
 
 
 def contract_failure(main, root: Path, stage: str) -> dict:
-    """Run a stage's `main()` that must fail its output contract: it exits 1, and this returns
+    """Run a stage's `main()` that must fail its output contract: it exits 4, and this returns
     the validation report it wrote (reports/validation/<stage>.json)."""
     import pytest
 
     with pytest.raises(SystemExit) as exc:
         main()
-    assert exc.value.code == 1
+    assert exc.value.code == 4  # textclf.errors.CONTRACT
     return json.loads((root / "reports" / "validation" / f"{stage}.json").read_text(encoding="utf-8"))

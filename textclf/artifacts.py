@@ -25,23 +25,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from textclf.params import ParamsError
+from textclf.errors import TEMPORARY, ContractError, InputError, TextclfError, exit_code_for
 
 log = logging.getLogger("textclf")
-
-
-class InputError(ValueError):
-    """The user's input cannot be read as asked (missing file or column, bad format)."""
-
-
-class ContractError(RuntimeError):
-    """An artifact broke its pandera contract; details are in reports/validation/<stage>.json."""
-
-    def __init__(self, stage: str, summary: str, report: Path):
-        super().__init__(f"{stage}: output violates its data contract:\n{summary}\n(details: {report})")
-        self.stage = stage
-        self.summary = summary
-        self.report = report
 
 
 def _read_umask() -> int:
@@ -166,6 +152,17 @@ def read_parquet(path: Path | str, columns: list[str] | None = None) -> pd.DataF
     return to_pandas(table)
 
 
+def parquet_file(path: Path | str) -> pq.ParquetFile:
+    """A Parquet file opened for reading by row group or batch; InputError when it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: not found (run the stage that writes it: dvc repro)")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+
+
 def to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow → pandas: list columns stay Arrow lists (no Python objects per row), integers stay
     nullable integers."""
@@ -220,21 +217,37 @@ def setup_logging() -> None:
 
 
 def run_main(stage: str, body: Callable[[], None]) -> None:
-    """Run a stage's main body; user-caused failures exit 1 with a clear message, no traceback."""
+    """Run a stage's main body and exit with the code of what stopped it (textclf.errors).
 
+    A failure the user can cause (bad params, a broken contract, unreadable input) is one clear
+    message without a traceback; anything else is logged with its traceback as a bug (70), or as a
+    temporary failure of the OS (75, worth retrying)."""
     setup_logging()
     try:
         body()
     except ContractError as err:
         log.error("%s", err)
-        sys.exit(1)
-    except (ParamsError, InputError) as err:
+        sys.exit(err.exit_code)
+    except TextclfError as err:
         log.error("%s: %s", stage, err)
-        sys.exit(1)
+        sys.exit(err.exit_code)
+    except Exception as err:  # noqa: BLE001 - the exit code tells a bug from a temporary failure
+        code = exit_code_for(err)
+        kind = "temporary failure" if code == TEMPORARY else "internal error (a bug: please report it)"
+        log.exception("%s: %s: %s: %s", stage, kind, type(err).__name__, err)
+        sys.exit(code)
 
 
 # ---------------------------------------------------------------------------------------------
 # chunked execution: bounded-memory writes, batches, and the Dask engine
+
+
+def arrow_values(column: pd.Series) -> pa.Array:
+    """The Arrow array behind an Arrow-backed pandas column (e.g. `tokens`), in one chunk.
+
+    Through the Arrow protocol (`__arrow_array__`), not pandas' private `_pa_array`."""
+    data = column.array.__arrow_array__()
+    return data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
 
 
 def arrow_table(df: pd.DataFrame | pa.Table) -> pa.Table:

@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from textclf.artifacts import arrow_values
 from textclf.params import BaselineParams
 from textclf.schemas import predictions_frame, round_proba
 from textclf.text import join_tokens
@@ -30,7 +31,7 @@ _CJK = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
 
 
 def _joined(df: pd.DataFrame) -> list[str]:
-    return join_tokens(df["tokens"].array._pa_array.combine_chunks()).to_pylist()
+    return join_tokens(arrow_values(df["tokens"])).to_pylist()
 
 
 def fit_baseline(train: pd.DataFrame, params: BaselineParams):

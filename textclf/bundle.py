@@ -23,7 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
 from textclf import paths
-from textclf.artifacts import InputError, replace_dir, sha256_file, temp_dir_for
+from textclf.artifacts import replace_dir, sha256_file, temp_dir_for
+from textclf.errors import InputError
 from textclf.model import ModelConfig, build_model
 
 FORMAT = "textclf-bundle/1"

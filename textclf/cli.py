@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from textclf.params import SECTIONS, ParamsError, load_params
+    from textclf.errors import ParamsError
+    from textclf.params import SECTIONS, load_params
 
     try:
         for name in SECTIONS if not args.section else [args.section]:
@@ -60,7 +61,8 @@ def _load_predictor(args: argparse.Namespace, threads: int = 0):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from textclf.artifacts import InputError, atomic_path
+    from textclf.artifacts import atomic_path
+    from textclf.errors import InputError
     from textclf.predict import RecordWriter, TextSource, chunks
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
@@ -122,7 +124,8 @@ def _progress(enabled: bool):
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from textclf import serve
-    from textclf.artifacts import InputError, setup_logging
+    from textclf.artifacts import setup_logging
+    from textclf.errors import InputError
 
     setup_logging()
     limits = serve.Limits(
@@ -180,12 +183,22 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive, default=1024, help="texts per batch (default 1024)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("textclf")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textclf", description="Text classification pipeline tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("params", help="validate params.yaml and print the typed sections")
     p.add_argument("section", nargs="?", help="one section (default: all)")
-    p.add_argument("--file", default="params.yaml")
+    p.add_argument("--file", default="params.yaml", help="the params file (default: params.yaml)")
     p.set_defaults(func=_cmd_params)
 
     p = sub.add_parser(
@@ -287,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="predictions at once, one thread each (default 0: the CPU count, at most 8)",
     )
-    p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info")
+    p.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="uvicorn's log level (default info)",
+    )
     p.set_defaults(func=_cmd_serve)
     return parser
 

@@ -31,8 +31,9 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from textclf.artifacts import InputError
+from textclf.artifacts import arrow_values
 from textclf.bundle import Bundle
+from textclf.errors import InputError
 from textclf.model import EncodingConfig, encode, label_ids, predict_proba
 from textclf.paths import BASELINE_PREDICTIONS as BASELINE
 from textclf.paths import RAW_BASELINE_PREDICTIONS as RAW_BASELINE
@@ -211,7 +212,7 @@ def evaluate(
     unknown = sorted(set(test["label"].tolist()) - set(labels))
     if unknown:
         raise InputError(f"test split has labels the model was not trained on: {unknown}")
-    proba = round_proba(model_proba(bundle, test["tokens"].array._pa_array.combine_chunks()))
+    proba = round_proba(model_proba(bundle, arrow_values(test["tokens"])))
     preds = predictions_frame(test, labels, proba)
     y_true = test["label"].to_numpy(dtype=object)
     base_proba = _aligned(baseline, test, labels, BASELINE)

@@ -13,11 +13,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from textclf.errors import ParamsError
+
 PARAMS_FILE = Path("params.yaml")
-
-
-class ParamsError(ValueError):
-    """params.yaml is missing, malformed, or has an unknown key / wrong type."""
 
 
 class _Section(BaseModel):

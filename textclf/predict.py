@@ -24,10 +24,10 @@ import torch
 from pydantic import ValidationError
 
 from textclf import paths
-from textclf.artifacts import InputError
 from textclf.bundle import Bundle, BundleError, load_bundle
+from textclf.errors import InputError
 from textclf.model import EncodingConfig, VocabIndex, encode, predict_proba
-from textclf.onnx import FP32, OnnxClassifier, bundle_digest
+from textclf.onnx_runtime import FP32, OnnxClassifier, bundle_digest
 from textclf.params import CleanParams
 from textclf.paths import ONNX_DIR
 from textclf.text import clean_batch, load_stopwords, normalize

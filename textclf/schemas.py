@@ -16,7 +16,8 @@ from pandera.errors import SchemaErrors
 from pandera.extensions import register_check_method
 from pandera.typing import Series
 
-from textclf.artifacts import ContractError, write_json
+from textclf.artifacts import arrow_values, write_json
+from textclf.errors import ContractError
 from textclf.paths import VALIDATION_DIR
 
 SPLITS = ("train", "valid", "test")
@@ -42,7 +43,7 @@ TOKENS_DTYPE = pd.ArrowDtype(arrow.list_(arrow.string()))
 @register_check_method(statistics=[], supported_types=[pd.Series])
 def non_empty_lists(series: pd.Series) -> pd.Series:
     """Every value is a non-null list with at least one element (vectorised over Arrow)."""
-    arr = arrow.array(series) if not isinstance(series.dtype, pd.ArrowDtype) else series.array._pa_array
+    arr = arrow_values(series) if isinstance(series.dtype, pd.ArrowDtype) else arrow.array(series)
     lengths = pc.fill_null(pc.list_value_length(arr), 0)
     return pd.Series(pc.greater(lengths, 0).to_numpy(zero_copy_only=False), index=series.index)
 

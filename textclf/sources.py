@@ -14,9 +14,6 @@ reason (null, or why the reader already rejects it).
 from __future__ import annotations
 
 import codecs
-import csv
-import io
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +22,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from textclf.artifacts import InputError
+from textclf.errors import InputError
 from textclf.params import IngestParams
-from textclf.text import MARKER, decode, looks_binary
+from textclf.records import is_binary, read_bytes, read_line_file, record_frame
+from textclf.tabular import _columns, _select, read_delimited, read_jsonl, read_parquet_source
+from textclf.text import decode
 
 log = logging.getLogger("textclf.sources")
 
@@ -42,7 +40,6 @@ SPLIT_DIRS = {
     "validation": "valid",
     "test": "test",
 }
-RECORD_COLUMNS = ["text", "label", "split", "source", "line", "reason"]
 TABULAR_EXT = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -83,7 +80,7 @@ def read_records(params: IngestParams) -> pd.DataFrame:
     """Read the whole source into one record frame (see module docstring)."""
     frames = list(iter_records(params))
     if not frames:
-        return _frame([], [], [], [], [], [])
+        return record_frame([], [], [], [], [], [])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -204,7 +201,7 @@ def _read_label_layout(root: Path, split: str | None, encoding: str) -> Iterator
             yield read_file_per_doc(p, p.name, split, encoding)
         else:  # not part of the layout: one quarantined record, so the file is accounted for
             log.warning("%s: not a <label>.txt file or <label>/ folder: quarantined as unsupported_file", p)
-            yield _frame(
+            yield record_frame(
                 [f"<file {p.name}, {p.stat().st_size} bytes>"],
                 [None],
                 [split],
@@ -216,52 +213,12 @@ def _read_label_layout(root: Path, split: str | None, encoding: str) -> Iterator
         raise InputError(f"{root}: no <label>.txt files or <label>/ folders found")
 
 
-def read_line_file(
-    path: Path, label: str | None, split: str | None, encoding: str, source: str | None = None
-) -> pd.DataFrame:
-    """One document per line. Every line is a record; a marker line is rejected as `marker`."""
-    source = source or str(path)
-    data = _read_bytes(path)
-    if _is_binary(data, encoding):
-        return _frame([f"<binary file, {len(data)} bytes>"], [label], [split], [source], [None], ["binary"])
-    if not data:
-        return _frame([], [], [], [], [], [])
-    text = decode(data, encoding)
-    reason: np.ndarray | None = None
-    if text is not None:
-        # Split in Arrow: no Python string per line.
-        arr = pc.list_flatten(pc.split_pattern(pa.array([text], type=pa.large_string()), "\n"))
-        if text.endswith("\n"):  # a final newline ends the last line; it is not a record
-            arr = arr.slice(0, len(arr) - 1)
-        arr = arr.cast(pa.string())
-    else:  # mixed or broken encoding: decode line by line, quarantine the lines that fail
-        raw_lines = data.split(b"\n")
-        if raw_lines and raw_lines[-1] == b"":
-            raw_lines.pop()
-        if raw_lines and raw_lines[0].startswith(b"\xef\xbb\xbf"):
-            raw_lines[0] = raw_lines[0][3:]
-        lines, reasons = [], []
-        for raw in raw_lines:
-            s = decode(raw, encoding)
-            lines.append(s if s is not None else raw.decode("utf-8", errors="backslashreplace"))
-            reasons.append(None if s is not None else "undecodable")
-        arr = pa.array(lines, type=pa.string())
-        reason = np.array(reasons, dtype=object)
-    arr = pc.utf8_rtrim(arr, characters="\r")
-    n = len(arr)
-    if reason is None:
-        reason = np.full(n, None, dtype=object)
-    is_marker = pc.starts_with(pc.utf8_ltrim_whitespace(arr), MARKER).to_numpy(zero_copy_only=False)
-    reason[is_marker & pd.isna(reason)] = "marker"
-    return _frame(arr, [label] * n, [split] * n, [source] * n, pd.RangeIndex(1, n + 1), reason)
-
-
 def read_file_per_doc(folder: Path, label: str, split: str | None, encoding: str) -> pd.DataFrame:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     texts, reasons = [], []
     for p in files:
-        data = _read_bytes(p)
-        if _is_binary(data, encoding):
+        data = read_bytes(p)
+        if is_binary(data, encoding):
             texts.append(f"<binary file, {len(data)} bytes>")
             reasons.append("binary")
             continue
@@ -269,7 +226,7 @@ def read_file_per_doc(folder: Path, label: str, split: str | None, encoding: str
         texts.append(s if s is not None else data.decode("utf-8", errors="backslashreplace"))
         reasons.append(None if s is not None else "undecodable")
     n = len(files)
-    return _frame(texts, [label] * n, [split] * n, [str(p) for p in files], [None] * n, reasons)
+    return record_frame(texts, [label] * n, [split] * n, [str(p) for p in files], [None] * n, reasons)
 
 
 def read_fasttext(path: Path, encoding: str) -> pd.DataFrame:
@@ -297,208 +254,4 @@ def read_fasttext(path: Path, encoding: str) -> pd.DataFrame:
     label[ok] = np.where(nlab == 1, first.to_numpy(zero_copy_only=False), None)
     reason = lines["reason"].to_numpy(dtype=object, na_value=None).copy()
     reason[ok] = np.where(bad, "malformed", None)
-    return _frame(text, label, lines["split"], lines["source"], lines["line"], reason)
-
-
-# ---------------------------------------------------------------------------------------------
-# tabular formats
-
-
-def _columns(params: IngestParams) -> dict[str, str | None]:
-    return {"text": params.text_column, "label": params.label_column, "split": params.split_column}
-
-
-def _select(df: pd.DataFrame, path: Path, params: IngestParams, first_line: int) -> pd.DataFrame:
-    wanted = {k: v for k, v in _columns(params).items() if v is not None}
-    missing = [v for v in wanted.values() if v not in df.columns]
-    if missing:
-        raise InputError(
-            f"{path}: column(s) {missing} not found; columns are {list(df.columns)} "
-            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
-        )
-    n = len(df)
-
-    def col(name):
-        if name is None:
-            return [None] * n
-        s = df[name]
-        out = s.astype(str).to_numpy(dtype=object).copy()  # numbers become their text, as in a CSV
-        out[s.isna().to_numpy()] = None
-        return out
-
-    return _frame(
-        col(wanted["text"]),
-        col(wanted["label"]),
-        col(wanted.get("split")),
-        [str(path)] * n,
-        pd.RangeIndex(first_line, first_line + n),
-        [None] * n,
-    )
-
-
-def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
-    """CSV / TSV through Arrow's multi-threaded parser, every column as text (numbers stay their
-    text, empty fields stay empty strings). Bytes are handed to the parser as UTF-8: as they are
-    when they are UTF-8, transcoded once when they are GB18030 or the declared encoding."""
-    data = _read_bytes(path)
-    if _is_binary(data, params.encoding):
-        return _frame([f"<binary file, {len(data)} bytes>"], [None], [None], [str(path)], [None], ["binary"])
-    utf8 = _as_utf8(data, params.encoding)
-    if utf8 is None:
-        raise InputError(f"{path}: not decodable as UTF-8 or GB18030 (set ingest.encoding)")
-    if not utf8.strip():
-        return _frame([], [], [], [], [], [])
-    names = _header(utf8, sep)
-    what = "TSV" if sep == "\t" else "CSV"
-    if len(set(names)) != len(names):
-        raise InputError(f"{path}: not valid {what}: duplicate column names {names}")
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(utf8),
-            read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(
-                delimiter=sep,
-                quote_char=False if sep == "\t" else '"',
-                newlines_in_values=sep != "\t",
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise InputError(f"{path}: not valid {what}: {str(err).splitlines()[0]}") from None
-    if any(t != pa.string() for t in table.schema.types):  # a header the csv module read otherwise
-        table = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
-    wanted = {k: v for k, v in _columns(params).items() if v is not None}
-    missing = [v for v in wanted.values() if v not in table.column_names]
-    if missing:
-        raise InputError(
-            f"{path}: column(s) {missing} not found; columns are {table.column_names} "
-            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
-        )
-    n = table.num_rows
-
-    def col(name):
-        if name is None:
-            return [None] * n
-        return table.column(name).combine_chunks().to_numpy(zero_copy_only=False)
-
-    text = table.column(wanted["text"]).combine_chunks()
-    return _frame(
-        text,
-        col(wanted["label"]),
-        col(wanted.get("split")),
-        [str(path)] * n,
-        pd.RangeIndex(2, 2 + n),
-        [None] * n,
-    )  # line 1 is the header
-
-
-def _as_utf8(data: bytes, encoding: str) -> bytes | None:
-    """The bytes as UTF-8 without a BOM (None if they do not decode)."""
-    if encoding == "auto":
-        body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
-        try:
-            body.decode("utf-8")
-            return body
-        except UnicodeDecodeError:
-            pass
-    text = decode(data, encoding)
-    return None if text is None else text.encode("utf-8")
-
-
-def _header(utf8: bytes, sep: str) -> list[str]:
-    """The column names: the first record, as the csv module reads it (a quoted name may hold
-    the separator)."""
-
-    head = utf8[: 1 << 16].decode("utf-8", errors="ignore")
-    reader = csv.reader(
-        io.StringIO(head),
-        delimiter=sep,
-        quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL,
-    )
-    return next(reader, [])
-
-
-def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
-    lines = read_line_file(path, None, None, params.encoding)
-    cols = {k: v for k, v in _columns(params).items() if v is not None}
-    texts, labels, splits, reasons = [], [], [], []
-    keys: set[str] = set()
-    for raw, reason in zip(lines["text"], lines["reason"], strict=True):
-        if reason is not None or not str(raw).strip():
-            texts.append(raw)
-            labels.append(None)
-            splits.append(None)
-            reasons.append(reason)  # blank lines stay records; ingest calls them `empty`
-            continue
-        try:
-            obj = json.loads(raw)
-            if not isinstance(obj, dict):
-                raise ValueError("not an object")
-        except (ValueError, RecursionError):  # RecursionError: arrays nested past Python's stack
-            texts.append(raw)
-            labels.append(None)
-            splits.append(None)
-            reasons.append("malformed")
-            continue
-        keys.update(obj)
-        text = obj.get(cols["text"])
-        texts.append(text if isinstance(text, str) or text is None else json.dumps(text, ensure_ascii=False))
-        lab = obj.get(cols["label"])
-        labels.append(None if lab is None else str(lab))
-        sp = obj.get(cols["split"]) if "split" in cols else None
-        splits.append(None if sp is None else str(sp))
-        reasons.append(None if text is not None else "malformed")
-    missing = [v for v in cols.values() if v not in keys]
-    if keys and missing:  # a column no record has is a setting to fix, not a data problem
-        raise InputError(
-            f"{path}: column(s) {missing} not found in any record; columns are {sorted(keys)} "
-            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
-        )
-    return _frame(texts, labels, splits, lines["source"], lines["line"], reasons)
-
-
-def read_parquet_source(path: Path, params: IngestParams) -> pd.DataFrame:
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
-    return _select(table.to_pandas(), path, params, first_line=1)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def _is_binary(data: bytes, encoding: str) -> bool:
-    """NUL bytes mean binary, unless the user declared an encoding that has them (UTF-16/32) and
-    the bytes decode in it."""
-    return looks_binary(data) and (encoding == "auto" or decode(data, encoding) is None)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read: {err}") from None
-
-
-def _frame(text, label, split, source, line, reason) -> pd.DataFrame:
-    # text stays Arrow-backed (pandas' "str" dtype): no Python object per record
-    text = pd.array(
-        text if isinstance(text, pa.Array | pa.ChunkedArray) else pa.array(text, type=pa.string(), from_pandas=True),
-        dtype="str",
-    )
-    df = pd.DataFrame(
-        {
-            "text": pd.Series(text),
-            "label": pd.Series(label, dtype=object),
-            "split": pd.Series(split, dtype=object),
-            "source": pd.Series(source, dtype=object),
-            "line": pd.array(line, dtype="Int64"),
-            "reason": pd.Series(reason, dtype=object),
-        }
-    )
-    return df[RECORD_COLUMNS]
+    return record_frame(text, label, lines["split"], lines["source"], lines["line"], reason)

@@ -275,13 +275,10 @@ def _rebuild(lists: pa.ListArray, values: pa.Array, keep: np.ndarray) -> pa.List
 @lru_cache(maxsize=8)
 def _builtin_stopwords(names: tuple[str, ...]) -> frozenset[str]:
     words: set[str] = set()
-    if "en" in names:
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-        words |= set(ENGLISH_STOP_WORDS) - _KEEP_EN
-    if "zh" in names:
-        text = resources.files("textclf").joinpath("resources/stopwords_zh.txt").read_text(encoding="utf-8")
-        words |= {w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#")}
+    for name in names:  # textclf/resources/stopwords_<name>.txt; params allow only the shipped names
+        text = resources.files("textclf").joinpath(f"resources/stopwords_{name}.txt").read_text(encoding="utf-8")
+        listed = {w.strip() for w in text.splitlines() if w.strip() and not w.startswith("#")}
+        words |= listed - _KEEP_EN if name == "en" else listed
     return frozenset(words)
 
 

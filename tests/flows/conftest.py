@@ -82,12 +82,12 @@ def fresh_repo(tmp_path) -> Path:
 def another_run_holds_the_lock(repo: Path, what: str) -> Iterator[threading.Event]:
     """A thread holding the repository lock, as a concurrent flow run would, until the yielded
     event is set (or the block ends)."""
-    from flows import dvcops
+    from flows import repolock
 
     held, release = threading.Event(), threading.Event()
 
     def other_run():
-        with dvcops.repo_lock(repo, 5, what=what):
+        with repolock.repo_lock(repo, 5, what=what):
             held.set()
             release.wait(60)
 

@@ -9,8 +9,9 @@ import time
 import pytest
 import yaml
 
-from flows import dvcops
+from flows import dvcops, repolock
 from tests.flows.conftest import another_run_holds_the_lock, set_param
+from textclf.errors import ContractError, InputError, ParamsError, StageError, TextclfError, is_retryable
 
 DATA_HALF = ["ingest", "clean", "split", "vocab"]
 
@@ -32,7 +33,7 @@ def test_stage_order_is_read_from_dvc_yaml_at_run_time(built_repo):
     order = dvcops.stage_order(built_repo, "vocab_size")
     assert order == [*DATA_HALF, "vocab_size"]
 
-    with pytest.raises(dvcops.InvalidParams, match="no stage 'nope'.*vocab"):
+    with pytest.raises(ParamsError, match="no stage 'nope'.*vocab"):
         dvcops.stage_order(built_repo, "nope")
 
 
@@ -47,24 +48,53 @@ def test_repro_stage_runs_when_changed_and_skips_when_not(built_repo):
 
 def test_invalid_params_in_a_stage_is_permanent(built_repo):
     set_param(built_repo, "vocab.min_freq", 0)
-    with pytest.raises(dvcops.InvalidParams, match=r"params\.yaml: vocab\.min_freq") as err:
+    with pytest.raises(ParamsError, match=r"params\.yaml: vocab\.min_freq") as err:
         dvcops.repro_stage(built_repo, "vocab")
-    assert not dvcops.is_retryable(err.value)
-    with pytest.raises(dvcops.InvalidParams, match="vocab.min_freq"):
+    assert not is_retryable(err.value)
+    with pytest.raises(ParamsError, match="vocab.min_freq"):
         dvcops.validate_params(built_repo)
 
 
 def test_unclassified_failure_is_retryable(built_repo):
+    """A stage killed by a signal (here it kills itself) is worth another try."""
+    with (built_repo / "dvc.yaml").open("a", encoding="utf-8") as f:
+        f.write('  crash:\n    cmd: python -c "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"\n')
+    with pytest.raises(StageError, match="exited with") as err:
+        dvcops.repro_stage(built_repo, "crash")
+    assert is_retryable(err.value)
+
+
+def test_unreadable_input_is_permanent(built_repo):
     (built_repo / "data/processed/train.parquet").write_bytes(b"not parquet")
-    with pytest.raises(dvcops.StageError, match="exited with 1") as err:
+    with pytest.raises(InputError, match="train.parquet: not a readable Parquet file") as err:
         dvcops.repro_stage(built_repo, "vocab")
-    assert dvcops.is_retryable(err.value)
+    assert not is_retryable(err.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "retry"),
+    [
+        (3, ParamsError, False),
+        (4, ContractError, False),
+        (5, InputError, False),
+        (70, TextclfError, False),
+        (75, StageError, True),
+        (-9, StageError, True),
+        (None, StageError, True),
+    ],
+)
+def test_the_stage_exit_code_decides_the_kind_and_the_retry(tmp_path, code, kind, retry):
+    lines = ["2026-01-01 10:00:00,000 ERROR textclf: vocab: something"]
+    if code is not None:
+        lines.append(f"ERROR: failed to reproduce 'vocab': failed to run: python -m stages.vocab, exited with {code}")
+    err = dvcops.classify_failure(tmp_path, "vocab", 255, lines)
+    assert type(err) is kind and is_retryable(err) is retry
 
 
 def test_stage_timeout_kills_the_stage(built_repo):
-    with pytest.raises(dvcops.StageError, match="timed out"):
+    with pytest.raises(StageError, match="timed out"):
         dvcops.repro_stage(built_repo, "vocab", force=True, timeout_s=0.3)
-    assert dvcops.is_retryable(dvcops.StageError("x", "timed out"))
+    assert is_retryable(StageError("x", "timed out"))
 
 
 def test_params_overrides_are_applied_then_restored(built_repo):
@@ -89,7 +119,7 @@ def test_params_overrides_are_applied_then_restored(built_repo):
         ("vocab.nope=1", "vocab.nope"),
         ("vocab.min_freq=[", "vocab.min_freq"),
     ]:
-        with pytest.raises(dvcops.InvalidParams, match=match):
+        with pytest.raises(ParamsError, match=match):
             with dvcops.params_overrides(built_repo, [bad]):
                 pass
         assert params.read_bytes() == before
@@ -98,16 +128,16 @@ def test_params_overrides_are_applied_then_restored(built_repo):
 def test_repo_lock_is_bounded_reentrant_and_names_its_holder(built_repo):
     with another_run_holds_the_lock(built_repo, "flow run other") as release:
         started = time.monotonic()
-        with pytest.raises(dvcops.RepoBusy, match=r"busy.*flow run other.*gave up after 0\.5 s"):
-            with dvcops.repo_lock(built_repo, 0.5):
+        with pytest.raises(repolock.RepoBusy, match=r"busy.*flow run other.*gave up after 0\.5 s"):
+            with repolock.repo_lock(built_repo, 0.5):
                 pass
         assert time.monotonic() - started < 5
         threading.Timer(0.5, release.set).start()
-        with dvcops.repo_lock(built_repo, 10, what="me"):  # waits for the other run, then gets it
-            assert dvcops.lock_holder(built_repo)["what"] == "me"
-            with dvcops.repo_lock(built_repo, 0):  # re-entrant in the same run
+        with repolock.repo_lock(built_repo, 10, what="me"):  # waits for the other run, then gets it
+            assert repolock.lock_holder(built_repo)["what"] == "me"
+            with repolock.repo_lock(built_repo, 0):  # re-entrant in the same run
                 pass
-    assert dvcops.lock_holder(built_repo) is None
-    with pytest.raises(dvcops.InvalidParams, match="bounded"):
-        with dvcops.repo_lock(built_repo, -1):
+    assert repolock.lock_holder(built_repo) is None
+    with pytest.raises(ParamsError, match="bounded"):
+        with repolock.repo_lock(built_repo, -1):
             pass

@@ -17,7 +17,8 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from flows.incoming import gate, incoming
+from flows.gate import gate
+from flows.incoming import incoming
 from tests.fixtures import run
 from tests.flows.conftest import commit_all
 
@@ -253,7 +254,7 @@ def _preds(doc_ids, labels, predicted):
 
 
 def test_gate_same_documents_scores_only_the_documents_both_runs_predicted():
-    from flows.incoming import gate_same_documents
+    from flows.gate import gate_same_documents
 
     committed = _preds(["a", "b", "c", "d"], ["pos", "neg", "pos", "neg"], ["pos", "neg", "pos", "neg"])
     # the new run: "d" gone (e.g. a label conflict), "e"/"f" new and right, "a"/"b" now wrong
@@ -279,7 +280,7 @@ def test_gate_same_documents_scores_only_the_documents_both_runs_predicted():
 def test_a_class_only_the_new_model_knows_counts_as_its_errors_not_as_an_f1_of_zero():
     """New data may add a label (allow_new_labels): the committed test documents never have it
     as truth, so one stray prediction of it must cost one error, not a whole class's F1."""
-    from flows.incoming import gate_same_documents
+    from flows.gate import gate_same_documents
 
     ids = [f"d{i}" for i in range(100)]
     truth = ["pos", "neg"] * 50
@@ -292,7 +293,7 @@ def test_a_class_only_the_new_model_knows_counts_as_its_errors_not_as_an_f1_of_z
 
 
 def test_the_fallback_gate_says_why_it_did_not_compare_the_same_documents():
-    from flows.incoming import decide
+    from flows.gate import decide
 
     d = decide(None, None, {"test": {"macro_f1": 0.8}}, {"test": {"macro_f1": 0.75}}, "test.macro_f1", 0.01)
     assert not d.promote and d.documents is None
@@ -300,7 +301,8 @@ def test_the_fallback_gate_says_why_it_did_not_compare_the_same_documents():
 
 
 def test_place_appends_lines_in_the_raw_files_encoding_and_never_edits_in_place(tmp_path):
-    from flows.incoming import RawSpec, landing_files, place
+    from flows.incoming import landing_files
+    from flows.intake import RawSpec, place
 
     raw, landing = tmp_path / "raw", tmp_path / "incoming"
     raw.mkdir()
@@ -334,7 +336,7 @@ def test_a_declared_encoding_is_used_for_appended_lines(tmp_path):
 
 
 def test_every_change_to_the_raw_folder_is_journalled_and_undone_only_if_untouched(tmp_path):
-    from flows.incoming import RawSpec, place
+    from flows.intake import RawSpec, place
     from flows.transaction import Journal, undo_raw
 
     root = tmp_path
@@ -363,18 +365,18 @@ def test_every_change_to_the_raw_folder_is_journalled_and_undone_only_if_untouch
 
 
 def test_split_layouts_refuse_top_level_files_and_split_named_items(tmp_path):
-    from flows.incoming import RawSpec, _shape_problem
+    from flows.intake import RawSpec, shape_problem
 
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
     new = tmp_path / "neg.txt"
     new.write_text("新的\n", encoding="utf-8")
     spec = RawSpec("data/raw", "text_dir")
-    assert _shape_problem(new, spec, tmp_path) is None
+    assert shape_problem(new, spec, tmp_path) is None
     (tmp_path / "train").mkdir()
-    assert "named like a split" in _shape_problem(tmp_path / "train", spec, tmp_path)
+    assert "named like a split" in shape_problem(tmp_path / "train", spec, tmp_path)
     (raw / "train").mkdir()
-    problem = _shape_problem(new, spec, tmp_path)
+    problem = shape_problem(new, spec, tmp_path)
     assert problem and "train/valid/test" in problem
 
 

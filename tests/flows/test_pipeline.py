@@ -20,10 +20,11 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 
-from flows import dvcops
+from flows import dvcops, repolock
 from flows.pipeline import pipeline
 from tests.fixtures import env, run
 from tests.flows.conftest import another_run_holds_the_lock, commit_all
+from textclf.errors import ContractError, ParamsError
 
 DATA_HALF = ["ingest", "clean", "split", "vocab"]
 
@@ -91,7 +92,7 @@ def test_a_broken_data_contract_fails_at_once_without_retries(built_repo):
     )
     state = pipeline(target="vocab", repo=str(built_repo), retries=3, retry_delay_s=0, return_state=True)
     assert state.is_failed()
-    with pytest.raises(dvcops.ContractViolation, match=r"(?s)ingest: output violates.*column label: check isin") as err:
+    with pytest.raises(ContractError, match=r"(?s)ingest: output violates.*column label: check isin") as err:
         state.result()
     assert err.value.report.as_posix() == "reports/validation/ingest.json"
     runs = task_runs(state)
@@ -174,7 +175,7 @@ def test_invalid_params_fail_before_any_stage_runs(built_repo):
         return_state=True,
     )
     assert state.is_failed()
-    with pytest.raises(dvcops.InvalidParams, match=r"params\.yaml: vocab\.min_freq: .*greater than or equal to 1"):
+    with pytest.raises(ParamsError, match=r"params\.yaml: vocab\.min_freq: .*greater than or equal to 1"):
         state.result()
     assert set(task_runs(state)) == {"check-params"}
     assert (built_repo / "params.yaml").read_bytes() == before
@@ -243,7 +244,7 @@ def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_
         state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=0.5, return_state=True)
         assert state.is_failed()
         with pytest.raises(
-            dvcops.RepoBusy,
+            repolock.RepoBusy,
             match=r"(?s)is busy: .*other-run.*gave up after 0\.5 s.*Nothing was changed",
         ):
             state.result()

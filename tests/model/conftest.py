@@ -4,6 +4,7 @@ import pyarrow as pa
 import pytest
 
 from tests.model.util import split_frames
+from textclf.artifacts import arrow_values
 from textclf.data.vocab import build_vocab, count_tokens
 from textclf.params import TrainParams
 from textclf.training.run import prepare
@@ -20,7 +21,7 @@ def fixture_vocab(fixture_split):
     from textclf.params import VocabParams
 
     train = fixture_split[0]
-    return build_vocab(count_tokens(train["tokens"].array._pa_array.combine_chunks(), 2), VocabParams(ngrams=2))
+    return build_vocab(count_tokens(arrow_values(train["tokens"]), 2), VocabParams(ngrams=2))
 
 
 @pytest.fixture()

@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from stages import train as train_stage
+from textclf.artifacts import arrow_values
 from textclf.data.vocab import build_vocab, count_tokens
+from textclf.model import build_model, predict_proba
 from textclf.params import TrainParams
 from textclf.training import autotune
-from textclf.training import core as training
+from textclf.training import run as training
 
 
 def params(model: str = "linear", **autotune_kw) -> TrainParams:
@@ -222,7 +224,7 @@ def fixture_data(fixture_split):
     train, valid, test = fixture_split
     from textclf.params import VocabParams
 
-    vocab = build_vocab(count_tokens(train["tokens"].array._pa_array.combine_chunks(), 2), VocabParams(ngrams=2))
+    vocab = build_vocab(count_tokens(arrow_values(train["tokens"]), 2), VocabParams(ngrams=2))
     return train, valid, test, vocab
 
 
@@ -279,6 +281,7 @@ def test_the_test_split_is_never_read(fixture_data, tmp_path, monkeypatch):
             return read_parquet(path, *a, **k)
 
         monkeypatch.setattr("textclf.artifacts.read_parquet", spy)
+        monkeypatch.setattr(train_stage, "read_parquet", spy)
         train_stage.main()
         assert opened and not [o for o in opened if "test" in o]
         outs.append(
@@ -322,14 +325,14 @@ def test_imbalanced_classes_warn_and_the_minority_is_learnt(caplog):
     assert "class 'meh' has only" in caplog.text
     from textclf.params import VocabParams
 
-    vocab = build_vocab(count_tokens(train["tokens"].array._pa_array.combine_chunks(), 2), VocabParams(ngrams=2))
+    vocab = build_vocab(count_tokens(arrow_values(train["tokens"]), 2), VocabParams(ngrams=2))
     res = tuned(train, valid, vocab)
     assert "class_weight" in res.best.params
     out = res.result
-    model = training.build_model(out.cfg)
+    model = build_model(out.cfg)
     model.load_state_dict(out.result.best_state)
     va = training.Prepared(train, valid, vocab).get(out.params)[1]
-    pred = training.predict_proba(model, va.ids, va.offsets).argmax(1).numpy()
+    pred = predict_proba(model, va.ids, va.offsets).argmax(1).numpy()
     meh = out.labels.index("meh")
     y = va.labels.numpy()
     recall = (pred[y == meh] == meh).mean()

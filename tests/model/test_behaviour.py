@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.fixtures import ROOT
+from textclf.artifacts import arrow_values
 from textclf.data.clean import clean
 from textclf.data.ingest import ingest
 from textclf.data.split import split
@@ -42,7 +43,7 @@ def sample_model():
     docs = ingest(read_records(ip.model_copy(update={"source": str(ROOT / "data/sample/reviews-zh")})), ip).documents
     stop = load_stopwords(cp)
     parts, _ = split(clean(docs, cp, stop).clean, sp)
-    vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), vp.ngrams), vp)
+    vocab = build_vocab(count_tokens(arrow_values(parts["train"]["tokens"]), vp.ngrams), vp)
     out = train_model(Prepared(parts["train"], parts["valid"], vocab), tp, torch.device("cpu"))
     model = build_model(out.cfg)
     model.load_state_dict(out.result.best_state)

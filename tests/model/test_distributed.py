@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 
 from tests.fixtures import ROOT, env, project_params
-from textclf.artifacts import write_json, write_parquet
+from textclf.artifacts import arrow_values, write_json, write_parquet
 from textclf.model import build_model, predict_proba
 from textclf.params import DistributedParams
 from textclf.training.distributed import init_world, shard, torchrun_command
@@ -83,7 +83,7 @@ def test_split(fixture_split, fixture_vocab, prepared):
     _, _, cfg, enc, labels = prepared
     test = fixture_split[2]
     return encode_split(
-        test["tokens"].array._pa_array.combine_chunks(),
+        arrow_values(test["tokens"]),
         test["label"].to_numpy(dtype=object),
         pa.array(fixture_vocab["tokens"], pa.string()),
         enc,

@@ -11,6 +11,7 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from textclf.artifacts import arrow_values
 from textclf.model import (
     EncodingConfig,
     LinearModel,
@@ -30,7 +31,7 @@ def encoded(fixture_split, fixture_vocab):
     vt = pa.array(fixture_vocab["tokens"], pa.string())
     out = {}
     for name, df in (("train", train), ("valid", valid)):
-        ids, off = encode(df["tokens"].array._pa_array.combine_chunks(), vt, enc)
+        ids, off = encode(arrow_values(df["tokens"]), vt, enc)
         labels = np.array(sorted(set(train["label"])), dtype=object)
         y = np.searchsorted(labels, df["label"].to_numpy(dtype=object))
         out[name] = (

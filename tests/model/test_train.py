@@ -140,7 +140,7 @@ def test_cuda_training_matches_cpu_quality(prepared, small_params):
 
 
 def test_an_empty_valid_split_is_a_clear_input_error(fixture_split, fixture_vocab, small_params):
-    from textclf.artifacts import InputError
+    from textclf.errors import InputError
 
     train, valid, _ = fixture_split
     with pytest.raises(InputError, match="valid split is empty"):

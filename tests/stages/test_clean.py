@@ -135,7 +135,7 @@ def test_main_missing_stopwords_file_is_a_clear_error(tmp_path, monkeypatch, cap
     setup_stage(tmp_path, monkeypatch, ["很好"], stopwords_file="missing.txt")
     with pytest.raises(SystemExit) as exc:
         clean_stage.main()
-    assert exc.value.code == 1 and "missing.txt" in caplog.text
+    assert exc.value.code == 5 and "missing.txt" in caplog.text  # unreadable input
 
 
 def test_main_without_documents_is_a_clear_error(tmp_path, monkeypatch, caplog):

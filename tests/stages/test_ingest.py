@@ -16,7 +16,8 @@ from textclf import schemas
 from textclf.artifacts import read_parquet
 from textclf.data.ingest import IngestResult, ingest
 from textclf.params import IngestParams
-from textclf.sources import RECORD_COLUMNS, read_records
+from textclf.records import RECORD_COLUMNS
+from textclf.sources import read_records
 from textclf.text import hash64, to_hex
 
 
@@ -295,7 +296,7 @@ def test_main_exits_non_zero_on_bad_params_or_input(tmp_path, monkeypatch, caplo
     write_params(tmp_path, source="raw", max_chars="many")
     with pytest.raises(SystemExit) as exc:
         ingest_stage.main()
-    assert exc.value.code == 1 and "ingest.max_chars" in caplog.text
+    assert exc.value.code == 3 and "ingest.max_chars" in caplog.text  # bad params
     write_params(tmp_path, source="nowhere")
     with pytest.raises(SystemExit):
         ingest_stage.main()

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from tests.fixtures import ROOT
+from textclf.errors import ParamsError
 from textclf.params import (
     CleanParams,
     IngestParams,
-    ParamsError,
     SplitParams,
     VocabParams,
     load_params,

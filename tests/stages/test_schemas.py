@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from textclf import schemas
-from textclf.artifacts import ContractError
+from textclf.errors import ContractError
 from textclf.text import hash64, to_hex
 
 

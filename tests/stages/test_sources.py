@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from textclf.artifacts import InputError
+from textclf.errors import InputError
 from textclf.params import IngestParams
-from textclf.sources import RECORD_COLUMNS, read_records, resolve_format
+from textclf.records import RECORD_COLUMNS
+from textclf.sources import read_records, resolve_format
 
 
 def records(source, **kw) -> pd.DataFrame:

@@ -14,7 +14,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stages import vocab as vocab_stage
-from textclf.artifacts import InputError
 from textclf.data.vocab import (
     SPECIALS,
     bigrams,
@@ -24,6 +23,7 @@ from textclf.data.vocab import (
     load_vocab,
     vocab_hash,
 )
+from textclf.errors import InputError
 from textclf.params import VocabParams
 
 LIST = pa.list_(pa.string())
@@ -143,7 +143,7 @@ def test_main_without_train_split_exits_non_zero(tmp_path, monkeypatch, caplog):
     (tmp_path / "params.yaml").write_text("vocab: {}\n", encoding="utf-8")
     with pytest.raises(SystemExit) as exc:
         vocab_stage.main()
-    assert exc.value.code == 1 and "train.parquet" in caplog.text
+    assert exc.value.code == 5 and "train.parquet" in caplog.text  # unreadable input
 
 
 def test_main_exits_non_zero_when_the_vocabulary_breaks_its_contract(tmp_path, monkeypatch, caplog):
@@ -154,5 +154,5 @@ def test_main_exits_non_zero_when_the_vocabulary_breaks_its_contract(tmp_path, m
     monkeypatch.setattr(vocab_stage, "build_vocab", lambda counts, params: {"tokens": ["a", "a"], "counts": [1, 1]})
     with pytest.raises(SystemExit) as exc:
         vocab_stage.main()
-    assert exc.value.code == 1 and "invalid vocabulary" in caplog.text
+    assert exc.value.code == 4 and "invalid vocabulary" in caplog.text  # its output contract
     assert not (tmp_path / "data/processed/vocab.json").exists()

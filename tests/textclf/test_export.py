@@ -13,13 +13,15 @@ import onnx
 import pytest
 import torch
 
+import textclf.onnx
 from stages import export as export_stage
 from tests.textclf.test_predict import build_pipeline, jsonl
 from textclf.artifacts import write_parquet
 from textclf.bundle import BundleError, load_bundle, save_bundle
 from textclf.cli import main
 from textclf.evaluate import model_proba
-from textclf.onnx import FP32, INT8, TOLERANCE, OnnxClassifier, export, graph_module
+from textclf.onnx import TOLERANCE, export, graph_module
+from textclf.onnx_runtime import FP32, INT8, OnnxClassifier
 from textclf.predict import Predictor
 
 # documents the test split lacks: nothing left after cleaning, only unknown tokens, very long
@@ -108,10 +110,10 @@ def test_the_stage_fails_when_the_graph_is_not_the_model(bag, tmp_path, monkeypa
             model.head[-1].bias += torch.tensor([0.01, -0.01])
         return real(model)
 
-    monkeypatch.setattr(export_stage, "graph_module", broken)
+    monkeypatch.setattr(textclf.onnx, "graph_module", broken)
     with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_info:
         export_stage.main()
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 4  # the fp32 parity contract
     assert "differ from torch by up to" in caplog.text and "tolerance 0.0001" in caplog.text
     assert not (repo / "models" / "onnx").exists()  # nothing half-checked is left as the output
     report = json.loads((repo / "reports" / "export.json").read_text(encoding="utf-8"))

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from tests.fixtures import make_docs, write_text_dir
+from textclf.artifacts import arrow_values
 from textclf.bundle import BundleError, load_bundle, save_bundle
 from textclf.cli import main
 from textclf.data.clean import clean
@@ -72,7 +73,7 @@ class Pipeline:
         return [by_id[d] for d in self.parts[split_name]["doc_id"]]
 
     def tokens(self, split_name: str = "test") -> pa.ListArray:
-        return self.parts[split_name]["tokens"].array._pa_array.combine_chunks()
+        return arrow_values(self.parts[split_name]["tokens"])
 
 
 def build_pipeline(
@@ -86,7 +87,7 @@ def build_pipeline(
     cp = CleanParams(**(clean_params or {}))
     cleaned = clean(documents, cp, load_stopwords(cp)).clean
     parts, _ = split(cleaned, SplitParams(seed=1, train=0.6, valid=0.2, test=0.2))
-    vocab = build_vocab(count_tokens(parts["train"]["tokens"].array._pa_array.combine_chunks(), 1), VocabParams())
+    vocab = build_vocab(count_tokens(arrow_values(parts["train"]["tokens"]), 1), VocabParams())
     tp = TrainParams(
         **{
             "model": "bag",
@@ -379,3 +380,39 @@ def test_cli_errors_are_one_clear_line(pipe, tmp_path, capsys, setup, args, mess
     assert code == 2
     assert message in err
     assert "Traceback" not in err and out == ""
+
+
+# =============================================================================================
+# a serving image: `pip install 'textclf[serve]'` has no Prefect, DVC, Dask, pandera, Optuna or
+# scikit-learn; predicting and serving never import them
+
+SERVING_IMAGE = r"""
+import json, sys
+from fastapi.testclient import TestClient
+from textclf import cli, serve
+from textclf.predict import Predictor
+bundle = sys.argv[1]
+assert cli.main(["predict", "--bundle", bundle, "很好的书"]) == 0
+app = serve.create_app(Predictor(bundle), metrics_path=None, run_path=None)
+with TestClient(app) as client:
+    r = client.post("/predict", json={"texts": ["很好的书", "太差了"]})
+    assert r.status_code == 200, r.text
+    print(json.dumps(r.json()))
+PIPELINE_ONLY = {"prefect", "prefect_dask", "dvc", "dvclive", "scmrepo", "dask", "distributed", "pandera",
+                 "optuna", "sklearn", "scipy", "filelock", "onnx"}
+print(json.dumps(sorted(PIPELINE_ONLY & {m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_predict_and_serve_need_no_pipeline_dependency(pipe):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", SERVING_IMAGE, str(pipe.bundle)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert json.loads(lines[0])["label"] in {"pos", "neg"}  # the predict command's JSONL
+    assert len(json.loads(lines[-2])["predictions"]) == 2
+    assert json.loads(lines[-1]) == []  # nothing imported that the serving image does not install

@@ -20,7 +20,7 @@ from tests.fixtures import ROOT
 from tests.textclf.test_predict import build_pipeline
 from textclf.bundle import load_bundle
 from textclf.cli import main
-from textclf.onnx import bundle_digest
+from textclf.onnx_runtime import bundle_digest
 from textclf.predict import Predictor
 from textclf.serve import Limits, create_app, server_config
 

@@ -16,12 +16,8 @@ import pandas as pd
 import pyarrow as pa
 
 from textclf import schemas
-from textclf.artifacts import (
-    ContractError,
-    map_batches,
-    read_row_group,
-    write_json,
-)
+from textclf.artifacts import map_batches, read_row_group, write_json
+from textclf.errors import ContractError
 from textclf.params import SplitParams
 from textclf.paths import PROCESSED as OUT_DIR
 from textclf.text import hash64, hex_array, join_tokens, seed_key, to_hex

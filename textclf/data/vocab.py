@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from textclf.artifacts import InputError, read_json
+from textclf.artifacts import read_json
+from textclf.errors import InputError
 from textclf.params import VocabParams
 from textclf.paths import VOCAB
 from textclf.text import bigrams

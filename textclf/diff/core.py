@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from textclf import paths
 from textclf.data.vocab import SPECIALS, VOCAB
+from textclf.errors import InputError
 from textclf.schemas import CLEAN_REASONS, INGEST_REASONS, SPLITS
 
 log = logging.getLogger("textclf.diff.core")
@@ -49,7 +50,7 @@ VOCAB_FILE = PurePosixPath(VOCAB.as_posix())
 SNIPPET = 60  # characters of a document shown in examples
 
 
-class DiffError(RuntimeError):
+class DiffError(InputError):
     """The diff cannot be computed as asked; the message says why and what to run."""
 
 

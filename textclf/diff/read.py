@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from textclf import paths
-from textclf.artifacts import InputError, to_pandas
+from textclf.artifacts import to_pandas
 from textclf.data.vocab import check_vocab
 from textclf.diff.core import (
     DOCUMENTS,
@@ -33,6 +33,7 @@ from textclf.diff.core import (
     diff_snapshots,
     jsonable,
 )
+from textclf.errors import InputError
 
 log = logging.getLogger("textclf.diff")
 

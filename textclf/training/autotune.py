@@ -334,7 +334,6 @@ def _frozen(optuna, t: Trial):
 
 
 def _save_log(folder: Path, fingerprint: str, trials: list[Trial], elapsed: float, best: int | None) -> None:
-
     folder.mkdir(parents=True, exist_ok=True)
     data = {
         "fingerprint": fingerprint,

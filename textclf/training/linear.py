@@ -15,14 +15,21 @@ Nothing here imports DVC, DVCLive or Prefect: benchmarks and GPU checks call it 
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from textclf.model import LinearModel, ModelConfig, doc_index, idf_weights
+from textclf.model import LinearModel, ModelConfig, build_model, doc_index, idf_weights
+from textclf.params import TrainParams
+from textclf.training.checkpoint import TrainState
+from textclf.training.loop import Encoded, FitResult, evaluate
+
+log = logging.getLogger("textclf.train")
 
 
 @dataclass(frozen=True)
@@ -187,3 +194,61 @@ def fit_linear(
         total_loss, iters, converged = total_loss + loss, iters + it, converged and conv
     state = {name: t.detach().clone() for name, t in model.state_dict().items()}
     return LinearFit(state, total_loss, iters, time.perf_counter() - t0, converged)
+
+
+def fit_linear_family(
+    train: Encoded,
+    valid: Encoded,
+    cfg: ModelConfig,
+    p: TrainParams,
+    device: torch.device,
+    on_epoch: Callable[[dict], None] | None = None,
+    deadline: float | None = None,
+) -> FitResult:
+    """The `linear` family: one convex fit (textclf.training.linear), no epochs; its one record is logged
+    as epoch 1 so the logs, checkpoints and bundle look like every other family's."""
+    tr = train.to(device)
+    fitted = fit_linear(
+        tr.ids,
+        tr.offsets,
+        tr.labels,
+        cfg,
+        p.linear.C,
+        p.class_weight,
+        p.linear.nb_alpha,
+        p.linear.max_iter,
+        deadline,
+    )
+    model = build_model(cfg).to(device)
+    model.load_state_dict(fitted.state_dict)
+    val = evaluate(model, valid.to(device), None, amp=False)
+    rec = {
+        "epoch": 1,
+        "train_loss": fitted.train_loss,
+        "valid_loss": val["loss"],
+        "valid_accuracy": val["accuracy"],
+        "valid_macro_f1": val["macro_f1"],
+        "lr": 0.0,
+    }
+    log.info(
+        "linear: %d L-BFGS iterations%s in %.1f s; valid loss %.4f, acc %.4f, macro-F1 %.4f",
+        fitted.iterations,
+        "" if fitted.converged else " (not converged)",
+        fitted.seconds,
+        val["loss"],
+        val["accuracy"],
+        val["macro_f1"],
+    )
+    if on_epoch:
+        on_epoch(rec)
+    state = TrainState(
+        epoch=1,
+        step=fitted.iterations,
+        best_f1=val["macro_f1"],
+        best_epoch=1,
+        history=[rec],
+        done=True,
+    )
+    best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    cut = not fitted.converged and deadline is not None and time.monotonic() >= deadline
+    return FitResult(best, state, train.tokens / fitted.seconds if fitted.seconds else 0.0, cut=cut)

@@ -39,7 +39,6 @@ from textclf.model import (
 from textclf.params import TrainParams
 from textclf.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from textclf.training.distributed import World, all_sum, broadcast_flag, check_same_start, shard, wrap_ddp
-from textclf.training.linear import fit_linear
 
 log = logging.getLogger("textclf.train")
 
@@ -337,64 +336,6 @@ def fit(
         elif deadline is not None and not state.done and state.epoch < p.epochs and time.monotonic() >= deadline:
             return FitResult(best, state, tokens_seen / seconds if seconds else 0.0, cut=True)
     return FitResult(best, state, tokens_seen / seconds if seconds else 0.0)
-
-
-def fit_linear_family(
-    train: Encoded,
-    valid: Encoded,
-    cfg: ModelConfig,
-    p: TrainParams,
-    device: torch.device,
-    on_epoch: Callable[[dict], None] | None = None,
-    deadline: float | None = None,
-) -> FitResult:
-    """The `linear` family: one convex fit (textclf.training.linear), no epochs; its one record is logged
-    as epoch 1 so the logs, checkpoints and bundle look like every other family's."""
-    tr = train.to(device)
-    fitted = fit_linear(
-        tr.ids,
-        tr.offsets,
-        tr.labels,
-        cfg,
-        p.linear.C,
-        p.class_weight,
-        p.linear.nb_alpha,
-        p.linear.max_iter,
-        deadline,
-    )
-    model = build_model(cfg).to(device)
-    model.load_state_dict(fitted.state_dict)
-    val = evaluate(model, valid.to(device), None, amp=False)
-    rec = {
-        "epoch": 1,
-        "train_loss": fitted.train_loss,
-        "valid_loss": val["loss"],
-        "valid_accuracy": val["accuracy"],
-        "valid_macro_f1": val["macro_f1"],
-        "lr": 0.0,
-    }
-    log.info(
-        "linear: %d L-BFGS iterations%s in %.1f s; valid loss %.4f, acc %.4f, macro-F1 %.4f",
-        fitted.iterations,
-        "" if fitted.converged else " (not converged)",
-        fitted.seconds,
-        val["loss"],
-        val["accuracy"],
-        val["macro_f1"],
-    )
-    if on_epoch:
-        on_epoch(rec)
-    state = TrainState(
-        epoch=1,
-        step=fitted.iterations,
-        best_f1=val["macro_f1"],
-        best_epoch=1,
-        history=[rec],
-        done=True,
-    )
-    best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    cut = not fitted.converged and deadline is not None and time.monotonic() >= deadline
-    return FitResult(best, state, train.tokens / fitted.seconds if fitted.seconds else 0.0, cut=cut)
 
 
 def _progress(it, enabled: bool, epoch: int):

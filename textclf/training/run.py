@@ -22,7 +22,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from textclf.artifacts import InputError, fsync_path, write_bytes
+from textclf.artifacts import arrow_values, fsync_path, write_bytes
+from textclf.errors import InputError
 from textclf.model import (
     EncodingConfig,
     ModelConfig,
@@ -36,7 +37,8 @@ from textclf.text import load_stopwords
 from textclf.training import autotune as at
 from textclf.training.checkpoint import TrainState
 from textclf.training.distributed import World
-from textclf.training.loop import Encoded, FitResult, encode_split, fit, fit_linear_family
+from textclf.training.linear import fit_linear_family
+from textclf.training.loop import Encoded, FitResult, encode_split, fit
 
 log = logging.getLogger("textclf.train")
 
@@ -67,7 +69,7 @@ def prepare(
     vt = pa.array(vocab["tokens"], pa.string())
 
     def tok(df):
-        return df["tokens"].array._pa_array.combine_chunks()
+        return arrow_values(df["tokens"])
 
     tr = encode_split(tok(train_df), train_df["label"].to_numpy(dtype=object), vt, enc, index)
     va = encode_split(tok(valid_df), valid_df["label"].to_numpy(dtype=object), vt, enc, index)

@@ -1,0 +1,40 @@
+"""Every command line the project ships documents every option, and `textclf --version` works."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from flows import incoming, pipeline, prefect_server, serve
+from textclf import cli
+
+
+def _actions(parser: argparse.ArgumentParser, path: str):
+    for action in parser._actions:  # argparse keeps no public list of a parser's options
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            yield path, action
+
+
+@pytest.mark.parametrize(
+    "build",
+    [cli.build_parser, pipeline.build_parser, incoming.build_parser, serve.build_parser, prefect_server.build_parser],
+)
+def test_every_option_has_help(build):
+    parser = build()
+    missing = [
+        f"{path}: {'/'.join(a.option_strings) or a.dest}"
+        for path, a in _actions(parser, parser.prog)
+        if not (a.help or "").strip()
+    ]
+    assert not missing, missing
+
+
+def test_textclf_version():
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-m", "textclf.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"textclf {version('textclf')}"

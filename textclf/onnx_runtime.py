@@ -1,0 +1,108 @@
+"""Running an exported model with onnxruntime: `OnnxClassifier` (what `textclf predict --runtime onnx`
+uses); the export side (textclf.onnx) builds and checks the graphs. onnx and onnxruntime are
+imported when a model is loaded, so predicting with torch needs neither."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textclf.bundle import Bundle, BundleError
+from textclf.model import (
+    gather_padded,
+)
+
+FP32, INT8 = "model.onnx", "model.int8.onnx"
+FORMAT = "textclf-onnx/1"
+MAX_BATCH_IDS = 1 << 16
+
+
+def bundle_digest(bundle: Bundle) -> str:
+    """One SHA-256 for the whole bundle: of its manifest, which pins every file's SHA-256."""
+    canonical = json.dumps(bundle.manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# running a graph: ONNX Runtime on CPU, batched exactly as `textclf.model.predict_proba`
+
+
+class OnnxClassifier:
+    """An exported graph in ONNX Runtime. With `bundle`, a graph from another bundle is refused."""
+
+    def __init__(self, path: Path | str, bundle: Bundle | None = None, threads: int = 0):
+        import onnx
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BundleError(f"{self.path}: no ONNX model here (build it with `dvc repro export`)")
+        data = self.path.read_bytes()
+        try:
+            proto = onnx.load_from_string(data)
+        except Exception as err:  # noqa: BLE001 - protobuf raises several types; all mean "not ONNX"
+            raise BundleError(f"{self.path}: not an ONNX model: {err}") from None
+        # Weights must be inside the file: external data could name any path on this machine.
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            raise BundleError(f"{self.path}: refers to external weight files; textclf graphs are self-contained")
+        self.meta = {p.key: p.value for p in proto.metadata_props}
+        if self.meta.get("textclf.format") != FORMAT:
+            raise BundleError(f"{self.path}: not a textclf ONNX export (format {self.meta.get('textclf.format')!r})")
+        if bundle is not None and self.meta.get("textclf.bundle_sha256") != bundle_digest(bundle):
+            raise BundleError(
+                f"{self.path} was exported from another bundle than {bundle.path} (rerun `dvc repro export`)"
+            )
+        self.type = self.meta.get("textclf.model_type")
+        self.labels = json.loads(self.meta.get("textclf.labels", "[]"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        if self.type == "cnn":
+            self.max_len, self.min_len = (
+                int(self.meta["textclf.max_len"]),
+                int(self.meta["textclf.min_len"]),
+            )
+
+    def proba(self, ids: np.ndarray, offsets: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Probabilities for encoded documents (`encode`'s flat ids + offsets [n+1]), in order."""
+        n = len(offsets) - 1
+        out = np.empty((n, len(self.labels)), dtype=np.float32)
+        if self.type in ("bag", "linear"):
+            # batches of at most batch_size documents and about MAX_BATCH_IDS ids: the running
+            # sum holds a float64 row per id
+            s = 0
+            while s < n:
+                e = min(
+                    n,
+                    s + batch_size,
+                    max(s + 1, int(np.searchsorted(offsets, offsets[s] + MAX_BATCH_IDS))),
+                )
+                a, b = int(offsets[s]), int(offsets[e])
+                out[s:e] = self.session.run(
+                    None,
+                    {
+                        "ids": np.ascontiguousarray(ids[a:b], dtype=np.int64),
+                        "offsets": (offsets[s:e] - a).astype(np.int64),
+                    },
+                )[0]
+                s = e
+            return out
+        # cnn: the same length-sorted batches and padding as predict_proba (padding changes a
+        # TextCNN's max-pool, so the batches must match for the probabilities to match)
+        ids_t, off_t = (
+            torch.from_numpy(np.asarray(ids, np.int64)),
+            torch.from_numpy(np.asarray(offsets, np.int64)),
+        )
+        order = torch.argsort(off_t[1:] - off_t[:-1])
+        for s in range(0, n, batch_size):
+            idx = order[s : s + batch_size]
+            x = gather_padded(ids_t, off_t, idx, self.max_len).numpy()
+            if x.shape[1] < self.min_len:
+                x = np.pad(x, ((0, 0), (0, self.min_len - x.shape[1])))
+            out[idx.numpy()] = self.session.run(None, {"ids": x})[0]
+        return out

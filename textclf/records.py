@@ -1,0 +1,92 @@
+"""The record frame every raw-source reader returns, and what the readers share.
+
+Record frame columns: text (decoded, not yet normalised; for bad bytes a backslash-escaped form),
+label, split (predefined, may be null), source (file), line (1-based, null for whole files),
+reason (null, or why the reader already rejects it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from textclf.errors import InputError
+from textclf.text import MARKER, decode, looks_binary
+
+RECORD_COLUMNS = ["text", "label", "split", "source", "line", "reason"]
+# ---------------------------------------------------------------------------------------------
+
+
+def is_binary(data: bytes, encoding: str) -> bool:
+    """NUL bytes mean binary, unless the user declared an encoding that has them (UTF-16/32) and
+    the bytes decode in it."""
+    return looks_binary(data) and (encoding == "auto" or decode(data, encoding) is None)
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read: {err}") from None
+
+
+def record_frame(text, label, split, source, line, reason) -> pd.DataFrame:
+    # text stays Arrow-backed (pandas' "str" dtype): no Python object per record
+    text = pd.array(
+        text if isinstance(text, pa.Array | pa.ChunkedArray) else pa.array(text, type=pa.string(), from_pandas=True),
+        dtype="str",
+    )
+    df = pd.DataFrame(
+        {
+            "text": pd.Series(text),
+            "label": pd.Series(label, dtype=object),
+            "split": pd.Series(split, dtype=object),
+            "source": pd.Series(source, dtype=object),
+            "line": pd.array(line, dtype="Int64"),
+            "reason": pd.Series(reason, dtype=object),
+        }
+    )
+    return df[RECORD_COLUMNS]
+
+
+def read_line_file(
+    path: Path, label: str | None, split: str | None, encoding: str, source: str | None = None
+) -> pd.DataFrame:
+    """One document per line. Every line is a record; a marker line is rejected as `marker`."""
+    source = source or str(path)
+    data = read_bytes(path)
+    if is_binary(data, encoding):
+        return record_frame([f"<binary file, {len(data)} bytes>"], [label], [split], [source], [None], ["binary"])
+    if not data:
+        return record_frame([], [], [], [], [], [])
+    text = decode(data, encoding)
+    reason: np.ndarray | None = None
+    if text is not None:
+        # Split in Arrow: no Python string per line.
+        arr = pc.list_flatten(pc.split_pattern(pa.array([text], type=pa.large_string()), "\n"))
+        if text.endswith("\n"):  # a final newline ends the last line; it is not a record
+            arr = arr.slice(0, len(arr) - 1)
+        arr = arr.cast(pa.string())
+    else:  # mixed or broken encoding: decode line by line, quarantine the lines that fail
+        raw_lines = data.split(b"\n")
+        if raw_lines and raw_lines[-1] == b"":
+            raw_lines.pop()
+        if raw_lines and raw_lines[0].startswith(b"\xef\xbb\xbf"):
+            raw_lines[0] = raw_lines[0][3:]
+        lines, reasons = [], []
+        for raw in raw_lines:
+            s = decode(raw, encoding)
+            lines.append(s if s is not None else raw.decode("utf-8", errors="backslashreplace"))
+            reasons.append(None if s is not None else "undecodable")
+        arr = pa.array(lines, type=pa.string())
+        reason = np.array(reasons, dtype=object)
+    arr = pc.utf8_rtrim(arr, characters="\r")
+    n = len(arr)
+    if reason is None:
+        reason = np.full(n, None, dtype=object)
+    is_marker = pc.starts_with(pc.utf8_ltrim_whitespace(arr), MARKER).to_numpy(zero_copy_only=False)
+    reason[is_marker & pd.isna(reason)] = "marker"
+    return record_frame(arr, [label] * n, [split] * n, [source] * n, pd.RangeIndex(1, n + 1), reason)
