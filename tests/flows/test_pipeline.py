@@ -82,7 +82,7 @@ def test_every_stage_runs_then_a_second_run_skips_all(fresh_repo):
 def test_a_broken_data_contract_fails_at_once_without_retries(built_repo):
     # A stricter Documents contract in this copy of the project: the real ingest stage, under
     # real pandera, now produces output that breaks it ("neg" is not an allowed label).
-    schemas = built_repo / "stages" / "schemas.py"
+    schemas = built_repo / "textclf" / "schemas.py"
     schemas.write_text(
         schemas.read_text()
         + (
