@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch first, pinned: pip then keeps this CPU build instead of pulling a multi-GB CUDA wheel.
 TORCH  ?= torch==2.13.0
+# pytest-xdist workers for `make test` (0 = no workers: the suite in one process)
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint install install-dev clean
 
@@ -41,7 +43,7 @@ lint: install-dev
 ## test: lint + the whole test suite
 test: install-dev
 	$(BIN)/ruff check .
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf data/interim data/processed models reports/validation

@@ -1,1 +1,1 @@
-"""textclf pipeline stages: one module per DVC stage, plus what they share."""
+"""DVC entry points, one per stage: read params, call the library (textclf), validate, write."""

@@ -1,14 +1,5 @@
-"""baseline: TF-IDF + LogisticRegression on the same split → reports/baseline/{predictions,
-raw_predictions}.parquet.
-
-The references every model is judged against, fitted on the train split and scored by evaluate
-exactly like the model:
-
-- `predictions`: 1–2-grams over the cleaned tokens the model sees (character 1–2-grams for CJK
-  text, whose tokens are characters; word 1–2-grams otherwise), C = `baseline.C`;
-- `raw_predictions`: what a user writes in ten lines — scikit-learn's own analyzers on the raw
-  text (character 1–2-grams when most of the corpus is CJK, word 1–2-grams otherwise), no
-  cleaning of ours at all, C = `baseline.raw_C`."""
+"""DVC stage `baseline`: TF-IDF + LogisticRegression on the same split →
+reports/baseline/{predictions,raw_predictions}.parquet. The references: textclf.baseline."""
 
 from __future__ import annotations
 

@@ -1,15 +1,5 @@
-"""evaluate: the bundle + the test split (+ the baseline's predictions) → reports/metrics.json,
-reports/predictions.parquet, reports/plots/.
-
-Model and baseline are scored by the same function (`score`) with scikit-learn: accuracy,
-macro-/weighted-F1, per-class precision/recall/F1/support, ROC-AUC, expected calibration error.
-`compare_to_baseline` says whether the model-minus-baseline difference is more than the test
-split's noise: a paired bootstrap 95% interval of the macro-F1 difference (seeded, so the
-metrics are reproducible) and an exact McNemar test on the documents exactly one of the two
-gets right.
-Plots for DVC: the model's confusion matrix (DVC's `confusion` template), ROC and PR curves
-(binary: the positive class is the second label in sorted order; more classes: micro-averaged
-one-vs-rest)."""
+"""DVC stage `evaluate`: the bundle + the test split (+ both baselines' predictions) →
+reports/metrics.json, reports/predictions.parquet, reports/plots/. Scoring: textclf.evaluate."""
 
 from __future__ import annotations
 

@@ -1,19 +1,5 @@
-"""export: the bundle + the test split → models/onnx/{model.onnx, model.int8.onnx}, reports/export.json.
-
-The classifier as an ONNX graph (fp32) and a dynamically quantised copy of it
-(onnxruntime.quantization: 8-bit lookup tables, MatMul and Conv weights; activations quantised
-at run time). The stage fails if, over the test split, the fp32 graph's probabilities differ from
-torch's by more than `TOLERANCE` (max absolute difference): a deployed model must be the model
-that was evaluated. The int8 model is allowed to differ; its accuracy delta against torch is
-reported in reports/export.json (a DVC metrics file: evaluate owns reports/metrics.json).
-
-Graph interface (what `OnnxClassifier` feeds it; outputs `probs` float32 [batch, classes]):
-  bag: `ids` int64 [total ids], `offsets` int64 [batch] — each document's start in `ids`, the
-       EmbeddingBag convention `textclf.model.encode` produces;
-  cnn: `ids` int64 [batch, length], padded with 0 (`<pad>`), length ≥ the widest kernel.
-torch exports `nn.EmbeddingBag` as an ONNX Loop over the bags; `BagGraph` computes the same bag
-means with Gather + CumSum, which ONNX Runtime runs vectorised. The graph's
-metadata names the bundle it came from (`bundle_digest`), so a stale graph is refused at load."""
+"""DVC stage `export`: the bundle + the test split → models/onnx/{model.onnx, model.int8.onnx},
+reports/export.json. Fails (exit 4) when the fp32 graph is not the model: see textclf.onnx."""
 
 from __future__ import annotations
 

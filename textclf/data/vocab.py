@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -21,7 +22,6 @@ from textclf.artifacts import read_json
 from textclf.errors import InputError
 from textclf.params import VocabParams
 from textclf.paths import VOCAB
-from textclf.text import bigrams
 
 log = logging.getLogger("textclf.vocab")
 
@@ -31,12 +31,31 @@ SPECIALS = (PAD, UNK)
 
 
 def count_tokens(tokens: pa.ListArray, ngrams: int) -> pa.Table:
-    """(token, count) over all documents, as an Arrow table (an exact, mergeable reduction)."""
-    values = pc.list_flatten(tokens)
-    if ngrams == 2:
-        values = pa.concat_arrays([values, pc.list_flatten(bigrams(tokens))])
-    vc = pc.value_counts(values)
-    return pa.table({"token": vc.field("values"), "count": vc.field("counts")})
+    """(token, count) over all documents, as an Arrow table (an exact, mergeable reduction).
+
+    Each token string is hashed once (dictionary encoding); bigrams are counted as pairs of
+    dictionary codes, and only the distinct pairs are joined into "a b" strings — the same
+    counts as counting `bigrams(tokens)` strings, without building a string per bigram."""
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
+    values = pc.list_flatten(tokens)  # respects slicing; a null list contributes nothing
+    encoded = pc.dictionary_encode(values)
+    words = encoded.dictionary
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = np.bincount(codes, minlength=len(words))
+    table = pa.table({"token": words, "count": pa.array(counts, pa.int64())})
+    if ngrams != 2 or len(codes) < 2:
+        return table
+    lengths = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    keep = np.ones(len(codes) - 1, dtype=bool)  # a pair (i, i+1) unless i is a document's last token
+    last = np.cumsum(lengths)[lengths > 0] - 1
+    keep[last[last < len(codes) - 1]] = False
+    pairs = pc.value_counts(pa.array(codes[:-1][keep] * len(words) + codes[1:][keep]))
+    pair = pairs.field("values").to_numpy()
+    joined = pc.binary_join_element_wise(
+        words.take(pa.array(pair // len(words))), words.take(pa.array(pair % len(words))), " "
+    )
+    return pa.concat_tables([table, pa.table({"token": joined, "count": pairs.field("counts")})])
 
 
 def count_batches(batches: Iterable[pa.ListArray], ngrams: int) -> pa.Table | None:
