@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from stages import vocab as vocab_stage
 from textclf.data.vocab import (
     SPECIALS,
-    bigrams,
     build_vocab,
     check_vocab,
     count_tokens,
@@ -25,6 +24,7 @@ from textclf.data.vocab import (
 )
 from textclf.errors import InputError
 from textclf.params import VocabParams
+from textclf.text import bigrams
 
 LIST = pa.list_(pa.string())
 
