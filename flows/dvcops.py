@@ -45,6 +45,7 @@ from textclf.errors import (
     BAD_PARAMS,
     CONTRACT,
     INTERNAL,
+    USAGE,
     ContractError,
     InputError,
     ParamsError,
@@ -298,8 +299,9 @@ def classify_failure(root: Path, stage: str, rc: int, lines: list[str]) -> Excep
         return ParamsError(f"{stage}: invalid params:\n" + "\n".join(params_lines))
     if code == BAD_INPUT:
         return InputError(f"{stage}: unreadable input:\n{detail}")
-    if code == INTERNAL:
-        return TextclfError(f"{stage}: internal error (exit {code}, a bug: not retried):\n" + "\n".join(lines[-40:]))
+    if code in (INTERNAL, USAGE):
+        kind = "internal error (a bug" if code == INTERNAL else "usage error (the stage's command line"
+        return TextclfError(f"{stage}: {kind}, exit {code}: not retried):\n" + "\n".join(lines[-40:]))
     by = f" (the stage with {code})" if code is not None else ""
     return StageError(stage, f"`dvc repro` exited with {rc}{by}:\n" + "\n".join(lines[-40:]))
 

@@ -102,7 +102,7 @@ class LinearParams(_Section):
 class AutotuneParams(_Section):
     """Optuna search of the train params on the valid split (the test split is never read)."""
 
-    budget_s: float = Field(default=60.0, ge=0)  # wall-clock ceiling of the search; 0 = autotune off
+    budget_s: float = Field(default=300.0, ge=0)  # wall-clock ceiling of the search; 0 = autotune off
     trials: int = Field(default=12, ge=1)  # trials (the first one is the params as written)
     seed: int = 0
     families: tuple[Literal["linear", "bag", "cnn"], ...] = ("linear", "bag")

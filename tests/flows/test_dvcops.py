@@ -78,6 +78,7 @@ def test_unreadable_input_is_permanent(built_repo):
         (4, ContractError, False),
         (5, InputError, False),
         (70, TextclfError, False),
+        (2, TextclfError, False),
         (75, StageError, True),
         (-9, StageError, True),
         (None, StageError, True),

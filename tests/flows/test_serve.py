@@ -92,7 +92,7 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
-def stop(proc: subprocess.Popen, sig: int, timeout: float = 30) -> bool:
+def stop(proc: subprocess.Popen, sig: int, timeout: float = 60) -> bool:
     """Signal the process group; True if it and everything it started ended in time."""
     family = [
         proc,
