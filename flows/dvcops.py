@@ -38,6 +38,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
 from textclf import paths
 from textclf.artifacts import write_bytes
 from textclf.errors import (
@@ -126,7 +128,6 @@ def git_tracked_outputs(root: Path) -> list[str]:
 
 def lock_entry(root: Path, stage: str) -> dict | None:
     """The stage's entry in dvc.lock (None before its first run)."""
-    import yaml
 
     path = root / "dvc.lock"
     if not path.exists():

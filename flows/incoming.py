@@ -50,6 +50,7 @@ from flows.intake import (
     raw_spec,
 )
 from flows.pipeline import pipeline, resolve_repo, run_logger
+from flows.prefect_server import local_server_settings
 from flows.steps import check_task, commit, push, track_raw
 from flows.transaction import GateError, Journal, git
 from textclf.errors import ContractError, RunError, TextclfError
@@ -356,7 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.prefect_server import local_server_settings
 
     args = vars(build_parser().parse_args(argv))
     try:

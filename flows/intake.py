@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows import transaction
+from flows.landing import unique_path
 from flows.transaction import Journal
 from textclf import schemas
 from textclf.artifacts import read_parquet, write_bytes
@@ -262,7 +263,6 @@ def place(copy: Path, root: Path, spec: RawSpec, journal: Journal | None = None,
     """Add an accepted private copy to the raw folder in its layout; returns the raw paths
     created. Files are written to a temp name and renamed into place, never modified in place,
     so a DVC cache linked to the workspace (hardlink/symlink cache types) is never touched."""
-    from flows.landing import unique_path
 
     raw = root / spec.folder
     created: list[str] = []

@@ -25,6 +25,7 @@ from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 
 from flows import dvcops, repolock, report
+from flows.prefect_server import local_server_settings
 from textclf.errors import ContractError, ParamsError, TextclfError, is_retryable
 
 
@@ -307,7 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.prefect_server import local_server_settings
 
     args = build_parser().parse_args(argv)
     try:

@@ -22,6 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from flows.incoming import incoming
+from flows.pipeline import pipeline
+from flows.prefect_server import local_server_settings
+
 CONFIG = Path(__file__).resolve().parents[1] / "prefect.yaml"
 ENTRYPOINTS = {"pipeline": "flows/pipeline.py:pipeline", "incoming": "flows/incoming.py:incoming"}
 FALLBACK = {
@@ -59,9 +63,6 @@ def schedule(dep: dict, cron: str | None = None, interval: float | None = None):
 
 def build_deployments(args: argparse.Namespace) -> list:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-
-    from flows.incoming import incoming
-    from flows.pipeline import pipeline
 
     # one run at a time per deployment; a run due while another runs waits in the queue
     limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
@@ -117,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval is not None and args.interval <= 0:
         raise SystemExit("--interval must be > 0 seconds")
     from prefect import serve
-
-    from flows.prefect_server import local_server_settings
 
     with local_server_settings():
         serve(*build_deployments(args))

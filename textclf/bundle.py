@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy
+import pyarrow
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
@@ -89,9 +91,7 @@ def run_metadata(device: str, processes: int = 1, **extra) -> dict:
 
 
 def _versions() -> dict:
-    import numpy
     import pandas
-    import pyarrow
     import sklearn
 
     return {

@@ -143,6 +143,7 @@ def wait_for(check, timeout: float, what: str, procs: list[subprocess.Popen], lo
     )
 
 
+@pytest.mark.serial  # a run starting while Ctrl-C arrives takes longer than the wait on a loaded machine
 def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_path):
     # something for the scheduled run to do: only vocab has to rerun
     set_param(built_repo, "vocab.min_freq", 7)
