@@ -61,39 +61,30 @@ def schedule(dep: dict, cron: str | None = None, interval: float | None = None):
     raise SystemExit(f"deployment {dep.get('name')!r}: give --cron or --interval (prefect.yaml has no schedule)")
 
 
+def _deployment(flow_fn, name, default_name, args, repo, limit, cron, interval, overrides=None):
+    """One flow's deployment: prefect.yaml's entry `name`, with the command line's schedule."""
+    dep = deployment_config(name, args.config)
+    return flow_fn.to_deployment(
+        name=dep.get("name", default_name),
+        parameters={**(dep.get("parameters") or {}), "repo": repo, **(overrides or {})},
+        concurrency_limit=limit,
+        tags=dep.get("tags") or ["textclf"],
+        description=dep.get("description"),
+        schedules=[schedule(dep, cron, interval)],
+    )
+
+
 def build_deployments(args: argparse.Namespace) -> list:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     # one run at a time per deployment; a run due while another runs waits in the queue
     limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
     repo = str(Path(args.repo).resolve())
-    deployments = []
-    dep = deployment_config("pipeline", args.config)
-    params = {**(dep.get("parameters") or {}), "repo": repo}
-    if args.target:
-        params["target"] = args.target
-    deployments.append(
-        pipeline.to_deployment(
-            name=dep.get("name", "scheduled"),
-            parameters=params,
-            concurrency_limit=limit,
-            tags=dep.get("tags") or ["textclf"],
-            description=dep.get("description"),
-            schedules=[schedule(dep, args.cron, args.interval)],
-        )
-    )
+    target = {"target": args.target} if args.target else {}
+    deployments = [_deployment(pipeline, "pipeline", "scheduled", args, repo, limit, args.cron, args.interval, target)]
     if not args.no_incoming:
-        dep = deployment_config("incoming", args.config)
-        params = {**(dep.get("parameters") or {}), "repo": repo}
         deployments.append(
-            incoming.to_deployment(
-                name=dep.get("name", "new-data"),
-                parameters=params,
-                concurrency_limit=limit,
-                tags=dep.get("tags") or ["textclf"],
-                description=dep.get("description"),
-                schedules=[schedule(dep, args.incoming_cron, args.incoming_interval)],
-            )
+            _deployment(incoming, "incoming", "new-data", args, repo, limit, args.incoming_cron, args.incoming_interval)
         )
     return deployments
 
