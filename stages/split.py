@@ -29,6 +29,7 @@ from textclf.data.split import (
     split,
     split_chunked,
 )
+from textclf.parallel import map_threads
 from textclf.params import SplitParams, load_params
 from textclf.paths import CLEAN
 from textclf.paths import PROCESSED as OUT_DIR
@@ -49,8 +50,7 @@ def main() -> None:
         leaked = leaked_groups(parts)
         if leaked:
             raise _leak_error(leaked)
-        for name, part in parts.items():
-            write_parquet(part, OUT_DIR / f"{name}.parquet")
+        map_threads(lambda item: write_parquet(item[1], OUT_DIR / f"{item[0]}.parquet"), parts.items())
         _finish(stats)
 
     run_main("split", body)

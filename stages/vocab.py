@@ -13,6 +13,7 @@ from textclf.data.vocab import (
     check_vocab,
     count_batches,
     count_dask,
+    count_row_groups,
     log,
 )
 from textclf.errors import ContractError, InputError
@@ -37,12 +38,9 @@ def main() -> None:
                 batches = (
                     b.column("tokens") for b in pf.iter_batches(batch_size=params.chunk_rows, columns=["tokens"])
                 )
+                counts = count_batches(batches, params.ngrams)
             else:
-                batches = (
-                    pf.read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
-                    for i in range(pf.num_row_groups)
-                )
-            counts = count_batches(batches, params.ngrams)
+                counts = count_row_groups(str(TRAIN), pf.num_row_groups, params.ngrams)
             if counts is None and pf.num_row_groups:  # an empty split: specials only, as unchunked
                 tokens = pf.read_row_group(0, columns=["tokens"]).column("tokens").combine_chunks()
                 counts = count_batches([tokens], params.ngrams)

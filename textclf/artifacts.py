@@ -184,8 +184,13 @@ def _finite(obj):
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
+        if all(type(v) in _PLAIN for v in obj):  # the common long list (tokens, counts): as is
+            return obj
         return [_finite(v) for v in obj]
     return obj
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def write_json(obj, path: Path | str) -> None:

@@ -14,7 +14,6 @@ import pyarrow as arrow
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 from pandera.extensions import register_check_method
-from pandera.typing import Series
 
 from textclf.artifacts import arrow_values, write_json
 from textclf.errors import ContractError
@@ -53,61 +52,64 @@ def no_blank_strings(series: pd.Series) -> pd.Series:
     return series.str.strip().str.len() > 0
 
 
-class Documents(pa.DataFrameModel):
-    """data/interim/documents.parquet: one row per distinct (normalised) text."""
+# The contracts are DataFrameSchema objects, not class-based DataFrameModels: building a model's
+# schema makes pandera import dask.dataframe (to learn its index types) whenever dask is
+# installed, about 0.8 s of every stage's start-up.
+_HEX16 = r"^[0-9a-f]{16}$"
 
-    doc_id: Series[str] = pa.Field(unique=True, str_matches=r"^[0-9a-f]{16}$")
-    text: Series[str] = pa.Field(no_blank_strings=())
-    label: Series[str] = pa.Field(no_blank_strings=())
-    source: Series[str]
-    line: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=1)
-    split: Series[str] = pa.Field(nullable=True, isin=list(SPLITS))
+Documents = pa.DataFrameSchema(
+    {
+        "doc_id": pa.Column(str, pa.Check.str_matches(_HEX16), unique=True),
+        "text": pa.Column(str, pa.Check.no_blank_strings()),
+        "label": pa.Column(str, pa.Check.no_blank_strings()),
+        "source": pa.Column(str),
+        "line": pa.Column(pd.Int64Dtype(), pa.Check.ge(1), nullable=True),
+        "split": pa.Column(str, pa.Check.isin(list(SPLITS)), nullable=True),
+    },
+    strict=True,
+    coerce=False,
+    name="Documents",
+    description="data/interim/documents.parquet: one row per distinct (normalised) text.",
+)
 
-    class Config:
-        strict = True
-        coerce = False
+Rejected = pa.DataFrameSchema(
+    {
+        "record": pa.Column(str, nullable=True),
+        "source": pa.Column(str),
+        "line": pa.Column(pd.Int64Dtype(), pa.Check.ge(1), nullable=True),
+        "reason": pa.Column(str, pa.Check.isin(list(INGEST_REASONS + CLEAN_REASONS))),
+        "label": pa.Column(str, nullable=True),
+    },
+    strict=True,
+    coerce=True,  # an empty frame of object columns is still a valid (empty) string frame
+    name="Rejected",
+    description="data/interim/rejected_*.parquet: the original record, where it came from, and why.",
+)
 
+Clean = Documents.add_columns({"tokens": pa.Column(TOKENS_DTYPE, pa.Check.non_empty_lists())})
+Clean.name, Clean.description = "Clean", "data/interim/clean.parquet: documents plus their cleaned token list."
 
-class Rejected(pa.DataFrameModel):
-    """data/interim/rejected_*.parquet: the original record, where it came from, and why."""
+SplitDocs = Clean.update_columns({"split": {"nullable": False}}).add_columns(
+    {"group_id": pa.Column(str, pa.Check.str_matches(_HEX16))}
+)
+SplitDocs.name, SplitDocs.description = "SplitDocs", "data/processed/{train,valid,test}.parquet."
 
-    record: Series[str] = pa.Field(nullable=True)
-    source: Series[str]
-    line: Series[pd.Int64Dtype] = pa.Field(nullable=True, ge=1)
-    reason: Series[str] = pa.Field(isin=list(INGEST_REASONS + CLEAN_REASONS))
-    label: Series[str] = pa.Field(nullable=True)
-
-    class Config:
-        strict = True
-        coerce = True  # an empty frame of object columns is still a valid (empty) string frame
-
-
-class Clean(Documents):
-    """data/interim/clean.parquet: documents plus their cleaned token list."""
-
-    tokens: Series[TOKENS_DTYPE] = pa.Field(non_empty_lists=())  # type: ignore[valid-type]
-
-
-class SplitDocs(Clean):
-    """data/processed/{train,valid,test}.parquet."""
-
-    split: Series[str] = pa.Field(isin=list(SPLITS))
-    group_id: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{16}$")
-
-
-class Predictions(pa.DataFrameModel):
-    """reports/predictions.parquet: one row per test document; prob_<label> columns sum to 1."""
-
-    doc_id: Series[str] = pa.Field(unique=True)
-    label: Series[str]
-    predicted: Series[str]
-    # per-class probability columns are checked in `predictions_schema` (names depend on labels)
+Predictions = pa.DataFrameSchema(
+    {
+        "doc_id": pa.Column(str, unique=True),
+        "label": pa.Column(str),
+        "predicted": pa.Column(str),
+        # per-class probability columns are checked in `predictions_schema` (names depend on labels)
+    },
+    coerce=False,
+    name="Predictions",
+    description="reports/predictions.parquet: one row per test document; prob_<label> columns sum to 1.",
+)
 
 
 def predictions_schema(labels: list[str]) -> pa.DataFrameSchema:
-    schema = Predictions.to_schema()
     cols = {f"prob_{c}": pa.Column(float, pa.Check.in_range(0.0, 1.0)) for c in labels}
-    return schema.add_columns(cols).update_columns(
+    return Predictions.add_columns(cols).update_columns(
         {
             "label": {"checks": [pa.Check.isin(labels)]},
             "predicted": {"checks": [pa.Check.isin(labels)]},

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from textclf.parallel import map_slices
 from textclf.params import CleanParams
 
 MARKER = "<停止词>"  # lines starting with it in the article's text files are not documents
@@ -80,7 +81,11 @@ def decode(data: bytes, encoding: str = "auto") -> str | None:
 
 def normalize(texts: pa.Array | Iterable[str]) -> pa.Array:
     """NFKC, BOMs and control characters removed, whitespace runs collapsed, ends stripped."""
-    arr = pc.utf8_normalize(_as_string_array(texts), form="NFKC")
+    return map_slices(_normalize, _as_string_array(texts))
+
+
+def _normalize(arr: pa.Array) -> pa.Array:
+    arr = pc.utf8_normalize(arr, form="NFKC")
     arr, _ = _sub_where(arr, r"[\x{feff}\x{200b}\x{00ad}]", r"[\x{feff}\x{200b}\x{00ad}]", "")
     arr, _ = _sub_where(arr, r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", " ")
     # only rows with a whitespace run or a non-space whitespace character need rewriting
@@ -301,7 +306,11 @@ def clean_batch(
     texts: pa.Array | Iterable[str], params: CleanParams, stopwords: frozenset[str] | None = None
 ) -> pa.ListArray:
     """Normalised texts → token lists (Arrow list<string>), following the clean.* settings."""
-    arr = _as_string_array(texts)
+    stop = load_stopwords(params) if stopwords is None else stopwords
+    return map_slices(lambda arr: _clean_slice(arr, params, stop), _as_string_array(texts))
+
+
+def _clean_slice(arr: pa.Array, params: CleanParams, stop: frozenset[str]) -> pa.ListArray:
     if params.html:
         arr = strip_html(arr)
     if params.urls:  # placeholder characters now, token names when the tokens are built
@@ -311,13 +320,12 @@ def clean_batch(
         arr = pc.utf8_lower(arr)
     tokens = tokenize(arr, params.tokenizer, punctuation=params.punctuation, digits=params.digits)
     values = pc.list_flatten(tokens)
-    stop = load_stopwords(params) if stopwords is None else stopwords
     keep = np.ones(len(values), dtype=bool)
     if params.tokenizer == "jieba":  # jieba can return tokens that are only spaces
         keep &= pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0).to_numpy(zero_copy_only=False)
     if stop:
         keep &= ~pc.is_in(values, value_set=_stopword_array(stop)).to_numpy(zero_copy_only=False)
-    return _rebuild(tokens, values, keep)
+    return tokens if keep.all() else _rebuild(tokens, values, keep)
 
 
 @lru_cache(maxsize=8)

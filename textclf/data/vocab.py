@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from textclf.artifacts import read_json
 from textclf.errors import InputError
+from textclf.parallel import map_threads, thread_count
 from textclf.params import VocabParams
 from textclf.paths import VOCAB
 
@@ -81,6 +82,17 @@ def count_row_group(path: str, i: int, ngrams: int) -> pa.Table:
     """`count_tokens` on one row group, read where it runs (a Dask worker)."""
     tokens = pq.ParquetFile(path).read_row_group(i, columns=["tokens"]).column("tokens").combine_chunks()
     return count_tokens(tokens, ngrams)
+
+
+def count_row_groups(path: str, row_groups: int, ngrams: int, threads: int | None = None) -> pa.Table | None:
+    """`count_row_group` for every row group, `threads` at a time (read and counted on their own
+    threads), merged after each wave: memory stays bounded by the vocabulary."""
+    n = threads or thread_count()
+    counts = None
+    for start in range(0, row_groups, n):
+        wave = range(start, min(start + n, row_groups))
+        counts = merge_counts(counts, *map_threads(lambda i: count_row_group(path, i, ngrams), wave, n))
+    return counts
 
 
 def count_dask(client, path: str, row_groups: int, ngrams: int, fan_in: int = 8) -> pa.Table | None:
