@@ -229,6 +229,7 @@ PROJECT = [
     ".dvcignore",
     "pyproject.toml",
     "data/stopwords.txt",
+    "data/labels/corrections.csv",
 ]
 
 

@@ -40,6 +40,7 @@ PROJECT = [
     "pyproject.toml",
     "data/sample",
     "data/stopwords.txt",
+    "data/labels/corrections.csv",
 ]
 TRIVIAL = (
     "from prefect import flow\n\n@flow\ndef trivial():\n    return 1\n\nif __name__ == '__main__':\n    trivial()\n"

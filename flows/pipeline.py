@@ -224,6 +224,18 @@ def _flow_run_name() -> str:
         return "?"
 
 
+def _labels_top(root: Path) -> int:
+    """labels.top from the project's params.yaml (the default when it cannot be read: the run's
+    own params check reports that)."""
+    from textclf.errors import ParamsError
+    from textclf.params import LabelsParams, load_params
+
+    try:
+        return load_params("labels", root / "params.yaml").top
+    except ParamsError:
+        return LabelsParams().top
+
+
 def _report(
     root: Path,
     target: str | None,
@@ -255,6 +267,7 @@ def _report(
             report.per_class_rows(current),
             rows,
             description=f"textclf pipeline ({target or 'all stages'})",
+            suspects=report.suspect_rows(root, _labels_top(root)),
         )
     except Exception as err:  # noqa: BLE001 - a report must not hide the run's own outcome
         run_logger().warning("could not create artifacts: %s", err)

@@ -28,6 +28,7 @@ HEADLINE = ("accuracy", "macro_f1")
 KEY_METRICS = "textclf-metrics"
 KEY_PER_CLASS = "textclf-per-class"
 KEY_STAGES = "textclf-stages"
+KEY_SUSPECTS = "textclf-suspect-labels"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,6 +210,34 @@ def per_class_rows(metrics: dict | None) -> list[dict]:
     return rows
 
 
+def suspect_rows(root: Path, top: int) -> list[dict]:
+    """The first `top` rows of the suspect-labels queue (reports/labels/suspects.parquet), for a
+    table artifact; none when the labels stage has not run."""
+    from textclf.artifacts import read_parquet
+    from textclf.errors import InputError
+    from textclf.paths import SUSPECTS
+
+    if top <= 0 or not (root / SUSPECTS).exists():
+        return []
+    try:
+        queue = read_parquet(root / SUSPECTS).head(top)
+    except InputError as err:
+        log.warning("suspect labels not shown: %s", err)
+        return []
+    return [
+        {
+            "rank": int(r.rank),
+            "doc_id": r.doc_id,
+            "split": r.split,
+            "label": r.label,
+            "suggested": r.suggested,
+            "self_confidence": round(float(r.self_confidence), 4),
+            "text": r.text if len(r.text) <= 120 else r.text[:119] + "…",
+        }
+        for r in queue.itertuples()
+    ]
+
+
 def stage_rows(stages: Iterable[dict], planned: Iterable[str] = (), failed: str | None = None) -> list[dict]:
     """One row per planned stage: ran / skipped / restored with seconds, or failed / not run."""
     done = {s["stage"]: s for s in stages}
@@ -292,7 +321,9 @@ def run_markdown(
     return "\n".join(out) + "\n"
 
 
-def publish(markdown: str, per_class: list[dict], stages: list[dict], description: str) -> None:
+def publish(
+    markdown: str, per_class: list[dict], stages: list[dict], description: str, suspects: list[dict] | None = None
+) -> None:
     """Create the run's artifacts (keys stay the same run to run, so the UI shows a history)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -300,6 +331,13 @@ def publish(markdown: str, per_class: list[dict], stages: list[dict], descriptio
     if per_class:
         create_table_artifact(per_class, key=KEY_PER_CLASS, description="per-class test scores")
     create_table_artifact(stages, key=KEY_STAGES, description="stages: ran / skipped, seconds")
+    if suspects:
+        create_table_artifact(
+            suspects,
+            key=KEY_SUSPECTS,
+            description="suspect labels, most likely mislabelled first: `textclf labels fix DOC_ID LABEL` "
+            "or `textclf labels accept DOC_ID`, then dvc repro",
+        )
 
 
 def publish_incoming(outcome: dict) -> None:

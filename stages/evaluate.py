@@ -12,7 +12,7 @@ from textclf.evaluate import (
 )
 from textclf.params import load_params
 from textclf.paths import BASELINE_PREDICTIONS as BASELINE
-from textclf.paths import BUNDLE, METRICS, PLOTS, PREDICTIONS, TEST
+from textclf.paths import BUNDLE, METRICS, PLOTS, PREDICTIONS, SUSPECTS, TEST
 from textclf.paths import RAW_BASELINE_PREDICTIONS as RAW_BASELINE
 from textclf.stats import rounded
 
@@ -30,6 +30,7 @@ def main() -> None:
             params.bootstrap,
             params.seed,
             raw_baseline=read_parquet(RAW_BASELINE),
+            suspects=read_parquet(SUSPECTS, columns=["doc_id"]),
         )
         preds = schemas.validate(preds, schemas.predictions_schema(bundle.labels), "evaluate", str(PREDICTIONS))
         write_parquet(preds, PREDICTIONS)
@@ -43,6 +44,13 @@ def main() -> None:
             t["macro_f1"],
             b["accuracy"],
             b["macro_f1"],
+        )
+        u = metrics["test_unflagged"]
+        log.info(
+            "test without the %d suspect-label documents: accuracy %.4f, macro-F1 %.4f",
+            u["flagged"],
+            u["accuracy"] or 0.0,
+            u["macro_f1"] or 0.0,
         )
         c = metrics["comparison"]
         for name, cc in (("baseline", c), ("raw-text baseline", c.get("raw"))):

@@ -25,8 +25,9 @@ from textclf.data.ingest import (
     ingest_chunked,
     log,
 )
+from textclf.labels import read_corrections
 from textclf.params import IngestParams, load_params
-from textclf.paths import DOCUMENTS
+from textclf.paths import CORRECTIONS, DOCUMENTS
 from textclf.paths import INGEST_STATS as STATS
 from textclf.paths import REJECTED_INGEST as REJECTED
 from textclf.sources import iter_record_batches, read_records
@@ -39,13 +40,14 @@ def main() -> None:
             return _main_chunked(params)
         records = read_records(params)
         log.info("read %d records from %s", len(records), params.source)
-        result = ingest(records, params)
+        result = ingest(records, params, read_corrections(CORRECTIONS))
         docs = schemas.validate(result.documents, schemas.Documents, "ingest", str(DOCUMENTS))
         rejected = schemas.validate(result.rejected, schemas.Rejected, "ingest", str(REJECTED))
         write_parquet(docs, DOCUMENTS)
         write_parquet(rejected, REJECTED)
         write_json(result.stats, STATS)
         s = result.stats
+        _log_relabelled(s)
         log.info(
             "read %d = kept %d + duplicates %d + quarantined %d",
             s["read"],
@@ -77,8 +79,10 @@ def _main_chunked(params: IngestParams) -> None:
             spill_dir / "prepared.parquet",
             write,
             client,
+            read_corrections(CORRECTIONS),
         )
     write_json(stats, STATS)
+    _log_relabelled(stats)
     log.info(
         "read %d = kept %d + duplicates %d + quarantined %d (%s, %d rows a batch)",
         stats["read"],
@@ -88,6 +92,16 @@ def _main_chunked(params: IngestParams) -> None:
         params.engine,
         chunk_rows,
     )
+
+
+def _log_relabelled(stats: dict) -> None:
+    if stats["reviewed"]:
+        log.info(
+            "%s: %d document(s) reviewed, %d relabelled",
+            CORRECTIONS,
+            stats["reviewed"],
+            stats["relabelled"],
+        )
 
 
 if __name__ == "__main__":

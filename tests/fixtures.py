@@ -25,6 +25,7 @@ PROJECT_FILES = [
     "pyproject.toml",
     "prefect.yaml",
     "data/stopwords.txt",
+    "data/labels/corrections.csv",
 ]
 
 POS_ZH = ["很好", "喜欢", "满意", "推荐", "不错", "漂亮", "舒服", "快"]

@@ -47,6 +47,45 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_labels(args: argparse.Namespace) -> int:
+    from textclf import labels
+    from textclf.errors import TextclfError, exit_code_for
+    from textclf.paths import CORRECTIONS, DOCUMENTS, SUSPECTS
+
+    root = Path(args.repo)
+    try:
+        if args.action == "suspects":
+            q = labels.queue(root / SUSPECTS, args.split, args.top)
+            if args.json:
+                print(q.to_json(orient="records", force_ascii=False, lines=True), end="")
+                return 0
+            for row in q.itertuples():
+                text = " ".join(row.text.split())
+                text = text if len(text) <= args.width else text[: args.width - 1] + "…"
+                print(
+                    f"{row.rank:>5}  {row.doc_id}  {row.split:<5}  {row.label} -> {row.suggested}"
+                    f"  ({row.self_confidence:.3f})  {text}"
+                )
+            print(
+                f"{len(q)} shown. Fix one: textclf labels fix DOC_ID LABEL; confirm its label: "
+                "textclf labels accept DOC_ID; then dvc repro.",
+                file=sys.stderr,
+            )
+            return 0
+        current, known = labels.current_label(root / DOCUMENTS, args.doc_id)
+        label = current if args.action == "accept" else args.label
+        if label not in known:
+            raise labels.InputError(f"label {label!r} is not a label of the corpus ({', '.join(sorted(known))})")
+        note = args.note if args.note is not None else ("accepted" if args.action == "accept" else "")
+        labels.append_correction(root / CORRECTIONS, args.doc_id, label, note, args.reviewer)
+        what = "confirmed as" if label == current else f"relabelled {current} ->"
+        print(f"{args.doc_id}: {what} {label} in {CORRECTIONS}; `dvc repro` applies it")
+        return 0
+    except TextclfError as err:
+        print(f"textclf labels: {err}", file=sys.stderr)
+        return exit_code_for(err)
+
+
 def _load_predictor(args: argparse.Namespace, threads: int = 0):
     """The bundle (+ ONNX graph) the command asked for; a user-facing error message if not."""
     from textclf.predict import Predictor
@@ -231,6 +270,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", default=".", help="the project (default: the current directory)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is read")
     p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser(
+        "labels",
+        help="review suspect labels: list the queue, fix or confirm a label",
+        description="The review queue of likely mislabelled documents (the labels stage's "
+        "reports/labels/suspects.parquet) and the corrections file it feeds "
+        "(data/labels/corrections.csv, applied by ingest on the next dvc repro).",
+    )
+    lsub = p.add_subparsers(dest="action", required=True)
+    q = lsub.add_parser("suspects", help="print the queue, most suspicious first")
+    q.add_argument("--split", choices=("train", "valid", "test"), help="one split's suspects only")
+    q.add_argument("--top", type=int, default=20, help="how many (default 20; 0 = all)")
+    q.add_argument("--width", type=_positive, default=60, help="characters of text shown (default 60)")
+    q.add_argument("--json", action="store_true", help="JSON lines with every column")
+    f = lsub.add_parser("fix", help="record the right label of a document")
+    f.add_argument("doc_id", metavar="DOC_ID", help="the document (16 hex characters, from `suspects`)")
+    f.add_argument("label", metavar="LABEL", help="its right label (one of the corpus's labels)")
+    a = lsub.add_parser("accept", help="confirm a document's label: it leaves the queue for good")
+    a.add_argument("doc_id", metavar="DOC_ID", help="the document (16 hex characters, from `suspects`)")
+    for sp in (q, f, a):
+        sp.add_argument("--repo", default=".", help="the project (default: the current directory)")
+    for sp in (f, a):
+        sp.add_argument("--note", default=None, help="why (kept in the corrections file)")
+        sp.add_argument(
+            "--reviewer",
+            default=os.environ.get("USER", ""),
+            help="who reviewed it (default: $USER)",
+        )
+    p.set_defaults(func=_cmd_labels)
 
     p = sub.add_parser(
         "predict",

@@ -199,6 +199,17 @@ def references(metrics: dict, names: tuple[str, ...]) -> dict:
     }
 
 
+def unflagged_score(
+    test: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray, labels: list[str], suspects: pd.DataFrame, bins: int
+) -> dict:
+    """The test scores without the documents in the suspect-labels queue: how much label noise
+    caps the full split's number (`flagged` says how many were left out)."""
+    flagged = test["doc_id"].isin(set(suspects["doc_id"].tolist())).to_numpy()
+    out = score(y_true[~flagged], proba[~flagged], labels, bins)
+    out.pop("per_class")
+    return {"flagged": int(flagged.sum()), **out}
+
+
 def evaluate(
     test: pd.DataFrame,
     bundle: Bundle,
@@ -207,6 +218,7 @@ def evaluate(
     n_boot: int = 1000,
     seed: int = 0,
     raw_baseline: pd.DataFrame | None = None,
+    suspects: pd.DataFrame | None = None,
 ) -> tuple[dict, pd.DataFrame, dict]:
     labels = bundle.labels
     unknown = sorted(set(test["label"].tolist()) - set(labels))
@@ -235,6 +247,8 @@ def evaluate(
             y, proba.argmax(axis=1), raw_proba.argmax(axis=1), len(labels), n_boot, seed
         )
     metrics["comparison"]["references"] = references(metrics, ("baseline", "baseline_raw"))
+    if suspects is not None:
+        metrics["test_unflagged"] = unflagged_score(test, y_true, proba, labels, suspects, bins)
     roc, pr = curves(y_true, proba, labels)
     plots = {
         "confusion": [{"actual": a, "predicted": b} for a, b in zip(y_true, preds["predicted"], strict=True)],

@@ -163,6 +163,16 @@ class BaselineParams(_Section):
     max_iter: int = Field(default=1000, gt=0)
 
 
+class LabelsParams(_Section):
+    """The suspect-labels stage: out-of-fold TF-IDF + LR probabilities, ranked by cleanlab."""
+
+    folds: int = Field(default=5, ge=2)  # cross-validation folds, assigned by duplicate group
+    C: float = Field(default=1.0, gt=0)  # the LR's inverse regularisation
+    max_features: int = Field(default=200_000, gt=0)  # TF-IDF 1-2-grams over the cleaned tokens
+    seed: int = Field(default=0, ge=0)  # fold assignment
+    top: int = Field(default=20, ge=0)  # suspects shown in the flow's artifact and the stage's log
+
+
 class EvaluateParams(_Section):
     calibration_bins: int = Field(default=10, gt=1)
     bootstrap: int = Field(default=1000, ge=0)  # paired bootstrap replicates of model - baseline; 0 = off
@@ -176,6 +186,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "vocab": VocabParams,
     "train": TrainParams,
     "baseline": BaselineParams,
+    "labels": LabelsParams,
     "evaluate": EvaluateParams,
 }
 

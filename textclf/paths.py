@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # ingest
+CORRECTIONS = Path("data/labels/corrections.csv")  # reviewed labels (a tracked input, written by `textclf labels`)
 DOCUMENTS = Path("data/interim/documents.parquet")
 REJECTED_INGEST = Path("data/interim/rejected_ingest.parquet")
 INGEST_STATS = Path("reports/data/ingest.json")
@@ -25,6 +26,9 @@ VOCAB = PROCESSED / "vocab.json"
 # baseline
 BASELINE_PREDICTIONS = Path("reports/baseline/predictions.parquet")
 RAW_BASELINE_PREDICTIONS = Path("reports/baseline/raw_predictions.parquet")
+# labels
+SUSPECTS = Path("reports/labels/suspects.parquet")
+LABELS_METRICS = Path("reports/labels/metrics.json")
 # train
 BUNDLE = Path("models/classifier")
 TRAIN_REPORTS = Path("reports/train")  # DVCLive's folder: metrics.json, plots/metrics/

@@ -117,6 +117,36 @@ def predictions_schema(labels: list[str]) -> pa.DataFrameSchema:
     )
 
 
+Corrections = pa.DataFrameSchema(
+    {
+        "doc_id": pa.Column(str, pa.Check.str_matches(_HEX16)),
+        "label": pa.Column(str, pa.Check.no_blank_strings()),
+        "note": pa.Column(str),
+        "reviewer": pa.Column(str),
+    },
+    strict=True,
+    coerce=False,
+    name="Corrections",
+    description="data/labels/corrections.csv: a reviewer's label for a document (later rows win).",
+)
+
+Suspects = pa.DataFrameSchema(
+    {
+        "rank": pa.Column(int, pa.Check.ge(1), unique=True),
+        "doc_id": pa.Column(str, pa.Check.str_matches(_HEX16), unique=True),
+        "split": pa.Column(str, pa.Check.isin(list(SPLITS))),
+        "label": pa.Column(str),
+        "suggested": pa.Column(str),
+        "self_confidence": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "text": pa.Column(str),
+    },
+    strict=True,
+    coerce=False,
+    name="Suspects",
+    description="reports/labels/suspects.parquet: the review queue, most likely mislabelled first.",
+)
+
+
 PROBA_DECIMALS = 6
 
 

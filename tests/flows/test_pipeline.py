@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 
+import pandas as pd
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -24,6 +25,7 @@ from flows import dvcops, repolock
 from flows.pipeline import pipeline
 from tests.fixtures import env, run
 from tests.flows.conftest import another_run_holds_the_lock, commit_all
+from textclf.artifacts import write_parquet
 from textclf.errors import ContractError, ParamsError
 
 DATA_HALF = ["ingest", "clean", "split", "vocab"]
@@ -222,8 +224,23 @@ def test_metrics_report_compares_with_the_last_commit(built_repo):
         },
         baseline_raw={"accuracy": 0.89, "macro_f1": 0.8830},
     )
+    queue = pd.DataFrame(
+        {
+            "rank": [1, 2],
+            "doc_id": ["0123456789abcdef", "fedcba9876543210"],
+            "split": ["train", "test"],
+            "label": ["neg", "pos"],
+            "suggested": ["pos", "neg"],
+            "self_confidence": [0.0123456, 0.05],
+            "text": ["这本书真得很不错", "x" * 300],
+        }
+    )
+    write_parquet(queue, built_repo / "reports/labels/suspects.parquet")
     state = pipeline(target="ingest", repo=str(built_repo), return_state=True)
     arts = artifacts(state)
+    sus = arts["textclf-suspect-labels"]
+    assert [r["doc_id"] for r in sus] == queue["doc_id"].tolist()
+    assert sus[0]["self_confidence"] == 0.0123 and len(sus[1]["text"]) == 120
     md = arts["textclf-metrics"]
     assert "| macro_f1 | 0.8800 | 0.7900 | +0.0900 | 0.8400 | +0.0400 |" in md
     assert "| accuracy | 0.9000 | 0.8000 | +0.1000 | 0.8500 | +0.0500 |" in md

@@ -22,6 +22,7 @@ from textclf import schemas
 from textclf.artifacts import (
     map_batches,
 )
+from textclf.labels import apply_corrections, check_corrections, empty_corrections, latest_labels
 from textclf.params import IngestParams
 from textclf.sources import SPLIT_DIRS
 from textclf.text import hash64, hex_array, normalize
@@ -38,21 +39,48 @@ class IngestResult:
     stats: dict
 
 
-def ingest(records: pd.DataFrame, params: IngestParams) -> IngestResult:
-    """Record frame (textclf.sources) → documents, rejected records, accounting."""
+def ingest(records: pd.DataFrame, params: IngestParams, corrections: pd.DataFrame | None = None) -> IngestResult:
+    """Record frame (textclf.sources) → documents, rejected records, accounting. `corrections`
+    (textclf.labels.read_corrections) give listed documents the reviewer's label; one that names
+    no ingested document or an unknown label is an InputError."""
     batch = prepare(records, params)
     ok = pd.isna(batch.reason)
     label_code = pd.factorize(batch.label.to_numpy(zero_copy_only=False))[0]
     decision = decide(batch.h, label_code, batch.rank, ok)
     docs, rejected = emit(batch, decision, 0)
+    corrected = Corrected(corrections)
+    corrected.labels.update(docs["label"].tolist())
+    docs = corrected.apply(docs)
+    corrected.check()
     stats = ingest_stats(
         len(records),
         decision,
         rejected["reason"].to_numpy(dtype=object),
         docs["label"].value_counts(),
         docs["split"].value_counts(),
+        corrected,
     )
     return IngestResult(docs, rejected, stats)
+
+
+class Corrected:
+    """The corrections applied batch by batch: what they changed, and what they matched."""
+
+    def __init__(self, corrections: pd.DataFrame | None):
+        self.corrections = corrections if corrections is not None else empty_corrections()
+        self.latest = latest_labels(self.corrections)
+        self.relabelled = 0
+        self.found: set[str] = set()
+        self.labels: set[str] = set()  # the corpus's labels, before corrections
+
+    def apply(self, docs: pd.DataFrame) -> pd.DataFrame:
+        docs, n, found = apply_corrections(docs, self.latest)
+        self.relabelled += n
+        self.found |= found
+        return docs
+
+    def check(self) -> None:
+        check_corrections(self.corrections, self.found, self.labels)
 
 
 # The per-batch steps (`prepare`, `emit`) are functions of one batch of records; `decide` is the
@@ -171,7 +199,14 @@ def emit(batch: Prepared, decision: Decision, offset: int) -> tuple[pd.DataFrame
     return docs, rejected
 
 
-def ingest_stats(read: int, decision: Decision, reasons: np.ndarray, by_label: pd.Series, by_split: pd.Series) -> dict:
+def ingest_stats(
+    read: int,
+    decision: Decision,
+    reasons: np.ndarray,
+    by_label: pd.Series,
+    by_split: pd.Series,
+    corrected: Corrected,
+) -> dict:
     """ingest.json from the reduction and the (summed) per-batch counts."""
     by_reason = {r: 0 for r in schemas.INGEST_REASONS}
     by_reason.update({str(k): int(v) for k, v in pd.Series(reasons, dtype=object).value_counts().items()})
@@ -184,6 +219,9 @@ def ingest_stats(read: int, decision: Decision, reasons: np.ndarray, by_label: p
         "by_label": {str(k): int(v) for k, v in by_label.sort_index().items() if v},
         "predefined_split": {str(k): int(v) for k, v in by_split.sort_index().items() if v},
         "split_conflicts": decision.split_conflicts,
+        # documents whose label data/labels/corrections.csv changed / that it names at all
+        "relabelled": corrected.relabelled,
+        "reviewed": len(corrected.found),
     }
     if stats["read"] != stats["kept"] + stats["duplicates"] + stats["quarantined"]:  # not an assert: never skipped
         raise RuntimeError(f"ingest accounting broken: {stats}")
@@ -196,6 +234,7 @@ def ingest_chunked(
     spill: Path,
     write: Callable[[pd.DataFrame, pd.DataFrame], None],
     client=None,
+    corrections: pd.DataFrame | None = None,
 ) -> dict:
     """`ingest` over record batches in bounded memory; the same documents, rejected records and
     stats, in the same order.
@@ -238,9 +277,12 @@ def ingest_chunked(
     by_split = pd.Series(dtype=np.int64)
     offset = 0
     pf = pq.ParquetFile(spill) if sizes else None
+    corrected = Corrected(corrections)
     for i, size in enumerate(sizes):
         docs, rejected = emit(_from_table(pf.read_row_group(i)), decision, offset)
         offset += size
+        corrected.labels.update(docs["label"].tolist())
+        docs = corrected.apply(docs)
         write(docs, rejected)
         reasons.append(rejected["reason"].to_numpy(dtype=object))
         by_label = by_label.add(docs["label"].value_counts(), fill_value=0)
@@ -248,12 +290,14 @@ def ingest_chunked(
     if not sizes:  # no records: empty outputs, as the in-memory path writes them
         docs, rejected = emit(prepare(_empty_records(), params), decision, 0)
         write(docs, rejected)
+    corrected.check()  # before the caller renames the outputs into place
     return ingest_stats(
         offset,
         decision,
         np.concatenate(reasons) if reasons else np.zeros(0, dtype=object),
         by_label.astype(np.int64),
         by_split.astype(np.int64),
+        corrected,
     )
 
 
