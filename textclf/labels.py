@@ -189,7 +189,9 @@ def out_of_fold_proba(docs: pd.DataFrame, labels: list[str], params: LabelsParam
         part = np.zeros((int(held.sum()), k))
         part[:, clf.classes_] = clf.predict_proba(x[held])
         proba[held] = part
-    return proba
+    # rounded as every predictions file is (schemas.round_proba): BLAS on another CPU flips the
+    # last bits, which must not move a document across cleanlab's thresholds or the ranking
+    return schemas.round_proba(proba)
 
 
 def find_suspects(
