@@ -43,8 +43,8 @@ lint: install-dev
 ## test: lint + the whole test suite
 test: install-dev
 	$(BIN)/ruff check .
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -m serial
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=25
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -m serial --durations=5
 
 clean:
 	rm -rf data/interim data/processed models reports/validation

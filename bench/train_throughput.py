@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vocab", type=int, default=200_000)
     ap.add_argument("--mean-len", type=float, default=45.0)
     ap.add_argument("--epochs", type=int, default=2, help="epochs of the project trainer (and fastText)")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (as train.device)")
     ap.add_argument("--batch-sizes", default="8192,32768", help="project trainer batch sizes")
     ap.add_argument(
         "--lr",

@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 
-from flows import dvcops, repolock, report
+from flows import dvcops, notify, repolock, report
 from flows.prefect_server import local_server_settings
 from textclf.errors import ContractError, ParamsError, TextclfError, is_retryable
 
@@ -112,7 +112,12 @@ def run_stage(
     return result.as_dict()
 
 
-@flow(name="textclf-pipeline")
+@flow(
+    name="textclf-pipeline",
+    flow_run_name=notify.pipeline_run_name,
+    on_failure=[notify.notify_failure],
+    on_crashed=[notify.notify_failure],
+)
 def pipeline(
     target: str | None = None,
     force: bool = False,
@@ -125,6 +130,7 @@ def pipeline(
     lock_timeout_s: float = 600.0,
     metrics_file: str = report.METRICS_FILE,
     dask_address: str | None = None,
+    notify_block: str | None = None,
 ) -> dict:
     """Run the DVC pipeline (or `target` and what it depends on) stage by stage.
 
@@ -142,6 +148,8 @@ def pipeline(
         dask_address: a dask.distributed scheduler: the stage tasks are submitted to the flow's
             task runner (run `with_dask_runner(pipeline, address)` to make that a DaskTaskRunner
             on this cluster; `--dask-address` does) and stages with `engine: dask` use it too.
+        notify_block: a Prefect notification block, "<type-slug>/<name>", told when the run
+            fails or crashes (default: $TEXTCLF_NOTIFY_BLOCK; none: no notification).
     """
     logger = run_logger()
     root = resolve_repo(repo)
@@ -317,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the tasks with prefect-dask's DaskTaskRunner on this dask.distributed scheduler "
         "(stages with engine: dask use it too)",
     )
+    p.add_argument(
+        "--notify-block",
+        default=None,
+        metavar="TYPE/NAME",
+        help="a Prefect notification block told when the run fails, e.g. custom-webhook/textclf-alerts "
+        f"(default: ${notify.NOTIFY_ENV})",
+    )
     return p
 
 
@@ -338,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 lock_timeout_s=args.lock_timeout,
                 metrics_file=args.metrics_file,
                 dask_address=args.dask_address,
+                notify_block=args.notify_block,
             )
     except TextclfError as err:
         print(f"pipeline failed: {err}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -180,6 +181,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"textclf serve: {err}", file=sys.stderr)
         return 2
     try:
+        if args.workers > 1:  # the bundle was checked above; each worker process loads its own
+            spec = {
+                "bundle": str(Path(args.bundle).resolve()),
+                "runtime": args.runtime,
+                "onnx": str(Path(args.onnx).resolve()) if args.onnx else None,
+                "batch_size": args.batch_size,
+                "metrics": str(Path(args.metrics).resolve()) if args.metrics else None,
+                "limits": dataclasses.asdict(limits),
+            }
+            serve.run_workers(spec, args.workers, host=args.host, port=args.port, log_level=args.log_level)
+            return 0
         serve.run(
             predictor,
             host=args.host,
@@ -367,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="predictions at once, one thread each (default 0: the CPU count, at most 8)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="server processes sharing the port, each with its own copy of the model (default 1)",
     )
     p.add_argument(
         "--log-level",

@@ -118,7 +118,7 @@ class AutotuneParams(_Section):
 
 class TrainParams(_Section):
     model: Literal["linear", "bag", "cnn"] = "linear"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")  # cuda:N: the N-th visible GPU
     seed: int = 0
     # model sizes
     embed_dim: int = Field(default=32, gt=0)
@@ -143,7 +143,7 @@ class TrainParams(_Section):
     batch_size: int = Field(default=128, gt=0)
     epochs: int = Field(default=12, gt=0)
     patience: int = Field(default=3, ge=1)
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # CUDA: bf16 autocast where supported, else fp16 + GradScaler; ignored on CPU and MPS
     linear: LinearParams = LinearParams()
     autotune: AutotuneParams = AutotuneParams()
     distributed: DistributedParams = DistributedParams()

@@ -1,6 +1,6 @@
 """HTTP serving: a FastAPI app around one `Predictor`, run by uvicorn (`textclf serve`).
 
-  POST /predict   {"texts": ["...", ...]} → {"predictions": [{"label", "probabilities"}, ...]}
+  POST /predict   {"texts": ["...", ...]} → {"predictions": [{"label", "probabilities"}, ...], "bundle": sha256}
   GET  /health    {"status": "ok"}                      liveness
   GET  /ready     {"status": "ready", "bundle": sha256}  readiness: the bundle is loaded
   GET  /metadata  labels, bundle hash and date, model, text settings, limits, evaluation metrics
@@ -31,12 +31,13 @@ import time
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textclf import paths
@@ -64,7 +65,48 @@ class Limits:
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    texts: list[str]
+    texts: list[str] = Field(description="the texts to classify, raw (cleaned here as in training)")
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="the most likely label")
+    probabilities: dict[str, float] = Field(description="every label's probability (they sum to 1)")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction] = Field(description="one per text, in request order")
+    bundle: str = Field(description="sha256 of the model bundle that answered (as in /ready and /metadata)")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = Field(description="the process answers (liveness)")
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = Field(description="the bundle is loaded and predictions are served")
+    bundle: str = Field(description="sha256 of the loaded bundle")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers has this body."""
+
+    error: str = Field(description="a stable code, e.g. body_too_large, too_many_texts, invalid_json")
+    detail: str = Field(description="what was wrong, in words")
+
+
+ERRORS = {
+    408: {"model": ErrorBody, "description": "the request body did not arrive in time (`body_timeout`)"},
+    413: {
+        "model": ErrorBody,
+        "description": "a limit was exceeded: `body_too_large`, `too_many_texts`, `text_too_long`, `batch_too_long`",
+    },
+    422: {
+        "model": ErrorBody,
+        "description": "not `{\"texts\": [non-empty strings]}`: `invalid_json`, `invalid_request`, `empty_batch`, "
+        "`empty_text`, `invalid_text`",
+    },
+    500: {"model": ErrorBody, "description": "an unexpected error (`internal_error`, logged by the server)"},
+}
 
 
 class ApiError(Exception):
@@ -198,19 +240,19 @@ def create_app(
     ready = {"status": "ready", "bundle": predictor.digest}
 
     # async: answered on the event loop, never queued behind predictions in the thread pool
-    @app.get("/health")
+    @app.get("/health", response_model=Health, summary="liveness")
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get("/ready", response_model=Ready, summary="readiness: the bundle is loaded")
     async def get_ready() -> dict:
         return ready
 
-    @app.get("/metadata")
+    @app.get("/metadata", summary="labels, bundle, model, text settings, limits, evaluation metrics")
     async def get_metadata() -> dict:
         return metadata
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS, summary="classify texts")
     async def predict(request: PredictRequest) -> dict:
         texts = checked_texts(request.texts, limits)
         return await anyio.to_thread.run_sync(_predict, predictor, texts, limiter=limiter)
@@ -220,7 +262,7 @@ def create_app(
 
 
 def _predict(predictor: Predictor, texts: list[str]) -> dict:
-    return {"predictions": predictor.predict(texts)}
+    return {"predictions": predictor.predict(texts), "bundle": predictor.digest}
 
 
 def checked_texts(texts: list[str], limits: Limits) -> list[str]:
@@ -286,6 +328,54 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+WORKER_SPEC = "TEXTCLF_SERVE_WORKER"  # how `run_workers` hands each worker process its settings
+
+
+def worker_app() -> FastAPI:
+    """uvicorn's app factory in each `--workers` process: the bundle and limits from WORKER_SPEC."""
+    import torch
+
+    spec = json.loads(os.environ[WORKER_SPEC])
+    torch.set_num_threads(1)
+    predictor = Predictor(
+        spec["bundle"],
+        runtime=spec["runtime"],
+        onnx_path=spec["onnx"],
+        batch_size=spec["batch_size"],
+        threads=1,
+    )
+    metrics = Path(spec["metrics"]) if spec["metrics"] else None
+    return create_app(predictor, Limits(**spec["limits"]), metrics)
+
+
+def run_workers(
+    spec: dict,
+    workers: int,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    log_level: str = "info",
+) -> None:
+    """Serve with `workers` processes on one socket (uvicorn's supervisor restarts a worker that
+    dies); each loads the bundle itself. `spec`: bundle, runtime, onnx, batch_size, metrics,
+    limits (a Limits as a dict)."""
+    import uvicorn
+
+    if not is_loopback(host):
+        log.warning("binding %s: reachable from other machines, and there is no authentication", host)
+    os.environ[WORKER_SPEC] = json.dumps(spec)
+    uvicorn.run(
+        "textclf.serve:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_keep_alive=5,
+        limit_concurrency=128,
+        server_header=False,
+    )
 
 
 def run(

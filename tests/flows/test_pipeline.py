@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
@@ -88,8 +90,8 @@ def test_a_broken_data_contract_fails_at_once_without_retries(built_repo):
     schemas.write_text(
         schemas.read_text()
         + (
-            "\n\nclass Documents(Documents):  # test: only 'pos' allowed\n"
-            "    label: Series[str] = pa.Field(isin=['pos'])\n"
+            "\n\n# test: only 'pos' allowed\n"
+            "Documents = Documents.update_columns({'label': {'checks': [pa.Check.isin(['pos'])]}})\n"
         )
     )
     state = pipeline(target="vocab", repo=str(built_repo), retries=3, retry_delay_s=0, return_state=True)
@@ -305,3 +307,51 @@ def test_two_concurrent_runs_on_one_repo_both_end_and_dvc_lock_stays_valid(fresh
     lock = yaml.safe_load((fresh_repo / "dvc.lock").read_text())
     assert lock["schema"] == "2.0" and set(DATA_HALF) <= set(lock["stages"])
     assert dvc_up_to_date(fresh_repo)
+
+
+@contextmanager
+def webhook_receiver():
+    """A real HTTP endpoint on 127.0.0.1 that records the JSON bodies POSTed to it."""
+    got: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            got.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failed_run_notifies_the_configured_block_once_and_runs_are_named(built_repo):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    with webhook_receiver() as (url, got):
+        CustomWebhookNotificationBlock(
+            name="textclf-tests", url=url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+        ).save("textclf-test-alerts", overwrite=True)
+        slug = "custom-webhook/textclf-test-alerts"
+        state = pipeline(
+            target="vocab", params=["vocab.min_freq=0"], repo=str(built_repo), notify_block=slug, return_state=True
+        )
+        assert state.is_failed()
+        with get_client(sync_client=True) as client:
+            run_name = client.read_flow_run(state.state_details.flow_run_id).name
+        assert run_name == "pipeline vocab -S vocab.min_freq=0"
+        assert len(got) == 1, got
+        assert got[0]["subject"] == f"textclf-pipeline: run {run_name} Failed"
+        assert "vocab.min_freq" in got[0]["body"] and str(state.state_details.flow_run_id) in got[0]["body"]
+        # a run that succeeds tells no one
+        assert pipeline(target="ingest", repo=str(built_repo), notify_block=slug, return_state=True).is_completed()
+        assert len(got) == 1

@@ -276,8 +276,8 @@ def test_main_exits_non_zero_and_reports_when_output_breaks_the_contract(tmp_pat
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, source="raw")
 
-    def broken(records, params):
-        result = ingest(records, params)
+    def broken(records, params, corrections=None):
+        result = ingest(records, params, corrections)
         docs = result.documents.copy()
         docs.loc[1, "doc_id"] = docs.loc[0, "doc_id"]  # a duplicate id
         docs.loc[2, "doc_id"] = "NOT-HEX"

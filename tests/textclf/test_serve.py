@@ -114,8 +114,32 @@ def test_predict_in_order(client, predictor):
     texts = ["房间很好，喜欢！", "手机很差，失望，退货", "<b>book</b> 不错 http://x.cn"]
     r = client.post("/predict", json={"texts": texts})
     assert r.status_code == 200, r.text
-    assert r.json() == {"predictions": predictor.predict(texts)}
+    assert r.json() == {"predictions": predictor.predict(texts), "bundle": predictor.digest}
     assert [p["label"] for p in r.json()["predictions"][:2]] == ["pos", "neg"]
+
+
+def test_openapi_documents_typed_responses_and_error_bodies(client):
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/predict"]["post"]
+
+    def ref(status):
+        return post["responses"][status]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+
+    assert ref("200") == "PredictResponse"
+    assert {ref(s) for s in ("408", "413", "422", "500")} == {"ErrorBody"}
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas  # FastAPI's default 422 body is not what we send
+    assert schemas["PredictResponse"]["required"] == ["predictions", "bundle"]
+    item = schemas["Prediction"]["properties"]
+    assert item["label"]["type"] == "string"
+    assert item["probabilities"]["additionalProperties"]["type"] == "number"
+    assert schemas["ErrorBody"]["required"] == ["error", "detail"]
+    for path, model in (("/health", "Health"), ("/ready", "Ready")):
+        got = spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        assert got.endswith(model)
+    # and the bodies the server sends match them
+    bad = client.post("/predict", json={"texts": "not a list"})
+    assert bad.status_code == 422 and set(bad.json()) == {"error", "detail"}
 
 
 @pytest.mark.parametrize(
@@ -335,3 +359,47 @@ def test_serve_command_end_to_end(pipe):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+def test_serve_with_workers_runs_processes_that_each_answer(pipe, tmp_path):
+    """`textclf serve --workers 2`: two worker processes on one port, each with the bundle loaded
+    and the command's limits; SIGTERM stops them all."""
+    import psutil
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "textclf.cli", "serve", "--bundle", str(pipe.bundle), "--port", str(port)]
+    cmd += ["--workers", "2", "--max-texts", "3", "--metrics", "", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not come up: {proc.communicate(timeout=5)}")
+            time.sleep(0.2)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "python" in p.name().lower()]
+        assert len(workers) >= 2, workers
+        assert ready.json()["bundle"] == bundle_digest(load_bundle(pipe.bundle))
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            for _ in range(6):
+                r = c.post("/predict", json={"texts": ["房间很好", "很差"]})
+                assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+            big = c.post("/predict", json={"texts": ["好"] * 4})
+            assert big.status_code == 413 and big.json()["error"] == "too_many_texts"
+            assert c.get("/metadata").json()["metrics"] is None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]

@@ -221,7 +221,7 @@ def fit_linear_family(
     )
     model = build_model(cfg).to(device)
     model.load_state_dict(fitted.state_dict)
-    val = evaluate(model, valid.to(device), None, amp=False)
+    val = evaluate(model, valid.to(device), None, amp=None)
     rec = {
         "epoch": 1,
         "train_loss": fitted.train_loss,

@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -95,11 +96,39 @@ def tune_allocator() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`train.device` → a torch device: auto (the first visible CUDA GPU, else the CPU), cpu,
+    cuda / cuda:N (the N-th GPU of those CUDA_VISIBLE_DEVICES exposes), mps (Apple GPUs).
+    A device that is not there is a ValueError that says what is."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available (use auto or cpu)")
+    if name.startswith("cuda"):
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={name} but no CUDA device is available{where} (use auto or cpu)")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"train.device={name} but only {torch.cuda.device_count()} CUDA device(s) are visible{where}: "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+        return torch.device("cuda", index)
+    if name == "mps" and not (torch.backends.mps.is_available()):
+        raise ValueError("train.device=mps but this machine has no usable MPS (Apple GPU) device (use auto or cpu)")
     return torch.device(name)
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """What `train.amp` autocasts to on this device: bf16 on CUDA GPUs that support it (Ampere and
+    later), fp16 on older ones (trained with a GradScaler, `grad_scaler`), nothing on CPU or MPS."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def grad_scaler(dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
+    """A loss scaler for fp16 autocast (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
 
 def lr_at(step: int, total: int, base: float, schedule: str, warmup: int) -> float:
@@ -138,36 +167,46 @@ def class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor | Non
 
 
 def train_step(
-    model, opt, batch_idx, data: Encoded, loss_fn, grad_clip: float, amp: bool, scale: float = 1.0
+    model,
+    opt,
+    batch_idx,
+    data: Encoded,
+    loss_fn,
+    grad_clip: float,
+    amp: torch.dtype | None,
+    scale: float = 1.0,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
     """One optimizer step; returns the (unscaled) batch loss as a 0-d tensor (no host sync).
 
     `scale` multiplies the loss before backward: DDP averages gradients over ranks, so a rank
     holding k of a global batch's n documents scales its mean loss by k * world / n to make the
-    average the global batch mean."""
+    average the global batch mean. `amp`: the autocast dtype (`amp_dtype`), None for none;
+    `scaler`: fp16's loss scaler (`grad_scaler`)."""
     model.train()
-    with torch.autocast(
-        device_type=data.ids.device.type,
-        dtype=torch.bfloat16,
-        enabled=amp and data.ids.device.type == "cuda",
-    ):
+    with torch.autocast(device_type=data.ids.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
         logits = forward_batch(model, data.ids, data.offsets, batch_idx)
     loss = loss_fn(logits.float(), data.labels[batch_idx])
     opt.zero_grad(set_to_none=True)
-    (loss * scale if scale != 1.0 else loss).backward()
+    scaled = loss * scale if scale != 1.0 else loss
+    if scaler is None:
+        scaled.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        return loss.detach()
+    scaler.scale(scaled).backward()
     if grad_clip:
+        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
+    scaler.step(opt)  # skipped when the scaled gradients overflowed
+    scaler.update()
     return loss.detach()
 
 
 @torch.no_grad()
-def evaluate(model, data: Encoded, loss_fn, amp: bool) -> dict:
-    with torch.autocast(
-        device_type=data.ids.device.type,
-        dtype=torch.bfloat16,
-        enabled=amp and data.ids.device.type == "cuda",
-    ):
+def evaluate(model, data: Encoded, loss_fn, amp: torch.dtype | None) -> dict:
+    with torch.autocast(device_type=data.ids.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
         probs = predict_proba(model, data.ids, data.offsets).to(data.labels.device)
     loss = float(nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), data.labels))
     y, pred = data.labels.cpu().numpy(), probs.argmax(1).cpu().numpy()
@@ -264,6 +303,8 @@ def fit(
         weight=class_weights(train.labels, cfg.num_classes, p.class_weight),
         label_smoothing=p.label_smoothing,
     )
+    amp = amp_dtype(device, p.amp)
+    scaler = grad_scaler(amp)
     steps_per_epoch = math.ceil(train.n / p.batch_size)
     total_steps = steps_per_epoch * p.epochs
     lengths = (train.offsets[1:] - train.offsets[:-1]) if cfg.type == "cnn" else None
@@ -281,7 +322,7 @@ def fit(
             for g in opt.param_groups:
                 g["lr"] = lr_at(state.step, total_steps, p.lr, p.schedule, p.warmup_steps)
             local, scale = (idx, 1.0) if world is None else shard(idx, world)
-            losses.append(train_step(net, opt, local, train, loss_fn, p.grad_clip, p.amp, scale) * scale)
+            losses.append(train_step(net, opt, local, train, loss_fn, p.grad_clip, amp, scale, scaler) * scale)
             state.step += 1
         if world is None:
             train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
@@ -302,7 +343,7 @@ def fit(
         if not lead:  # the lead rank validates and decides; the others wait for its word
             state.done = broadcast_flag(False, device)
             continue
-        val = evaluate(model, valid, loss_fn, p.amp)
+        val = evaluate(model, valid, loss_fn, amp)
         rec = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
