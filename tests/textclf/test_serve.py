@@ -308,7 +308,11 @@ def test_serve_command_refuses_a_missing_bundle(tmp_path, capsys):
 
 
 def test_serve_command_end_to_end(pipe):
-    """`textclf serve` as a user starts it: binds 127.0.0.1 by default and answers."""
+    """`textclf serve --workers 2` as a user starts it: binds 127.0.0.1 by default, runs two
+    worker processes that each answer with the bundle and the command's limits, and SIGTERM
+    stops them all."""
+    import psutil
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -322,6 +326,8 @@ def test_serve_command_end_to_end(pipe):
             str(pipe.bundle),
             "--port",
             str(port),
+            "--workers",
+            "2",
             "--log-level",
             "warning",
         ],
@@ -330,6 +336,7 @@ def test_serve_command_end_to_end(pipe):
         stderr=subprocess.PIPE,
         text=True,
     )
+    workers = []
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -341,8 +348,13 @@ def test_serve_command_end_to_end(pipe):
                     raise AssertionError(f"server did not come up: {proc.communicate(timeout=5)}") from None
                 time.sleep(0.2)
         assert r.json() == {"status": "ok"}
-        r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["房间很好"]}, timeout=10)
-        assert r.status_code == 200 and r.json()["predictions"][0]["label"] in ("neg", "pos")
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "python" in p.name().lower()]
+        assert len(workers) >= 2, workers
+        digest = bundle_digest(load_bundle(pipe.bundle))
+        for _ in range(6):
+            r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["房间很好"]}, timeout=10)
+            assert r.status_code == 200 and r.json()["predictions"][0]["label"] in ("neg", "pos")
+            assert r.json()["bundle"] == digest
         meta = httpx.get(f"http://127.0.0.1:{port}/metadata", timeout=10).json()
         assert meta["limits"] == {
             "max_body_bytes": 1 << 20,
@@ -352,48 +364,6 @@ def test_serve_command_end_to_end(pipe):
             "body_timeout_s": 10.0,
             "concurrency": 0,
         }
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def test_serve_with_workers_runs_processes_that_each_answer(pipe, tmp_path):
-    """`textclf serve --workers 2`: two worker processes on one port, each with the bundle loaded
-    and the command's limits; SIGTERM stops them all."""
-    import psutil
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "textclf.cli", "serve", "--bundle", str(pipe.bundle), "--port", str(port)]
-    cmd += ["--workers", "2", "--max-texts", "3", "--metrics", "", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not come up: {proc.communicate(timeout=5)}")
-            time.sleep(0.2)
-        workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "python" in p.name().lower()]
-        assert len(workers) >= 2, workers
-        assert ready.json()["bundle"] == bundle_digest(load_bundle(pipe.bundle))
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-            for _ in range(6):
-                r = c.post("/predict", json={"texts": ["房间很好", "很差"]})
-                assert r.status_code == 200 and len(r.json()["predictions"]) == 2
-            big = c.post("/predict", json={"texts": ["好"] * 4})
-            assert big.status_code == 413 and big.json()["error"] == "too_many_texts"
-            assert c.get("/metadata").json()["metrics"] is None
     finally:
         proc.terminate()
         try:
