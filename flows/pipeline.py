@@ -276,6 +276,7 @@ def _report(
             rows,
             description=f"textclf pipeline ({target or 'all stages'})",
             suspects=report.suspect_rows(root, _labels_top(root)),
+            contract_failures=report.contract_failure_rows(root, failed[1] if failed else None),
         )
     except Exception as err:  # noqa: BLE001 - a report must not hide the run's own outcome
         run_logger().warning("could not create artifacts: %s", err)

@@ -29,6 +29,7 @@ KEY_METRICS = "textclf-metrics"
 KEY_PER_CLASS = "textclf-per-class"
 KEY_STAGES = "textclf-stages"
 KEY_SUSPECTS = "textclf-suspect-labels"
+KEY_CONTRACT = "textclf-contract-failures"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +239,23 @@ def suspect_rows(root: Path, top: int) -> list[dict]:
     ]
 
 
+def contract_failure_rows(root: Path, error: BaseException | None, limit: int = 200) -> list[dict]:
+    """The failure cases of a broken data contract (the stage's reports/validation/<stage>.json),
+    for a table artifact: column, check, failing value, row index; none for any other failure."""
+    from textclf.errors import ContractError
+
+    if not isinstance(error, ContractError) or error.report is None:
+        return []
+    path = root / error.report
+    try:
+        cases = json.loads(path.read_text(encoding="utf-8")).get("failure_cases") or []
+    except (OSError, ValueError) as err:
+        log.warning("contract failure cases not shown: %s: %s", path, err)
+        return []
+    keys = ("column", "check", "failure_case", "index")
+    return [{"stage": error.stage, **{k: c.get(k) for k in keys}} for c in cases[:limit] if isinstance(c, dict)]
+
+
 def stage_rows(stages: Iterable[dict], planned: Iterable[str] = (), failed: str | None = None) -> list[dict]:
     """One row per planned stage: ran / skipped / restored with seconds, or failed / not run."""
     done = {s["stage"]: s for s in stages}
@@ -322,7 +340,12 @@ def run_markdown(
 
 
 def publish(
-    markdown: str, per_class: list[dict], stages: list[dict], description: str, suspects: list[dict] | None = None
+    markdown: str,
+    per_class: list[dict],
+    stages: list[dict],
+    description: str,
+    suspects: list[dict] | None = None,
+    contract_failures: list[dict] | None = None,
 ) -> None:
     """Create the run's artifacts (keys stay the same run to run, so the UI shows a history)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -331,6 +354,13 @@ def publish(
     if per_class:
         create_table_artifact(per_class, key=KEY_PER_CLASS, description="per-class test scores")
     create_table_artifact(stages, key=KEY_STAGES, description="stages: ran / skipped, seconds")
+    if contract_failures:
+        create_table_artifact(
+            contract_failures,
+            key=KEY_CONTRACT,
+            description="why the stage's output broke its data contract (the first 200 failure cases; "
+            "all of them are in reports/validation/<stage>.json)",
+        )
     if suspects:
         create_table_artifact(
             suspects,

@@ -105,7 +105,11 @@ def test_a_broken_data_contract_fails_at_once_without_retries(built_repo):
     assert "clean" not in runs  # nothing after it ran
     report = json.loads((built_repo / "reports/validation/ingest.json").read_text())
     assert report["failure_cases"]
-    stages = artifacts(state)["textclf-stages"]
+    arts = artifacts(state)
+    cases = arts["textclf-contract-failures"]
+    assert cases and {(c["stage"], c["column"], c["check"]) for c in cases} == {("ingest", "label", "isin(['pos'])")}
+    assert {c["failure_case"] for c in cases} == {"neg"}
+    stages = arts["textclf-stages"]
     assert [(r["stage"], r["status"]) for r in stages] == [
         ("ingest", "failed"),
         ("clean", "not run"),
