@@ -16,6 +16,8 @@ from tests.fixtures import env, make_repo, run
 pytestmark = pytest.mark.slow
 STAGES = ["ingest", "clean", "split", "vocab", "baseline", "train", "evaluate"]
 FAST = {"train": {"epochs": 4, "batch_size": 32}}
+# the experiment tests are about DVC recording params and metrics, not the search: no autotune
+EXPERIMENT = {"train": {"epochs": 4, "batch_size": 32, "autotune": {"budget_s": 0}}}
 
 
 def test_full_repro_then_nothing_reruns(tmp_path):
@@ -144,7 +146,7 @@ def test_autotune_killed_mid_search_resumes_to_the_same_choice(tmp_path):
 
 
 def test_dvc_experiment_with_a_param_override(tmp_path):
-    repo = make_repo(tmp_path / "repo", params=FAST)
+    repo = make_repo(tmp_path / "repo", params=EXPERIMENT)
     run(["dvc", "exp", "run", "-S", "train.lr=0.02", "-n", "lr002"], repo)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     text = json.dumps(shown)
@@ -162,7 +164,7 @@ def test_dvc_experiment_with_a_param_override(tmp_path):
 def test_queued_experiments_run_with_dvc_queue_start(tmp_path):
     """`dvc exp run --queue` + `dvc queue start`: a background worker runs the queued experiment,
     and `dvc exp show` lists it with its params and metrics."""
-    repo = make_repo(tmp_path / "repo", params=FAST)
+    repo = make_repo(tmp_path / "repo", params=EXPERIMENT)
     run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.03", "-n", "queued-lr003"], repo)
     try:
         run(["dvc", "queue", "start", "-j", "1"], repo)

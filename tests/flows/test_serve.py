@@ -234,10 +234,10 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
         wait_for(idle, 180, "no run in flight", [server, serve], [server_log, serve_log])
         time.sleep(3)  # the runner's next poll (PREFECT_RUNNER_POLL_FREQUENCY=1) finds nothing to start
     finally:
-        # Ctrl-C, then (as a process manager would) SIGTERM if the runner is still up after 30 s
+        # Ctrl-C, then (as a process manager would) SIGTERM if the runner is still up after 10 s
         serve_clean = True
         if serve is not None:
-            serve_clean = stop(serve, signal.SIGINT, timeout=30, kill=False) or stop(serve, signal.SIGTERM)
+            serve_clean = stop(serve, signal.SIGINT, timeout=10, kill=False) or stop(serve, signal.SIGTERM)
         server_clean = stop(server, signal.SIGTERM)
     assert serve_clean, "flows.serve left processes behind:\n" + serve_log.read_text(errors="replace")[-3000:]
     assert server_clean, "prefect server left processes behind"
