@@ -102,7 +102,7 @@ ERRORS = {
     },
     422: {
         "model": ErrorBody,
-        "description": "not `{\"texts\": [non-empty strings]}`: `invalid_json`, `invalid_request`, `empty_batch`, "
+        "description": 'not `{"texts": [non-empty strings]}`: `invalid_json`, `invalid_request`, `empty_batch`, '
         "`empty_text`, `invalid_text`",
     },
     500: {"model": ErrorBody, "description": "an unexpected error (`internal_error`, logged by the server)"},
@@ -307,18 +307,14 @@ def checked_texts(texts: list[str], limits: Limits) -> list[str]:
     return texts
 
 
+# uvicorn settings of every way we serve: idle keep-alive 5 s, 128 connections, no Server header
+SERVER_OPTIONS = {"timeout_keep_alive": 5, "limit_concurrency": 128, "server_header": False}
+
+
 def server_config(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info"):
     import uvicorn
 
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        timeout_keep_alive=5,
-        limit_concurrency=128,
-        server_header=False,
-    )
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, **SERVER_OPTIONS)
 
 
 def is_loopback(host: str) -> bool:
@@ -372,9 +368,7 @@ def run_workers(
         port=port,
         workers=workers,
         log_level=log_level,
-        timeout_keep_alive=5,
-        limit_concurrency=128,
-        server_header=False,
+        **SERVER_OPTIONS,
     )
 
 
