@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from textclf.artifacts import arrow_values
 from textclf.params import BaselineParams
 from textclf.schemas import predictions_frame, round_proba
-from textclf.text import join_tokens
+from textclf.text import join_tokens, token_tfidf
 
 log = logging.getLogger("textclf.baseline")
 
@@ -35,15 +35,7 @@ def _joined(df: pd.DataFrame) -> list[str]:
 
 
 def fit_baseline(train: pd.DataFrame, params: BaselineParams):
-    vec = TfidfVectorizer(
-        tokenizer=str.split,
-        token_pattern=None,
-        lowercase=False,
-        ngram_range=(1, 2),
-        sublinear_tf=True,
-        max_features=params.max_features,
-        dtype=np.float32,
-    )
+    vec = token_tfidf(params.max_features)
     x = vec.fit_transform(_joined(train))
     clf = LogisticRegression(C=params.C, max_iter=params.max_iter)
     clf.fit(x, train["label"].to_numpy(dtype=object))

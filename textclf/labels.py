@@ -153,14 +153,21 @@ def folds_of(group_ids: Iterable[str], folds: int, seed: int) -> np.ndarray:
     return (hash64(salted, key=seed_key(seed)) % np.uint64(folds)).astype(np.int64)
 
 
+def label_codes(docs: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """Each document's label as its index in `labels` (vectorised; every label must be listed)."""
+    codes = pd.Index(labels).get_indexer(docs["label"].to_numpy(dtype=object))
+    if (codes < 0).any():
+        raise ValueError(f"labels not in {labels}: {sorted(set(docs['label'][codes < 0]))}")
+    return codes.astype(np.int64)
+
+
 def out_of_fold_proba(docs: pd.DataFrame, labels: list[str], params: LabelsParams) -> np.ndarray:
     """[n, k] class probabilities for every document from a model that never saw it."""
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     from textclf.artifacts import arrow_values
-    from textclf.text import join_tokens
+    from textclf.text import join_tokens, token_tfidf
 
     n, k = len(docs), len(labels)
     proba = np.full((n, k), 1.0 / max(k, 1))
@@ -168,18 +175,8 @@ def out_of_fold_proba(docs: pd.DataFrame, labels: list[str], params: LabelsParam
         return proba
     # The TF-IDF vocabulary and weights use no labels, so fitting them once on all documents
     # leaks nothing into the folds; only the classifier is refitted per fold.
-    vec = TfidfVectorizer(
-        tokenizer=str.split,
-        token_pattern=None,
-        lowercase=False,
-        ngram_range=(1, 2),
-        sublinear_tf=True,
-        max_features=params.max_features,
-        dtype=np.float32,
-    )
-    x = vec.fit_transform(join_tokens(arrow_values(docs["tokens"])).to_pylist())
-    index = {c: i for i, c in enumerate(labels)}
-    y = np.array([index[c] for c in docs["label"].tolist()], dtype=np.int64)
+    x = token_tfidf(params.max_features).fit_transform(join_tokens(arrow_values(docs["tokens"])).to_pylist())
+    y = label_codes(docs, labels)
     fold = folds_of(docs["group_id"].tolist(), params.folds, params.seed)
     for f in range(params.folds):
         held = fold == f
@@ -209,8 +206,7 @@ def find_suspects(
     from cleanlab.filter import find_label_issues
 
     reviewed = reviewed or set()
-    index = {c: i for i, c in enumerate(labels)}
-    y = np.array([index[c] for c in docs["label"].tolist()], dtype=np.int64)
+    y = label_codes(docs, labels)
     present = np.unique(y)
     if len(docs) == 0 or len(present) < 2:
         order = np.zeros(0, dtype=np.int64)

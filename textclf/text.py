@@ -390,6 +390,22 @@ def bigrams(tokens: pa.ListArray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(new_offsets), pairs.filter(pa.array(keep)))
 
 
+def token_tfidf(max_features: int):
+    """scikit-learn's TF-IDF of 1–2-grams over space-joined cleaned tokens, as the baseline and
+    the labels stage's out-of-fold model use it (imported here, not at module load)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        tokenizer=str.split,
+        token_pattern=None,
+        lowercase=False,
+        ngram_range=(1, 2),
+        sublinear_tf=True,
+        max_features=max_features,
+        dtype=np.float32,
+    )
+
+
 def join_tokens(tokens: pa.ListArray, sep: str = " ") -> pa.Array:
     return pc.binary_join(tokens, sep)
 
