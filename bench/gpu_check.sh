@@ -21,5 +21,5 @@ if [ -d .venv/gpu_wheels ]; then
 fi
 timeout 300 $PY -m pytest -m gpu tests/model -q -p no:cacheprovider -rA >"$OUT/pytest-gpu.txt" 2>&1
 echo "pytest rc=$?" >>"$OUT/pytest-gpu.txt"
-timeout 300 $PY bench/train_throughput.py --device cuda --epochs 5 >"$OUT/train_throughput.txt" 2>&1
+timeout 300 $PY bench/train_throughput.py --device cuda --epochs 5 --batch-sizes 2048,8192 >"$OUT/train_throughput.txt" 2>&1
 echo "bench rc=$?" >>"$OUT/train_throughput.txt"
