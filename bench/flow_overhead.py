@@ -4,11 +4,13 @@ Two fresh copies of the project (its params.yaml: the sample corpus), built from
 
 1. `dvc repro` in copy A;
 2. `python -m flows.pipeline` in copy B, as a newcomer runs it: a fresh PREFECT_HOME and no
-   server running (Prefect starts its temporary server, creates its database);
-3. the no-op right after, both ways;
-4. with a running local server (`python -m flows.prefect_server start`): the no-op flow, and a
-   from-scratch flow run in a third copy;
-5. Prefect's own set-up, reported apart: a trivial flow on a fresh PREFECT_HOME, then again.
+   server running, so the command starts the local Prefect server (flows.prefect_server) first
+   and leaves it up;
+3. the no-op right after, both ways (the flow reusing that server);
+4. the flow from scratch in a third copy, the server already up: the one-off figure;
+5. Prefect's own set-up, reported apart: `python -m flows.prefect_server start` on a new
+   PREFECT_HOME; a trivial flow with Prefect's per-run temporary server on a new PREFECT_HOME,
+   then again; and the no-op flow with TEXTCLF_PREFECT_SERVER=temporary.
 
     .venv/bin/python bench/flow_overhead.py                     # every stage
     .venv/bin/python bench/flow_overhead.py --target vocab      # the data half only
@@ -48,7 +50,7 @@ TRIVIAL = (
 
 
 def env(prefect_home: Path, api_url: str | None) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    e = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "TEXTCLF_PREFECT_SERVER"}
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
     e.update(
         DVC_NO_ANALYTICS="1",
@@ -103,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", help="a dvc.yaml stage (default: all stages)")
     p.add_argument("--timeout", type=float, default=3600, help="per command, seconds")
-    p.add_argument("--port", type=int, default=4299, help="port of the local server this benchmark starts")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -129,54 +130,45 @@ def main(argv: list[str] | None = None) -> int:
             f"  dvc repro, from scratch (copy A)                     {f['dvc_repro_scratch_s']:7.1f} s",
             flush=True,
         )
-        f["flow_first_scratch_s"] = timed(flow, b, fresh, args.timeout)
-        print(
-            f"  flows.pipeline, from scratch, new PREFECT_HOME, no server (copy B) "
-            f"{f['flow_first_scratch_s']:7.1f} s = {f['flow_first_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x",
-            flush=True,
-        )
-        f["noop_dvc_s"] = timed(dvc, a, fresh, args.timeout)
-        f["noop_flow_temporary_s"] = timed(flow, b, fresh, args.timeout)
-        print(
-            f"  no-op: dvc repro {f['noop_dvc_s']:.1f} s; flows.pipeline (temporary server) "
-            f"{f['noop_flow_temporary_s']:.1f} s",
-            flush=True,
-        )
-        server = subprocess.run(
-            [sys.executable, "-m", "flows.prefect_server", "start", "--port", str(args.port)],
-            cwd=ROOT,
-            env=fresh,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if server.returncode != 0:
-            raise SystemExit(f"could not start the local server: {server.stderr}")
+        stop = [sys.executable, "-m", "flows.prefect_server", "stop"]
         try:
+            f["flow_first_scratch_s"] = timed(flow, b, fresh, args.timeout)
+            print(
+                f"  flows.pipeline, from scratch, new PREFECT_HOME, no server: starts one (copy B) "
+                f"{f['flow_first_scratch_s']:7.1f} s = {f['flow_first_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x",
+                flush=True,
+            )
+            f["noop_dvc_s"] = timed(dvc, a, fresh, args.timeout)
             f["noop_flow_server_s"] = timed(flow, b, fresh, args.timeout)
+            temporary = {**fresh, "TEXTCLF_PREFECT_SERVER": "temporary"}
+            f["noop_flow_temporary_s"] = timed(flow, b, temporary, args.timeout)
+            print(
+                f"  no-op: dvc repro {f['noop_dvc_s']:.1f} s; flows.pipeline {f['noop_flow_server_s']:.1f} s "
+                f"(TEXTCLF_PREFECT_SERVER=temporary: {f['noop_flow_temporary_s']:.1f} s)",
+                flush=True,
+            )
             c = copy_project(tmp / "c", fresh)
             f["flow_server_scratch_s"] = timed(flow, c, fresh, args.timeout)
-        finally:
-            subprocess.run(
-                [sys.executable, "-m", "flows.prefect_server", "stop"],
-                cwd=ROOT,
-                env=fresh,
-                capture_output=True,
-                timeout=60,
+            print(
+                f"  flows.pipeline, from scratch, the server up (copy C)  {f['flow_server_scratch_s']:7.1f} s = "
+                f"{f['flow_server_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x dvc repro",
+                flush=True,
             )
-        print(
-            f"  with a running local server: no-op flow {f['noop_flow_server_s']:.1f} s; from scratch "
-            f"{f['flow_server_scratch_s']:.1f} s = {f['flow_server_scratch_s'] / f['dvc_repro_scratch_s']:.2f}x "
-            "dvc repro",
-            flush=True,
-        )
-        (tmp / "trivial.py").write_text(TRIVIAL)
+        finally:
+            subprocess.run(stop, cwd=ROOT, env=fresh, capture_output=True, timeout=60)
         setup = env(tmp / "prefect-home-2", None)
+        f["prefect_server_start_new_home_s"] = timed(
+            [sys.executable, "-m", "flows.prefect_server", "start"], ROOT, setup, args.timeout
+        )
+        subprocess.run(stop, cwd=ROOT, env=setup, capture_output=True, timeout=60)
+        (tmp / "trivial.py").write_text(TRIVIAL)
+        setup = env(tmp / "prefect-home-3", None)
         f["prefect_trivial_first_s"] = timed([sys.executable, str(tmp / "trivial.py")], tmp, setup, args.timeout)
         f["prefect_trivial_again_s"] = timed([sys.executable, str(tmp / "trivial.py")], tmp, setup, args.timeout)
         print(
-            f"  Prefect's own set-up: a trivial flow {f['prefect_trivial_first_s']:.1f} s on a new PREFECT_HOME, "
-            f"{f['prefect_trivial_again_s']:.1f} s after that (its temporary server starts each time)",
+            f"  Prefect's own set-up: the local server starts in {f['prefect_server_start_new_home_s']:.1f} s on a "
+            f"new PREFECT_HOME; a trivial flow with its temporary server {f['prefect_trivial_first_s']:.1f} s on a "
+            f"new PREFECT_HOME, {f['prefect_trivial_again_s']:.1f} s after that",
             flush=True,
         )
     if args.json:

@@ -23,6 +23,7 @@ deployment by file path, so a flows/dvc.py would shadow the `dvc` package itself
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ from textclf.errors import (
     ContractError,
     InputError,
     ParamsError,
+    RunError,
     StageError,
     TextclfError,
 )
@@ -192,7 +194,9 @@ def run_command(
             if on_line is not None:
                 on_line(line)
 
-    reader = threading.Thread(target=pump, name="textclf-output", daemon=True)
+    # the caller's context (Prefect's settings and run) goes with the lines: without it, Prefect's
+    # log handler in this thread would not see the API URL and would start a server of its own
+    reader = threading.Thread(target=contextvars.copy_context().run, args=(pump,), name="textclf-output", daemon=True)
     reader.start()
     try:
         rc = proc.wait(timeout=timeout_s)
@@ -242,6 +246,32 @@ def changed_stages(root: Path, target: str | None = None, timeout_s: float = 300
     except ValueError:
         return None
     return {name.rsplit(":", 1)[-1] for name in status} if isinstance(status, dict) else None
+
+
+EXPERIMENT_MODES = ("overrides", "always", "never")
+
+
+def experiment_name(run_name: str, run_id: str) -> str:
+    """A DVC experiment name (a valid git ref component) from the Prefect run's name and id:
+    "pipeline all -S train.lr=0.01" + "3fa2…" -> "pipeline-all-S-train.lr-0.01-3fa2b1c0"."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip("-.")
+    slug = re.sub(r"-{2,}", "-", re.sub(r"\.{2,}", ".", slug))[:60].rstrip("-.") or "flow-run"
+    short = re.sub(r"[^0-9a-f]", "", run_id.lower())[:8] or "0" * 8
+    return f"{slug}-{short}"
+
+
+def save_experiment(
+    root: Path, name: str, message: str, stages: list[str] | None = None, timeout_s: float = 300
+) -> str:
+    """`dvc exp save -n NAME -m MESSAGE --force [STAGES]`: the workspace as it is now (params with
+    the run's overrides, dvc.lock, metrics) becomes a DVC experiment; the workspace is not
+    touched. `stages`: the run's stages, so that a run with a target does not need the outputs of
+    stages it never ran. Returns the experiment name; raises RunError if DVC refuses."""
+    cmd = [sys.executable, "-m", "dvc", "exp", "save", "--force", "-n", name, "-m", message, *(stages or [])]
+    rc, lines = run_command(cmd, root, timeout_s)
+    if rc != 0:
+        raise RunError(f"dvc exp save failed ({rc}): " + " ".join(lines[-5:]))
+    return name
 
 
 def repro_stage(

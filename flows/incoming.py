@@ -85,6 +85,11 @@ class IncomingOptions(BaseModel):
     )
     allow_new_labels: bool = Field(False, description="accept files that add classes")
     push_remote: bool = Field(True, description="dvc push after promotion when a default remote is configured")
+    register_stage: str | None = Field(
+        "prod",
+        description="after a promotion, register the models it changed (GTO tags) and assign this stage; "
+        "empty or None: do not register",
+    )
     retries: int = Field(2, ge=0, description="retries of a failed stage")
     retry_delay_s: float = Field(10.0, ge=0, description="first retry delay (doubles)")
     lock_timeout_s: float = Field(600.0, ge=0, description="seconds to wait for another run on this repository")
@@ -150,7 +155,7 @@ def incoming(
     if opts.reference not in REFERENCES:
         raise GateError(f"reference must be one of {', '.join(REFERENCES)}, got {opts.reference!r}")
     root = resolve_repo(opts.repo)
-    with repolock.repo_lock(root, opts.lock_timeout_s, what="incoming flow"):
+    with repolock.run_slot(root, opts.lock_timeout_s, what="incoming flow"):
         return _run(root, opts)
 
 
@@ -282,17 +287,39 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
                 "%s changed after it was taken: its new bytes are back in the landing folder",
                 c.name,
             )
-    push_error = None
+    errors = []
+    if opts.register_stage:
+        outcome["registered"], register_error = _register(root, journal.commit, opts.register_stage)
+        if register_error:
+            errors.append(register_error)
     if opts.push_remote:
         try:
             outcome["pushed_to"] = push(str(root))
         except Exception as err:  # noqa: BLE001 - the commit stands; reported below
-            push_error = f"promoted in commit {outcome['commit']}, but `dvc push` failed: {err}; run `dvc push`"
+            errors.append(f"promoted in commit {outcome['commit']}, but `dvc push` failed: {err}; run `dvc push`")
     _finish(root, journal, landing_dir, outcome)
     transaction.fault_point("done")
-    if push_error:
-        raise RunError(push_error)
+    if errors:
+        raise RunError("; ".join(errors))
     return outcome
+
+
+def _register(root: Path, commit: str, stage: str) -> tuple[list[str], str | None]:
+    """GTO tags for the models the promotion commit changed: (tags, error message or None). A
+    commit that changed no declared model (a data-only target) registers nothing."""
+    from textclf import registry
+
+    try:
+        names = registry.changed_artifacts(root, commit)
+        if not names:
+            run_logger().info("the promotion changed no model declared in dvc.yaml: nothing to register")
+            return [], None
+        done = registry.promote(root, stage=stage, rev=commit, artifacts=names, message=f"{PROMOTE_PREFIX}")
+    except TextclfError as err:
+        return [], f"promoted in commit {commit[:12]}, but registering the model failed: {err}; run `textclf promote`"
+    tags = [t for d in done for t in (d.version_tag, d.stage_tag)]
+    run_logger().info("registered: %s", ", ".join(tags))
+    return tags, None
 
 
 def _undo(root: Path, journal: Journal) -> None:
@@ -341,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_false",
                 help="do not dvc push after promotion",
             )
+        elif name == "register_stage":
+            p.add_argument(
+                "--no-register",
+                dest="register_stage",
+                action="store_const",
+                const="",
+                default=f.default,
+                help="do not register the promoted models in the model registry",
+            )
+            p.add_argument(flag, dest=name, default=f.default, metavar="STAGE", help=help_text)
         elif f.annotation is bool:
             p.add_argument(flag, dest=name, action="store_true", help=help_text)
         else:

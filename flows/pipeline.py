@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from prefect.tasks import exponential_backoff
 
 from flows import dvcops, notify, repolock, report
 from flows.prefect_server import local_server_settings
-from textclf.errors import ContractError, ParamsError, TextclfError, is_retryable
+from textclf.errors import ContractError, ParamsError, RunError, TextclfError, is_retryable
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -131,6 +132,7 @@ def pipeline(
     metrics_file: str = report.METRICS_FILE,
     dask_address: str | None = None,
     notify_block: str | None = None,
+    experiment: str = "overrides",
 ) -> dict:
     """Run the DVC pipeline (or `target` and what it depends on) stage by stage.
 
@@ -150,13 +152,19 @@ def pipeline(
             on this cluster; `--dask-address` does) and stages with `engine: dask` use it too.
         notify_block: a Prefect notification block, "<type-slug>/<name>", told when the run
             fails or crashes (default: $TEXTCLF_NOTIFY_BLOCK; none: no notification).
+        experiment: save the finished run as a DVC experiment (`dvc exp save`, named after the
+            Prefect run, its id in the message): "overrides" (runs with `params`), "always" or
+            "never".
     """
     logger = run_logger()
     root = resolve_repo(repo)
     overrides = list(params or [])
     stages_done: list[dict] = []
     planned: list[str] = []
-    with repolock.repo_lock(root, lock_timeout_s, what=f"flow run {_flow_run_name()}"):
+    if experiment not in dvcops.EXPERIMENT_MODES:
+        raise ParamsError(f"experiment={experiment!r}: expected one of {', '.join(dvcops.EXPERIMENT_MODES)}")
+    saved: dict = {}
+    with repolock.run_slot(root, lock_timeout_s, what=f"flow run {_flow_run_name()}"):
         with dvcops.params_overrides(root, overrides, keep=keep_params):
             check_params(str(root))
             planned = dvcops.stage_order(root, target)
@@ -203,8 +211,10 @@ def pipeline(
                     except BaseException as err:
                         failed = (stage, err)
                         raise
+                if experiment == "always" or (experiment == "overrides" and overrides):
+                    saved = _save_experiment(root, planned)
             finally:
-                _report(root, target, overrides, keep_params, planned, stages_done, metrics_file, failed)
+                _report(root, target, overrides, keep_params, planned, stages_done, metrics_file, failed, saved)
     summary = ", ".join(f"{s['stage']} {s['status']}" for s in stages_done)
     logger.info("pipeline done: %s", summary)
     return {
@@ -212,7 +222,23 @@ def pipeline(
         "target": target,
         "stages": stages_done,
         "metrics": report.read_metrics(root, metrics_file),
+        "experiment": saved.get("name"),
     }
+
+
+def _save_experiment(root: Path, stages: list[str]) -> dict:
+    """The finished run as a DVC experiment, params overrides still applied. A failure to save is
+    reported (log, artifact) but does not fail a run whose stages all succeeded."""
+    from prefect.runtime import flow_run
+
+    name = dvcops.experiment_name(str(flow_run.name), str(flow_run.id))
+    try:
+        dvcops.save_experiment(root, name, f"Prefect flow run {flow_run.id} ({flow_run.name})", stages)
+    except (RunError, OSError, subprocess.TimeoutExpired) as err:
+        run_logger().warning("the run was not saved as a DVC experiment: %s", err)
+        return {"error": str(err)}
+    run_logger().info("saved as DVC experiment %s (dvc exp show; dvc exp apply %s)", name, name)
+    return {"name": name}
 
 
 def with_dask_runner(flow_fn, address: str | None):
@@ -253,6 +279,7 @@ def _report(
     done: list[dict],
     metrics_file: str,
     failed: tuple[str, BaseException] | None,
+    saved: dict | None = None,
 ) -> None:
     current = report.read_metrics(root, metrics_file)
     rows = report.stage_rows(done, planned, failed[0] if failed else None)
@@ -268,6 +295,7 @@ def _report(
         metrics_file=metrics_file,
         error=str(failed[1]) if failed else None,
         data_diff=report.data_diff_markdown(root),
+        experiment=saved,
     )
     try:
         report.publish(
@@ -333,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Prefect notification block told when the run fails, e.g. custom-webhook/textclf-alerts "
         f"(default: ${notify.NOTIFY_ENV})",
     )
+    p.add_argument(
+        "--exp",
+        choices=dvcops.EXPERIMENT_MODES,
+        default="overrides",
+        help="save the finished run as a DVC experiment named after the Prefect run: for runs with -S "
+        "(default), always, or never",
+    )
     return p
 
 
@@ -355,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 metrics_file=args.metrics_file,
                 dask_address=args.dask_address,
                 notify_block=args.notify_block,
+                experiment=args.exp,
             )
     except TextclfError as err:
         print(f"pipeline failed: {err}", file=sys.stderr)

@@ -1,31 +1,37 @@
-"""A long-lived local Prefect server that the flows' command lines reuse.
+"""A long-lived local Prefect server that the flows' command lines start once and reuse.
 
-Without PREFECT_API_URL every `python -m flows.pipeline` starts Prefect's temporary server and
-stops it at the end (about 8 s on 2 cores, every run). Start one server once instead:
+Without a server, every Prefect run starts Prefect's temporary server and stops it at the end
+(about 11 s on 2 cores, every run). So when PREFECT_API_URL is not set, the flows' command lines
+(`flows.pipeline`, `flows.incoming`, `flows.serve`) use the local server this module started, and
+start it first if none answers: on 127.0.0.1:4200 (or a free port if that one is taken), in the
+background, logging to $PREFECT_HOME/textclf-server.log, kept for the next runs. They say so on
+stderr. An explicit PREFECT_API_URL always wins; TEXTCLF_PREFECT_SERVER=temporary keeps Prefect's
+per-run temporary server instead (nothing is left running).
 
-    python -m flows.prefect_server start      # 127.0.0.1:4200, in the background, logs in $PREFECT_HOME
+    python -m flows.prefect_server start      # the same server, started by hand
     python -m flows.prefect_server status
     python -m flows.prefect_server stop
-
-While it runs, the flows' command lines (`flows.pipeline`, `flows.incoming`, `flows.serve`) use it
-when PREFECT_API_URL is not set, and say so. An explicit PREFECT_API_URL always wins.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 DEFAULT_PORT = 4200
 STATE_NAME = "textclf-server.json"
+MODE_ENV = "TEXTCLF_PREFECT_SERVER"
+MODES = ("auto", "temporary")
 
 
 def prefect_home() -> Path:
@@ -53,31 +59,101 @@ def running() -> dict | None:
     return state if isinstance(state, dict) and healthy(state.get("api_url", "")) else None
 
 
-def local_server_settings(log=None):
-    """A context for a flow command line: the running local server as the API (unless
-    PREFECT_API_URL is set), and no telemetry from a temporary server (no network at run time)."""
+def server_mode() -> str:
+    mode = os.environ.get(MODE_ENV, "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ValueError(f"{MODE_ENV}={mode!r}: expected one of {', '.join(MODES)}")
+    return mode
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+def local_server_settings():
+    """A context for a flow command line: the local server as the API (started first if none
+    answers), unless PREFECT_API_URL is set or TEXTCLF_PREFECT_SERVER=temporary; and no
+    telemetry from any server we start (no network at run time)."""
+
+    from prefect.settings import PREFECT_API_URL
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if PREFECT_API_URL.value():
         return nullcontext()
+    try:
+        mode = server_mode()
+    except ValueError as err:
+        print(f"prefect_server: {err}; using Prefect's temporary server", file=sys.stderr)
+        return nullcontext()
+    if mode == "temporary":
+        return nullcontext()
     state = running()
     if state is None:
-        return nullcontext()
-    print(
-        f"using the Prefect server at {state['api_url']} (python -m flows.prefect_server stop to stop it)",
-        file=sys.stderr,
-    )
-    return temporary_settings(updates={PREFECT_API_URL: state["api_url"]})
+        try:
+            state = start()
+        except RuntimeError as err:
+            print(f"prefect_server: {err}; using Prefect's temporary server for this run", file=sys.stderr)
+            return nullcontext()
+        print(
+            f"started a local Prefect server at {state['api_url']} (pid {state['pid']}, log {state['log']}); "
+            f"it stays up for the next runs: python -m flows.prefect_server stop stops it, "
+            f"{MODE_ENV}=temporary runs without it",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"using the Prefect server at {state['api_url']} (python -m flows.prefect_server stop to stop it)",
+            file=sys.stderr,
+        )
+    return _api_url_settings(state["api_url"])
 
 
-def start(port: int = DEFAULT_PORT, timeout_s: float = 120.0) -> dict:
-    state = running()
-    if state is not None:
-        return state
+@contextmanager
+def _api_url_settings(api_url: str):
+    """PREFECT_API_URL for this command line's run: in Prefect's settings context and in the
+    environment, because Prefect's service threads (events, logs) that run without the caller's
+    context read the environment, and would otherwise start a temporary server of their own."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(port: int | None = None, timeout_s: float = 120.0) -> dict:
+    """Start the local server (or return the one that answers). `port=None`: DEFAULT_PORT, or a
+    free port if something else listens there; an explicit port that is taken is an error.
+    One start at a time per PREFECT_HOME (a file lock), so two flows started together share one."""
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
+    with open(home / "textclf-server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = running()
+        if state is not None:
+            return state
+        if port is None:
+            port = free_port() if port_taken(DEFAULT_PORT) else DEFAULT_PORT
+        elif port_taken(port):
+            raise RuntimeError(f"port {port} on 127.0.0.1 is in use by another program")
+        return _spawn(home, port, timeout_s)
+
+
+def _spawn(home: Path, port: int, timeout_s: float) -> dict:
     log_path = home / "textclf-server.log"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
@@ -94,6 +170,7 @@ def start(port: int = DEFAULT_PORT, timeout_s: float = 120.0) -> dict:
                 "--port",
                 str(port),
             ],
+            stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -105,21 +182,47 @@ def start(port: int = DEFAULT_PORT, timeout_s: float = 120.0) -> dict:
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"the Prefect server did not start (see {log_path})")
-        time.sleep(0.5)
+        time.sleep(0.25)
     state = {"pid": proc.pid, "api_url": url, "log": str(log_path)}
     state_file().write_text(json.dumps(state), encoding="utf-8")
     return state
 
 
-def stop() -> bool:
+def _is_our_server(pid: int) -> bool:
+    """The pid still runs `prefect server start` (not a process that reused the number)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"prefect" in cmd and b"server" in cmd and b"start" in cmd
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def stop(timeout_s: float = 20.0) -> bool:
+    """Stop the server this module started, its whole process group, and wait until it is gone."""
     try:
         state = json.loads(state_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        pid = int(state["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    try:
-        os.killpg(int(state["pid"]), signal.SIGTERM)
-    except (ProcessLookupError, KeyError, ValueError):
-        pass
+    if _is_our_server(pid):
+        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while _group_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if not _group_alive(pid):
+                break
     state_file().unlink(missing_ok=True)
     return True
 
@@ -127,7 +230,9 @@ def stop() -> bool:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.prefect_server", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=("start", "stop", "status"), help="start, stop or show the local server")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--port", type=int, default=None, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or a free one if taken)"
+    )
     return p
 
 
@@ -139,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as err:
             print(f"prefect_server: {err}", file=sys.stderr)
             return 1
-        print(f"Prefect server at {state['api_url']} (pid {state['pid']}; UI http://127.0.0.1:{args.port})")
+        print(f"Prefect server at {state['api_url']} (pid {state['pid']}; UI {state['api_url'].removesuffix('/api')})")
     elif args.command == "stop":
         print("stopped" if stop() else "no server started by textclf")
     else:

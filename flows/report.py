@@ -306,6 +306,7 @@ def run_markdown(
     metrics_file: str,
     error: str | None = None,
     data_diff: str | None = None,
+    experiment: dict | None = None,
 ) -> str:
     out = ["# textclf pipeline run", ""]
     out.append(f"- repository: `{root}`")
@@ -315,6 +316,11 @@ def run_markdown(
             f"- params overrides ({'kept in params.yaml' if kept else 'not kept'}): "
             + ", ".join(f"`{o}`" for o in overrides)
         )
+    if experiment and experiment.get("name"):
+        name = experiment["name"]
+        out.append(f"- DVC experiment: `{name}` (`dvc exp show`; `dvc exp apply {name}`, `dvc exp branch {name}`)")
+    elif experiment and experiment.get("error"):
+        out.append(f"- DVC experiment: not saved ({experiment['error']})")
     if error:
         out += ["", "## Failed", "", "```", error.strip(), "```"]
     out += ["", "## Metrics (test split)", ""]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -24,19 +25,29 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_rev(repo: str, rev: str | None) -> str | None:
+    """A registry reference (classifier#prod, classifier@v0.3.0) as its commit; else `rev`."""
+    from textclf import registry
+
+    ref = registry.parse_ref(rev) if rev else None
+    return registry.resolve(Path(repo), ref)[0] if ref else rev
+
+
 def _cmd_diff(args: argparse.Namespace) -> int:
     from textclf.artifacts import setup_logging
     from textclf.diff.core import DiffError
     from textclf.diff.read import diff_revisions
     from textclf.diff.render import render_json, render_markdown, render_text
+    from textclf.errors import InputError
 
     if args.verbose:
         setup_logging()
     else:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
-        diff = diff_revisions(args.repo, args.rev_a, args.rev_b, examples=args.examples, top=args.top)
-    except DiffError as err:
+        rev_a, rev_b = (_registry_rev(args.repo, r) for r in (args.rev_a, args.rev_b))
+        diff = diff_revisions(args.repo, rev_a, rev_b, examples=args.examples, top=args.top)
+    except (DiffError, InputError) as err:
         print(f"textclf diff: {err}", file=sys.stderr)
         return 2
     render = render_json if args.json else render_markdown if args.md else render_text
@@ -87,9 +98,27 @@ def _cmd_labels(args: argparse.Namespace) -> int:
         return exit_code_for(err)
 
 
+def _resolve_model(args: argparse.Namespace) -> None:
+    """`--model classifier#prod|classifier@vX.Y.Z`: the registered bundle (and, for --runtime
+    onnx, the ONNX export of the same commit) read through DVC; sets args.bundle/args.onnx."""
+    if not args.model:
+        return
+    from textclf import registry
+
+    bundle, graph, what = registry.model_paths(Path(args.repo), args.model, onnx=args.runtime == "onnx")
+    args.bundle = str(bundle)
+    if graph is not None and args.onnx is None:
+        args.onnx = str(graph / "model.onnx")
+    elif graph is not None:  # --onnx names a file of the export (e.g. model.int8.onnx)
+        args.onnx = str(graph / Path(args.onnx).name)
+    print(f"model {what} ({args.bundle})", file=sys.stderr)
+
+
 def _load_predictor(args: argparse.Namespace, threads: int = 0):
     """The bundle (+ ONNX graph) the command asked for; a user-facing error message if not."""
     from textclf.predict import Predictor
+
+    _resolve_model(args)
 
     return Predictor(
         args.bundle,
@@ -162,6 +191,27 @@ def _progress(enabled: bool):
     return tqdm(unit=" docs", disable=not (enabled and sys.stderr.isatty()), leave=False, file=sys.stderr)
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from textclf import registry
+    from textclf.errors import TextclfError, exit_code_for
+
+    try:
+        done = registry.promote(
+            Path(args.repo), stage=args.stage, version=args.version, bump=args.bump, rev=args.rev, message=args.message
+        )
+    except TextclfError as err:
+        print(f"textclf promote: {err}", file=sys.stderr)
+        return exit_code_for(err)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(d) for d in done], indent=2))
+    else:
+        for d in done:
+            how = "registered" if d.new_version else "already registered"
+            print(f"{d.artifact}: {d.version} {how} ({d.version_tag}), stage {d.stage} assigned ({d.stage_tag})")
+        print("push the tags with: git push --tags", file=sys.stderr)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from textclf import serve
     from textclf.artifacts import setup_logging
@@ -219,6 +269,14 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         default="models/classifier",
         help="the model bundle (default: models/classifier)",
     )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="REF",
+        help="a registered model instead of --bundle: classifier#STAGE (e.g. classifier#prod) or "
+        "classifier@vX.Y.Z, read through DVC at its commit (see textclf promote)",
+    )
+    p.add_argument("--repo", default=".", help="the project whose registry --model reads (default: .)")
     p.add_argument(
         "--runtime",
         choices=("torch", "onnx"),
@@ -311,6 +369,26 @@ def build_parser() -> argparse.ArgumentParser:
             help="who reviewed it (default: $USER)",
         )
     p.set_defaults(func=_cmd_labels)
+
+    p = sub.add_parser(
+        "promote",
+        help="register the committed model in the registry and assign a stage (GTO tags)",
+        description="Register the models committed at --rev (the dvc.yaml artifacts classifier and "
+        "classifier-onnx) as a new version, e.g. classifier@v0.2.0, and assign --stage, e.g. "
+        "classifier#prod#3, as GTO git tags in this repository (push them with git push --tags). "
+        "`gto show` lists the registry; `dvc artifacts get . classifier --stage prod` fetches one.",
+    )
+    p.add_argument("--repo", default=".", help="project root (default: .)")
+    p.add_argument("--stage", default="prod", help="the stage to assign (default: prod)")
+    p.add_argument("--rev", default="HEAD", help="the commit whose models are promoted (default: HEAD)")
+    v = p.add_mutually_exclusive_group()
+    v.add_argument("--version", default=None, help="the version to register, vMAJOR.MINOR.PATCH (default: next)")
+    v.add_argument(
+        "--bump", choices=("major", "minor", "patch"), default=None, help="which part of the version to bump"
+    )
+    p.add_argument("-m", "--message", default=None, help="tag message")
+    p.add_argument("--json", action="store_true", help="print the tags as JSON")
+    p.set_defaults(func=_cmd_promote)
 
     p = sub.add_parser(
         "predict",

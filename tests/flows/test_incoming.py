@@ -130,6 +130,11 @@ def incoming_artifact(state) -> str:
 
 
 def test_accepted_file_is_promoted_and_a_rejected_one_quarantined(repo, tmp_path):
+    # the stand-in stage's output plays the model in the registry (dvc.yaml artifacts:)
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    spec["artifacts"] = {"classifier": {"path": "reports/score.json", "type": "model"}}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    commit_all(repo, "declare the stand-in model")
     raw_pos = (repo / "data/raw/pos.txt").read_bytes()
     before = head(repo)
     drop(repo, "pos.txt", lines("新到的评论", "很好满意推荐", 40))
@@ -162,6 +167,9 @@ def test_accepted_file_is_promoted_and_a_rejected_one_quarantined(repo, tmp_path
     assert out["pushed_to"] == "store" and any((tmp_path / "remote").rglob("*"))
     md = incoming_artifact(state)
     assert "Promoted in commit" in md and "broken.txt" in md
+    # the promoted model is registered (GTO tags on the promotion commit) and in stage prod
+    assert out["registered"] == ["classifier@v0.0.1", "classifier#prod#1"]
+    assert set(run(["git", "tag", "--points-at", "HEAD"], repo).stdout.split()) == set(out["registered"])
 
 
 def test_a_worse_metric_is_not_promoted_and_the_workspace_is_restored(repo):

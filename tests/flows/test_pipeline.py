@@ -11,6 +11,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -168,9 +169,36 @@ def test_params_overrides_reach_the_stage_and_params_yaml_is_kept(built_repo):
     assert lock["stages"]["vocab"]["params"]["params.yaml"]["vocab.min_freq"] == 50
     assert params.read_bytes() == before  # not a permanent edit
 
+    # the run is a DVC experiment, named after the Prefect run, with its overrides and run id
+    name = result["experiment"]
+    assert name and name.startswith("pipeline-vocab-S-vocab.min_freq-50-")
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], built_repo).stdout)
+    (exp,) = [e for row in shown for e in (row.get("experiments") or []) if e["name"] == name]
+    (rev,) = exp["revs"]
+    assert rev["data"]["params"]["params.yaml"]["data"]["vocab"]["min_freq"] == 50
+    refs = run(["git", "for-each-ref", "refs/exps", "--format=%(refname) %(contents:subject)"], built_repo).stdout
+    (line,) = [ln for ln in refs.splitlines() if ln.split()[0].endswith("/" + name)]
+    run_id = line.split("Prefect flow run ", 1)[1].split()[0]
+    assert len(run_id) == 36 and run_id[:8].replace("-", "") in name
+
     result = pipeline(target="vocab", params=["vocab.min_freq=50"], keep_params=True, repo=str(built_repo))
     assert statuses(result)["vocab"] == "skipped"  # same value as the last run: nothing to do
     assert yaml.safe_load(params.read_text())["vocab"]["min_freq"] == 50  # asked to keep it
+
+
+@pytest.mark.parametrize(
+    ("run_name", "expected"),
+    [
+        ("pipeline all -S train.lr=0.01", "pipeline-all-S-train.lr-0.01-1a2b3c4d"),
+        ("pipeline train --force -S a.b=x/y..z", "pipeline-train-force-S-a.b-x-y.z-1a2b3c4d"),
+        ("  ", "flow-run-1a2b3c4d"),
+        ("x" * 100, "x" * 60 + "-1a2b3c4d"),
+    ],
+)
+def test_experiment_names_are_git_ref_safe(run_name, expected):
+    name = dvcops.experiment_name(run_name, "1a2b3c4d-0000-4000-8000-000000000000")
+    assert name == expected
+    assert run(["git", "check-ref-format", f"refs/exps/{name}"], Path.cwd()).returncode == 0
 
 
 def test_invalid_params_fail_before_any_stage_runs(built_repo):
@@ -260,6 +288,22 @@ def test_metrics_report_compares_with_the_last_commit(built_repo):
     ) in md
     assert [r["label"] for r in arts["textclf-per-class"]] == ["neg", "pos"]
     assert arts["textclf-per-class"][1]["f1"] == 0.88
+
+
+def test_a_run_waits_for_the_repositorys_prefect_concurrency_slot(built_repo):
+    from prefect.concurrency.sync import concurrency
+
+    name = repolock.slot_name(built_repo)
+    assert pipeline(target="ingest", repo=str(built_repo), return_state=True).is_completed()
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert limit.limit == 1 and limit.active_slots == 0  # created by the run, released after it
+    with concurrency(name, occupy=1):  # another flow run, anywhere on this Prefect server, holds it
+        state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=1, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(repolock.RepoBusy, match=rf"holds the Prefect concurrency limit {name}.*gave up after 1 s"):
+        state.result()
+    assert not (built_repo / repolock.OWNER_FILE).exists()  # the file lock was never taken
 
 
 def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_repo):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -71,12 +71,6 @@ def test_prefect_deploy_registers_both_deployments_from_prefect_yaml(fresh_repo,
 
 # ---------------------------------------------------------------------------------------------
 # a real server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cmd: list[str], e: dict, log: Path) -> subprocess.Popen:
@@ -148,53 +142,41 @@ def wait_for(check, timeout: float, what: str, procs: list[subprocess.Popen], lo
 def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_path):
     # something for the scheduled run to do: only vocab has to rerun
     set_param(built_repo, "vocab.min_freq", 7)
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
     home = tmp_path / "prefect-home"
-    base = {k: v for k, v in env().items() if not k.startswith("PREFECT_")}
+    base = {k: v for k, v in env().items() if not k.startswith("PREFECT_") and k != "TEXTCLF_PREFECT_SERVER"}
     base.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
-    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
-    server = start(
+    server_log, serve_log = home / "textclf-server.log", tmp_path / "serve.log"
+    # No PREFECT_API_URL: flows.serve starts the local server itself (flows.prefect_server) and
+    # leaves it running for the next command; `python -m flows.prefect_server stop` ends it.
+    serve = start(
         [
             sys.executable,
             "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
+            "flows.serve",
+            "--interval",
+            "6",
+            "--repo",
+            str(built_repo),
+            "--target",
+            "vocab",
+            "--no-incoming",
         ],
-        base,
-        server_log,
+        {**base, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+        serve_log,
     )
-    serve = None
+    server_pid = None
     try:
 
-        def healthy():
+        def server_state():
             try:
-                return httpx.get(f"{api}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+                state = json.loads((home / "textclf-server.json").read_text())
+                return state if httpx.get(f"{state['api_url']}/health", timeout=2).status_code == 200 else None
+            except (OSError, ValueError, KeyError, httpx.HTTPError):
+                return None
 
-        wait_for(healthy, 90, "healthy server", [server], [server_log])
-        serve = start(
-            [
-                sys.executable,
-                "-m",
-                "flows.serve",
-                "--interval",
-                "6",
-                "--repo",
-                str(built_repo),
-                "--target",
-                "vocab",
-                "--no-incoming",
-            ],
-            {**base, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
-            serve_log,
-        )
+        state = wait_for(server_state, 120, "the local server flows.serve starts", [serve], [serve_log])
+        api, server_pid = state["api_url"], state["pid"]
+        assert "started a local Prefect server" in serve_log.read_text(errors="replace")
 
         def completed_run():
             r = httpx.post(
@@ -205,8 +187,10 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
             runs = r.json() if r.status_code == 200 else []
             return runs[0] if runs else None
 
-        run_ = wait_for(completed_run, 150, "finished scheduled run", [server, serve], [server_log, serve_log])
-        assert run_["state_type"] == "COMPLETED", serve_log.read_text(errors="replace")[-4000:]
+        run_ = wait_for(completed_run, 150, "finished scheduled run", [serve], [serve_log])
+        assert run_["state_type"] == "COMPLETED", (
+            serve_log.read_text(errors="replace")[-4000:] + server_log.read_text(errors="replace")[-2000:]
+        )
         assert run_["auto_scheduled"] and run_["deployment_id"]
         assert run_["parameters"]["target"] == "vocab"
         dep = httpx.get(f"{api}/deployments/{run_['deployment_id']}", timeout=10).json()
@@ -231,14 +215,20 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
             )
             return r.status_code == 200 and not r.json()
 
-        wait_for(idle, 180, "no run in flight", [server, serve], [server_log, serve_log])
+        wait_for(idle, 180, "no run in flight", [serve], [serve_log])
         time.sleep(3)  # the runner's next poll (PREFECT_RUNNER_POLL_FREQUENCY=1) finds nothing to start
     finally:
         # Ctrl-C, then (as a process manager would) SIGTERM if the runner is still up after 10 s
         serve_clean = True
         if serve is not None:
             serve_clean = stop(serve, signal.SIGINT, timeout=10, kill=False) or stop(serve, signal.SIGTERM)
-        server_clean = stop(server, signal.SIGTERM)
+        stopped = subprocess.run(
+            [sys.executable, "-m", "flows.prefect_server", "stop"], env=base, capture_output=True, text=True, timeout=60
+        )
+        server_clean = server_pid is None or not group_alive(server_pid)
+        if server_pid is not None and not server_clean:  # never leave anything behind
+            os.killpg(server_pid, signal.SIGKILL)
+    assert stopped.stdout.strip() == "stopped", stopped.stdout + stopped.stderr
     assert serve_clean, "flows.serve left processes behind:\n" + serve_log.read_text(errors="replace")[-3000:]
     assert server_clean, "prefect server left processes behind"
     assert "up to date" in run(["dvc", "status", "vocab"], built_repo).stdout

@@ -1,0 +1,135 @@
+"""The model registry (textclf.registry) on a tiny real git + DVC repository whose one stage
+writes the two declared artifacts; the whole pipeline's path is in tests/e2e/test_remote.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fixtures import env, run
+from textclf import registry
+from textclf.cli import main as cli
+from textclf.errors import InputError
+
+DVC_YAML = {
+    "stages": {
+        "make": {
+            "cmd": "python make.py",
+            "deps": ["make.py", "seed.txt"],
+            "outs": ["models/classifier", "models/onnx"],
+        }
+    },
+    "artifacts": {
+        "classifier": {"path": "models/classifier", "type": "model"},
+        "classifier-onnx": {"path": "models/onnx", "type": "model"},
+    },
+}
+MAKE = """from pathlib import Path
+seed = Path("seed.txt").read_text()
+for d in ("models/classifier", "models/onnx"):
+    Path(d).mkdir(parents=True, exist_ok=True)
+Path("models/classifier/model.bin").write_text("weights " + seed)
+Path("models/onnx/model.onnx").write_text("graph " + seed)
+"""
+
+
+def commit(repo: Path, message: str) -> str:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)
+    return run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch) -> Path:
+    # GTO writes annotated tags in this process: a committer identity, as CI has no git config
+    for key, value in env().items():
+        if key.startswith("GIT_"):
+            monkeypatch.setenv(key, value)
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    (root / "make.py").write_text(MAKE)
+    (root / "seed.txt").write_text("one")
+    run(["git", "init", "-q", "-b", "main"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    run(["dvc", "repro", "-q"], root)
+    commit(root, "model one")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("text", "ref"),
+    [
+        ("classifier#prod", registry.ModelRef("classifier", stage="prod")),
+        ("classifier@v0.3.0", registry.ModelRef("classifier", version="v0.3.0")),
+        ("classifier-onnx#staging-2", registry.ModelRef("classifier-onnx", stage="staging-2")),
+        ("models/classifier", None),
+        ("classifier@0.3.0", None),
+        ("classifier#", None),
+        ("Classifier#prod", None),
+    ],
+)
+def test_references_and_paths_are_told_apart(text, ref):
+    assert registry.parse_ref(text) == ref
+
+
+def test_promote_tags_versions_and_stages_and_a_ref_reads_the_committed_model(repo, capsys):
+    first = registry.promote(repo)
+    assert [(p.artifact, p.version, p.version_tag, p.stage_tag, p.new_version) for p in first] == [
+        ("classifier", "v0.0.1", "classifier@v0.0.1", "classifier#prod#1", True),
+        ("classifier-onnx", "v0.0.1", "classifier-onnx@v0.0.1", "classifier-onnx#prod#1", True),
+    ]
+    # promoting the same commit again changes nothing
+    again = registry.promote(repo)
+    assert [(p.version, p.stage_tag, p.new_version) for p in again] == [("v0.0.1", "classifier#prod#1", False)] * 1 + [
+        ("v0.0.1", "classifier-onnx#prod#1", False)
+    ]
+    # a new model, registered with a bump, becomes prod; the old one stays reachable by version
+    (repo / "seed.txt").write_text("two")
+    run(["dvc", "repro", "-q"], repo)
+    second = commit(repo, "model two")
+    assert cli(["promote", "--repo", str(repo), "--bump", "minor"]) == 0
+    assert "classifier: v0.1.0 registered (classifier@v0.1.0), stage prod assigned (classifier#prod#2)" in (
+        capsys.readouterr().out
+    )
+    # the workspace changes, uncommitted: a reference still reads what was promoted
+    (repo / "seed.txt").write_text("three")
+    run(["dvc", "repro", "-q"], repo)
+    bundle, graph, what = registry.model_paths(repo, "classifier#prod", onnx=True)
+    assert (bundle / "model.bin").read_text() == "weights two" and (graph / "model.onnx").read_text() == "graph two"
+    assert what == f"classifier#prod = {second[:12]}"
+    old, none, _ = registry.model_paths(repo, "classifier@v0.0.1")
+    assert (old / "model.bin").read_text() == "weights one" and none is None
+    assert Path(repo / ".textclf/registry" / second / "models/classifier") == bundle
+
+
+def test_what_cannot_be_promoted_or_found_is_a_clear_error(repo, capsys):
+    with pytest.raises(InputError, match="classifier#prod: not in the model registry"):
+        registry.model_paths(repo, "classifier#prod")
+    with pytest.raises(InputError, match="expected NAME#STAGE or NAME@vX.Y.Z"):
+        registry.model_paths(repo, "models/classifier")
+    with pytest.raises(InputError, match="stage 'Prod'"):
+        registry.promote(repo, stage="Prod")
+    with pytest.raises(InputError, match="version '1.0': expected vMAJOR.MINOR.PATCH"):
+        registry.promote(repo, version="1.0")
+    with pytest.raises(InputError, match="no-such-rev"):
+        registry.promote(repo, rev="no-such-rev")
+    # a commit whose dvc.lock does not have the model yet
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    spec["artifacts"]["extra"] = {"path": "models/extra", "type": "model"}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    commit(repo, "declare another artifact")
+    with pytest.raises(InputError, match=r"extra: models/extra is not an output in dvc.lock .* run `dvc repro`"):
+        registry.promote(repo, artifacts=("extra",))
+    assert cli(["promote", "--repo", str(repo), "--version", "v1.0.0", "--stage", "prod"]) == 0
+    assert cli(["predict", "--repo", str(repo), "--model", "classifier#staging", "text"]) == 2
+    assert "classifier#staging: not in the model registry" in capsys.readouterr().err
+    assert set(run(["git", "tag"], repo).stdout.split()) == {
+        "classifier@v1.0.0",
+        "classifier#prod#1",
+        "classifier-onnx@v1.0.0",
+        "classifier-onnx#prod#1",
+    }
