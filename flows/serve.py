@@ -1,15 +1,15 @@
 """Serve the pipeline (and new-data) flows on schedules, from one long-running process.
 
-    prefect server start                                   # terminal 1 (UI: http://127.0.0.1:4200)
-    export PREFECT_API_URL=http://127.0.0.1:4200/api       # terminal 2
-    python -m flows.serve                                  # schedules from prefect.yaml
+    python -m flows.serve                                  # schedules from prefect.yaml; without
+                                                           # PREFECT_API_URL it starts (or reuses) the
+                                                           # local server, flows/prefect_server.py
     python -m flows.serve --cron "0 */6 * * *"             # retrain every 6 hours instead
     python -m flows.serve --interval 3600 --no-incoming    # hourly, no new-data polling
 
 The defaults (nightly pipeline, new data polled every 10 minutes) are the `schedules` of the two
 deployments in prefect.yaml, the same file `prefect deploy` reads, so there is one place to
 change them. Both deployments have a concurrency limit of 1 (further runs wait in the queue), and
-every run also takes the repository lock (flows/dvcops.py), so a pipeline run and a new-data run
+every run also takes the repository's concurrency slot and lock (flows/repolock.py), so a pipeline run and a new-data run
 never touch the workspace at the same time either. Stop with Ctrl-C: schedules are paused.
 """
 
