@@ -87,6 +87,7 @@ class IncomingOptions(BaseModel):
     push_remote: bool = Field(True, description="dvc push after promotion when a default remote is configured")
     register_stage: str | None = Field(
         "prod",
+        pattern=r"^([a-z][a-z0-9-]*)?$",
         description="after a promotion, register the models it changed (GTO tags) and assign this stage; "
         "empty or None: do not register",
     )
@@ -127,6 +128,7 @@ def incoming(
     max_bad_fraction: float = 0.2,
     allow_new_labels: bool = False,
     push_remote: bool = True,
+    register_stage: str | None = "prod",
     retries: int = 2,
     retry_delay_s: float = 10.0,
     lock_timeout_s: float = 600.0,
@@ -148,6 +150,7 @@ def incoming(
         max_bad_fraction=max_bad_fraction,
         allow_new_labels=allow_new_labels,
         push_remote=push_remote,
+        register_stage=register_stage,
         retries=retries,
         retry_delay_s=retry_delay_s,
         lock_timeout_s=lock_timeout_s,
@@ -155,7 +158,7 @@ def incoming(
     if opts.reference not in REFERENCES:
         raise GateError(f"reference must be one of {', '.join(REFERENCES)}, got {opts.reference!r}")
     root = resolve_repo(opts.repo)
-    with repolock.run_slot(root, opts.lock_timeout_s, what="incoming flow"):
+    with repolock.repo_lock(root, opts.lock_timeout_s, what="incoming flow"):
         return _run(root, opts)
 
 
@@ -232,6 +235,7 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
             retry_delay_s=opts.retry_delay_s,
             lock_timeout_s=opts.lock_timeout_s,
             metrics_file=opts.metrics_file,
+            experiment="never",  # inside the transaction: the promotion commit is the record
         )
         transaction.fault_point("pipeline")
         decision = decide_against(
@@ -315,7 +319,7 @@ def _register(root: Path, commit: str, stage: str) -> tuple[list[str], str | Non
             run_logger().info("the promotion changed no model declared in dvc.yaml: nothing to register")
             return [], None
         done = registry.promote(root, stage=stage, rev=commit, artifacts=names, message=f"{PROMOTE_PREFIX}")
-    except TextclfError as err:
+    except Exception as err:  # noqa: BLE001 - the commit stands: reported, and the run still finishes
         return [], f"promoted in commit {commit[:12]}, but registering the model failed: {err}; run `textclf promote`"
     tags = [t for d in done for t in (d.version_tag, d.stage_tag)]
     run_logger().info("registered: %s", ", ".join(tags))

@@ -1,7 +1,7 @@
 """A long-lived local Prefect server that the flows' command lines start once and reuse.
 
 Without a server, every Prefect run starts Prefect's temporary server and stops it at the end
-(about 11 s on 2 cores, every run). So when PREFECT_API_URL is not set, the flows' command lines
+(about 15 s for a trivial flow on 2 cores, every run). So when PREFECT_API_URL is not set, the flows' command lines
 (`flows.pipeline`, `flows.incoming`, `flows.serve`) use the local server this module started, and
 start it first if none answers: on 127.0.0.1:4200 (or a free port if that one is taken), in the
 background, logging to $PREFECT_HOME/textclf-server.log, kept for the next runs. They say so on
@@ -42,21 +42,33 @@ def state_file() -> Path:
     return prefect_home() / STATE_NAME
 
 
-def healthy(url: str, timeout: float = 1.0) -> bool:
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+
+
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    if not isinstance(url, str) or not url.startswith("http://127.0.0.1:"):
+        return False
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as r:  # noqa: S310 - loopback only
+        with _DIRECT.open(f"{url}/health", timeout=timeout) as r:
             return r.status == 200
-    except OSError:
+    except Exception:  # noqa: BLE001 - refused, timed out, not HTTP: not (yet) our server
         return False
 
 
-def running() -> dict | None:
-    """The server this module started, if it still answers."""
+def _state() -> dict | None:
     try:
         state = json.loads(state_file().read_text(encoding="utf-8"))
+        return state if isinstance(state, dict) and isinstance(state.get("pid"), int) else None
     except (OSError, ValueError):
         return None
-    return state if isinstance(state, dict) and healthy(state.get("api_url", "")) else None
+
+
+def running() -> dict | None:
+    """The server this module started, if its process is still ours and it answers."""
+    state = _state()
+    if state is None or not _is_our_server(state["pid"]):
+        return None
+    return state if healthy(state.get("api_url", "")) else None
 
 
 def server_mode() -> str:
@@ -143,9 +155,19 @@ def start(port: int | None = None, timeout_s: float = 120.0) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "textclf-server.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        state = running()
-        if state is not None:
-            return state
+        state = _state()
+        if state is not None and _is_our_server(state["pid"]):
+            # ours and alive (maybe still starting, or slow to answer on a loaded machine): wait
+            # for it rather than start a second one beside it
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if healthy(state.get("api_url", "")):
+                    return state
+                if not _is_our_server(state["pid"]):
+                    break
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"the Prefect server (pid {state['pid']}) does not answer; see {state.get('log')}")
         if port is None:
             port = free_port() if port_taken(DEFAULT_PORT) else DEFAULT_PORT
         elif port_taken(port):
@@ -180,7 +202,11 @@ def _spawn(home: Path, port: int, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
     while not healthy(url):
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
             raise RuntimeError(f"the Prefect server did not start (see {log_path})")
         time.sleep(0.25)
     state = {"pid": proc.pid, "api_url": url, "log": str(log_path)}
@@ -206,25 +232,38 @@ def _group_alive(pgid: int) -> bool:
 
 
 def stop(timeout_s: float = 20.0) -> bool:
-    """Stop the server this module started, its whole process group, and wait until it is gone."""
-    try:
-        state = json.loads(state_file().read_text(encoding="utf-8"))
-        pid = int(state["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+    """Stop the server this module started, its whole process group, and wait until it is gone.
+    False if none was running (a stale state file is removed)."""
+    home = prefect_home()
+    if not home.is_dir():
         return False
-    if _is_our_server(pid):
-        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while _group_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if not _group_alive(pid):
-                break
-    state_file().unlink(missing_ok=True)
-    return True
+    with open(home / "textclf-server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = _state()
+        if state is None:
+            return False
+        pid = state["pid"]
+        try:
+            ours = _is_our_server(pid) and os.getpgid(pid) == pid
+        except ProcessLookupError:
+            ours = False
+        if ours:
+            _stop_group(pid, timeout_s)
+        state_file().unlink(missing_ok=True)
+        return ours
+
+
+def _stop_group(pid: int, timeout_s: float) -> None:
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group_alive(pid):
+            return
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"Prefect server at {state['api_url']} (pid {state['pid']}; UI {state['api_url'].removesuffix('/api')})")
     elif args.command == "stop":
-        print("stopped" if stop() else "no server started by textclf")
+        print("stopped" if stop() else "no server started by textclf is running")
     else:
         state = running()
         print(f"running at {state['api_url']} (pid {state['pid']})" if state else "not running")

@@ -9,7 +9,7 @@
 The defaults (nightly pipeline, new data polled every 10 minutes) are the `schedules` of the two
 deployments in prefect.yaml, the same file `prefect deploy` reads, so there is one place to
 change them. Both deployments have a concurrency limit of 1 (further runs wait in the queue), and
-every run also takes the repository's concurrency slot and lock (flows/repolock.py), so a
+every run also takes the repository lock (flows/repolock.py), so a
 pipeline run and a new-data run never touch the workspace at the same time either. Stop with
 Ctrl-C: schedules are paused.
 """

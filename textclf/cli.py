@@ -98,14 +98,24 @@ def _cmd_labels(args: argparse.Namespace) -> int:
         return exit_code_for(err)
 
 
+BUNDLE_DEFAULT = "models/classifier"
+
+
 def _resolve_model(args: argparse.Namespace) -> None:
     """`--model classifier#prod|classifier@vX.Y.Z`: the registered bundle (and, for --runtime
     onnx, the ONNX export of the same commit) read through DVC; sets args.bundle/args.onnx."""
     if not args.model:
         return
-    from textclf import registry
+    from textclf.errors import InputError
 
-    bundle, graph, what = registry.model_paths(Path(args.repo), args.model, onnx=args.runtime == "onnx")
+    if args.bundle != BUNDLE_DEFAULT:
+        raise InputError("give --model or --bundle, not both")
+    try:
+        from textclf import registry
+
+        bundle, graph, what = registry.model_paths(Path(args.repo), args.model, onnx=args.runtime == "onnx")
+    except ImportError as err:
+        raise InputError(f"--model reads the registry through DVC and GTO, which are not installed ({err})") from err
     args.bundle = str(bundle)
     if graph is not None and args.onnx is None:
         args.onnx = str(graph / "model.onnx")
@@ -266,8 +276,8 @@ def _positive(value: str) -> int:
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bundle",
-        default="models/classifier",
-        help="the model bundle (default: models/classifier)",
+        default=BUNDLE_DEFAULT,
+        help=f"the model bundle (default: {BUNDLE_DEFAULT})",
     )
     p.add_argument(
         "--model",

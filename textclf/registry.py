@@ -66,7 +66,11 @@ def _git(root: Path, *args: str) -> str:
 def declared(root: Path, rev: str | None = None) -> dict[str, str]:
     """The artifacts dvc.yaml declares (name -> path), in the workspace or at a commit."""
     text = _git(root, "show", f"{rev}:dvc.yaml") if rev else (root / "dvc.yaml").read_text(encoding="utf-8")
-    arts = (yaml.safe_load(text) or {}).get("artifacts") or {}
+    try:
+        spec = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"dvc.yaml{f' at {rev[:12]}' if rev else ''} does not parse: {err}") from err
+    arts = (spec.get("artifacts") if isinstance(spec, dict) else None) or {}
     return {name: str(spec["path"]) for name, spec in arts.items() if isinstance(spec, dict) and "path" in spec}
 
 
@@ -85,11 +89,28 @@ def resolve(root: Path, ref: ModelRef) -> tuple[str, str]:
     return found["rev"], found["path"]
 
 
+def _safe_relpath(path: str) -> Path:
+    """A declared artifact path as a plain relative path inside the project (dvc.yaml comes from a
+    commit anyone with push access wrote: no absolute paths, no '..', no empty parts)."""
+    p = Path(path)
+    if not path or p.is_absolute() or any(part in ("..", "") for part in Path(path).parts) or "\\" in path:
+        raise InputError(f"artifact path {path!r}: must be a relative path inside the project")
+    return p
+
+
 def fetch(root: Path, rev: str, path: str) -> Path:
     """The artifact at `path` as committed at `rev`, read through DVC (cache, else the default
     remote) into .textclf/registry/<commit>/<path>; a complete copy is reused."""
     root = root.resolve()
-    dest = root / CACHE_DIR / rev / path
+    if not re.fullmatch(r"[0-9a-f]{40}", rev):
+        raise InputError(f"{rev!r}: not a full commit id")
+    cache = root / CACHE_DIR
+    for link in (root / CACHE_DIR.parts[0], cache):
+        if link.is_symlink():
+            raise InputError(f"{link} is a symbolic link: refusing to write models through it")
+    dest = cache / rev / _safe_relpath(path)
+    if not dest.resolve().is_relative_to(cache.resolve()):
+        raise InputError(f"artifact path {path!r}: resolves outside {cache}")
     done = dest.parent / f".{dest.name}.complete"
     if done.exists() and dest.exists():
         return dest
@@ -129,8 +150,35 @@ def model_paths(root: Path, text: str, onnx: bool = False) -> tuple[Path, Path |
     if onnx:
         if ONNX not in arts:
             raise InputError(f"{ref}: dvc.yaml at {rev[:12]} declares no {ONNX!r} artifact")
+        _check_export(root, rev, arts)
         graph = fetch(root, rev, arts[ONNX])
     return bundle, graph, f"{ref} = {rev[:12]}"
+
+
+def _lock(root: Path, rev: str) -> dict:
+    try:
+        lock = yaml.safe_load(_git(root, "show", f"{rev}:dvc.lock")) or {}
+    except (InputError, yaml.YAMLError):
+        return {}
+    return lock if isinstance(lock, dict) else {}
+
+
+def _check_export(root: Path, rev: str, arts: dict[str, str]) -> None:
+    """The ONNX export at `rev` was made from the bundle at `rev` (dvc.lock: the stage that writes
+    the ONNX path depends on the bundle with the same hash the bundle's output has)."""
+    bundle, graph = arts[BUNDLE], arts[ONNX]
+    stages = (_lock(root, rev).get("stages") or {}).values()
+    made = {o.get("path"): o.get("md5") for st in stages for o in st.get("outs") or []}
+    for st in stages:
+        if any(o.get("path") == graph for o in st.get("outs") or []):
+            used = {d.get("path"): d.get("md5") for d in st.get("deps") or []}
+            if used.get(bundle) and used.get(bundle) == made.get(bundle):
+                return
+            break
+    raise InputError(
+        f"{graph} at {rev[:12]} was not exported from the {bundle} of that commit "
+        "(run `dvc repro export` and commit dvc.lock before promoting it)"
+    )
 
 
 @dataclass(frozen=True)
@@ -145,14 +193,12 @@ class Promotion:
 
 def _locked(root: Path, rev: str) -> dict[str, str]:
     """path -> content hash of every stage output in dvc.lock at `rev` ({} if none)."""
-    try:
-        lock = yaml.safe_load(_git(root, "show", f"{rev}:dvc.lock")) or {}
-    except InputError:
-        return {}
     return {
-        o["path"]: str(o.get("md5") or o.get("hash") or "")
-        for st in (lock.get("stages") or {}).values()
+        str(o.get("path")): str(o.get("md5") or o.get("hash") or "")
+        for st in (_lock(root, rev).get("stages") or {}).values()
+        if isinstance(st, dict)
         for o in st.get("outs") or []
+        if isinstance(o, dict)
     }
 
 
@@ -194,14 +240,20 @@ def promote(
     arts = declared(root, commit)
     outs = _locked_outs(root, commit)
     out = []
-    for name in artifacts:
+    for name in artifacts:  # every check before the first tag: a refusal tags nothing
         if name not in arts:
             raise InputError(f"{name}: dvc.yaml at {commit[:12]} declares no such artifact (artifacts: section)")
+        _safe_relpath(arts[name])
         if arts[name] not in outs:
             raise InputError(
                 f"{name}: {arts[name]} is not an output in dvc.lock at {commit[:12]}; "
                 "run `dvc repro` and commit dvc.lock first"
             )
+        if name == ONNX and BUNDLE in arts:
+            _check_export(root, commit, arts)
+        found = _version_at(root, name, commit)
+        if version is not None and found is not None and found[0] != version:
+            raise InputError(f"{name}: commit {commit[:12]} is already registered as {found[0]}, not {version}")
     for name in artifacts:
         try:
             existing = _version_at(root, name, commit)
@@ -219,18 +271,24 @@ def promote(
                 ver, vtag, new = reg.version, reg.tag, True
             else:
                 ver, vtag, new = existing
-                if version is not None and version != ver:
-                    raise InputError(f"{name}: commit {commit[:12]} is already registered as {ver}, not {version}")
-            try:
-                stage_tag = gto.api.assign(str(root), name, stage, version=ver, message=message).tag
-            except GTOException as err:
-                if "already in stage" not in str(err):
-                    raise
+            if _stage_commit(root, name, stage) == commit:
                 stage_tag = _stage_tag_at(root, name, stage, commit)  # promoting twice: nothing to do
+            else:
+                # force: the version may have been in this stage before (a roll-back); a new
+                # `name#stage#N` tag makes it the stage's current version for GTO and DVC alike
+                stage_tag = gto.api.assign(str(root), name, stage, version=ver, message=message, force=True).tag
         except GTOException as err:
             raise InputError(f"{name}: {err}") from err
         out.append(Promotion(name, ver, stage, vtag, stage_tag, new))
     return out
+
+
+def _stage_commit(root: Path, name: str, stage: str) -> str | None:
+    """The commit `name#stage` resolves to now (as `dvc artifacts get --stage` resolves it)."""
+    try:
+        return resolve(root, ModelRef(name, stage=stage))[0]
+    except InputError:
+        return None
 
 
 def _version_at(root: Path, name: str, commit: str) -> tuple[str, str, bool] | None:

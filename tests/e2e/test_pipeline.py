@@ -145,26 +145,14 @@ def test_autotune_killed_mid_search_resumes_to_the_same_choice(tmp_path):
     assert not log.exists()  # a finished search leaves no log: `dvc repro -f` searches again
 
 
-def test_dvc_experiment_with_a_param_override(tmp_path):
+def test_dvc_experiments_with_a_param_override_run_now_and_queued(tmp_path):
+    """`dvc exp run -S`, then `dvc exp run --queue` + `dvc queue start`: a background worker runs
+    the queued experiment; `dvc exp show` lists both with their params and metrics, and the
+    branch keeps its committed params."""
     repo = make_repo(tmp_path / "repo", params=EXPERIMENT)
     run(["dvc", "exp", "run", "-S", "train.lr=0.02", "-n", "lr002"], repo)
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    text = json.dumps(shown)
-    assert "lr002" in text
-    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
-    assert exps, text[:500]
-    data = exps[0]["revs"][0]["data"]
-    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.02
-    assert "test" in data["metrics"]["reports/metrics.json"]["data"]
-    # the experiment is recorded apart from the branch: HEAD still has the committed params
     head = run(["git", "show", "HEAD:params.yaml"], repo).stdout
-    assert "lr: 0.02" not in head
-
-
-def test_queued_experiments_run_with_dvc_queue_start(tmp_path):
-    """`dvc exp run --queue` + `dvc queue start`: a background worker runs the queued experiment,
-    and `dvc exp show` lists it with its params and metrics."""
-    repo = make_repo(tmp_path / "repo", params=EXPERIMENT)
+    assert "lr: 0.02" not in head  # the experiment is recorded apart from the branch
     run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.03", "-n", "queued-lr003"], repo)
     try:
         run(["dvc", "queue", "start", "-j", "1"], repo)
@@ -180,7 +168,8 @@ def test_queued_experiments_run_with_dvc_queue_start(tmp_path):
         subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env(), capture_output=True, timeout=60)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     exps = {e["name"]: e["revs"][0]["data"] for rev in shown for e in (rev.get("experiments") or [])}
-    assert "queued-lr003" in exps, json.dumps(shown)[:500]
-    data = exps["queued-lr003"]
-    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.03
-    assert 0.0 <= data["metrics"]["reports/metrics.json"]["data"]["test"]["macro_f1"] <= 1.0
+    assert {"lr002", "queued-lr003"} <= set(exps), json.dumps(shown)[:500]
+    for name, lr in (("lr002", 0.02), ("queued-lr003", 0.03)):
+        data = exps[name]
+        assert data["params"]["params.yaml"]["data"]["train"]["lr"] == lr
+        assert 0.0 <= data["metrics"]["reports/metrics.json"]["data"]["test"]["macro_f1"] <= 1.0

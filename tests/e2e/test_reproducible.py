@@ -14,26 +14,11 @@ pytestmark = pytest.mark.slow
 FAST = {"train": {"autotune": {"trials": 4}}}
 
 
-def test_two_fresh_copies_build_the_same_dvc_lock(tmp_path):
-    a = make_repo(tmp_path / "a", params=FAST)
-    b = make_repo(tmp_path / "b", params=FAST)
-    for repo in (a, b):
-        run(["dvc", "repro"], repo, timeout=900)
-    assert (a / "dvc.lock").read_text() == (b / "dvc.lock").read_text()
-    for name in (
-        "reports/metrics.json",
-        "reports/export.json",
-        "reports/train/autotune.json",
-        "reports/data/split.json",
-    ):
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    run_a = json.loads((a / "reports/train/run.json").read_text())
-    assert run_a["created"] and "torch" in run_a["versions"]  # recorded, outside anything hashed
-
-
 def test_a_clone_of_this_repository_rebuilds_the_committed_lock_and_outputs(tmp_path):
     """`git clone` + `dvc repro`: nothing in git changes (dvc.lock, metrics, plots), and
-    `dvc status` is clean. The committed lock names the corpus with its hash and size."""
+    `dvc status` is clean. The committed lock names the corpus with its hash and size. This is
+    the two-clone comparison: the committed lock was built in another clone, on another machine
+    (what varies by run, time and versions, is in reports/train/run.json, outside any hash)."""
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path)
     (clone / "data/raw").mkdir(exist_ok=True)
@@ -43,6 +28,8 @@ def test_a_clone_of_this_repository_rebuilds_the_committed_lock_and_outputs(tmp_
     status = run(["git", "status", "--porcelain"], clone).stdout
     assert status == "", status + run(["git", "diff", "--stat"], clone).stdout
     assert "up to date" in run(["dvc", "status"], clone).stdout.lower()
+    run_info = json.loads((clone / "reports/train/run.json").read_text())
+    assert run_info["created"] and "torch" in run_info["versions"]  # recorded, outside anything hashed
 
 
 def test_the_corpus_and_the_stopword_list_are_dependencies(tmp_path):

@@ -428,3 +428,13 @@ def test_a_fixed_reference_stops_promotions_drifting_down_a_tolerance_at_a_time(
     assert not first.promote and first.reference == "c1" and "first reference" in first.reason
     best = decide_against(Path("."), "best", **args)
     assert not best.promote and best.committed == 1.0
+
+
+def test_the_flow_takes_every_option_the_command_line_offers():
+    import inspect
+
+    from flows.incoming import IncomingOptions, build_parser
+
+    assert set(inspect.signature(incoming.fn).parameters) == set(IncomingOptions.model_fields)
+    args = {k: v for k, v in vars(build_parser().parse_args(["--no-register"])).items() if v is not None}
+    inspect.signature(incoming.fn).bind(**IncomingOptions(**args).model_dump())  # what main() passes

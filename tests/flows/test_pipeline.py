@@ -290,22 +290,6 @@ def test_metrics_report_compares_with_the_last_commit(built_repo):
     assert arts["textclf-per-class"][1]["f1"] == 0.88
 
 
-def test_a_run_waits_for_the_repositorys_prefect_concurrency_slot(built_repo):
-    from prefect.concurrency.sync import concurrency
-
-    name = repolock.slot_name(built_repo)
-    assert pipeline(target="ingest", repo=str(built_repo), return_state=True).is_completed()
-    with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(name)
-    assert limit.limit == 1 and limit.active_slots == 0  # created by the run, released after it
-    with concurrency(name, occupy=1):  # another flow run, anywhere on this Prefect server, holds it
-        state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=1, return_state=True)
-    assert state.is_failed()
-    with pytest.raises(repolock.RepoBusy, match=rf"holds the Prefect concurrency limit {name}.*gave up after 1 s"):
-        state.result()
-    assert not (built_repo / repolock.OWNER_FILE).exists()  # the file lock was never taken
-
-
 def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_repo):
     with another_run_holds_the_lock(built_repo, "flow run other-run") as release:
         state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=0.5, return_state=True)

@@ -114,9 +114,11 @@ def test_stop_never_signals_a_process_that_is_not_our_server(home):
     try:
         home.mkdir(parents=True)
         ps.state_file().write_text(json.dumps({"pid": other.pid, "api_url": "http://127.0.0.1:9/api"}))
-        assert ps.running() is None  # nothing answers there
-        assert ps.stop() is True
+        assert ps.running() is None  # not our server (and nothing answers there)
+        assert ps.stop() is False  # nothing of ours was running: the stale record goes, nothing is signalled
         assert other.poll() is None and not ps.state_file().exists()
+        ps.state_file().write_text("{}")  # a damaged record is no server either
+        assert ps.running() is None and ps.stop() is False
     finally:
         os.killpg(other.pid, 9)
         other.wait()

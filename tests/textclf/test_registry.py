@@ -15,11 +15,8 @@ from textclf.errors import InputError
 
 DVC_YAML = {
     "stages": {
-        "make": {
-            "cmd": "python make.py",
-            "deps": ["make.py", "seed.txt"],
-            "outs": ["models/classifier", "models/onnx"],
-        }
+        "make": {"cmd": "python make.py", "deps": ["make.py", "seed.txt"], "outs": ["models/classifier"]},
+        "export": {"cmd": "python export.py", "deps": ["export.py", "models/classifier"], "outs": ["models/onnx"]},
     },
     "artifacts": {
         "classifier": {"path": "models/classifier", "type": "model"},
@@ -27,11 +24,12 @@ DVC_YAML = {
     },
 }
 MAKE = """from pathlib import Path
-seed = Path("seed.txt").read_text()
-for d in ("models/classifier", "models/onnx"):
-    Path(d).mkdir(parents=True, exist_ok=True)
-Path("models/classifier/model.bin").write_text("weights " + seed)
-Path("models/onnx/model.onnx").write_text("graph " + seed)
+Path("models/classifier").mkdir(parents=True, exist_ok=True)
+Path("models/classifier/model.bin").write_text("weights " + Path("seed.txt").read_text())
+"""
+EXPORT = """from pathlib import Path
+Path("models/onnx").mkdir(parents=True, exist_ok=True)
+Path("models/onnx/model.onnx").write_text("graph " + Path("models/classifier/model.bin").read_text().split()[1])
 """
 
 
@@ -51,6 +49,7 @@ def repo(tmp_path, monkeypatch) -> Path:
     root.mkdir()
     (root / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     (root / "make.py").write_text(MAKE)
+    (root / "export.py").write_text(EXPORT)
     (root / "seed.txt").write_text("one")
     run(["git", "init", "-q", "-b", "main"], root)
     run(["dvc", "init", "-q"], root)
@@ -104,6 +103,12 @@ def test_promote_tags_versions_and_stages_and_a_ref_reads_the_committed_model(re
     old, none, _ = registry.model_paths(repo, "classifier@v0.0.1")
     assert (old / "model.bin").read_text() == "weights one" and none is None
     assert Path(repo / ".textclf/registry" / second / "models/classifier") == bundle
+    # roll back: the first commit becomes prod again (a new stage tag on it), and is served
+    first_commit = run(["git", "rev-parse", "classifier@v0.0.1^{commit}"], repo).stdout.strip()
+    back = registry.promote(repo, rev=first_commit)
+    assert [(p.version, p.stage_tag, p.new_version) for p in back][0] == ("v0.0.1", "classifier#prod#3", False)
+    bundle, _, what = registry.model_paths(repo, "classifier#prod")
+    assert (bundle / "model.bin").read_text() == "weights one" and what.endswith(first_commit[:12])
 
 
 def test_what_cannot_be_promoted_or_found_is_a_clear_error(repo, capsys):
@@ -117,6 +122,12 @@ def test_what_cannot_be_promoted_or_found_is_a_clear_error(repo, capsys):
         registry.promote(repo, version="1.0")
     with pytest.raises(InputError, match="no-such-rev"):
         registry.promote(repo, rev="no-such-rev")
+    # a crafted artifact path cannot reach outside the project's registry folder
+    for bad in ("/etc", "../outside", "models/../../x"):
+        with pytest.raises(InputError, match="must be a relative path inside the project"):
+            registry.fetch(repo, "0" * 40, bad)
+    with pytest.raises(InputError, match="not a full commit id"):
+        registry.fetch(repo, "HEAD", "models/classifier")
     # a commit whose dvc.lock does not have the model yet
     spec = yaml.safe_load((repo / "dvc.yaml").read_text())
     spec["artifacts"]["extra"] = {"path": "models/extra", "type": "model"}
@@ -124,9 +135,20 @@ def test_what_cannot_be_promoted_or_found_is_a_clear_error(repo, capsys):
     commit(repo, "declare another artifact")
     with pytest.raises(InputError, match=r"extra: models/extra is not an output in dvc.lock .* run `dvc repro`"):
         registry.promote(repo, artifacts=("extra",))
+    # a bundle retrained but not exported: its ONNX graph is the old model's, so it is not promoted
+    (repo / "seed.txt").write_text("two")
+    run(["dvc", "repro", "-q", "--single-item", "make"], repo)
+    stale = commit(repo, "retrained, not exported")
+    with pytest.raises(InputError, match=r"models/onnx at .* was not exported from the models/classifier"):
+        registry.promote(repo)
+    assert run(["git", "tag", "--points-at", stale], repo).stdout == ""  # nothing tagged
+    run(["dvc", "repro", "-q"], repo)
+    commit(repo, "exported")
     assert cli(["promote", "--repo", str(repo), "--version", "v1.0.0", "--stage", "prod"]) == 0
     assert cli(["predict", "--repo", str(repo), "--model", "classifier#staging", "text"]) == 2
     assert "classifier#staging: not in the model registry" in capsys.readouterr().err
+    assert cli(["predict", "--repo", str(repo), "--model", "classifier#prod", "--bundle", "elsewhere", "t"]) == 2
+    assert "give --model or --bundle, not both" in capsys.readouterr().err
     assert set(run(["git", "tag"], repo).stdout.split()) == {
         "classifier@v1.0.0",
         "classifier#prod#1",
