@@ -44,8 +44,12 @@ lint: install-dev
 ## test: lint + the whole test suite
 test: install-dev
 	$(BIN)/ruff check .
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=25
-	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -m serial --durations=5
+	@# the serial test (a real Prefect server, a schedule, Ctrl-C: mostly waiting) runs beside the
+	@# parallel part, not after it; its output follows the parallel part's; either failing fails
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -m serial --durations=5 >$(VENV)/serial-tests.log 2>&1 & serial=$$!; \
+	PATH="$(abspath $(BIN)):$$PATH" python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=25; \
+	parallel=$$?; wait $$serial; serial_rc=$$?; echo "--- serial tests (ran beside the parallel part):"; \
+	cat $(VENV)/serial-tests.log; test $$parallel -eq 0 && test $$serial_rc -eq 0
 
 clean:
 	rm -rf data/interim data/processed models reports/validation

@@ -103,7 +103,7 @@ def test_autotune_killed_mid_search_resumes_to_the_same_choice(tmp_path):
             "epochs": 4,
             "batch_size": 4,
             "patience": 10,
-            "autotune": {"budget_s": 600, "trials": 6, "families": ["bag"], "seed": 3},
+            "autotune": {"budget_s": 600, "trials": 4, "families": ["bag"], "seed": 3},
         }
     }
     ref = make_repo(tmp_path / "ref", params=params)
@@ -133,7 +133,7 @@ def test_autotune_killed_mid_search_resumes_to_the_same_choice(tmp_path):
     assert proc.poll() is None, "the search finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert 2 <= len(json.loads(log.read_text())["trials"]) < 6
+    assert 2 <= len(json.loads(log.read_text())["trials"]) < 4
 
     out = run(["dvc", "repro", "train"], repo).stdout
     assert "Running stage 'train'" in out
