@@ -351,6 +351,13 @@ def dvc_params_files(overrides: list[str] | None) -> list[str]:
 # command line: one option per IncomingOptions field
 
 
+# options turned off by a flag of their own: (flag, the value it sets, help)
+OFF_SWITCHES = {
+    "push_remote": ("--no-push", False, "do not dvc push after promotion"),
+    "register_stage": ("--no-register", "", "do not register the promoted models in the model registry"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.incoming", description=__doc__.split("\n\n")[0])
     for name, f in IncomingOptions.model_fields.items():
@@ -365,23 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="SECTION.KEY=VALUE",
                 help=help_text,
             )
-        elif name == "push_remote":
-            p.add_argument(
-                "--no-push",
-                dest="push_remote",
-                action="store_false",
-                help="do not dvc push after promotion",
-            )
-        elif name == "register_stage":
-            p.add_argument(
-                "--no-register",
-                dest="register_stage",
-                action="store_const",
-                const="",
-                default=f.default,
-                help="do not register the promoted models in the model registry",
-            )
-            p.add_argument(flag, dest=name, default=f.default, metavar="STAGE", help=help_text)
+        elif name in OFF_SWITCHES:
+            off, value, off_help = OFF_SWITCHES[name]
+            p.add_argument(off, dest=name, action="store_const", const=value, default=f.default, help=off_help)
+            if name == "register_stage":  # the stage itself is an option too
+                p.add_argument(flag, dest=name, default=f.default, metavar="STAGE", help=help_text)
         elif f.annotation is bool:
             p.add_argument(flag, dest=name, action="store_true", help=help_text)
         else:

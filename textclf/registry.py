@@ -202,10 +202,6 @@ def _locked(root: Path, rev: str) -> dict[str, str]:
     }
 
 
-def _locked_outs(root: Path, rev: str) -> set[str]:
-    return set(_locked(root, rev))
-
-
 def changed_artifacts(root: Path, rev: str = "HEAD") -> tuple[str, ...]:
     """The declared artifacts whose output at `rev` differs from its first parent's (or is new):
     what a promotion commit made that deserves a new version."""
@@ -238,7 +234,7 @@ def promote(
         raise InputError(f"version {version!r}: expected vMAJOR.MINOR.PATCH, e.g. v1.0.0")
     commit = _git(root, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
     arts = declared(root, commit)
-    outs = _locked_outs(root, commit)
+    outs = set(_locked(root, commit))
     out = []
     for name in artifacts:  # every check before the first tag: a refusal tags nothing
         if name not in arts:
