@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 # pytest-xdist workers for `make test` (0 = no workers: the suite in one process)
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint install install-dev clean
+.PHONY: run test lint install install-dev browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,19 @@ $(CORPORA)/.downloaded: $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev $(CORPORA)/.downloaded
 
+# A real headless browser for the test that opens `dvc plots show`'s page with the network off
+# (tests/e2e/test_pipeline.py): Debian's chromium-headless-shell, unless a Chromium is on PATH
+# (or TEXTCLF_BROWSER names one). Needs root or password-less sudo; about 90 MB, ~15 s.
+BROWSERS := chromium-headless-shell chromium google-chrome
+browser:
+	@if [ -n "$$TEXTCLF_BROWSER" ] || for b in $(BROWSERS); do command -v $$b && break; done | grep -q .; then \
+	  exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; else sudo="sudo -n"; fi; \
+	echo "installing Debian's chromium-headless-shell (for the offline-plots test)"; \
+	$$sudo apt-get install -y -q --no-install-recommends chromium-headless-shell >/dev/null || { \
+	  $$sudo apt-get update -q >/dev/null && \
+	  $$sudo apt-get install -y -q --no-install-recommends chromium-headless-shell >/dev/null; }
+
 ## run: build the whole pipeline on the embedded sample corpus with DVC
 run: install
 	mkdir -p data/raw
@@ -42,7 +55,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 
 ## test: lint + the whole test suite
-test: install-dev
+test: install-dev browser
 	$(BIN)/ruff check .
 	@# the serial test (a real Prefect server, a schedule, Ctrl-C: mostly waiting) runs beside the
 	@# parallel part, not after it; its output follows the parallel part's; either failing fails

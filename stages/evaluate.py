@@ -1,20 +1,36 @@
 """DVC stage `evaluate`: the bundle + the test split (+ both baselines' predictions) →
-reports/metrics.json, reports/predictions.parquet, reports/plots/. Scoring: textclf.evaluate."""
+reports/metrics.json, reports/predictions.parquet, and the confusion, ROC, PR and calibration
+plots through DVCLive's sklearn plots (reports/evaluate/plots/sklearn/). Scoring: textclf.evaluate."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from textclf import schemas
 from textclf.artifacts import read_parquet, run_main, write_json, write_parquet
 from textclf.bundle import load_bundle
-from textclf.evaluate import (
-    evaluate,
-    log,
-)
+from textclf.evaluate import Plot, evaluate, log
 from textclf.params import load_params
 from textclf.paths import BASELINE_PREDICTIONS as BASELINE
-from textclf.paths import BUNDLE, METRICS, PLOTS, PREDICTIONS, SUSPECTS, TEST
+from textclf.paths import BUNDLE, EVALUATE_REPORTS, METRICS, PREDICTIONS, SUSPECTS, TEST
 from textclf.paths import RAW_BASELINE_PREDICTIONS as RAW_BASELINE
 from textclf.stats import rounded
+
+
+def log_plots(plots: list[Plot]) -> None:
+    """Each plot through DVCLive (`dvc.yaml` declares the files, with titles and axes); a curve
+    that is undefined on this test split is written empty in DVCLive's shape."""
+    from dvclive import Live
+
+    with Live(dir=str(EVALUATE_REPORTS), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        for plot in plots:
+            if plot.truth is None:
+                write_json({plot.kind: []}, Path(live.plots_dir) / "sklearn" / f"{plot.name}.json")
+            else:
+                live.log_sklearn_plot(plot.kind, plot.truth, plot.scores, name=plot.name, **plot.options)
+    # DVCLive ends with a summary of the metrics logged, here none: `{}`. Evaluate's metrics
+    # are reports/metrics.json; an undeclared second file would only show up as untracked.
+    Path(live.metrics_file).unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -34,8 +50,7 @@ def main() -> None:
         )
         preds = schemas.validate(preds, schemas.predictions_schema(bundle.labels), "evaluate", str(PREDICTIONS))
         write_parquet(preds, PREDICTIONS)
-        for name, rows in plots.items():
-            write_json(rows, PLOTS / f"{name}.json")
+        log_plots(plots)
         write_json(rounded(metrics), METRICS)
         t, b = metrics["test"], metrics["baseline"]
         log.info(

@@ -120,7 +120,9 @@ def make_repo(
     if git:
         run(["git", "init", "-q", "-b", "main"], dest)
         run(["dvc", "init", "-q"], dest)
-        run(["dvc", "config", "core.analytics", "false"], dest)
+        # the project's DVC settings (analytics off, the offline `dvc plots show` template)
+        shutil.copy2(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+        shutil.copytree(ROOT / ".dvc" / "plots", dest / ".dvc" / "plots")
         run(["git", "add", "-A"], dest)
         run(["git", "commit", "-qm", "fixture repo"], dest)
     return dest

@@ -1,5 +1,5 @@
 """evaluate: the bundle + the test split (+ the baseline's predictions) → reports/metrics.json,
-reports/predictions.parquet, reports/plots/.
+reports/predictions.parquet, and the plots the stage logs through DVCLive (reports/evaluate/).
 
 Model and baseline are scored by the same function (`score`) with scikit-learn: accuracy,
 macro-/weighted-F1, per-class precision/recall/F1/support, ROC-AUC, expected calibration error.
@@ -7,14 +7,14 @@ macro-/weighted-F1, per-class precision/recall/F1/support, ROC-AUC, expected cal
 split's noise: a paired bootstrap 95% interval of the macro-F1 difference (seeded, so the
 metrics are reproducible) and an exact McNemar test on the documents exactly one of the two
 gets right.
-Plots for DVC: the model's confusion matrix (DVC's `confusion` template), ROC and PR curves
-(binary: the positive class is the second label in sorted order; more classes: micro-averaged
-one-vs-rest).
+Plots for DVC (`plots`): the model's confusion matrix, ROC and PR curves and the calibration
+curve, each for DVCLive's `log_sklearn_plot`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,8 @@ import torch
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
-    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
-    roc_curve,
 )
 from sklearn.preprocessing import label_binarize
 
@@ -100,24 +98,45 @@ def _roc_auc(y: np.ndarray, proba: np.ndarray) -> float | None:
     return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(proba.shape[1]))))
 
 
-def curves(y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> tuple[list[dict], list[dict]]:
-    """ROC and PR points: binary for two classes, micro-averaged one-vs-rest otherwise."""
+@dataclass(frozen=True)
+class Plot:
+    """One evaluate plot, logged through DVCLive's `Live.log_sklearn_plot(kind, truth, scores)`
+    (the stage does the logging; this module stays importable without DVCLive).
+    `truth`/`scores` are None where the curve is undefined (one class in the test split): the
+    stage then writes the file empty, so DVC still finds the declared output."""
+
+    name: str
+    kind: str  # "confusion_matrix" | "roc" | "precision_recall" | "calibration"
+    truth: np.ndarray | None
+    scores: np.ndarray | None
+    options: dict = field(default_factory=dict)  # passed on to the scikit-learn function
+
+
+def plots(y_true: np.ndarray, predicted: np.ndarray, proba: np.ndarray, labels: list[str], bins: int) -> list[Plot]:
+    """The confusion matrix, ROC and PR curves (binary: the positive class is the second label in
+    sorted order; more classes: micro-averaged one-vs-rest, every (document, class) pair a point),
+    and the calibration curve behind `ece`: top-class confidence against the fraction of those
+    predictions that are right, in `bins` equal-width bins."""
     y = label_ids(y_true, labels)
-    if len(np.unique(y)) < 2:
-        return [], []
-    if len(labels) == 2:
-        truth, scores = (y == 1).astype(int), proba[:, 1]
-    else:
-        truth, scores = label_binarize(y, classes=list(range(len(labels)))).ravel(), proba.ravel()
-    fpr, tpr, _ = roc_curve(truth, scores)
-    prec, rec, _ = precision_recall_curve(truth, scores)
-    roc = [{"fpr": round(float(a), 5), "tpr": round(float(b), 5)} for a, b in zip(fpr, tpr, strict=True)]
-    step = max(1, len(rec) // 500)  # a PR curve has a point per threshold: keep the plot light
-    pr = [
-        {"recall": round(float(a), 5), "precision": round(float(b), 5)}
-        for a, b in zip(rec[::step], prec[::step], strict=True)
+    curves: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+    if len(np.unique(y)) >= 2:
+        if len(labels) == 2:
+            curves = ((y == 1).astype(int), proba[:, 1])
+        else:
+            curves = (label_binarize(y, classes=list(range(len(labels)))).ravel(), proba.ravel())
+    top = (proba.argmax(axis=1) == y).astype(int), proba.max(axis=1)
+    return [
+        Plot("confusion", "confusion_matrix", np.asarray(y_true, dtype=str), np.asarray(predicted, dtype=str)),
+        Plot("roc", "roc", *curves),
+        # one point per distinct score otherwise: drop those that do not change the curve
+        Plot("precision_recall", "precision_recall", *curves, {"drop_intermediate": True}),
+        Plot(
+            "calibration",
+            "calibration",
+            *(top if len(y) else (None, None)),
+            {"n_bins": bins, "strategy": "uniform", "pos_label": 1},
+        ),
     ]
-    return roc, pr
 
 
 def compare_to_baseline(
@@ -219,7 +238,7 @@ def evaluate(
     seed: int = 0,
     raw_baseline: pd.DataFrame | None = None,
     suspects: pd.DataFrame | None = None,
-) -> tuple[dict, pd.DataFrame, dict]:
+) -> tuple[dict, pd.DataFrame, list[Plot]]:
     labels = bundle.labels
     unknown = sorted(set(test["label"].tolist()) - set(labels))
     if unknown:
@@ -249,10 +268,4 @@ def evaluate(
     metrics["comparison"]["references"] = references(metrics, ("baseline", "baseline_raw"))
     if suspects is not None:
         metrics["test_unflagged"] = unflagged_score(test, y_true, proba, labels, suspects, bins)
-    roc, pr = curves(y_true, proba, labels)
-    plots = {
-        "confusion": [{"actual": a, "predicted": b} for a, b in zip(y_true, preds["predicted"], strict=True)],
-        "roc": roc,
-        "pr": pr,
-    }
-    return metrics, preds, plots
+    return metrics, preds, plots(y_true, preds["predicted"].to_numpy(), proba, labels, bins)

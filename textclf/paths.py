@@ -39,7 +39,7 @@ RUN_METADATA = TRAIN_REPORTS / "run.json"  # not a DVC output: time, host, versi
 # evaluate
 METRICS = Path("reports/metrics.json")
 PREDICTIONS = Path("reports/predictions.parquet")
-PLOTS = Path("reports/plots")
+EVALUATE_REPORTS = Path("reports/evaluate")  # DVCLive's folder: plots/sklearn/<plot>.json
 # export
 ONNX_DIR = Path("models/onnx")
 EXPORT_REPORT = Path("reports/export.json")

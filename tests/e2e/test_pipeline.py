@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -33,14 +36,109 @@ def test_full_repro_then_nothing_reruns(tmp_path):
     assert c["delta_macro_f1"] == pytest.approx(metrics["test"]["macro_f1"] - metrics["baseline"]["macro_f1"])
     assert c["ci95_low"] <= c["ci95_high"] and c["bootstrap"] == 1000 and 0 <= c["mcnemar_p"] <= 1
     assert (repo / "models/classifier/manifest.json").exists()
-    assert (repo / "reports/plots/confusion.json").exists()
-    assert (repo / "reports/train/plots/metrics/valid/macro_f1.tsv").exists()
+    _plots_are_dvclive_sklearn_plots(repo, metrics)
+    _plots_render_offline(repo)
     again = run(["dvc", "repro"], repo).stdout
     assert "Running stage" not in again
     for stage in STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in again
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     assert "reports/metrics.json" in json.dumps(shown)
+
+
+def _plots_are_dvclive_sklearn_plots(repo, metrics):
+    plots = repo / "reports/evaluate/plots/sklearn"
+    labels = sorted(metrics["test"]["per_class"])
+    cm = json.loads((plots / "confusion.json").read_text(encoding="utf-8"))
+    assert len(cm) == metrics["test"]["n"] and {r["actual"] for r in cm} <= set(labels)
+    roc = json.loads((plots / "roc.json").read_text(encoding="utf-8"))["roc"]
+    assert (roc[0]["fpr"], roc[0]["tpr"], roc[-1]["fpr"], roc[-1]["tpr"]) == (0, 0, 1, 1)
+    assert json.loads((plots / "precision_recall.json").read_text(encoding="utf-8"))["precision_recall"]
+    cal = json.loads((plots / "calibration.json").read_text(encoding="utf-8"))["calibration"]
+    assert cal and all(0 <= p["prob_true"] <= 1 and 0 < p["prob_pred"] <= 1 for p in cal)
+    # the four declared outputs and nothing else (no DVCLive summary of no metrics)
+    written = sorted(p.name for p in (repo / "reports/evaluate").rglob("*") if p.is_file())
+    assert written == ["calibration.json", "confusion.json", "precision_recall.json", "roc.json"]
+
+
+def headless_browser() -> str:
+    found = [shutil.which(name) for name in ("chromium-headless-shell", "chromium", "google-chrome")]
+    browser = os.environ.get("TEXTCLF_BROWSER") or next((b for b in found if b), None)
+    if not browser:
+        pytest.fail("no headless Chromium: `make browser` installs Debian's chromium-headless-shell")
+    return browser
+
+
+# Appended to the page DVC wrote: after the scripts have run, how many pixels of each plot's
+# canvas are not background (a plot that did not draw has no canvas: -1)
+PROBE = """<script>
+setTimeout(function () {
+  var out = [];
+  document.querySelectorAll("body > div[id]").forEach(function (div) {
+    var c = div.querySelector("canvas"), ink = -1;
+    if (c && c.width && c.height) {
+      var px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      ink = 0;
+      for (var i = 0; i < px.length; i += 4)
+        if (px[i + 3] > 0 && (px[i] < 200 || px[i + 1] < 200 || px[i + 2] < 200)) ink++;
+    }
+    out.push(div.id + " " + ink);
+  });
+  var pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = out.join("\\n");
+  document.body.appendChild(pre);
+}, 2000);
+</script>"""
+
+
+def render_offline(page: Path) -> dict[str, int]:
+    """Each plot's drawn pixels when a real headless Chromium opens `page` with the network off
+    (no name resolves, every request goes to a closed proxy port)."""
+    head, _, tail = page.read_text(encoding="utf-8").rpartition("</body>")
+    probed = page.with_name("probe.html")
+    probed.write_text(head + PROBE + "</body>" + tail, encoding="utf-8")
+    cmd = [
+        headless_browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
+        "--disable-background-networking",
+        f"--user-data-dir={page.parent / 'browser-profile'}",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        probed.as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    return {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in found.group(1).splitlines()}
+
+
+def _plots_render_offline(repo):
+    """`dvc plots show` with the project's template (.dvc/config) draws every plot offline; DVC's
+    own page, which loads Vega from a CDN, draws none (the check can fail)."""
+    declared = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
+    titles = {path: shown[0]["content"]["title"]["text"] for path, shown in declared.items()}
+    # titled in words, not by their file's path (DVC's default title)
+    assert titles["reports/train/plots/metrics/train/loss.tsv"] == "Training loss by epoch"
+    assert not [t for t in titles.values() if "/" in t or t.endswith((".tsv", ".json"))], titles
+    run(["dvc", "plots", "show", "-o", "offline"], repo)
+    page = repo / "offline" / "index.html"
+    assert "<script src=" not in page.read_text(encoding="utf-8")
+    drawn = render_offline(page)
+    assert len(drawn) == len(declared) == 9, (sorted(drawn), sorted(declared))
+    assert any("calibration" in name for name in drawn)
+    assert all(ink > 500 for ink in drawn.values()), drawn
+
+    from dvc_render.html import PAGE_HTML
+
+    (repo / "dvc-page.html").write_text(PAGE_HTML, encoding="utf-8")
+    run(["dvc", "plots", "show", "-o", "cdn", "--html-template", "dvc-page.html"], repo)
+    assert "cdn.jsdelivr.net" in (repo / "cdn" / "index.html").read_text(encoding="utf-8")
+    assert set(render_offline(repo / "cdn" / "index.html").values()) == {-1}
 
 
 def _train_outputs(repo):

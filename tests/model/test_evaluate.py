@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from textclf.evaluate import compare_to_baseline, curves, expected_calibration_error, score
+from textclf.evaluate import compare_to_baseline, expected_calibration_error, plots, score
 from textclf.stats import bootstrap_macro_f1
 
 LABELS = ["neg", "pos"]
@@ -44,9 +44,28 @@ def test_multiclass_scores_and_curves():
     m = score(y, p, labels)
     assert m["accuracy"] == pytest.approx(0.75)
     assert m["roc_auc"] is not None
-    roc, pr = curves(y, p, labels)
-    assert roc[0] == {"fpr": 0.0, "tpr": 0.0} and roc[-1] == {"fpr": 1.0, "tpr": 1.0}
-    assert all(set(r) == {"recall", "precision"} for r in pr)
+    by_name = {pl.name: pl for pl in plots(y, np.array(labels)[p.argmax(axis=1)], p, labels, bins=5)}
+    assert set(by_name) == {"confusion", "roc", "precision_recall", "calibration"}
+    # micro-averaged one-vs-rest: a (document, class) pair per point, positive where it is the truth
+    roc = by_name["roc"]
+    assert roc.truth.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0] and roc.scores.tolist() == p.ravel().tolist()
+    assert by_name["precision_recall"].truth is roc.truth
+    cm = by_name["confusion"]
+    assert cm.truth.tolist() == ["a", "b", "c", "a"] and cm.scores.tolist() == ["a", "b", "c", "b"]
+    cal = by_name["calibration"]  # the ECE's inputs: top-class confidence, and whether it was right
+    assert cal.truth.tolist() == [1, 1, 1, 0] and cal.scores.tolist() == [0.7, 0.8, 0.6, 0.4]
+    assert cal.options["n_bins"] == 5
+
+
+def test_binary_curves_score_the_second_label_and_one_class_leaves_them_undefined():
+    labels = ["neg", "pos"]
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    y = np.array(["neg", "pos", "pos"], dtype=object)
+    roc = {pl.name: pl for pl in plots(y, np.array(labels)[p.argmax(axis=1)], p, labels, bins=10)}["roc"]
+    assert roc.truth.tolist() == [0, 1, 1] and roc.scores.tolist() == [0.1, 0.8, 0.4]
+    one = {pl.name: pl for pl in plots(y[:1], np.array(["neg"]), p[:1], labels, bins=10)}
+    assert one["roc"].truth is None and one["precision_recall"].scores is None
+    assert one["calibration"].truth.tolist() == [1]  # defined: the one prediction is right
 
 
 def test_single_class_test_split_has_no_auc():
