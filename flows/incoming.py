@@ -158,7 +158,7 @@ def incoming(
     if opts.reference not in REFERENCES:
         raise GateError(f"reference must be one of {', '.join(REFERENCES)}, got {opts.reference!r}")
     root = resolve_repo(opts.repo)
-    with repolock.repo_lock(root, opts.lock_timeout_s, what="incoming flow"):
+    with repolock.run_slot(root, opts.lock_timeout_s, what="incoming flow"):
         return _run(root, opts)
 
 

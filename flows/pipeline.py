@@ -164,7 +164,7 @@ def pipeline(
     if experiment not in dvcops.EXPERIMENT_MODES:
         raise ParamsError(f"experiment={experiment!r}: expected one of {', '.join(dvcops.EXPERIMENT_MODES)}")
     saved: dict = {}
-    with repolock.repo_lock(root, lock_timeout_s, what=f"flow run {_flow_run_name()}"):
+    with repolock.run_slot(root, lock_timeout_s, what=f"flow run {_flow_run_name()}"):
         with dvcops.params_overrides(root, overrides, keep=keep_params):
             check_params(str(root))
             planned = dvcops.stage_order(root, target)

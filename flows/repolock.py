@@ -1,17 +1,30 @@
 """The repository lock: one flow run at a time works on a repository.
 
-A file lock under .dvc/tmp (held by a process, released when it dies) plus an owner file that
-names the holder, so a run that waits says who it waits for; `repo_lock` is re-entrant within a
-run (a flow calling the pipeline as a subflow does not wait for itself)."""
+Two layers (`run_slot`):
+- a Prefect global concurrency limit per repository (`textclf-repo-<hash>`, one slot), so Prefect
+  shows who works on the repository and who waits: the Concurrency page lists the limit with its
+  active slot, the slot's lease names the holding flow run, and a waiting run logs that it waits
+  for the slot and for whom;
+- underneath, a file lock under .dvc/tmp (held by a process, released when it dies) plus an owner
+  file that names the holder; it also keeps apart runs outside Prefect or on another server.
+A slot is a lease (`SLOT_LEASE_S`, renewed while held): a holder that is killed cannot give it
+back. So the holder records its lease beside the file lock (`SLOT_FILE`), and a waiting run that
+finds the recorded holder dead on this host releases that lease at once instead of waiting for it
+to expire (a holder on another host: the lease expires after `SLOT_LEASE_S`).
+Both layers are re-entrant within a run (a flow calling the pipeline as a subflow does not wait
+for itself)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +42,8 @@ log = logging.getLogger("textclf.flows")
 
 LOCK_FILE = Path(".dvc/tmp/textclf-pipeline.lock")
 OWNER_FILE = Path(".dvc/tmp/textclf-pipeline.owner.json")
+SLOT_FILE = Path(".dvc/tmp/textclf-pipeline.slot.json")  # the held slot's lease, pid and host
+SLOT_LEASE_S = 60.0  # renewed every third of that while held
 
 
 class RepoBusy(RunError):
@@ -46,23 +61,42 @@ def lock_holder(root: Path) -> dict | None:
         return None
 
 
+def _dead(holder: dict) -> bool:
+    """True only when the holder was a process on this host that no longer runs."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
 def describe_holder(holder: dict | None) -> str:
     if not holder:
         return "another process"
-    alive = ""
-    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        try:
-            os.kill(holder["pid"], 0)
-        except ProcessLookupError:
-            alive = ", no longer running"
-        except PermissionError:
-            pass
+    alive = ", no longer running" if _dead(holder) else ""
     run = f", {holder['what']}" if holder.get("what") else ""
     return f"pid {holder.get('pid')} on {holder.get('host')}{run}, since {holder.get('since')}{alive}"
 
 
+def _holder_record(what: str, **extra) -> bytes:
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "what": what,
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+    return json.dumps(record).encode()
+
+
 @contextmanager
-def repo_lock(root: Path, timeout_s: float, what: str = "", poll_s: float = 0.2) -> Iterator[None]:
+def repo_lock(
+    root: Path, timeout_s: float, what: str = "", poll_s: float = 0.2, asked_s: float | None = None
+) -> Iterator[None]:
     """Hold the repository's pipeline lock; wait at most `timeout_s` (0: do not wait) for it.
 
     Re-entrant within one run (a flow that holds it may call the pipeline flow as a subflow);
@@ -93,25 +127,167 @@ def repo_lock(root: Path, timeout_s: float, what: str = "", poll_s: float = 0.2)
         except Timeout:
             raise RepoBusy(
                 f"repository {root} is busy: another pipeline run holds {LOCK_FILE} "
-                f"({describe_holder(lock_holder(root))}); gave up after {timeout_s:g} s. "
+                f"({describe_holder(lock_holder(root))}); gave up after {asked_s or timeout_s:g} s. "
                 "Nothing was changed. Run again later, or raise lock_timeout_s."
             ) from None
     token = _HELD.set(_HELD.get() | {key})
     owner = root / OWNER_FILE
     try:
-        write_bytes(
-            owner,
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "what": what,
-                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
-            ).encode(),
-        )
+        write_bytes(owner, _holder_record(what))
         yield
     finally:
         _HELD.reset(token)
         owner.unlink(missing_ok=True)
         lock.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# the Prefect slot above it
+
+_SLOTS: ContextVar[frozenset[str]] = ContextVar("textclf_repo_slots", default=frozenset())
+
+
+def slot_name(root: Path) -> str:
+    """The repository's global concurrency limit: one name per resolved path."""
+    return "textclf-repo-" + hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+
+
+def _slot_client(name: str):
+    """A Prefect client with the repository's limit (one slot) in place; None when there is no
+    Prefect API to ask (then the file lock alone keeps runs apart)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    client = get_client(sync_client=True)
+    try:
+        client.__enter__()
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass  # another run created it meanwhile
+        return client
+    except Exception as err:  # noqa: BLE001 - no server, or an old one: the file lock still holds
+        log.warning("no Prefect concurrency limit for this repository (%s); the file lock alone applies", err)
+        client.__exit__(None, None, None)
+        return None
+
+
+def _flow_run_holder():
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ConcurrencyLeaseHolder(type="flow_run", id=ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+def _take_slot(client, name: str) -> str | None:
+    """The lease id of the repository's slot, or None when another run holds it."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    try:
+        response = client.increment_concurrency_slots_with_lease(
+            names=[name], slots=1, mode="concurrency", lease_duration=SLOT_LEASE_S, holder=_flow_run_holder()
+        )
+    except PrefectHTTPStatusError as err:
+        if err.response.status_code == 423:  # Locked: no slot free
+            return None
+        raise
+    return str(response.json()["lease_id"])
+
+
+def slot_holder(root: Path) -> dict | None:
+    try:
+        return json.loads((root / SLOT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _release_dead_holders_slot(client, root: Path) -> bool:
+    """If the recorded slot holder is a process on this host that no longer runs, release its
+    lease (it was killed and could not) and say so; True when a lease was released."""
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    holder = slot_holder(root)
+    if not holder or not _dead(holder) or not holder.get("lease_id"):
+        return False
+    try:
+        client.release_concurrency_slots_with_lease(holder["lease_id"])
+    except (ObjectNotFound, PrefectHTTPStatusError):
+        pass  # expired or released already
+    (root / SLOT_FILE).unlink(missing_ok=True)
+    log.warning("released the repository's Prefect slot held by %s (it was killed)", describe_holder(holder))
+    return True
+
+
+def _keep_lease(client_factory, lease_id: str, stop: threading.Event) -> None:
+    """Renew the lease every third of its duration until `stop` (its own client: a thread)."""
+    with client_factory() as client:
+        while not stop.wait(SLOT_LEASE_S / 3):
+            try:
+                client.renew_concurrency_lease(lease_id, lease_duration=SLOT_LEASE_S)
+            except Exception as err:  # noqa: BLE001 - the file lock still holds; say so and go on
+                log.warning("could not renew the repository's Prefect slot (%s); the file lock still holds", err)
+
+
+@contextmanager
+def run_slot(root: Path, timeout_s: float, what: str = "", poll_s: float = 1.0) -> Iterator[None]:
+    """The repository's Prefect concurrency slot, then its file lock; at most `timeout_s` for both."""
+    from prefect.client.orchestration import get_client
+
+    if timeout_s is None or timeout_s < 0:
+        raise ParamsError("lock_timeout_s must be >= 0 (the wait for another run is bounded)")
+    name = slot_name(root)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        client = None if name in _SLOTS.get() else _slot_client(name)
+        if client is not None:
+            stack.callback(client.__exit__, None, None, None)
+            lease_id = _take_slot(client, name)
+            if lease_id is None and _release_dead_holders_slot(client, root):
+                lease_id = _take_slot(client, name)
+            if lease_id is None:
+                log.warning(
+                    "waiting for the repository's Prefect concurrency slot %s (held by %s); up to %g s",
+                    name,
+                    describe_holder(slot_holder(root)),
+                    timeout_s,
+                )
+            while lease_id is None:
+                if time.monotonic() - started >= timeout_s:
+                    raise RepoBusy(
+                        f"repository {root} is busy: another flow run holds the Prefect concurrency limit "
+                        f"{name} ({describe_holder(slot_holder(root))}); gave up after {timeout_s:g} s. "
+                        "Nothing was changed. Run again later, or raise lock_timeout_s."
+                    )
+                time.sleep(min(poll_s, max(0.0, timeout_s - (time.monotonic() - started))))
+                _release_dead_holders_slot(client, root)
+                lease_id = _take_slot(client, name)
+            # recorded at once, so a waiting run can tell when this process is gone
+            write_bytes(root / SLOT_FILE, _holder_record(what, lease_id=lease_id, limit=name))
+            stack.callback(_give_back, client, root, lease_id)
+            stop = threading.Event()
+            keeper = threading.Thread(
+                target=_keep_lease, args=(lambda: get_client(sync_client=True), lease_id, stop), daemon=True
+            )
+            keeper.start()
+            stack.callback(keeper.join)
+            stack.callback(stop.set)
+            token = _SLOTS.set(_SLOTS.get() | {name})
+            stack.callback(_SLOTS.reset, token)
+            log.info("holding the repository's Prefect concurrency slot %s", name)
+        left = max(0.0, timeout_s - (time.monotonic() - started))
+        stack.enter_context(repo_lock(root, left, what, asked_s=timeout_s))
+        yield
+
+
+def _give_back(client, root: Path, lease_id: str) -> None:
+    try:
+        client.release_concurrency_slots_with_lease(lease_id)
+    except Exception as err:  # noqa: BLE001 - the lease then expires on its own
+        log.warning("could not release the repository's Prefect slot (%s); it expires in %g s", err, SLOT_LEASE_S)
+    if (slot_holder(root) or {}).get("lease_id") == lease_id:
+        (root / SLOT_FILE).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -302,6 +303,64 @@ def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_
         assert task_runs(state) == {}  # it touched nothing
         threading.Timer(1.0, release.set).start()
         assert pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=30, return_state=True).is_completed()
+
+
+def test_a_run_holds_the_repositorys_prefect_slot_and_a_second_run_waits_for_it(built_repo, caplog):
+    from prefect.concurrency.sync import concurrency
+
+    name = repolock.slot_name(built_repo)
+    assert pipeline(target="ingest", repo=str(built_repo), return_state=True).is_completed()
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert limit.limit == 1 and limit.active_slots == 0  # created by the run, given back after it
+    assert not (built_repo / repolock.SLOT_FILE).exists()
+    with concurrency(name, occupy=1):  # another flow run, anywhere on this Prefect server, holds it
+        state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=1, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(repolock.RepoBusy, match=rf"holds the Prefect concurrency limit {name}.*gave up after 1 s"):
+            state.result()
+        assert not (built_repo / repolock.OWNER_FILE).exists()  # the file lock was never taken
+        assert "waiting for the repository's Prefect concurrency slot" in caplog.text
+    # a run that waits gets the slot when its holder lets go
+    holding = threading.Event()
+
+    def other_run():
+        with concurrency(name, occupy=1):
+            holding.set()
+            time.sleep(1.5)
+
+    other = threading.Thread(target=other_run)
+    other.start()
+    assert holding.wait(30)
+    assert pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=30, return_state=True).is_completed()
+    other.join()
+
+
+def test_a_killed_holders_slot_is_released_at_once_not_after_its_lease(built_repo, prefect_api):
+    """SIGKILL a process holding the slot: the next run finds the recorded holder dead on this host
+    and releases its lease at once (the lease itself would hold the slot for SLOT_LEASE_S)."""
+    victim = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from flows import repolock\n"
+        "with repolock.run_slot(Path(sys.argv[1]), 10, 'victim'):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    e = {**env(), "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed = subprocess.run([sys.executable, "-c", victim, str(built_repo)], env=e, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    name = repolock.slot_name(built_repo)
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 1  # still held
+    record = json.loads((built_repo / repolock.SLOT_FILE).read_text())
+    assert record["what"] == "victim" and record["lease_id"]
+    assert repolock.SLOT_LEASE_S > 5  # so getting the slot within 5 s is not the lease expiring
+    with repolock.run_slot(built_repo, 5, "next"):
+        with get_client(sync_client=True) as client:
+            assert client.read_global_concurrency_limit_by_name(name).active_slots == 1  # ours now
+        assert json.loads((built_repo / repolock.SLOT_FILE).read_text())["what"] == "next"
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
 
 
 def test_two_concurrent_runs_on_one_repo_both_end_and_dvc_lock_stays_valid(fresh_repo, prefect_api):
