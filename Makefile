@@ -34,17 +34,23 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev $(CORPORA)/.downloaded
 
 # A real headless browser for the test that opens `dvc plots show`'s page with the network off
-# (tests/e2e/test_pipeline.py): Debian's chromium-headless-shell, unless a Chromium is on PATH
-# (or TEXTCLF_BROWSER names one). Needs root or password-less sudo; about 90 MB, ~15 s.
+# (tests/e2e/test_pipeline.py): nothing to do when a Chromium is on PATH or TEXTCLF_BROWSER names
+# one; otherwise Debian/Ubuntu's chromium-headless-shell through apt (root or password-less sudo;
+# about 90 MB). Elsewhere: install a Chromium and set TEXTCLF_BROWSER.
 BROWSERS := chromium-headless-shell chromium google-chrome
 browser:
 	@if [ -n "$$TEXTCLF_BROWSER" ] || for b in $(BROWSERS); do command -v $$b && break; done | grep -q .; then \
 	  exit 0; fi; \
-	if [ "$$(id -u)" = 0 ]; then sudo=; else sudo="sudo -n"; fi; \
-	echo "installing Debian's chromium-headless-shell (for the offline-plots test)"; \
-	$$sudo apt-get install -y -q --no-install-recommends chromium-headless-shell >/dev/null || { \
-	  $$sudo apt-get update -q >/dev/null && \
-	  $$sudo apt-get install -y -q --no-install-recommends chromium-headless-shell >/dev/null; }
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=none; fi; \
+	if ! command -v apt-get >/dev/null || [ "$$sudo" = none ]; then \
+	  echo "make test needs a headless Chromium for the offline-plots test: install one and set" \
+	       "TEXTCLF_BROWSER=/path/to/it (or run as root / with password-less sudo on Debian or Ubuntu)" >&2; \
+	  exit 2; fi; \
+	echo "installing chromium-headless-shell with apt (for the offline-plots test)"; \
+	$$sudo apt-get install -y -q --no-install-recommends chromium-headless-shell >$(VENV)/apt.log 2>&1 || { \
+	  $$sudo apt-get update -q >>$(VENV)/apt.log 2>&1 && \
+	  $$sudo apt-get install -y -q --no-install-recommends chromium-headless-shell >>$(VENV)/apt.log 2>&1; } || { \
+	  tail -20 $(VENV)/apt.log >&2; echo "apt could not install chromium-headless-shell (log: $(VENV)/apt.log)" >&2; exit 2; }
 
 ## run: build the whole pipeline on the embedded sample corpus with DVC
 run: install

@@ -178,6 +178,9 @@ def start(port: int | None = None, timeout_s: float = 120.0) -> dict:
 def _spawn(home: Path, port: int, timeout_s: float) -> dict:
     log_path = home / "textclf-server.log"
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # concurrency leases on disk ($PREFECT_HOME/concurrency_leases), not in memory: a slot held
+    # when the server stops is still known, and expires, after it starts again
+    env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
     env.pop("PREFECT_API_URL", None)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

@@ -43,7 +43,7 @@ log = logging.getLogger("textclf.flows")
 LOCK_FILE = Path(".dvc/tmp/textclf-pipeline.lock")
 OWNER_FILE = Path(".dvc/tmp/textclf-pipeline.owner.json")
 SLOT_FILE = Path(".dvc/tmp/textclf-pipeline.slot.json")  # the held slot's lease, pid and host
-SLOT_LEASE_S = 60.0  # renewed every third of that while held
+SLOT_LEASE_S = 60.0  # renewed every third of that while held; Prefect's server accepts no less
 
 
 class RepoBusy(RunError):
@@ -185,7 +185,8 @@ def _flow_run_holder():
 
 
 def _take_slot(client, name: str) -> str | None:
-    """The lease id of the repository's slot, or None when another run holds it."""
+    """The lease id of the repository's slot, or None when another run holds it (any other API
+    error is raised: the caller decides)."""
     from prefect.exceptions import PrefectHTTPStatusError
 
     try:
@@ -206,75 +207,120 @@ def slot_holder(root: Path) -> dict | None:
         return None
 
 
-def _release_dead_holders_slot(client, root: Path) -> bool:
-    """If the recorded slot holder is a process on this host that no longer runs, release its
-    lease (it was killed and could not) and say so; True when a lease was released."""
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+def _lease_known(client, lease_id: str) -> bool:
+    """Whether the server still has the lease (renewing it is the one way to ask: 410 Gone when
+    it does not, e.g. a server restarted with its leases in memory, or another temporary server)."""
+    from prefect.exceptions import PrefectHTTPStatusError
 
-    holder = slot_holder(root)
-    if not holder or not _dead(holder) or not holder.get("lease_id"):
-        return False
     try:
-        client.release_concurrency_slots_with_lease(holder["lease_id"])
-    except (ObjectNotFound, PrefectHTTPStatusError):
-        pass  # expired or released already
-    (root / SLOT_FILE).unlink(missing_ok=True)
-    log.warning("released the repository's Prefect slot held by %s (it was killed)", describe_holder(holder))
+        client.renew_concurrency_lease(lease_id, lease_duration=SLOT_LEASE_S)
+    except PrefectHTTPStatusError as err:
+        if err.response.status_code in (404, 410):
+            return False
+        raise
     return True
 
 
-def _keep_lease(client_factory, lease_id: str, stop: threading.Event) -> None:
-    """Renew the lease every third of its duration until `stop` (its own client: a thread)."""
-    with client_factory() as client:
-        while not stop.wait(SLOT_LEASE_S / 3):
-            try:
-                client.renew_concurrency_lease(lease_id, lease_duration=SLOT_LEASE_S)
-            except Exception as err:  # noqa: BLE001 - the file lock still holds; say so and go on
-                log.warning("could not renew the repository's Prefect slot (%s); the file lock still holds", err)
+def _release_dead_holders_slot(client, root: Path, name: str) -> bool:
+    """If the recorded slot holder is a process on this host that no longer runs, give back the
+    slot it could not (it was killed) and say so; True when one was given back.
+
+    Its lease is released; if the server no longer knows that lease, the slot it still counts
+    belongs to nobody alive and is decremented directly."""
+    holder = slot_holder(root)
+    if not holder or not _dead(holder) or not holder.get("lease_id") or holder.get("limit") != name:
+        return False
+    lease_id = holder["lease_id"]
+    if _lease_known(client, lease_id):
+        client.release_concurrency_slots_with_lease(lease_id)
+        how = f"released its lease {lease_id}"
+    else:
+        client.release_concurrency_slots(names=[name], slots=1, occupancy_seconds=1.0)
+        how = f"the server had lost its lease {lease_id}: decremented the slot"
+    if (slot_holder(root) or {}).get("lease_id") == lease_id:  # not a newer holder's record
+        (root / SLOT_FILE).unlink(missing_ok=True)
+    log.warning(
+        "gave back the repository's Prefect slot held by %s, which was killed (%s)", describe_holder(holder), how
+    )
+    return True
+
+
+def _keep_lease(lease_id: str, stop: threading.Event) -> None:
+    """Renew the lease every third of its duration until `stop` (its own client: a thread). A
+    lease the server no longer has is not renewed again; the file lock still keeps runs apart."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            while not stop.wait(SLOT_LEASE_S / 3):
+                try:
+                    if not _lease_known(client, lease_id):
+                        log.warning("the Prefect server dropped this run's repository slot; the file lock still holds")
+                        return
+                except Exception as err:  # noqa: BLE001 - transient: try again next round
+                    log.warning("could not renew the repository's Prefect slot (%s); the file lock still holds", err)
+    except Exception as err:  # noqa: BLE001 - no client: the lease then expires, the file lock holds
+        log.warning("could not keep the repository's Prefect slot (%s); the file lock still holds", err)
+
+
+def _take_or_give_back(client, root: Path, name: str) -> str | None:
+    lease_id = _take_slot(client, name)
+    if lease_id is None and _release_dead_holders_slot(client, root, name):
+        lease_id = _take_slot(client, name)
+    return lease_id
 
 
 @contextmanager
 def run_slot(root: Path, timeout_s: float, what: str = "", poll_s: float = 1.0) -> Iterator[None]:
-    """The repository's Prefect concurrency slot, then its file lock; at most `timeout_s` for both."""
-    from prefect.client.orchestration import get_client
+    """The repository's Prefect concurrency slot, then its file lock; at most `timeout_s` for both.
 
+    A Prefect API that cannot be reached or refuses the request leaves the file lock alone in
+    charge (logged); an API error while waiting counts as "not yet"."""
     if timeout_s is None or timeout_s < 0:
         raise ParamsError("lock_timeout_s must be >= 0 (the wait for another run is bounded)")
     name = slot_name(root)
     started = time.monotonic()
     with ExitStack() as stack:
         client = None if name in _SLOTS.get() else _slot_client(name)
+        lease_id = None
         if client is not None:
             stack.callback(client.__exit__, None, None, None)
-            lease_id = _take_slot(client, name)
-            if lease_id is None and _release_dead_holders_slot(client, root):
-                lease_id = _take_slot(client, name)
-            if lease_id is None:
-                log.warning(
-                    "waiting for the repository's Prefect concurrency slot %s (held by %s); up to %g s",
-                    name,
-                    describe_holder(slot_holder(root)),
-                    timeout_s,
-                )
+            try:
+                lease_id = _take_or_give_back(client, root, name)
+            except Exception as err:  # noqa: BLE001 - the file lock alone then keeps runs apart
+                log.warning("no Prefect concurrency slot for this repository (%s); the file lock alone applies", err)
+                client = None
+        if client is not None and lease_id is None:
+            log.warning(
+                "waiting for the repository's Prefect concurrency slot %s (held by %s); up to %g s",
+                name,
+                describe_holder(slot_holder(root)),
+                timeout_s,
+            )
+            failing = None
             while lease_id is None:
                 if time.monotonic() - started >= timeout_s:
                     raise RepoBusy(
                         f"repository {root} is busy: another flow run holds the Prefect concurrency limit "
                         f"{name} ({describe_holder(slot_holder(root))}); gave up after {timeout_s:g} s. "
                         "Nothing was changed. Run again later, or raise lock_timeout_s."
+                        + (f" (The Prefect API also failed: {failing}.)" if failing else "")
                     )
                 time.sleep(min(poll_s, max(0.0, timeout_s - (time.monotonic() - started))))
-                _release_dead_holders_slot(client, root)
-                lease_id = _take_slot(client, name)
+                try:
+                    lease_id = _take_or_give_back(client, root, name)
+                except Exception as err:  # noqa: BLE001 - a server restarting: not yet
+                    if failing is None:
+                        log.warning("the Prefect API failed while waiting for the slot (%s); still waiting", err)
+                    failing = err
+        if lease_id is not None:
+            stack.callback(_give_back, client, root, lease_id)  # first: nothing may leak the lease
             # recorded at once, so a waiting run can tell when this process is gone
             write_bytes(root / SLOT_FILE, _holder_record(what, lease_id=lease_id, limit=name))
-            stack.callback(_give_back, client, root, lease_id)
             stop = threading.Event()
-            keeper = threading.Thread(
-                target=_keep_lease, args=(lambda: get_client(sync_client=True), lease_id, stop), daemon=True
-            )
+            keeper = threading.Thread(target=_keep_lease, args=(lease_id, stop), daemon=True)
             keeper.start()
-            stack.callback(keeper.join)
+            stack.callback(keeper.join, 5)
             stack.callback(stop.set)
             token = _SLOTS.set(_SLOTS.get() | {name})
             stack.callback(_SLOTS.reset, token)

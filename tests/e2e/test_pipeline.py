@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from tests.fixtures import env, make_repo, run
@@ -59,6 +60,10 @@ def _plots_are_dvclive_sklearn_plots(repo, metrics):
     # the four declared outputs and nothing else (no DVCLive summary of no metrics)
     written = sorted(p.name for p in (repo / "reports/evaluate").rglob("*") if p.is_file())
     assert written == ["calibration.json", "confusion.json", "precision_recall.json", "roc.json"]
+    # the train stage's curves are declared one by one (each with its title): none left out
+    curves = {p.relative_to(repo).as_posix() for p in (repo / "reports/train/plots").rglob("*") if p.is_file()}
+    stage_plots = yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["train"]["plots"]
+    assert curves and curves <= {next(iter(entry)) for entry in stage_plots}, curves
 
 
 def headless_browser() -> str:

@@ -6,24 +6,29 @@ dvc.yaml has grown since."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
 )
+from prefect.exceptions import ObjectAlreadyExists
 
 from flows import dvcops, repolock
 from flows.pipeline import pipeline
@@ -332,8 +337,12 @@ def test_a_run_holds_the_repositorys_prefect_slot_and_a_second_run_waits_for_it(
     other = threading.Thread(target=other_run)
     other.start()
     assert holding.wait(30)
+    caplog.clear()
+    t0 = time.monotonic()
     assert pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=30, return_state=True).is_completed()
     other.join()
+    assert "waiting for the repository's Prefect concurrency slot" in caplog.text  # it did wait,
+    assert time.monotonic() - t0 >= 1.0  # until the other run let go
 
 
 def test_a_killed_holders_slot_is_released_at_once_not_after_its_lease(built_repo, prefect_api):
@@ -361,6 +370,40 @@ def test_a_killed_holders_slot_is_released_at_once_not_after_its_lease(built_rep
         assert json.loads((built_repo / repolock.SLOT_FILE).read_text())["what"] == "next"
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+
+
+def test_a_slot_whose_lease_the_server_lost_is_given_back_too(built_repo, prefect_api, caplog):
+    """The server counts a slot but no longer knows its lease (restarted with leases in memory, or
+    granted by another temporary server) and its recorded holder is dead: the next run decrements
+    it and goes on, rather than waiting out lock_timeout_s."""
+    name = repolock.slot_name(built_repo)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = {"pid": int(dead.stdout), "host": socket.gethostname(), "what": "lost", "since": "then"}
+    record |= {"lease_id": str(uuid.uuid4()), "limit": name}
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except ObjectAlreadyExists:
+            pass
+        client.increment_concurrency_slots(names=[name], slots=1, mode="concurrency")  # a slot, no lease
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 1
+    (built_repo / repolock.SLOT_FILE).write_text(json.dumps(record))
+    with repolock.run_slot(built_repo, 5, "next"):
+        assert json.loads((built_repo / repolock.SLOT_FILE).read_text())["what"] == "next"
+    assert "the server had lost its lease" in caplog.text
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+
+
+def test_an_unusable_prefect_api_leaves_the_file_lock_in_charge(built_repo, monkeypatch, caplog):
+    def refused(*_args, **_kwargs):
+        raise httpx.ConnectError("connection refused")
+
+    monkeypatch.setattr(repolock, "_take_slot", refused)
+    with repolock.run_slot(built_repo, 5, "no api"):
+        assert repolock.lock_holder(built_repo)["what"] == "no api"  # the file lock is held
+        assert not (built_repo / repolock.SLOT_FILE).exists()
+    assert "the file lock alone applies" in caplog.text
 
 
 def test_two_concurrent_runs_on_one_repo_both_end_and_dvc_lock_stays_valid(fresh_repo, prefect_api):
