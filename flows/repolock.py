@@ -54,11 +54,21 @@ class RepoBusy(RunError):
 _HELD: ContextVar[frozenset[str]] = ContextVar("textclf_repo_locks", default=frozenset())
 
 
-def lock_holder(root: Path) -> dict | None:
+def _record(path: Path) -> dict | None:
+    """A holder record (the file lock's owner, or the slot's), None when absent or unreadable."""
     try:
-        return json.loads((root / OWNER_FILE).read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def lock_holder(root: Path) -> dict | None:
+    return _record(root / OWNER_FILE)
+
+
+def slot_holder(root: Path) -> dict | None:
+    return _record(root / SLOT_FILE)
 
 
 def _dead(holder: dict) -> bool:
@@ -200,13 +210,6 @@ def _take_slot(client, name: str) -> str | None:
     return str(response.json()["lease_id"])
 
 
-def slot_holder(root: Path) -> dict | None:
-    try:
-        return json.loads((root / SLOT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _lease_known(client, lease_id: str) -> bool:
     """Whether the server still has the lease (renewing it is the one way to ask: 410 Gone when
     it does not, e.g. a server restarted with its leases in memory, or another temporary server)."""
@@ -237,8 +240,7 @@ def _release_dead_holders_slot(client, root: Path, name: str) -> bool:
     else:
         client.release_concurrency_slots(names=[name], slots=1, occupancy_seconds=1.0)
         how = f"the server had lost its lease {lease_id}: decremented the slot"
-    if (slot_holder(root) or {}).get("lease_id") == lease_id:  # not a newer holder's record
-        (root / SLOT_FILE).unlink(missing_ok=True)
+    _forget_slot(root, lease_id)
     log.warning(
         "gave back the repository's Prefect slot held by %s, which was killed (%s)", describe_holder(holder), how
     )
@@ -270,6 +272,37 @@ def _take_or_give_back(client, root: Path, name: str) -> str | None:
     return lease_id
 
 
+def _wait_for_slot(client, root: Path, name: str, left_s: float, poll_s: float, asked_s: float) -> str:
+    """Poll for the slot (giving back a dead holder's) for at most `left_s`; RepoBusy after that.
+    An API error while waiting counts as "not yet" (a server restarting)."""
+    log.warning(
+        "waiting for the repository's Prefect concurrency slot %s (held by %s); up to %g s",
+        name,
+        describe_holder(slot_holder(root)),
+        asked_s,
+    )
+    deadline = time.monotonic() + left_s
+    failing = None
+    while True:
+        if time.monotonic() >= deadline:
+            raise RepoBusy(
+                f"repository {root} is busy: another flow run holds the Prefect concurrency limit "
+                f"{name} ({describe_holder(slot_holder(root))}); gave up after {asked_s:g} s. "
+                "Nothing was changed. Run again later, or raise lock_timeout_s."
+                + (f" (The Prefect API also failed: {failing}.)" if failing else "")
+            )
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        try:
+            lease_id = _take_or_give_back(client, root, name)
+        except Exception as err:  # noqa: BLE001 - a server restarting: not yet
+            if failing is None:
+                log.warning("the Prefect API failed while waiting for the slot (%s); still waiting", err)
+            failing = err
+            continue
+        if lease_id is not None:
+            return lease_id
+
+
 @contextmanager
 def run_slot(root: Path, timeout_s: float, what: str = "", poll_s: float = 1.0) -> Iterator[None]:
     """The repository's Prefect concurrency slot, then its file lock; at most `timeout_s` for both.
@@ -291,28 +324,7 @@ def run_slot(root: Path, timeout_s: float, what: str = "", poll_s: float = 1.0) 
                 log.warning("no Prefect concurrency slot for this repository (%s); the file lock alone applies", err)
                 client = None
         if client is not None and lease_id is None:
-            log.warning(
-                "waiting for the repository's Prefect concurrency slot %s (held by %s); up to %g s",
-                name,
-                describe_holder(slot_holder(root)),
-                timeout_s,
-            )
-            failing = None
-            while lease_id is None:
-                if time.monotonic() - started >= timeout_s:
-                    raise RepoBusy(
-                        f"repository {root} is busy: another flow run holds the Prefect concurrency limit "
-                        f"{name} ({describe_holder(slot_holder(root))}); gave up after {timeout_s:g} s. "
-                        "Nothing was changed. Run again later, or raise lock_timeout_s."
-                        + (f" (The Prefect API also failed: {failing}.)" if failing else "")
-                    )
-                time.sleep(min(poll_s, max(0.0, timeout_s - (time.monotonic() - started))))
-                try:
-                    lease_id = _take_or_give_back(client, root, name)
-                except Exception as err:  # noqa: BLE001 - a server restarting: not yet
-                    if failing is None:
-                        log.warning("the Prefect API failed while waiting for the slot (%s); still waiting", err)
-                    failing = err
+            lease_id = _wait_for_slot(client, root, name, timeout_s - (time.monotonic() - started), poll_s, timeout_s)
         if lease_id is not None:
             stack.callback(_give_back, client, root, lease_id)  # first: nothing may leak the lease
             # recorded at once, so a waiting run can tell when this process is gone
@@ -335,5 +347,10 @@ def _give_back(client, root: Path, lease_id: str) -> None:
         client.release_concurrency_slots_with_lease(lease_id)
     except Exception as err:  # noqa: BLE001 - the lease then expires on its own
         log.warning("could not release the repository's Prefect slot (%s); it expires in %g s", err, SLOT_LEASE_S)
+    _forget_slot(root, lease_id)
+
+
+def _forget_slot(root: Path, lease_id: str) -> None:
+    """Remove the slot record if it is still this lease's (not a newer holder's)."""
     if (slot_holder(root) or {}).get("lease_id") == lease_id:
         (root / SLOT_FILE).unlink(missing_ok=True)
