@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from textclf.paths import BUNDLE  # import-light: paths only
+
 
 def _cmd_params(args: argparse.Namespace) -> int:
     from textclf.errors import ParamsError
@@ -98,9 +100,6 @@ def _cmd_labels(args: argparse.Namespace) -> int:
         return exit_code_for(err)
 
 
-BUNDLE_DEFAULT = "models/classifier"
-
-
 def _resolve_model(args: argparse.Namespace) -> None:
     """`--model classifier#prod|classifier@vX.Y.Z`: the registered bundle (and, for --runtime
     onnx, the ONNX export of the same commit) read through DVC; sets args.bundle/args.onnx."""
@@ -108,7 +107,7 @@ def _resolve_model(args: argparse.Namespace) -> None:
         return
     from textclf.errors import InputError
 
-    if args.bundle != BUNDLE_DEFAULT:
+    if args.bundle != str(BUNDLE):
         raise InputError("give --model or --bundle, not both")
     try:
         from textclf import registry
@@ -276,8 +275,8 @@ def _positive(value: str) -> int:
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bundle",
-        default=BUNDLE_DEFAULT,
-        help=f"the model bundle (default: {BUNDLE_DEFAULT})",
+        default=str(BUNDLE),
+        help=f"the model bundle (default: {BUNDLE})",
     )
     p.add_argument(
         "--model",
