@@ -41,12 +41,17 @@ from textclf.stats import paired_macro_f1_deltas
 log = logging.getLogger("textclf.evaluate")
 
 
+def top_class(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(1 where the top class is the truth else 0, the top class's probability): what the ECE
+    and the calibration curve are made of."""
+    return (proba.argmax(axis=1) == y).astype(int), proba.max(axis=1)
+
+
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> float:
     """Equal-width bins over the top-class confidence; weighted |accuracy - confidence|."""
     if len(y) == 0:
         return float("nan")
-    conf = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == y).astype(np.float64)
+    correct, conf = top_class(y, proba)
     which = np.minimum((conf * bins).astype(int), bins - 1)
     n = np.bincount(which, minlength=bins)
     acc = np.bincount(which, weights=correct, minlength=bins)
@@ -124,7 +129,7 @@ def plots(y_true: np.ndarray, predicted: np.ndarray, proba: np.ndarray, labels: 
             curves = ((y == 1).astype(int), proba[:, 1])
         else:
             curves = (label_binarize(y, classes=list(range(len(labels)))).ravel(), proba.ravel())
-    top = (proba.argmax(axis=1) == y).astype(int), proba.max(axis=1)
+    top = top_class(y, proba)
     return [
         Plot("confusion", "confusion_matrix", np.asarray(y_true, dtype=str), np.asarray(predicted, dtype=str)),
         Plot("roc", "roc", *curves),
