@@ -93,7 +93,7 @@ def _safe_relpath(path: str) -> Path:
     """A declared artifact path as a plain relative path inside the project (dvc.yaml comes from a
     commit anyone with push access wrote: no absolute paths, no '..', no empty parts)."""
     p = Path(path)
-    if not path or p.is_absolute() or any(part in ("..", "") for part in Path(path).parts) or "\\" in path:
+    if not path or p.is_absolute() or ".." in p.parts or "\\" in path:
         raise InputError(f"artifact path {path!r}: must be a relative path inside the project")
     return p
 
@@ -167,7 +167,7 @@ def _check_export(root: Path, rev: str, arts: dict[str, str]) -> None:
     """The ONNX export at `rev` was made from the bundle at `rev` (dvc.lock: the stage that writes
     the ONNX path depends on the bundle with the same hash the bundle's output has)."""
     bundle, graph = arts[BUNDLE], arts[ONNX]
-    stages = (_lock(root, rev).get("stages") or {}).values()
+    stages = _lock_stages(root, rev)
     made = {o.get("path"): o.get("md5") for st in stages for o in st.get("outs") or []}
     for st in stages:
         if any(o.get("path") == graph for o in st.get("outs") or []):
@@ -195,11 +195,15 @@ def _locked(root: Path, rev: str) -> dict[str, str]:
     """path -> content hash of every stage output in dvc.lock at `rev` ({} if none)."""
     return {
         str(o.get("path")): str(o.get("md5") or o.get("hash") or "")
-        for st in (_lock(root, rev).get("stages") or {}).values()
-        if isinstance(st, dict)
+        for st in _lock_stages(root, rev)
         for o in st.get("outs") or []
         if isinstance(o, dict)
     }
+
+
+def _lock_stages(root: Path, rev: str) -> list[dict]:
+    """The stage entries of dvc.lock at `rev` ([] if none)."""
+    return [st for st in (_lock(root, rev).get("stages") or {}).values() if isinstance(st, dict)]
 
 
 def changed_artifacts(root: Path, rev: str = "HEAD") -> tuple[str, ...]:
