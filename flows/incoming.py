@@ -351,10 +351,11 @@ def dvc_params_files(overrides: list[str] | None) -> list[str]:
 # command line: one option per IncomingOptions field
 
 
-# options turned off by a flag of their own: (flag, the value it sets, help)
+# options turned off by a flag of their own: (flag, the value it sets, help, the metavar of the
+# option's own flag when it also takes a value, else None)
 OFF_SWITCHES = {
-    "push_remote": ("--no-push", False, "do not dvc push after promotion"),
-    "register_stage": ("--no-register", "", "do not register the promoted models in the model registry"),
+    "push_remote": ("--no-push", False, "do not dvc push after promotion", None),
+    "register_stage": ("--no-register", "", "do not register the promoted models in the model registry", "STAGE"),
 }
 
 
@@ -373,10 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
                 help=help_text,
             )
         elif name in OFF_SWITCHES:
-            off, value, off_help = OFF_SWITCHES[name]
+            off, value, off_help, metavar = OFF_SWITCHES[name]
             p.add_argument(off, dest=name, action="store_const", const=value, default=f.default, help=off_help)
-            if name == "register_stage":  # the stage itself is an option too
-                p.add_argument(flag, dest=name, default=f.default, metavar="STAGE", help=help_text)
+            if metavar:
+                p.add_argument(flag, dest=name, default=f.default, metavar=metavar, help=help_text)
         elif f.annotation is bool:
             p.add_argument(flag, dest=name, action="store_true", help=help_text)
         else:
