@@ -159,20 +159,26 @@ def start(port: int | None = None, timeout_s: float = 120.0) -> dict:
         if state is not None and _is_our_server(state["pid"]):
             # ours and alive (maybe still starting, or slow to answer on a loaded machine): wait
             # for it rather than start a second one beside it
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                if healthy(state.get("api_url", "")):
-                    return state
-                if not _is_our_server(state["pid"]):
-                    break
-                time.sleep(0.5)
-            else:
+            if _answers(state.get("api_url", ""), lambda: _is_our_server(state["pid"]), timeout_s):
+                return state
+            if _is_our_server(state["pid"]):
                 raise RuntimeError(f"the Prefect server (pid {state['pid']}) does not answer; see {state.get('log')}")
         if port is None:
             port = free_port() if port_taken(DEFAULT_PORT) else DEFAULT_PORT
         elif port_taken(port):
             raise RuntimeError(f"port {port} on 127.0.0.1 is in use by another program")
         return _spawn(home, port, timeout_s)
+
+
+def _answers(url: str, alive, timeout_s: float) -> bool:
+    """Wait until the server at `url` answers (True), or `alive()` says its process is gone or
+    `timeout_s` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not healthy(url):
+        if not alive() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def _spawn(home: Path, port: int, timeout_s: float) -> dict:
@@ -202,16 +208,13 @@ def _spawn(home: Path, port: int, timeout_s: float) -> dict:
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + timeout_s
-    while not healthy(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(10)
-            raise RuntimeError(f"the Prefect server did not start (see {log_path})")
-        time.sleep(0.25)
+    if not _answers(url, lambda: proc.poll() is None, timeout_s):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+        raise RuntimeError(f"the Prefect server did not start (see {log_path})")
     state = {"pid": proc.pid, "api_url": url, "log": str(log_path)}
     state_file().write_text(json.dumps(state), encoding="utf-8")
     return state
