@@ -91,12 +91,20 @@ def fetch(work: Path, name: str, version: str, member: str, sha512: str) -> tupl
 
 
 def build() -> str:
-    parts, credits = [], []
+    # BSD-3 for all three: each copyright notice kept, the shared conditions written once
+    parts, conditions = [], {}  # conditions text -> [(file, its copyright notice)]
     with tempfile.TemporaryDirectory() as tmp:
         for name, version, member, sha512 in PACKAGES:
             script, licence = fetch(Path(tmp), name, version, member, sha512)
-            credits.append(f"{name}@{version}, {member}, under this licence:\n{licence.strip()}\n")
+            notice, _, rest = licence.strip().partition("Redistribution and use")
+            conditions.setdefault("Redistribution and use" + rest if rest else "", []).append(
+                (f"{name}@{version} {member}", notice.strip())
+            )
             parts.append(f"    <!-- {name}@{version} -->\n    <script>{script}</script>")
+    credits = [
+        "\n".join(f"{file}: {notice}" for file, notice in files) + f"\nunder these terms:\n{text}\n"
+        for text, files in conditions.items()
+    ]
     # the inlined code last, so no later replacement can touch it
     return PAGE.replace("{credits}", "\n".join(credits).replace("-->", "- ->")).replace(
         "{scripts_inline}", "\n".join(parts)
