@@ -310,14 +310,19 @@ def test_a_second_run_waits_for_the_lock_or_gives_up_with_a_clear_message(built_
         assert pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=30, return_state=True).is_completed()
 
 
+def active_slots(name: str) -> int:
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(name).active_slots
+
+
 def test_a_run_holds_the_repositorys_prefect_slot_and_a_second_run_waits_for_it(built_repo, caplog):
     from prefect.concurrency.sync import concurrency
 
     name = repolock.slot_name(built_repo)
     assert pipeline(target="ingest", repo=str(built_repo), return_state=True).is_completed()
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(name)
-    assert limit.limit == 1 and limit.active_slots == 0  # created by the run, given back after it
+        assert client.read_global_concurrency_limit_by_name(name).limit == 1  # created by the run,
+    assert active_slots(name) == 0  # and given back after it
     assert not (built_repo / repolock.SLOT_FILE).exists()
     with concurrency(name, occupy=1):  # another flow run, anywhere on this Prefect server, holds it
         state = pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=1, return_state=True)
@@ -326,23 +331,29 @@ def test_a_run_holds_the_repositorys_prefect_slot_and_a_second_run_waits_for_it(
             state.result()
         assert not (built_repo / repolock.OWNER_FILE).exists()  # the file lock was never taken
         assert "waiting for the repository's Prefect concurrency slot" in caplog.text
-    # a run that waits gets the slot when its holder lets go
-    holding = threading.Event()
+    # a run that waits gets the slot when its holder lets go (the holder lets go once the run
+    # has logged that it waits, so the test does not race the run's start-up)
+    holding, released = threading.Event(), []
 
     def other_run():
         with concurrency(name, occupy=1):
             holding.set()
-            time.sleep(1.5)
+            deadline = time.monotonic() + 60
+            while "waiting for the repository's Prefect concurrency slot" not in caplog.text:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            time.sleep(1.0)
+            released.append(time.monotonic())
 
     other = threading.Thread(target=other_run)
     other.start()
     assert holding.wait(30)
     caplog.clear()
-    t0 = time.monotonic()
     assert pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=30, return_state=True).is_completed()
+    done = time.monotonic()
     other.join()
     assert "waiting for the repository's Prefect concurrency slot" in caplog.text  # it did wait,
-    assert time.monotonic() - t0 >= 1.0  # until the other run let go
+    assert released and done >= released[0]  # until the other run let go
 
 
 def test_a_killed_holders_slot_is_released_at_once_not_after_its_lease(built_repo, prefect_api):
@@ -359,17 +370,14 @@ def test_a_killed_holders_slot_is_released_at_once_not_after_its_lease(built_rep
     killed = subprocess.run([sys.executable, "-c", victim, str(built_repo)], env=e, capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
     name = repolock.slot_name(built_repo)
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name(name).active_slots == 1  # still held
+    assert active_slots(name) == 1  # still held
     record = json.loads((built_repo / repolock.SLOT_FILE).read_text())
     assert record["what"] == "victim" and record["lease_id"]
     assert repolock.SLOT_LEASE_S > 5  # so getting the slot within 5 s is not the lease expiring
     with repolock.run_slot(built_repo, 5, "next"):
-        with get_client(sync_client=True) as client:
-            assert client.read_global_concurrency_limit_by_name(name).active_slots == 1  # ours now
+        assert active_slots(name) == 1  # ours now
         assert json.loads((built_repo / repolock.SLOT_FILE).read_text())["what"] == "next"
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+    assert active_slots(name) == 0
 
 
 def test_a_slot_whose_lease_the_server_lost_is_given_back_too(built_repo, prefect_api, caplog):
@@ -386,13 +394,12 @@ def test_a_slot_whose_lease_the_server_lost_is_given_back_too(built_repo, prefec
         except ObjectAlreadyExists:
             pass
         client.increment_concurrency_slots(names=[name], slots=1, mode="concurrency")  # a slot, no lease
-        assert client.read_global_concurrency_limit_by_name(name).active_slots == 1
+    assert active_slots(name) == 1
     (built_repo / repolock.SLOT_FILE).write_text(json.dumps(record))
     with repolock.run_slot(built_repo, 5, "next"):
         assert json.loads((built_repo / repolock.SLOT_FILE).read_text())["what"] == "next"
     assert "the server had lost its lease" in caplog.text
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+    assert active_slots(name) == 0
 
 
 def test_an_unusable_prefect_api_leaves_the_file_lock_in_charge(built_repo, monkeypatch, caplog):
