@@ -161,6 +161,13 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def context_thread(target: Callable[..., object], *args: object, name: str) -> threading.Thread:
+    """A daemon thread that runs `target` in a copy of the caller's context (Prefect's settings
+    and run): without it, Prefect code in the thread would not see the API URL of this run and
+    would start a temporary server of its own (seconds, on every run)."""
+    return threading.Thread(target=contextvars.copy_context().run, args=(target, *args), name=name, daemon=True)
+
+
 def run_command(
     cmd: list[str],
     cwd: Path,
@@ -194,9 +201,7 @@ def run_command(
             if on_line is not None:
                 on_line(line)
 
-    # the caller's context (Prefect's settings and run) goes with the lines: without it, Prefect's
-    # log handler in this thread would not see the API URL and would start a server of its own
-    reader = threading.Thread(target=contextvars.copy_context().run, args=(pump,), name="textclf-output", daemon=True)
+    reader = context_thread(pump, name="textclf-output")
     reader.start()
     try:
         rc = proc.wait(timeout=timeout_s)

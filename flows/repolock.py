@@ -29,6 +29,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flows import dvcops
 from textclf.artifacts import write_bytes
 from textclf.errors import (
     ParamsError,
@@ -330,7 +331,7 @@ def run_slot(root: Path, timeout_s: float, what: str = "", poll_s: float = 1.0) 
             # recorded at once, so a waiting run can tell when this process is gone
             write_bytes(root / SLOT_FILE, _holder_record(what, lease_id=lease_id, limit=name))
             stop = threading.Event()
-            keeper = threading.Thread(target=_keep_lease, args=(lease_id, stop), daemon=True)
+            keeper = dvcops.context_thread(_keep_lease, lease_id, stop, name="textclf-slot-lease")
             keeper.start()
             stack.callback(keeper.join, 5)
             stack.callback(stop.set)
