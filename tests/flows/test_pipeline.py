@@ -346,10 +346,10 @@ def test_a_run_holds_the_repositorys_prefect_slot_and_a_second_run_waits_for_it(
             time.sleep(1.0)
             released.append(time.monotonic())
 
+    caplog.clear()  # before the holder starts looking for the run's waiting message
     other = threading.Thread(target=other_run)
     other.start()
     assert holding.wait(30)
-    caplog.clear()
     assert pipeline(target="ingest", repo=str(built_repo), lock_timeout_s=30, return_state=True).is_completed()
     done = time.monotonic()
     other.join()
