@@ -21,12 +21,12 @@ def main() -> None:
 
     def body():
         bundle = load_bundle(BUNDLE)
-        test = read_parquet(TEST, columns=["label", "tokens"])
+        test = read_parquet(TEST, columns=["label", "tokens", "text"])
         tokens = arrow_values(test["tokens"])
         ONNX_DIR.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_dir_for(ONNX_DIR)
         try:
-            report = export(bundle, tokens, test["label"].to_numpy(dtype=object), tmp)
+            report = export(bundle, tokens, test["label"].to_numpy(dtype=object), tmp, texts=arrow_values(test["text"]))
             replace_dir(tmp, ONNX_DIR)
         except ParityError as err:
             write_json(err.report, REPORT)

@@ -94,12 +94,15 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
     if not lead:  # one voice in the log: rank 0's
         log.setLevel(logging.WARNING)
     vocab = load_vocab(VOCAB)
-    data = Prepared(read_parquet(TRAIN), read_parquet(VALID), vocab)
+    data = Prepared(read_parquet(TRAIN), read_parquet(VALID), vocab, html=clean_params.html)
     if lead:
         warn_small_classes(data.train_df["label"])
     # a checkpoint is only resumed by a job of the same size (its dropout streams differ)
+    uses_encoder = p.model == "encoder" or (p.autotune.budget_s > 0 and "encoder" in p.autotune.families)
     fp = fingerprint_of(
         p.model_dump(),
+        # the encoder folder's content, not only its path (a checkpoint of another encoder is not resumed)
+        *([data.embedder(p).source.digest] if uses_encoder else []),
         vocab["hash"],
         _file_digest(TRAIN),
         _file_digest(VALID),
@@ -187,7 +190,11 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
             "best_trial": search.best.number,
             "stopped_by": search.stopped_by,
         }
-    save_bundle(BUNDLE, result.best_state, config, vocab)
+    files = None
+    if out.encoder is not None:  # the encoder family: its record, tokenizer and licence
+        config["encoder"] = out.encoder["meta"]
+        files = data.embedder(out.params).source.bundle_files()
+    save_bundle(BUNDLE, result.best_state, config, vocab, files)
 
     extra = {"tokens_per_s": round(result.tokens_per_s)}
     if search is not None:

@@ -45,6 +45,7 @@ class Bundle:
     vocab: dict
     state_dict: dict[str, torch.Tensor]
     manifest: dict
+    files: dict[str, bytes] | None = None  # the other files the manifest lists (the encoder's tokenizer.json)
 
     @property
     def labels(self) -> list[str]:
@@ -60,8 +61,9 @@ class Bundle:
         10^12-row table is refused, not allocated. The weights' size is bounded by the file's."""
         try:
             cfg = self.model_config
+            encoder = self.config.get("encoder")
             with torch.device("meta"):
-                skeleton = build_model(cfg)
+                skeleton = build_model(cfg, encoder=encoder)
             expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
             got = {k: tuple(v.shape) for k, v in self.state_dict.items()}
             if expected != got:
@@ -69,7 +71,7 @@ class Bundle:
                 raise ValueError(f"config.json describes other tensors than model.safetensors holds: {diff}")
             if not 0 < cfg.max_len <= MAX_LEN:
                 raise ValueError(f"model.max_len {cfg.max_len} is outside 1..{MAX_LEN}")
-            model = build_model(cfg)
+            model = build_model(cfg, encoder=encoder)
             model.load_state_dict(self.state_dict)
         except (TypeError, ValueError, KeyError, RuntimeError) as err:
             # a bundle that passed its manifest but was written by an incompatible textclf
@@ -104,8 +106,15 @@ def _versions() -> dict:
     }
 
 
-def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: dict, vocab: dict) -> Path:
-    """Write the bundle into a temp directory beside `path`, then swap it into place."""
+def save_bundle(
+    path: Path | str,
+    state_dict: dict[str, torch.Tensor],
+    config: dict,
+    vocab: dict,
+    files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write the bundle into a temp directory beside `path`, then swap it into place; `files`:
+    more members by plain name (the encoder family's tokenizer.json and licence), in the manifest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_for(path)
@@ -119,7 +128,13 @@ def save_bundle(path: Path | str, state_dict: dict[str, torch.Tensor], config: d
         full = {"format": FORMAT, **config}
         (tmp / "config.json").write_text(json.dumps(full, indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        manifest = {"format": FORMAT, "files": {name: sha256_file(tmp / name) for name in FILES}}
+        extra = dict(files or {})
+        for name, data in extra.items():
+            if name in (*FILES, "manifest.json"):
+                raise ValueError(f"{name} is a bundle file of its own")
+            _member(tmp, name).write_bytes(data)
+        names = [*FILES, *sorted(extra)]
+        manifest = {"format": FORMAT, "files": {name: sha256_file(tmp / name) for name in names}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         replace_dir(tmp, path)
     except BaseException:
@@ -212,4 +227,4 @@ def load_bundle(path: Path | str = paths.BUNDLE) -> Bundle:
         state = load(data["model.safetensors"])  # safetensors: tensors only, nothing is unpickled
     except SafetensorError as err:
         raise BundleError(f"{root}: model.safetensors is not a valid safetensors file: {err}") from None
-    return Bundle(root, config, vocab, state, manifest)
+    return Bundle(root, config, vocab, state, manifest, {k: v for k, v in data.items() if k not in FILES})

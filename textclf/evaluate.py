@@ -182,10 +182,18 @@ def compare_to_baseline(
     return out
 
 
-def model_proba(bundle: Bundle, tokens: pa.ListArray, device: torch.device | str = "cpu") -> np.ndarray:
+def model_proba(bundle: Bundle, tokens: pa.ListArray, device: torch.device | str = "cpu", texts=None) -> np.ndarray:
+    """Probabilities of the bundle's model; `texts` (the split's `text`) for families that read it."""
     enc = EncodingConfig(**bundle.config["encoding"])
     ids, offsets = encode(tokens, pa.array(bundle.vocab["tokens"], pa.string()), enc)
     model = bundle.build_model(device)
+    if bundle.config["model"].get("type") == "encoder":
+        from textclf.families import encoder as fam
+
+        if texts is None:
+            raise InputError("the test split has no `text` column: the encoder family reads the text")
+        etexts = fam.encoder_texts(texts, fam.bundle_html(bundle))
+        return fam.predict_proba(model, fam.tokenizer_for(bundle), ids, offsets, etexts, device=device)
     return predict_proba(model, torch.from_numpy(ids).to(device), torch.from_numpy(offsets).to(device)).numpy()
 
 
@@ -248,7 +256,8 @@ def evaluate(
     unknown = sorted(set(test["label"].tolist()) - set(labels))
     if unknown:
         raise InputError(f"test split has labels the model was not trained on: {unknown}")
-    proba = round_proba(model_proba(bundle, arrow_values(test["tokens"])))
+    texts = arrow_values(test["text"]) if "text" in test.columns else None
+    proba = round_proba(model_proba(bundle, arrow_values(test["tokens"]), texts=texts))
     preds = predictions_frame(test, labels, proba)
     y_true = test["label"].to_numpy(dtype=object)
     base_proba = _aligned(baseline, test, labels, BASELINE)

@@ -34,6 +34,7 @@ class ModelConfig:
     weighting: str = "none"  # bag: none = mean of embeddings | idf = IDF-weighted mean
     nb_mix: float = 0.5  # linear: weight of the naive-Bayes-scaled head in the probability average
     sublinear_tf: bool = True  # linear: term frequency 1 + log(tf)
+    feature_scale: float = 0.0  # encoder: weight of the pooled embedding in the LR head
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
@@ -111,10 +112,13 @@ class LinearModel(nn.Module):
         """Per-id weights whose sum over a document's copies of an id is its TF-IDF value."""
         return tfidf_weights(ids, offsets, self.idf, self.cfg.sublinear_tf)
 
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """`extra`: logits [batch, classes] added to the LR head's (the encoder family's embedding term)."""
         w = self.term_weights(ids, offsets)
         mix = self.cfg.nb_mix
         lr = nn.functional.embedding_bag(ids, self.lr_weight, offsets, mode="sum", per_sample_weights=w) + self.lr_bias
+        if extra is not None:
+            lr = lr + extra
         if mix == 0:
             return lr
         nb = nn.functional.embedding_bag(ids, self.nb_weight, offsets, mode="sum", per_sample_weights=w) + self.nb_bias
@@ -174,7 +178,14 @@ class CNNModel(nn.Module):
         return self.out(self.dropout(torch.cat(pooled, dim=1)))
 
 
-def build_model(cfg: ModelConfig, sparse: bool = False) -> nn.Module:
+def build_model(cfg: ModelConfig, sparse: bool = False, encoder: dict | None = None) -> nn.Module:
+    """The family's torch module; `encoder`: the bundle's encoder record (the encoder family)."""
+    if cfg.type == "encoder":
+        from textclf.families.encoder import EncoderModel
+
+        if not isinstance(encoder, dict) or not isinstance(encoder.get("config"), dict):
+            raise ValueError("an encoder model needs its encoder record (config.json `encoder`)")
+        return EncoderModel(cfg, encoder)
     if cfg.type == "bag":
         return BagModel(cfg, sparse=sparse)
     if cfg.type == "linear":

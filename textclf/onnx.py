@@ -49,6 +49,7 @@ log = logging.getLogger("textclf.export")
 # different model (a bug in the graph), not float noise (ours differ by ~1e-7).
 TOLERANCE = 1e-4
 OPSET = 17
+INT8_MAX_F1_DROP = 0.01
 
 
 class ParityError(TextclfError):
@@ -122,7 +123,8 @@ class LinearGraph(nn.Module):
         self.bias = nn.Parameter(torch.cat([model.lr_bias, model.nb_bias]).detach().clone(), requires_grad=False)
         self.mix = mix
 
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """`extra`: logits added to the LR head's (the encoder family's embedding term)."""
         n = offsets.shape[0]
         k = self.cfg.num_classes
         ends = torch.cat([offsets[1:], torch.ones(1, dtype=torch.int64) * ids.shape[0]])
@@ -138,6 +140,8 @@ class LinearGraph(nn.Module):
         rows = self.table[ids] * w[:, None]
         cs = torch.cumsum(torch.cat([torch.zeros(1, 2 * k), rows]).double(), 0)
         logits = (cs[ends] - cs[offsets]).float() + self.bias
+        if extra is not None:
+            logits = torch.cat([logits[:, :k] + extra, logits[:, k:]], 1)
         lr, nb = torch.softmax(logits[:, :k], dim=1), torch.softmax(logits[:, k:], dim=1)
         return (1 - self.mix) * lr + self.mix * nb
 
@@ -154,6 +158,10 @@ class CNNGraph(nn.Module):
 
 
 def graph_module(model: nn.Module) -> nn.Module:
+    if getattr(model, "cfg", None) is not None and model.cfg.type == "encoder":
+        from textclf.families.encoder import EncoderGraph
+
+        return EncoderGraph(model).eval()
     if isinstance(model, BagModel):
         return BagGraph(model).eval()
     if isinstance(model, LinearModel):
@@ -169,7 +177,11 @@ def export_onnx(model: nn.Module, bundle: Bundle, path: Path) -> Path:
     import onnx
 
     graph = graph_module(model)
-    if isinstance(model, (BagModel, LinearModel)):
+    if model.cfg.type == "encoder":
+        from textclf.families.encoder import onnx_example
+
+        args, names, axes = onnx_example(model)
+    elif isinstance(model, (BagModel, LinearModel)):
         k = min(8, model.cfg.num_embeddings)
         args = (
             torch.arange(k, dtype=torch.int64),
@@ -235,6 +247,10 @@ def _tag(proto, bundle: Bundle, model: nn.Module, variant: str) -> None:
         "textclf.variant": variant,
         "textclf.labels": json.dumps(bundle.labels, ensure_ascii=False),
     }
+    if model.cfg.type == "encoder":  # the runner pads the encoder's token ids with the tokenizer's pad id
+        from textclf.families.encoder import tokenizer_for
+
+        meta["textclf.pad_id"] = str(tokenizer_for(bundle).pad_id)
     if isinstance(model, CNNModel):  # what the runner needs to pad exactly as predict_proba does
         meta |= {
             "textclf.max_len": str(model.cfg.max_len),
@@ -260,6 +276,15 @@ def compare(torch_p: np.ndarray, fp32_p: np.ndarray, int8_p: np.ndarray, y: np.n
         return float(f"{float(np.abs(p.astype(np.float64) - torch_p).max()):.1e}") if len(y) else 0.0
 
     pred = torch_p.argmax(1)
+    k = torch_p.shape[1] if torch_p.ndim == 2 else 0
+
+    def f1(p):
+        from sklearn.metrics import f1_score
+
+        return (
+            float(f1_score(y, p.argmax(1), average="macro", labels=list(range(k)), zero_division=0)) if len(y) else 0.0
+        )
+
     return {
         "n": int(len(y)),
         "tolerance": TOLERANCE,
@@ -273,13 +298,14 @@ def compare(torch_p: np.ndarray, fp32_p: np.ndarray, int8_p: np.ndarray, y: np.n
         "int8": {
             "accuracy": acc(int8_p),
             "accuracy_delta": acc(int8_p) - acc(torch_p),
+            "macro_f1_delta": f1(int8_p) - f1(torch_p),
             "max_abs_diff": diff(int8_p),
             "agreement": float((int8_p.argmax(1) == pred).mean()) if len(y) else 1.0,
         },
     }
 
 
-def export(bundle: Bundle, tokens: pa.ListArray, labels: np.ndarray, out_dir: Path) -> dict:
+def export(bundle: Bundle, tokens: pa.ListArray, labels: np.ndarray, out_dir: Path, texts=None) -> dict:
     """Write both graphs into `out_dir` (a scratch directory: the check needs them on disk, as
     ONNX Runtime will load them) and check them on the given documents; returns the report, or
     raises ParityError (with the report attached) when fp32 is off by more than TOLERANCE."""
@@ -288,9 +314,20 @@ def export(bundle: Bundle, tokens: pa.ListArray, labels: np.ndarray, out_dir: Pa
     quantize_int8(out_dir / FP32, out_dir / INT8, bundle, model)
     enc = EncodingConfig(**bundle.config["encoding"])
     ids, offsets = encode(tokens, pa.array(bundle.vocab["tokens"], pa.string()), enc)
-    torch_p = predict_proba(model, torch.from_numpy(ids), torch.from_numpy(offsets)).numpy().astype(np.float64)
-    fp32 = OnnxClassifier(out_dir / FP32, bundle).proba(ids, offsets)
-    int8 = OnnxClassifier(out_dir / INT8, bundle).proba(ids, offsets)
+    lists = None
+    if model.cfg.type == "encoder":  # the encoder reads the text too (textclf.families.encoder)
+        from textclf.families import encoder as fam
+
+        if texts is None:
+            raise InputError("an encoder bundle is exported with the test split's text")
+        tok = fam.tokenizer_for(bundle)
+        etexts = fam.encoder_texts(texts, fam.bundle_html(bundle))
+        torch_p = fam.predict_proba(model, tok, ids, offsets, etexts).astype(np.float64)
+        lists = tok(etexts)
+    else:
+        torch_p = predict_proba(model, torch.from_numpy(ids), torch.from_numpy(offsets)).numpy().astype(np.float64)
+    fp32 = OnnxClassifier(out_dir / FP32, bundle).proba(ids, offsets, lists=lists)
+    int8 = OnnxClassifier(out_dir / INT8, bundle).proba(ids, offsets, lists=lists)
     unknown = sorted(set(labels.tolist()) - set(bundle.labels))
     if unknown:
         raise InputError(f"test split has labels the model was not trained on: {unknown}")
@@ -302,6 +339,16 @@ def export(bundle: Bundle, tokens: pa.ListArray, labels: np.ndarray, out_dir: Pa
         "int8": (out_dir / INT8).stat().st_size,
     }
     report["passed"] = report["parity_max_abs_diff"] <= TOLERANCE
+    # int8 ships only if it keeps the model's macro-F1 within INT8_MAX_F1_DROP (it can collapse some
+    # encoders): otherwise the export holds fp32 alone, and says so
+    report["int8"]["shipped"] = report["int8"]["macro_f1_delta"] >= -INT8_MAX_F1_DROP
+    if not report["int8"]["shipped"]:
+        log.warning(
+            "int8 graph not shipped: macro-F1 %+.4f against torch (more than %g lost)",
+            report["int8"]["macro_f1_delta"],
+            INT8_MAX_F1_DROP,
+        )
+        (out_dir / INT8).unlink()
     if not report["passed"]:
         err = ParityError(
             f"ONNX fp32 probabilities differ from torch by up to {report['parity_max_abs_diff']:.3g} "

@@ -62,15 +62,32 @@ class OnnxClassifier:
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.pad_id = int(self.meta.get("textclf.pad_id", 0))
         if self.type == "cnn":
             self.max_len, self.min_len = (
                 int(self.meta["textclf.max_len"]),
                 int(self.meta["textclf.min_len"]),
             )
 
-    def proba(self, ids: np.ndarray, offsets: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Probabilities for encoded documents (`encode`'s flat ids + offsets [n+1]), in order."""
+    def proba(
+        self, ids: np.ndarray, offsets: np.ndarray, batch_size: int = 4096, lists: list[list[int]] | None = None
+    ) -> np.ndarray:
+        """Probabilities for encoded documents (`encode`'s flat ids + offsets [n+1]), in order;
+        an encoder graph also takes each document's encoder token ids (`lists`)."""
         n = len(offsets) - 1
+        if self.type == "encoder":
+            from textclf.families.encoder import onnx_proba
+
+            if lists is None or len(lists) != n:
+                raise ValueError("an encoder graph needs the encoder's token ids of every document")
+            return onnx_proba(
+                self.session,
+                lists,
+                self.pad_id,
+                np.asarray(ids, np.int64),
+                np.asarray(offsets, np.int64),
+                len(self.labels),
+            )
         out = np.empty((n, len(self.labels)), dtype=np.float32)
         if self.type in ("bag", "linear"):
             # batches of at most batch_size documents and about MAX_BATCH_IDS ids: the running

@@ -14,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from textclf.errors import ParamsError
+from textclf.families import FAMILIES
+
+Family = Literal[FAMILIES]  # type: ignore[valid-type]  # the registry's names (textclf.families)
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -99,13 +102,35 @@ class LinearParams(_Section):
     max_iter: int = Field(default=300, gt=0)  # L-BFGS iterations per head
 
 
+class EncoderParams(_Section):
+    """The `encoder` family (textclf.families.encoder): a pretrained encoder from a local folder."""
+
+    # a local Hugging Face model folder (config.json, model.safetensors, tokenizer.json): a DVC
+    # dependency of train. Nothing is ever downloaded; the default names a placeholder folder.
+    path: str = "models/pretrained/none"
+    mode: Literal["auto", "frozen", "finetune"] = "auto"  # auto: finetune on CUDA, frozen on CPU
+    max_len: int = Field(default=128, ge=8, le=512)  # tokens per document (the encoder's own tokens)
+    batch_tokens: int = Field(default=16384, ge=256)  # embedding / fine-tuning batches: padded tokens per batch
+    # frozen: the pooled embedding joins the TF-IDF vector in the linear family's LR head (train.linear.*),
+    # scaled by this (both vectors have unit length); 0 = TF-IDF only
+    feature_scale: float = Field(default=0.5, ge=0)
+    # finetune: AdamW, warm-up then linear decay, layer-wise lr decay, early stopping on valid macro-F1
+    lr: float = Field(default=5e-5, gt=0)
+    layer_decay: float = Field(default=0.9, gt=0, le=1)  # lr x this per layer below the top
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup: float = Field(default=0.1, ge=0, lt=1)  # share of the steps
+    epochs: int = Field(default=4, gt=0)
+    grad_accum: int = Field(default=1, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)  # on the pooled embedding, before the head
+
+
 class AutotuneParams(_Section):
     """Optuna search of the train params on the valid split (the test split is never read)."""
 
     budget_s: float = Field(default=300.0, ge=0)  # wall-clock ceiling of the search; 0 = autotune off
     trials: int = Field(default=12, ge=1)  # trials (the first one is the params as written)
     seed: int = 0
-    families: tuple[Literal["linear", "bag", "cnn"], ...] = ("linear", "bag")
+    families: tuple[Family, ...] = ("linear", "bag")
     pruner: Literal["median", "halving", "none"] = "median"  # on per-epoch valid macro-F1
 
     @model_validator(mode="before")
@@ -117,7 +142,7 @@ class AutotuneParams(_Section):
 
 
 class TrainParams(_Section):
-    model: Literal["linear", "bag", "cnn"] = "linear"
+    model: Family = "linear"
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")  # cuda:N: the N-th visible GPU
     seed: int = 0
     # model sizes
@@ -145,6 +170,7 @@ class TrainParams(_Section):
     patience: int = Field(default=3, ge=1)
     amp: bool = True  # CUDA: bf16 autocast where supported, else fp16 + GradScaler; ignored on CPU and MPS
     linear: LinearParams = LinearParams()
+    encoder: EncoderParams = EncoderParams()
     autotune: AutotuneParams = AutotuneParams()
     distributed: DistributedParams = DistributedParams()
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from textclf import paths
 from textclf.bundle import Bundle, BundleError, load_bundle
 from textclf.errors import InputError
+from textclf.families import TEXT_FAMILIES
 from textclf.model import EncodingConfig, VocabIndex, encode, predict_proba
 from textclf.onnx_runtime import FP32, OnnxClassifier, bundle_digest
 from textclf.params import CleanParams
@@ -71,6 +72,13 @@ class Predictor:
                 f"{self.bundle.path}: config.json `encoding` is not one this textclf reads: {err}"
             ) from None
         self.vocab_tokens = VocabIndex(self.bundle.vocab["tokens"])
+        # families that read the text as well (textclf.families.TEXT_FAMILIES): their tokenizer
+        self.text_tokenizer = None
+        if self.bundle.config["model"].get("type") in TEXT_FAMILIES:
+            from textclf.families import encoder as fam
+
+            self.text_tokenizer = fam.tokenizer_for(self.bundle)
+            self._html = fam.bundle_html(self.bundle)
         self.onnx: OnnxClassifier | None = None
         self.model: torch.nn.Module | None = None
         if runtime == "onnx":
@@ -83,18 +91,31 @@ class Predictor:
 
     def tokenize(self, texts: Sequence[str] | pa.Array) -> pa.ListArray:
         """Raw texts → tokens, exactly as ingest + clean turn a raw document into its tokens."""
-        arr = _strings(texts)
-        return clean_batch(normalize(arr), self.clean_params, self.stopwords)
+        return self._tokens(normalize(_strings(texts)))
+
+    def _tokens(self, normalized: pa.Array) -> pa.ListArray:
+        return clean_batch(normalized, self.clean_params, self.stopwords)
 
     def encode(self, texts: Sequence[str] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
         return encode(self.tokenize(texts), self.vocab_tokens, self.encoding)
 
     def predict_proba(self, texts: Sequence[str] | pa.Array) -> np.ndarray:
         """Class probabilities [n, labels] (float32), in input order."""
+        if self.text_tokenizer is not None:
+            return self._encoder_proba(normalize(_strings(texts)))
         ids, offsets = self.encode(texts)
         if self.onnx is not None:
             return self.onnx.proba(ids, offsets, self.batch_size)
         return predict_proba(self.model, torch.from_numpy(ids), torch.from_numpy(offsets), self.batch_size).numpy()
+
+    def _encoder_proba(self, normalized: pa.Array) -> np.ndarray:
+        from textclf.families import encoder as fam
+
+        ids, offsets = encode(self._tokens(normalized), self.vocab_tokens, self.encoding)
+        etexts = fam.encoder_texts(normalized, self._html)
+        if self.onnx is not None:
+            return self.onnx.proba(ids, offsets, lists=self.text_tokenizer(etexts))
+        return fam.predict_proba(self.model, self.text_tokenizer, ids, offsets, etexts)
 
     def predict(self, texts: Sequence[str] | pa.Array, digits: int = 6) -> list[dict]:
         """One `{"label", "probabilities": {label: p}}` per text, in input order (probabilities

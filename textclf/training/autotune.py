@@ -70,6 +70,10 @@ def suggest(trial, p: TrainParams, families: tuple[str, ...]) -> dict[str, Any]:
         out["linear.sublinear_tf"] = cat("linear.sublinear_tf", [True, False], p.linear.sublinear_tf)
         out["bigrams"] = cat("linear:bigrams", ["vocab", "none"], p.bigrams)
         return out
+    if family == "encoder":  # the family's own space (textclf.families.encoder)
+        from textclf.families.encoder import suggest as encoder_space
+
+        return out | encoder_space(trial, p, num, cat)
     # Dense Adam updates of the whole embedding table every step dominate a CPU epoch, so the
     # space keeps to batches of 64+ and tables of <= 64 columns (hashed bigrams: set them by hand).
     out["lr"] = num("lr", 2e-3, 5e-2, p.lr)
@@ -101,6 +105,13 @@ def as_written(p: TrainParams) -> dict[str, Any]:
         "weight_decay": max(p.weight_decay, 1e-6),
         "label_smoothing": p.label_smoothing,
         "bag:weighting": p.weighting,
+        "encoder.max_len": p.encoder.max_len,
+        "encoder:linear.C": p.linear.C,
+        "encoder:linear.nb_mix": p.linear.nb_mix,
+        "encoder.feature_scale": p.encoder.feature_scale,
+        "encoder.lr": p.encoder.lr,
+        "encoder.epochs": p.encoder.epochs,
+        "encoder.layer_decay": p.encoder.layer_decay,
     }
 
 

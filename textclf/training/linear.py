@@ -39,6 +39,7 @@ class LinearFit:
     iterations: int
     seconds: float
     converged: bool
+    dense_weight: torch.Tensor | None = None  # the LR head's weights of the extra dense features
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,19 @@ def _lbfgs(
     ovr: bool,
     max_iter: int,
     deadline: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, float, int, bool]:
-    """min over (U, b) of  Σ sw·loss / n + ||U||² / (2·c·n), logits = X (U ⊙ scale) + b."""
+    dense: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, float, int, bool, torch.Tensor | None]:
+    """min over (U, b) of  Σ sw·loss / n + ||U||² / (2·c·n), logits = X (U ⊙ scale) + b;
+    with `dense` [n, H] (the encoder family's embeddings) logits gain dense · U_d, and U_d pays
+    the same L2 penalty."""
     n, v = m.x.shape
     dev = y.device
     u = torch.zeros(v, num_classes, device=dev, requires_grad=True)
     b = torch.zeros(num_classes, device=dev, requires_grad=True)
+    ud = torch.zeros(dense.shape[1] if dense is not None else 0, num_classes, device=dev, requires_grad=True)
     target = nn.functional.one_hot(y, num_classes).float()
     opt = torch.optim.LBFGS(
-        [u, b],
+        [u, b] if dense is None else [u, b, ud],
         lr=1,
         max_iter=25,
         history_size=10,
@@ -129,6 +134,8 @@ def _lbfgs(
         with torch.no_grad():
             w = u * scale if scale is not None else u
             z = m.x @ w + b
+            if dense is not None:
+                z = z + dense @ ud
             if ovr:
                 p = torch.sigmoid(z)
                 loss = (sw[:, None] * nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none")).sum()
@@ -140,6 +147,9 @@ def _lbfgs(
             gw = m.xt @ g
             u.grad = (gw * scale if scale is not None else gw) + u.detach() / (c * n)
             b.grad = g.sum(0)
+            if dense is not None:
+                ud.grad = dense.T @ g + ud.detach() / (c * n)
+                return loss / n + ((u * u).sum() + (ud * ud).sum()) / (2 * c * n)
             return loss / n + (u * u).sum() / (2 * c * n)
 
     iters, converged, loss = 0, False, float("nan")
@@ -154,7 +164,7 @@ def _lbfgs(
         if deadline is not None and time.monotonic() > deadline:
             break
     w = (u * scale if scale is not None else u).detach()
-    return w, b.detach(), loss, iters, converged
+    return w, b.detach(), loss, iters, converged, ud.detach() if dense is not None else None
 
 
 def fit_linear(
@@ -167,19 +177,21 @@ def fit_linear(
     nb_alpha: float = 1.0,
     max_iter: int = 300,
     deadline: float | None = None,
+    dense: torch.Tensor | None = None,
 ) -> LinearFit:
-    """Fit both heads of a `LinearModel` on one split (ids/offsets/y on the training device)."""
+    """Fit both heads of a `LinearModel` on one split (ids/offsets/y on the training device);
+    `dense` [n, H]: extra features of the LR head (scaled as the model scales them)."""
     t0 = time.perf_counter()
     k = cfg.num_classes
     idf = idf_weights(ids.cpu(), offsets.cpu(), cfg.num_embeddings).to(ids.device)
     m = tfidf_matrix(ids, offsets, idf, cfg.sublinear_tf)
     sw = sample_weights(y, k, class_weight)
     model = LinearModel(cfg).to(ids.device)
-    total_loss, iters, converged = 0.0, 0, True
+    total_loss, iters, converged, dense_weight = 0.0, 0, True, None
     with torch.no_grad():
         model.idf.copy_(idf)
     if cfg.nb_mix < 1:
-        w, b, loss, it, conv = _lbfgs(m, y, k, c, sw, None, False, max_iter, deadline)
+        w, b, loss, it, conv, dense_weight = _lbfgs(m, y, k, c, sw, None, False, max_iter, deadline, dense)
         with torch.no_grad():
             model.lr_weight.copy_(w)
             model.lr_bias.copy_(b)
@@ -187,13 +199,13 @@ def fit_linear(
     if cfg.nb_mix > 0:
         # the one-vs-rest loss counts every document once per class: C/2 keeps the two heads'
         # regularisation comparable on two classes (where both heads see the same decision)
-        w, b, loss, it, conv = _lbfgs(m, y, k, c / 2, sw, nb_ratios(m, y, k, nb_alpha), True, max_iter, deadline)
+        w, b, loss, it, conv, _ = _lbfgs(m, y, k, c / 2, sw, nb_ratios(m, y, k, nb_alpha), True, max_iter, deadline)
         with torch.no_grad():
             model.nb_weight.copy_(w)
             model.nb_bias.copy_(b)
         total_loss, iters, converged = total_loss + loss, iters + it, converged and conv
     state = {name: t.detach().clone() for name, t in model.state_dict().items()}
-    return LinearFit(state, total_loss, iters, time.perf_counter() - t0, converged)
+    return LinearFit(state, total_loss, iters, time.perf_counter() - t0, converged, dense_weight)
 
 
 def fit_linear_family(

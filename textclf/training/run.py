@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from textclf.model import (
     predict_proba,
 )
 from textclf.params import TrainParams
-from textclf.paths import CHECKPOINT
+from textclf.paths import CHECKPOINT, EMBEDDINGS
 from textclf.stats import paired_macro_f1_deltas, rounded
 from textclf.text import load_stopwords
 from textclf.training import autotune as at
@@ -58,7 +59,7 @@ def prepare(
     unknown = sorted(set(valid_df["label"].tolist()) - set(labels))
     if unknown:
         raise InputError(f"valid split has labels the train split lacks: {unknown}")
-    bigrams = p.bigrams if p.model in ("bag", "linear") else "none"
+    bigrams = p.bigrams if p.model in ("bag", "linear", "encoder") else "none"
     if bigrams == "vocab" and vocab.get("ngrams", 1) < 2:
         raise InputError("train.bigrams=vocab needs vocab.ngrams: 2")
     enc = EncodingConfig(
@@ -154,17 +155,47 @@ class Outcome:
     enc: EncodingConfig
     labels: list[str]
     params: TrainParams
+    encoder: dict | None = None  # the encoder family: {"meta": bundle record, "tokenizer": tokenizer.json}
 
 
 class Prepared:
-    """The train/valid splits encoded once per encoding (autotune trials share them)."""
+    """The train/valid splits encoded once per encoding (autotune trials share them), and for the
+    encoder family their embeddings, once per (encoder, max_len): in memory across trials, in
+    the content-addressed cache (`cache_root`) across runs."""
 
-    def __init__(self, train_df, valid_df, vocab: dict):
+    def __init__(self, train_df, valid_df, vocab: dict, html: bool = True, cache_root: Path | None = EMBEDDINGS):
         self.train_df, self.valid_df, self.vocab = train_df, valid_df, vocab
+        self.html, self.cache_root = html, cache_root
         self._cache: dict = {}
+        self._embedders: dict = {}
+        self._embedded: dict = {}
+
+    def embedder(self, p: TrainParams, device: torch.device | str = "cpu"):
+        from textclf.families import encoder as fam
+
+        key = (p.encoder.path, p.encoder.max_len)
+        if key not in self._embedders:
+            source = fam.load_source(p.encoder.path)
+            self._embedders[key] = fam.Embedder(
+                source, p.encoder.max_len, p.encoder.batch_tokens, self.cache_root, device
+            )
+        return self._embedders[key]
+
+    def texts(self, split: str) -> list[str]:
+        from textclf.families.encoder import encoder_texts
+
+        df = self.train_df if split == "train" else self.valid_df
+        return encoder_texts(arrow_values(df["text"]), self.html)
+
+    def embeddings(self, p: TrainParams, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.embedder(p, device)
+        key = (emb.source.digest, p.encoder.max_len)
+        if key not in self._embedded:
+            self._embedded[key] = tuple(torch.from_numpy(emb(self.texts(s))) for s in ("train", "valid"))
+        return self._embedded[key]
 
     def get(self, p: TrainParams) -> tuple[Encoded, Encoded, ModelConfig, EncodingConfig, list[str]]:
-        key = (p.bigrams if p.model in ("bag", "linear") else "none", p.hash_buckets)
+        key = (p.bigrams if p.model in ("bag", "linear", "encoder") else "none", p.hash_buckets)
         if key not in self._cache:
             self._cache[key] = prepare(self.train_df, self.valid_df, self.vocab, p)
         tr, va, cfg, enc, labels = self._cache[key]
@@ -192,6 +223,8 @@ def train_config(
     world: World | None = None,
 ) -> Outcome:
     tr, va, cfg, enc, labels = data.get(p)
+    if cfg.type == "encoder":
+        return _train_encoder(data, p, device, checkpoint=checkpoint, on_epoch=on_epoch, deadline=deadline)
     if cfg.type == "linear":
         result = fit_linear_family(tr, va, cfg, p, device, on_epoch=on_epoch, deadline=deadline)
     else:
@@ -211,6 +244,99 @@ def train_config(
     return Outcome(result, cfg, enc, labels, p)
 
 
+def _train_encoder(data: Prepared, p: TrainParams, device: torch.device, *, checkpoint, on_epoch, deadline) -> Outcome:
+    """The encoder family: frozen (embeddings + the linear heads) or fine-tuned (textclf.families.encoder)."""
+    from textclf.families import encoder as fam
+
+    tr, va, cfg, enc, labels = data.get(p)
+    mode = _encoder_mode(p, device)
+    cfg = fam.model_config(p, cfg.num_embeddings, cfg.num_classes, mode)
+    embedder = data.embedder(p, device)
+    meta = embedder.source.meta()
+    model = fam.EncoderModel(cfg, meta)
+    model.encoder.load_state_dict(embedder.encoder.state_dict())
+    t0 = time.perf_counter()
+    if mode == "frozen":
+        train_emb, valid_emb = data.embeddings(p, device)
+        model, logp, fitted = fam.fit_frozen(tr, va, train_emb, valid_emb, model, p, device, deadline)
+        y = va.labels.cpu()
+        val = _scores(logp, y)
+        history = [
+            {
+                "epoch": 1,
+                "train_loss": fitted.train_loss,
+                "valid_loss": val["loss"],
+                "valid_accuracy": val["accuracy"],
+                "valid_macro_f1": val["macro_f1"],
+                "lr": 0.0,
+            }
+        ]
+        log.info(
+            "encoder (frozen): %d L-BFGS iterations in %.1f s; valid loss %.4f, acc %.4f, macro-F1 %.4f",
+            fitted.iterations,
+            fitted.seconds,
+            val["loss"],
+            val["accuracy"],
+            val["macro_f1"],
+        )
+        if on_epoch:
+            on_epoch(history[0])
+        state = TrainState(
+            epoch=1, step=fitted.iterations, best_f1=val["macro_f1"], best_epoch=1, history=history, done=True
+        )
+        best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        cut = not fitted.converged and deadline is not None and time.monotonic() >= deadline
+        tps = (tr.tokens / fitted.seconds) if fitted.seconds else 0.0
+    else:
+        tok = embedder.tokenizer
+        ft = [
+            fam.FinetuneData(tok(data.texts(s)), e.ids, e.offsets, e.labels) for s, e in (("train", tr), ("valid", va))
+        ]
+        best, history, best_epoch, best_f1, tps = fam.fit_finetune(
+            model,
+            ft[0],
+            ft[1],
+            p.encoder,
+            pad_id=tok.pad_id,
+            device=device,
+            seed=p.seed,
+            class_weight=p.class_weight,
+            amp=p.amp,
+            patience=p.patience,
+            checkpoint=checkpoint / "encoder.pt" if checkpoint is not None else None,
+            on_epoch=on_epoch,
+            deadline=deadline,
+        )
+        state = TrainState(
+            epoch=len(history), step=0, best_f1=best_f1, best_epoch=best_epoch, history=history, done=True
+        )
+        cut = deadline is not None and time.monotonic() >= deadline
+    log.info("encoder (%s) trained in %.1f s", mode, time.perf_counter() - t0)
+    result = FitResult(best, state, tps, cut=cut)
+    return Outcome(
+        result, cfg, enc, labels, p, {"meta": {**meta, "mode": mode}, "tokenizer": embedder.source.tokenizer}
+    )
+
+
+def _encoder_mode(p: TrainParams, device: torch.device) -> str:
+    from textclf.families.encoder import mode_for
+
+    return mode_for(p.encoder.mode, device)
+
+
+def _scores(logp: torch.Tensor, y: torch.Tensor) -> dict:
+    from sklearn.metrics import f1_score
+
+    pred = logp.argmax(1)
+    return {
+        "loss": float(torch.nn.functional.nll_loss(logp.float(), y)),
+        "accuracy": float((pred == y).float().mean()),
+        "macro_f1": float(
+            f1_score(y, pred, average="macro", labels=np.union1d(y.numpy(), pred.numpy()).tolist(), zero_division=0)
+        ),
+    }
+
+
 def autotune(
     data: Prepared,
     p: TrainParams,
@@ -221,8 +347,8 @@ def autotune(
     """The Optuna search (textclf.training.autotune) over `train_config` runs (resumable in `checkpoint`)."""
 
     def run_trial(params: TrainParams, report, deadline: float):
-        # a linear fit reports once, when it has finished: nothing left to prune
-        final = params.model == "linear"
+        # a linear (or frozen-encoder) fit reports once, when it has finished: nothing left to prune
+        final = params.model == "linear" or (params.model == "encoder" and _encoder_mode(params, device) == "frozen")
         out = train_config(
             data,
             params,
@@ -252,6 +378,20 @@ def valid_predictions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(truth, predicted) class indices of a trial's model on the valid split."""
     _, va, _, _, _ = data.get(out.params)
+    if out.cfg.type == "encoder":
+        from textclf.families import encoder as fam
+
+        model = fam.EncoderModel(out.cfg, out.encoder["meta"])
+        model.load_state_dict(out.result.best_state)
+        if out.encoder.get("mode") == "frozen":
+            emb = data.embeddings(out.params)[1]
+            pred = fam.head_logp(model, va.ids.cpu(), va.offsets.cpu(), emb).argmax(1).numpy()
+        else:
+            tok = data.embedder(out.params).tokenizer
+            pred = fam.predict_proba(
+                model, tok, va.ids.cpu().numpy(), va.offsets.cpu().numpy(), data.texts("valid")
+            ).argmax(1)
+        return va.labels.cpu().numpy(), pred
     model = build_model(out.cfg)
     model.load_state_dict(out.result.best_state)
     model = model.to(device)
@@ -289,6 +429,8 @@ def save_outcome(folder: Path, out: Outcome, name: str = "best") -> None:
         "tokens_per_s": out.result.tokens_per_s,
         "cut": out.result.cut,
     }
+    if out.encoder is not None:
+        meta["encoder"] = out.encoder
     tmp = folder / f".{tensors_file}.tmp"
     # one metadata key: safetensors writes its metadata map in no fixed order
     save_file(
@@ -316,6 +458,7 @@ def restore_outcome(folder: Path, name: str = "best") -> Outcome | None:
             EncodingConfig(**meta["enc"]),
             meta["labels"],
             TrainParams.model_validate(meta["params"]),
+            meta.get("encoder"),
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("ignoring the unreadable best trial in %s: %s", folder, err)
