@@ -137,3 +137,41 @@ def contract_failure(main, root: Path, stage: str) -> dict:
         main()
     assert exc.value.code == 4  # textclf.errors.CONTRACT
     return json.loads((root / "reports" / "validation" / f"{stage}.json").read_text(encoding="utf-8"))
+
+
+def make_tiny_encoder(folder: Path, texts: list[str], seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A random BERT (transformers' BertModel, `save_pretrained` as safetensors) with a WordPiece
+    tokenizer.json over the words of `texts`, laid out as a sentence-transformers folder (mean
+    pooling, normalised): what `train.encoder.path` names, small enough for a unit test."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel
+
+    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    # the words as the tokenizer itself splits them (CJK characters one by one)
+    words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(t))})
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = norm, pre
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    BertModel(config).save_pretrained(str(folder), safe_serialization=True)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    (folder / "modules.json").write_text(
+        json.dumps([{"type": "sentence_transformers.models.Pooling"}, {"type": "sentence_transformers.models.Normalize"}])
+    )
+    (folder / "LICENSE").write_text("test fixture: random weights, no licence needed\n")
+    return folder

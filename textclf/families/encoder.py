@@ -547,7 +547,7 @@ def param_groups(model: EncoderModel, lr: float, layer_decay: float, weight_deca
     layers = model.encoder.layer_groups()
     top = len(layers)
     for depth, params in enumerate([*layers, [model.emb_weight, model.linear.lr_bias]]):
-        scale = layer_decay ** max(0, top - depth)
+        scale = layer_decay ** max(0, top - 1 - depth)  # the top layer (depth top - 1) and the head: 1
         decay = [p for p in params if p.ndim > 1]
         rest = [p for p in params if p.ndim <= 1]
         groups += [
@@ -596,15 +596,17 @@ def fit_finetune(
     checkpoint: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     deadline: float | None = None,
+    fingerprint: str = "",
 ) -> tuple[dict[str, torch.Tensor], list[dict], int, float, float]:
     """Fine-tune encoder + head; returns (best state, history, best epoch, best valid macro-F1, tokens/s).
-    `checkpoint` (a file) holds the state after each finished epoch: a killed run resumes there."""
+    `checkpoint` (a file) holds the state after each finished epoch: a killed run with the same
+    `fingerprint` (data + params) resumes there and ends with the same weights; a finished run
+    removes it (`dvc repro -f` trains again)."""
     model = model.to(device)
     for p in (model.linear.lr_weight, model.linear.nb_weight, model.linear.nb_bias):
         p.requires_grad_(False)  # fine-tuned models keep the TF-IDF tables at zero
     k = model.cfg.num_classes
     lengths = np.array([len(x) for x in train.lists])
-    rng = np.random.default_rng(seed)
     steps_per_epoch = math.ceil(len(buckets(lengths, ep.batch_tokens, 256)) / ep.grad_accum)
     total = steps_per_epoch * ep.epochs
     opt = torch.optim.AdamW(param_groups(model, ep.lr, ep.layer_decay, ep.weight_decay), fused=device.type == "cuda")
@@ -615,21 +617,27 @@ def fit_finetune(
     weight = (counts.sum() / (k * counts)).to(device) if class_weight == "balanced" else None
     history: list[dict] = []
     best_state, best_f1, best_epoch, start = None, -1.0, 0, 0
-    if checkpoint is not None and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved = (
+        torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint and checkpoint.is_file() else None
+    )
+    if saved is not None and saved.get("fingerprint") != fingerprint:
+        log.info("encoder: ignoring the checkpoint of another run in %s", checkpoint)
+        saved = None
+    if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
         history, best_f1, best_epoch, start = saved["history"], saved["best_f1"], saved["best_epoch"], saved["epoch"]
         best_state = saved["best"]
-        rng = np.random.default_rng([seed, start])
         log.info("encoder: resuming fine-tuning after epoch %d", start)
-    torch.manual_seed(seed + start)
     tokens, t0 = 0, time.perf_counter()
     for epoch in range(start, ep.epochs):
         model.train()
+        # every epoch's randomness from (seed, epoch) alone: a resumed run continues exactly as an
+        # uninterrupted one would (the batch order and the dropout masks)
+        torch.manual_seed(seed * 1_000_003 + epoch)
         batches = buckets(lengths, ep.batch_tokens, 256)
-        rng.shuffle(batches)  # similar lengths within a batch, batches in random order
+        np.random.default_rng([seed, epoch]).shuffle(batches)  # similar lengths within a batch, batches in random order
         total_loss = 0.0
         for i, idx in enumerate(batches):
             ids, off, input_ids, mask, y = train.batch(idx, pad_id, device)
@@ -638,7 +646,7 @@ def fit_finetune(
                 logp = model.head(ids, off, pooled)
             loss = F.nll_loss(logp.float(), y, weight=weight) / ep.grad_accum
             scaler.scale(loss).backward()
-            total_loss += float(loss) * ep.grad_accum
+            total_loss += float(loss.detach()) * ep.grad_accum
             tokens += int(mask.sum())
             if (i + 1) % ep.grad_accum == 0 or i + 1 == len(batches):
                 scaler.unscale_(opt)
@@ -676,6 +684,7 @@ def fit_finetune(
                     "best_epoch": best_epoch,
                     "epoch": epoch + 1,
                     "best": best_state,
+                    "fingerprint": fingerprint,
                 },
                 tmp,
             )
@@ -683,6 +692,8 @@ def fit_finetune(
         if epoch + 1 - best_epoch >= patience or (deadline is not None and time.monotonic() > deadline):
             break
     seconds = time.perf_counter() - t0
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return best_state, history, best_epoch, best_f1, tokens / seconds if seconds else 0.0
 
 

@@ -224,7 +224,9 @@ def train_config(
 ) -> Outcome:
     tr, va, cfg, enc, labels = data.get(p)
     if cfg.type == "encoder":
-        return _train_encoder(data, p, device, checkpoint=checkpoint, on_epoch=on_epoch, deadline=deadline)
+        return _train_encoder(
+            data, p, device, checkpoint=checkpoint, on_epoch=on_epoch, deadline=deadline, fingerprint=fingerprint
+        )
     if cfg.type == "linear":
         result = fit_linear_family(tr, va, cfg, p, device, on_epoch=on_epoch, deadline=deadline)
     else:
@@ -244,7 +246,9 @@ def train_config(
     return Outcome(result, cfg, enc, labels, p)
 
 
-def _train_encoder(data: Prepared, p: TrainParams, device: torch.device, *, checkpoint, on_epoch, deadline) -> Outcome:
+def _train_encoder(
+    data: Prepared, p: TrainParams, device: torch.device, *, checkpoint, on_epoch, deadline, fingerprint=""
+) -> Outcome:
     """The encoder family: frozen (embeddings + the linear heads) or fine-tuned (textclf.families.encoder)."""
     from textclf.families import encoder as fam
 
@@ -306,6 +310,7 @@ def _train_encoder(data: Prepared, p: TrainParams, device: torch.device, *, chec
             checkpoint=checkpoint / "encoder.pt" if checkpoint is not None else None,
             on_epoch=on_epoch,
             deadline=deadline,
+            fingerprint=fingerprint,
         )
         state = TrainState(
             epoch=len(history), step=0, best_f1=best_f1, best_epoch=best_epoch, history=history, done=True
