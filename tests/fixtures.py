@@ -171,7 +171,9 @@ def make_tiny_encoder(folder: Path, texts: list[str], seed: int = 0, hidden: int
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     (folder / "modules.json").write_text(
-        json.dumps([{"type": "sentence_transformers.models.Pooling"}, {"type": "sentence_transformers.models.Normalize"}])
+        json.dumps(
+            [{"type": "sentence_transformers.models.Pooling"}, {"type": "sentence_transformers.models.Normalize"}]
+        )
     )
     (folder / "LICENSE").write_text("test fixture: random weights, no licence needed\n")
     return folder

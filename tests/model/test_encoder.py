@@ -226,8 +226,18 @@ def _finetune(tiny, fixture_split, fixture_vocab, device, checkpoint=None, stop_
             raise KeyboardInterrupt  # a run killed after this epoch's checkpoint... (see below)
 
     return fam.fit_finetune(
-        model, ft[0], ft[1], p.encoder, pad_id=tok.pad_id, device=device, seed=0, amp=amp, patience=10,
-        checkpoint=checkpoint, on_epoch=on_epoch, fingerprint="f",
+        model,
+        ft[0],
+        ft[1],
+        p.encoder,
+        pad_id=tok.pad_id,
+        device=device,
+        seed=0,
+        amp=amp,
+        patience=10,
+        checkpoint=checkpoint,
+        on_epoch=on_epoch,
+        fingerprint="f",
     )
 
 

@@ -85,11 +85,22 @@ def _closure(mod: str) -> set[str]:
 PROJECT = ("textclf", "stages", "flows")
 
 
+def _has_code(path: Path) -> bool:
+    """A module with statements besides its docstring and `from __future__` (an __init__.py that
+    only marks a package has none: it is not listed)."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return any(
+        not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+        and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")
+        for n in body
+    )
+
+
 def _code_deps(stage: str) -> set[str]:
     return {
         str(_module_file(m).relative_to(ROOT))
         for m in _closure(f"stages.{stage}")
-        if not _module_file(m).name == "__init__.py"
+        if _module_file(m).name != "__init__.py" or _has_code(_module_file(m))
     } | {f"stages/{stage}.py"}
 
 
