@@ -360,6 +360,43 @@ def check_overrides(overrides: list[str]) -> None:
             )
 
 
+# The only file a params override may change. Flow parameters are untrusted input (anyone who
+# reaches the Prefect API can start a run): DVC's own grammar, FILE:key=value, would let an
+# override rewrite any file — dvc.yaml's stage commands included — so everything else is refused
+# before any file is touched.
+OVERRIDABLE = (PARAMS_FILE,)
+
+
+def check_override_files(root: Path, by_file: dict) -> None:
+    for name in by_file:
+        if Path(name).as_posix() not in OVERRIDABLE or not (root / name).resolve().is_relative_to(root.resolve()):
+            raise ParamsError(
+                f"params override: {name} is not a params file this project lets a run change "
+                f"(only {', '.join(OVERRIDABLE)}; write section.key=value without a file name)"
+            )
+
+
+def check_override_targets(root: Path, overrides: list[str] | None) -> None:
+    """The overrides' syntax, and that they change params.yaml only (no file is touched)."""
+    if not overrides:
+        return
+    from dvc.utils.cli_parse import to_path_overrides
+
+    check_overrides(overrides)
+    check_override_files(root, to_path_overrides(overrides))
+
+
+def inside_repo(root: Path, value: str, what: str) -> Path:
+    """`value` (repo-relative or absolute) resolved, if it lies inside the repository `root`;
+    otherwise a ParamsError naming the parameter (no file is touched)."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ParamsError(f"{what}: expected a path inside the repository, got {value!r}")
+    path = (root / value).resolve()
+    if not path.is_relative_to(root.resolve()) or path == root.resolve():
+        raise ParamsError(f"{what}: {value!r} is outside the repository {root} (a path inside it is required)")
+    return path
+
+
 @contextmanager
 def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False) -> Iterator[dict]:
     """Apply `section.key=value` overrides to params files the way `dvc exp run --set-param`
@@ -377,7 +414,7 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import apply_overrides, to_hydra_overrides
 
-    check_overrides(overrides)
+    check_override_targets(root, overrides)
     by_file = to_path_overrides(overrides)
     originals: dict[Path, bytes] = {}
     try:

@@ -35,8 +35,8 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows import dvcops, repolock, report, transaction
 from flows import landing as landing_zone
-from flows import repolock, report, transaction
 from flows.claims import Items, _remember_claims, claim_items, recover
 from flows.gate import (
     PROMOTE_PREFIX,
@@ -158,13 +158,27 @@ def incoming(
     if opts.reference not in REFERENCES:
         raise GateError(f"reference must be one of {', '.join(REFERENCES)}, got {opts.reference!r}")
     root = resolve_repo(opts.repo)
+    _paths(root, opts)
     with repolock.run_slot(root, opts.lock_timeout_s, what="incoming flow"):
         return _run(root, opts)
 
 
+def _paths(root: Path, opts: IncomingOptions) -> tuple[Path, Path]:
+    """(landing, quarantine) folders, once every path parameter is checked to lie inside the
+    repository and the overrides to touch params.yaml only: flow parameters are untrusted input
+    (anyone who reaches the Prefect API can start a run), so a refusal comes before anything is
+    claimed, moved or written."""
+    landing_dir = dvcops.inside_repo(root, opts.landing, "landing")
+    quarantine_path = dvcops.inside_repo(root, opts.quarantine_dir, "quarantine_dir")
+    for what in ("metrics_file", "predictions_file"):
+        dvcops.inside_repo(root, getattr(opts, what), what)
+    dvcops.check_override_targets(root, opts.params)
+    return landing_dir, quarantine_path
+
+
 def _run(root: Path, opts: IncomingOptions) -> dict:
     logger = run_logger()
-    landing_dir, quarantine_path = root / opts.landing, root / opts.quarantine_dir
+    landing_dir, quarantine_path = _paths(root, opts)
     outcome: dict = {
         "accepted": [],
         "rejected": [],

@@ -38,8 +38,19 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("textclf.flows")
 
 
+# Set by `python -m flows.serve` for the runs it executes: a served deployment runs in the
+# repository it was served for, whatever `repo` a run's parameters name (any folder holding a
+# dvc.yaml would otherwise have its stage commands run).
+PINNED_REPO_ENV = "TEXTCLF_PINNED_REPO"
+# A deployment setting, never a run parameter: a scheduler speaks pickle to whoever connects.
+DASK_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
 def resolve_repo(repo: str | Path) -> Path:
     root = Path(repo).expanduser().resolve()
+    pinned = os.environ.get(PINNED_REPO_ENV)
+    if pinned and root != Path(pinned).resolve():
+        raise ParamsError(f"repo: this deployment runs in {pinned} only (a run asked for {root})")
     if not (root / "dvc.yaml").exists():
         raise ParamsError(f"repo: {root} has no dvc.yaml (run from the project root or pass --repo)")
     return root
@@ -130,7 +141,6 @@ def pipeline(
     stage_timeout_s: float | None = None,
     lock_timeout_s: float = 600.0,
     metrics_file: str = report.METRICS_FILE,
-    dask_address: str | None = None,
     notify_block: str | None = None,
     experiment: str = "overrides",
 ) -> dict:
@@ -147,9 +157,10 @@ def pipeline(
         stage_timeout_s: kill a stage that runs longer (default: no limit).
         lock_timeout_s: how long to wait for another run on the same repository.
         metrics_file: the evaluate stage's metrics, for the report.
-        dask_address: a dask.distributed scheduler: the stage tasks are submitted to the flow's
-            task runner (run `with_dask_runner(pipeline, address)` to make that a DaskTaskRunner
-            on this cluster; `--dask-address` does) and stages with `engine: dask` use it too.
+        (a dask.distributed scheduler is a deployment setting, $DASK_SCHEDULER_ADDRESS, not a
+            run parameter: with it the stage tasks are submitted to the flow's task runner — run
+            `with_dask_runner(pipeline, address)` to make that a DaskTaskRunner on this cluster;
+            `--dask-address` does — and stages with `engine: dask` use it too.)
         notify_block: a Prefect notification block, "<type-slug>/<name>", told when the run
             fails or crashes (default: $TEXTCLF_NOTIFY_BLOCK; none: no notification).
         experiment: save the finished run as a DVC experiment (`dvc exp save`, named after the
@@ -158,6 +169,8 @@ def pipeline(
     """
     logger = run_logger()
     root = resolve_repo(repo)
+    dvcops.inside_repo(root, metrics_file, "metrics_file")
+    dask_address = os.environ.get(DASK_ENV) or None
     overrides = list(params or [])
     stages_done: list[dict] = []
     planned: list[str] = []
@@ -376,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         flow_fn = with_dask_runner(pipeline, args.dask_address) if args.dask_address else pipeline
+        if args.dask_address:
+            os.environ[DASK_ENV] = args.dask_address
         with local_server_settings():
             result = flow_fn(
                 target=args.target,
@@ -388,7 +403,6 @@ def main(argv: list[str] | None = None) -> int:
                 stage_timeout_s=args.stage_timeout,
                 lock_timeout_s=args.lock_timeout,
                 metrics_file=args.metrics_file,
-                dask_address=args.dask_address,
                 notify_block=args.notify_block,
                 experiment=args.exp,
             )

@@ -19,8 +19,10 @@ import argparse
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -40,6 +42,38 @@ def prefect_home() -> Path:
 
 def state_file() -> Path:
     return prefect_home() / STATE_NAME
+
+
+AUTH_NAME = "textclf-server.auth"
+
+
+def auth_file() -> Path:
+    return prefect_home() / AUTH_NAME
+
+
+def _new_secret() -> str:
+    """A fresh API secret in $PREFECT_HOME/textclf-server.auth, readable by this user only
+    (created 0600 with O_EXCL|O_NOFOLLOW after the old file is removed: never written through a
+    link, never widened by a umask)."""
+    path = auth_file()
+    secret = secrets.token_urlsafe(32)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret)
+    return secret
+
+
+def _secret() -> str | None:
+    """The local server's API secret, if the file is ours and private."""
+    path = auth_file()
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
@@ -64,11 +98,45 @@ def _state() -> dict | None:
 
 
 def running() -> dict | None:
-    """The server this module started, if its process is still ours and it answers."""
+    """The server this module started, if its process is still ours, it answers on a socket its
+    own process group listens on, and it requires our secret. One started by an older textclf
+    without a secret is stopped (it left the API open), so the next start replaces it."""
     state = _state()
     if state is None or not _is_our_server(state["pid"]):
         return None
-    return state if healthy(state.get("api_url", "")) else None
+    if not state.get("auth") or _secret() is None:
+        print("prefect_server: stopping the local Prefect server that runs without an API secret", file=sys.stderr)
+        stop()
+        return None
+    url = state.get("api_url", "")
+    return state if healthy(url) and _listens(state["pid"], _port(url)) else None
+
+
+def _port(url: str) -> int:
+    try:
+        return int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether the process `pid` or one of its descendants listens on `port`: a server counts as
+    ours only then (another program answering /health on that port is not taken for it)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in procs:
+        try:
+            conns = (getattr(proc, "net_connections", None) or proc.connections)(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+            return True
+    return False
 
 
 def server_mode() -> str:
@@ -113,26 +181,30 @@ def local_server_settings():
             f"using the Prefect server at {state['api_url']} (python -m flows.prefect_server stop to stop it)",
             file=sys.stderr,
         )
-    return _api_url_settings(state["api_url"])
+    return _api_url_settings(state["api_url"], _secret())
 
 
 @contextmanager
-def _api_url_settings(api_url: str):
-    """PREFECT_API_URL for this command line's run: in Prefect's settings context and in the
-    environment, because Prefect's service threads (events, logs) that run without the caller's
-    context read the environment, and would otherwise start a temporary server of their own."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def _api_url_settings(api_url: str, auth: str | None = None):
+    """PREFECT_API_URL (and the local server's secret, PREFECT_API_AUTH_STRING) for this command
+    line's run: in Prefect's settings context and in the environment, because Prefect's service
+    threads (events, logs) that run without the caller's context read the environment, and would
+    otherwise start a temporary server of their own."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    before = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = api_url
+    values = {"PREFECT_API_URL": api_url, **({"PREFECT_API_AUTH_STRING": auth} if auth else {})}
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    updates = {PREFECT_API_URL: api_url, **({PREFECT_API_AUTH_STRING: auth} if auth else {})}
     try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        with temporary_settings(updates=updates):
             yield
     finally:
-        if before is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def port_taken(port: int) -> bool:
@@ -156,10 +228,10 @@ def start(port: int | None = None, timeout_s: float = 120.0) -> dict:
     with open(home / "textclf-server.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         state = _state()
-        if state is not None and _is_our_server(state["pid"]):
+        if state is not None and _is_our_server(state["pid"]) and state.get("auth") and _secret():
             # ours and alive (maybe still starting, or slow to answer on a loaded machine): wait
             # for it rather than start a second one beside it
-            if _answers(state.get("api_url", ""), lambda: _is_our_server(state["pid"]), timeout_s):
+            if _answers(state.get("api_url", ""), lambda: _is_our_server(state["pid"]), timeout_s, state["pid"]):
                 return state
             if _is_our_server(state["pid"]):
                 raise RuntimeError(f"the Prefect server (pid {state['pid']}) does not answer; see {state.get('log')}")
@@ -170,11 +242,12 @@ def start(port: int | None = None, timeout_s: float = 120.0) -> dict:
         return _spawn(home, port, timeout_s)
 
 
-def _answers(url: str, alive, timeout_s: float) -> bool:
-    """Wait until the server at `url` answers (True), or `alive()` says its process is gone or
-    `timeout_s` passes (False)."""
+def _answers(url: str, alive, timeout_s: float, pid: int | None = None) -> bool:
+    """Wait until the server at `url` answers (True) — on a socket that the process `pid` or its
+    descendants listen on, when given — or `alive()` says its process is gone or `timeout_s`
+    passes (False)."""
     deadline = time.monotonic() + timeout_s
-    while not healthy(url):
+    while not (healthy(url) and (pid is None or _listens(pid, _port(url)))):
         if not alive() or time.monotonic() > deadline:
             return False
         time.sleep(0.25)
@@ -188,6 +261,11 @@ def _spawn(home: Path, port: int, timeout_s: float) -> dict:
     # when the server stops is still known, and expires, after it starts again
     env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
     env.pop("PREFECT_API_URL", None)
+    # the API needs a secret (the flow commands read it from the 0600 file); browsers may call it
+    # only from the server's own origin, and with a CSRF token
+    env["PREFECT_SERVER_API_AUTH_STRING"] = _new_secret()
+    env["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"] = f"http://127.0.0.1:{port}"
+    env["PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED"] = "true"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [
@@ -208,14 +286,14 @@ def _spawn(home: Path, port: int, timeout_s: float) -> dict:
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}/api"
-    if not _answers(url, lambda: proc.poll() is None, timeout_s):
+    if not _answers(url, lambda: proc.poll() is None, timeout_s, proc.pid):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait(10)
         raise RuntimeError(f"the Prefect server did not start (see {log_path})")
-    state = {"pid": proc.pid, "api_url": url, "log": str(log_path)}
+    state = {"pid": proc.pid, "api_url": url, "log": str(log_path), "auth": True}
     state_file().write_text(json.dumps(state), encoding="utf-8")
     return state
 

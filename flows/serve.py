@@ -17,6 +17,7 @@ Ctrl-C: schedules are paused.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from flows.incoming import incoming
-from flows.pipeline import pipeline
+from flows.pipeline import PINNED_REPO_ENV, pipeline
 from flows.prefect_server import local_server_settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "prefect.yaml"
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--interval must be > 0 seconds")
     from prefect import serve
 
+    # the runs this process executes stay in this repository, whatever their `repo` parameter says
+    os.environ[PINNED_REPO_ENV] = str(Path(args.repo).resolve())
     with local_server_settings():
         serve(*build_deployments(args))
     return 0

@@ -71,6 +71,11 @@ def _main() -> None:
             "params.yaml: train.autotune runs in one process: set train.autotune.budget_s: 0 to "
             "train with train.distributed (or tune first, then copy the chosen params)"
         )
+    if distributed and p.model == "encoder":
+        raise ParamsError(
+            "params.yaml: train.distributed: the encoder family trains in one process (DDP for it is not "
+            "built yet): set train.distributed.nproc: 1 and train.distributed.nnodes: 1"
+        )
     world = None
     if is_torchrun_worker():
         try:

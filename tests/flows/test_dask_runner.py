@@ -9,7 +9,7 @@ from flows.pipeline import pipeline, with_dask_runner
 from tests.flows.conftest import commit_all, set_param
 
 
-def test_flow_tasks_and_dask_engine_share_one_cluster(fresh_repo):
+def test_flow_tasks_and_dask_engine_share_one_cluster(fresh_repo, monkeypatch):
     set_param(fresh_repo, "clean.engine", "dask")
     commit_all(fresh_repo, "clean on dask")
     # threads in this process (the Prefect test API is reachable from them), a TCP scheduler the
@@ -22,12 +22,9 @@ def test_flow_tasks_and_dask_engine_share_one_cluster(fresh_repo):
         dashboard_address=None,
     ) as cluster:
         flow_fn = with_dask_runner(pipeline, cluster.scheduler_address)
-        state = flow_fn(
-            target="clean",
-            repo=str(fresh_repo),
-            dask_address=cluster.scheduler_address,
-            return_state=True,
-        )
+        # the scheduler is a deployment setting (the environment), not a run parameter
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+        state = flow_fn(target="clean", repo=str(fresh_repo), return_state=True)
         assert state.is_completed()
         result = state.result()
         assert {s["stage"]: s["status"] for s in result["stages"]} == {

@@ -126,6 +126,41 @@ def test_params_overrides_are_applied_then_restored(built_repo):
         assert params.read_bytes() == before
 
 
+def test_an_override_of_any_other_file_is_refused_and_nothing_is_touched(built_repo, tmp_path):
+    """Issue 27's attack: DVC's FILE:key=value grammar let a run's parameters rewrite dvc.yaml's
+    stage commands (then run by `dvc repro`), or any file outside the repo."""
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("a: 1\n")
+    files = {p: p.read_bytes() for p in (built_repo / "dvc.yaml", built_repo / "params.yaml", outside)}
+    attacks = [
+        ["dvc.yaml:stages.ingest.cmd='id > pwned.txt'", "dvc.yaml:~stages.ingest.deps"],
+        ["train.lr=0.1", "dvc.yaml:stages.train.cmd=id"],  # one bad item refuses the whole run
+        [f"{outside}:a=2"],
+        ["../outside.yaml:a=2"],
+        ["prefect.yaml:name=x"],
+    ]
+    for overrides in attacks:
+        with pytest.raises(ParamsError, match="not a params file this project lets a run change"):
+            with dvcops.params_overrides(built_repo, overrides):
+                pass
+        with pytest.raises(ParamsError, match="only params.yaml"):
+            dvcops.check_override_targets(built_repo, overrides)
+    assert {p: p.read_bytes() for p in files} == files
+    assert not (built_repo / "pwned.txt").exists()
+    with dvcops.params_overrides(built_repo, ["params.yaml:vocab.min_freq=4", "./params.yaml:split.seed=7"]):
+        assert yaml.safe_load((built_repo / "params.yaml").read_text())["vocab"]["min_freq"] == 4
+
+
+def test_path_parameters_must_stay_inside_the_repo(built_repo):
+    assert dvcops.inside_repo(built_repo, "data/incoming", "landing") == (built_repo / "data/incoming").resolve()
+    for bad in ["/etc", "../x", "data/../../x", "", "."]:
+        with pytest.raises(ParamsError, match="landing"):
+            dvcops.inside_repo(built_repo, bad, "landing")
+    (built_repo / "link").symlink_to("/tmp")
+    with pytest.raises(ParamsError, match="outside the repository"):
+        dvcops.inside_repo(built_repo, "link/x", "quarantine_dir")
+
+
 def test_repo_lock_is_bounded_reentrant_and_names_its_holder(built_repo):
     with another_run_holds_the_lock(built_repo, "flow run other") as release:
         started = time.monotonic()

@@ -438,3 +438,42 @@ def test_the_flow_takes_every_option_the_command_line_offers():
     assert set(inspect.signature(incoming.fn).parameters) == set(IncomingOptions.model_fields)
     args = {k: v for k, v in vars(build_parser().parse_args(["--no-register"])).items() if v is not None}
     inspect.signature(incoming.fn).bind(**IncomingOptions(**args).model_dump())  # what main() passes
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"landing": "/tmp"},
+        {"quarantine_dir": "../x"},
+        {"metrics_file": "/etc/passwd"},
+        {"params": ["dvc.yaml:stages.ingest.cmd=id"]},
+    ],
+)
+def test_untrusted_flow_parameters_are_refused_before_anything_is_claimed(repo, option):
+    """Issue 27: a run's parameters (from anyone who reaches the Prefect API) cannot name folders
+    outside the repository or params files other than params.yaml; the refusal is a params error
+    (exit 3) before any landing item is claimed or any file written."""
+    from textclf.errors import ParamsError
+
+    (repo / "data/incoming/pos").mkdir(parents=True, exist_ok=True)
+    (repo / "data/incoming/pos/new.txt").write_text("great phone\n", encoding="utf-8")
+    before = {p: p.read_bytes() for p in (repo / "dvc.yaml", repo / "params.yaml")}
+    state = incoming(repo=str(repo), min_age_s=0, **option, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ParamsError):
+        state.result()
+    assert (repo / "data/incoming/pos/new.txt").exists()  # not claimed
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_served_deployment_runs_in_its_own_repository_only(repo, tmp_path, monkeypatch):
+    from flows.pipeline import PINNED_REPO_ENV, resolve_repo
+    from textclf.errors import ParamsError
+
+    monkeypatch.setenv(PINNED_REPO_ENV, str(repo))
+    assert resolve_repo(str(repo)) == repo.resolve()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(ParamsError, match="this deployment runs in"):
+        resolve_repo(str(other))

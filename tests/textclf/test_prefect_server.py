@@ -123,3 +123,94 @@ def test_stop_never_signals_a_process_that_is_not_our_server(home):
         os.killpg(other.pid, 9)
         other.wait()
     assert ps.stop() is False  # nothing recorded
+
+
+def test_the_local_server_requires_its_secret_and_only_its_own_origin(home):
+    """A real `prefect server start` through flows.prefect_server: the API refuses requests
+    without the secret (a web page or another local user cannot start flow runs), CORS allows
+    only the server's own origin, the secret file is private, and the flow commands' client
+    (the settings local_server_settings gives) gets in."""
+    import base64
+    import stat
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    state = ps.start()
+    try:
+        url = state["api_url"]
+        assert state["auth"] and ps.running() == state
+        mode = stat.S_IMODE(ps.auth_file().stat().st_mode)
+        assert mode == 0o600, oct(mode)
+        secret = ps.auth_file().read_text()
+
+        def call(path, method="POST", headers=None, body=b"{}"):
+            req = urllib.request.Request(f"{url}{path}", data=body if method == "POST" else None, method=method)
+            req.add_header("Content-Type", "application/json")
+            for k, v in (headers or {}).items():
+                req.add_header(k, v)
+            try:
+                with ps._DIRECT.open(req, timeout=10) as r:
+                    return r.status, dict(r.headers)
+            except urllib.error.HTTPError as err:
+                return err.code, dict(err.headers)
+
+        assert call("/health", "GET")[0] == 200  # probes stay open
+        # the attack: start a run of any deployment with chosen parameters, without the secret
+        # (401: no secret; 403: no CSRF token, checked first for state-changing requests)
+        assert call(f"/deployments/{uuid.uuid4()}/create_flow_run")[0] in (401, 403)
+        assert call("/flows/filter")[0] in (401, 403)
+        wrong = base64.b64encode(b"guess").decode()
+        assert call("/csrf-token?client=x", "GET", {"Authorization": f"Basic {wrong}"})[0] == 401
+        assert call("/csrf-token?client=x", "GET")[0] == 401
+        right = base64.b64encode(secret.encode()).decode()
+        assert call("/csrf-token?client=x", "GET", {"Authorization": f"Basic {right}"})[0] == 200
+        # a browser preflight from another origin gets no CORS grant
+        _, headers = call(
+            "/flows/filter",
+            "OPTIONS",
+            {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert headers.get("access-control-allow-origin") not in ("*", "http://evil.example")
+        # the flow commands' own client is let in
+        with ps.local_server_settings():
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                assert client.read_flows() is not None
+                assert os.environ["PREFECT_API_AUTH_STRING"] == secret
+        assert "PREFECT_API_AUTH_STRING" not in os.environ
+    finally:
+        assert ps.stop() is True
+
+
+def test_a_server_that_is_not_ours_on_the_port_is_not_taken(home, monkeypatch):
+    """Something else answering /health on the recorded port is not our server (the listening
+    socket must belong to the recorded process's group)."""
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "prefect", "server", "start"], start_new_session=True
+    )
+    try:
+        home.mkdir(parents=True)
+        ps._new_secret()
+        url = f"http://127.0.0.1:{srv.server_port}/api"
+        ps.state_file().write_text(json.dumps({"pid": other.pid, "api_url": url, "auth": True}))
+        assert ps.healthy(url)  # it answers /health ...
+        assert ps.running() is None  # ... but its socket is not the recorded process's
+    finally:
+        srv.shutdown()
+        os.killpg(other.pid, 9)
+        other.wait()
