@@ -230,6 +230,7 @@ PROJECT = [
     "pyproject.toml",
     "data/stopwords.txt",
     "data/labels/corrections.csv",
+    "models/pretrained/none",  # train.encoder.path's placeholder (a train dependency)
 ]
 
 

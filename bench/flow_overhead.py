@@ -43,6 +43,7 @@ PROJECT = [
     "data/sample",
     "data/stopwords.txt",
     "data/labels/corrections.csv",
+    "models/pretrained/none",  # train.encoder.path's placeholder (a train dependency)
 ]
 TRIVIAL = (
     "from prefect import flow\n\n@flow\ndef trivial():\n    return 1\n\nif __name__ == '__main__':\n    trivial()\n"

@@ -26,6 +26,7 @@ PROJECT_FILES = [
     "prefect.yaml",
     "data/stopwords.txt",
     "data/labels/corrections.csv",
+    "models/pretrained/none",  # train.encoder.path's placeholder (a train dependency)
 ]
 
 POS_ZH = ["很好", "喜欢", "满意", "推荐", "不错", "漂亮", "舒服", "快"]

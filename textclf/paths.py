@@ -38,7 +38,6 @@ CHECKPOINT = Path("models/checkpoint")  # not a DVC output: resume state (git-ig
 RUN_METADATA = TRAIN_REPORTS / "run.json"  # not a DVC output: time, host, versions (git-ignored)
 # the encoder family's embeddings, by (encoder, max_len, text): not a DVC output, a cache (git-ignored)
 EMBEDDINGS = Path(".textclf/embeddings")
-PRETRAINED = Path("models/pretrained")  # local encoder folders (`make encoder`; git-ignored but for none/)
 # evaluate
 METRICS = Path("reports/metrics.json")
 PREDICTIONS = Path("reports/predictions.parquet")

@@ -288,3 +288,46 @@ def test_autocast_only_on_cuda():
 
 
 __all__ = ["pa"]
+
+
+def test_serve_and_predict_cli_with_an_encoder_bundle(encoder_bundle, fixture_split, tmp_path):
+    """`textclf serve` over real HTTP on 127.0.0.1, torch and ONNX runtimes, and `textclf predict`
+    in a subprocess: the same labels as the in-process predictor."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.fixtures import ROOT
+    from tests.textclf.test_serve import LIMITS, serving
+    from textclf.onnx import export
+    from textclf.serve import create_app
+
+    path, _ = encoder_bundle
+    bundle = load_bundle(path)
+    test = fixture_split[2]
+    texts = test["text"].tolist()[:6]
+    want = Predictor(bundle).predict(texts)
+    export(
+        bundle,
+        arrow_values(test["tokens"]),
+        test["label"].to_numpy(dtype=object),
+        tmp_path,
+        texts=arrow_values(test["text"]),
+    )
+    for runtime in ("torch", "onnx"):
+        pred = Predictor(bundle, runtime=runtime, onnx_path=tmp_path / "model.onnx")
+        with serving(create_app(pred, LIMITS, None, None)) as base:
+            r = httpx.post(f"{base}/predict", json={"texts": texts}, timeout=30)
+            assert r.status_code == 200, r.text
+            assert [p["label"] for p in r.json()["predictions"]] == [w["label"] for w in want]
+            assert httpx.get(f"{base}/metadata", timeout=10).json()["model"]["type"] == "encoder"
+    out = subprocess.run(
+        [sys.executable, "-m", "textclf.cli", "predict", "--bundle", str(path), *texts],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["label"] for line in out.stdout.splitlines()] == [w["label"] for w in want]

@@ -134,6 +134,7 @@ def test_every_artifact_path_is_a_dvc_out_or_dep():
         paths.CHECKPOINT,
         paths.RUN_METADATA,
         paths.VALIDATION_DIR,
+        paths.EMBEDDINGS,
     }  # see textclf/paths.py
     for name in dir(paths):
         value = getattr(paths, name)
