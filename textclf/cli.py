@@ -141,7 +141,7 @@ def _load_predictor(args: argparse.Namespace, threads: int = 0):
 def _cmd_predict(args: argparse.Namespace) -> int:
     from textclf.artifacts import atomic_path
     from textclf.errors import InputError
-    from textclf.predict import RecordWriter, TextSource, chunks
+    from textclf.predict import RecordWriter, TextSource, chunks, predict_rows
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     if args.texts and args.input is not None:
@@ -161,7 +161,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         source = (
             list(args.texts)
             if args.texts
-            else TextSource(args.input, fmt=args.input_format, column=args.column, encoding=args.encoding)
+            else TextSource(
+                args.input,
+                fmt=args.input_format,
+                column=args.column,
+                encoding=args.encoding,
+                skip_empty=args.skip_empty,
+            )
         )
         with contextlib.ExitStack() as stack:
             if out_path is not None:
@@ -171,10 +177,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 out = sys.stdout
             writer = RecordWriter(out, args.format, predictor.labels)
             bar = stack.enter_context(_progress(enabled=not args.texts))
-            n = 0
+            n, pending = 0, []  # blank rows before the first text wait: an all-blank input writes nothing
             for batch in chunks(source, args.batch_size):
-                writer.write(predictor.predict(batch))
-                n += len(batch)
+                records = predict_rows(predictor, batch)
+                n += sum(1 for t in batch if t.strip())
+                if n == 0:
+                    pending += records
+                else:
+                    writer.write(pending + records)
+                    pending = []
                 bar.update(len(batch))
             if n == 0:
                 raise InputError("no input texts (give TEXT arguments, --input FILE, or lines on stdin)")
@@ -188,8 +199,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     skipped = getattr(source, "skipped_blank", 0)
-    if skipped:
-        print(f"textclf predict: skipped {skipped} blank line(s)", file=sys.stderr)
+    if skipped and args.skip_empty:
+        print(f"textclf predict: skipped {skipped} blank row(s) (--skip-empty)", file=sys.stderr)
+    elif skipped:
+        print(f'textclf predict: {skipped} blank row(s) have no label ("skipped": "empty")', file=sys.stderr)
     return 0
 
 
@@ -218,6 +231,13 @@ def _cmd_promote(args: argparse.Namespace) -> int:
             how = "registered" if d.new_version else "already registered"
             print(f"{d.artifact}: {d.version} {how} ({d.version_tag}), stage {d.stage} assigned ({d.stage_tag})")
         print("push the tags with: git push --tags", file=sys.stderr)
+    for name in registry.unreadable(Path(args.repo), args.rev):
+        print(
+            f"textclf promote: warning: {name}'s files at {args.rev} are not in this repository's DVC cache "
+            f"(this clone built another model, or it was never pulled): `--model {name}#{args.stage}` "
+            "can read them only from a remote that has them (`dvc push` from where they were built)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -428,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV/TSV column or JSONL field holding the text (default: text)",
     )
     p.add_argument("--encoding", default="utf-8", help="input encoding (default utf-8)")
+    p.add_argument(
+        "--skip-empty",
+        action="store_true",
+        help='drop blank rows (default: each gets a record with "skipped": "empty", so output row N is input row N)',
+    )
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="write here instead of stdout")
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default jsonl)")
     _model_options(p)

@@ -31,7 +31,7 @@ from textclf.model import EncodingConfig, VocabIndex, encode, predict_proba
 from textclf.onnx_runtime import FP32, OnnxClassifier, bundle_digest
 from textclf.params import CleanParams
 from textclf.paths import ONNX_DIR
-from textclf.text import clean_batch, load_stopwords, normalize
+from textclf.text import clean_batch, load_stopwords, looks_binary, normalize
 
 DEFAULT_BUNDLE = paths.BUNDLE
 DEFAULT_ONNX = ONNX_DIR / FP32
@@ -212,9 +212,14 @@ OUTPUT_FORMATS = ("jsonl", "csv")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
+SKIPPED_EMPTY = {"label": None, "probabilities": None, "skipped": "empty"}
+
+
 class TextSource:
-    """Texts from a file or stdin, streamed: one per line (blank lines are skipped and counted),
-    or one per CSV/TSV row or JSONL object from `column`."""
+    """Texts from a file or stdin, streamed: one per line, or one per CSV/TSV row or JSONL object
+    from `column`. A blank line or an empty value is yielded as "" — its row keeps its place in
+    the output (`predict_rows`) — unless `skip_empty`, which drops and counts them. A file with NUL
+    bytes is refused as binary (ingest's rule), whatever the encoding."""
 
     def __init__(
         self,
@@ -223,7 +228,9 @@ class TextSource:
         column: str = "text",
         encoding: str = "utf-8",
         stdin: TextIO | None = None,
+        skip_empty: bool = False,
     ):
+        self.skip_empty = skip_empty
         self.path = None if path in (None, "-") else Path(path)
         self.name = str(self.path) if self.path else "<stdin>"
         if fmt == "auto":
@@ -250,6 +257,12 @@ class TextSource:
         if not self.path.exists():
             raise InputError(f"{self.path}: not found")
         try:
+            with open(self.path, "rb") as raw:
+                head = raw.read(8192)
+            if looks_binary(head):
+                raise InputError(
+                    f"{self.path}: a binary file (NUL bytes), not text in any encoding: nothing to classify"
+                )
             return open(self.path, encoding=self.encoding, newline="")
         except OSError as err:
             raise InputError(f"{self.path}: cannot read: {err.strerror}") from None
@@ -276,9 +289,13 @@ class TextSource:
     def _lines(self, f: TextIO) -> Iterator[str]:
         for line in f:
             text = line.rstrip("\r\n")
+            if "\x00" in text:
+                raise InputError(f"{self.name}: a NUL byte in the input: binary data, not text")
             if not text.strip():
                 self.skipped_blank += 1
-                continue
+                if self.skip_empty:
+                    continue
+                text = ""
             yield text
 
     def _jsonl(self, f: TextIO) -> Iterator[str]:
@@ -291,7 +308,9 @@ class TextSource:
                 raise InputError(f"{self.name}:{lineno}: not valid JSON: {err.msg}") from None
             if not isinstance(obj, dict) or self.column not in obj:
                 raise InputError(f"{self.name}:{lineno}: no {self.column!r} field (choose the field with --column)")
-            yield self._check(obj[self.column], f"{self.name}:{lineno}")
+            value = self._check(obj[self.column], f"{self.name}:{lineno}")
+            if value is not None:
+                yield value
 
     def _delimited(self, f: TextIO, sep: str) -> Iterator[str]:
         reader = csv.reader(f, delimiter=sep)
@@ -313,7 +332,9 @@ class TextSource:
                 where = f"{self.name}:{reader.line_num}"
                 if col >= len(row):
                     raise InputError(f"{where}: row has {len(row)} field(s), no {self.column!r} value")
-                yield self._check(row[col], where)
+                value = self._check(row[col], where)
+                if value is not None:
+                    yield value
         except csv.Error as err:
             raise InputError(f"{self.name}:{reader.line_num}: not valid {self.fmt.upper()}: {err}") from None
 
@@ -321,8 +342,18 @@ class TextSource:
         if not isinstance(value, str):
             raise InputError(f"{where}: {self.column!r} is {type(value).__name__}, not text")
         if not value.strip():
-            raise InputError(f"{where}: empty {self.column!r}")
+            self.skipped_blank += 1
+            return None if self.skip_empty else ""
         return value
+
+
+def predict_rows(predictor: Predictor, texts: list[str]) -> list[dict]:
+    """One record per text, in order; an empty text gets `SKIPPED_EMPTY` (nothing to classify)
+    instead of being dropped, so output row N is input row N."""
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    got = iter(predictor.predict([texts[i] for i in keep])) if keep else iter(())
+    kept = set(keep)
+    return [next(got) if i in kept else dict(SKIPPED_EMPTY) for i in range(len(texts))]
 
 
 def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -350,6 +381,12 @@ class RecordWriter:
             if self._csv is None:  # the header with the first records: no input, no output
                 self._csv = csv.writer(self.out, lineterminator="\n")
                 self._csv.writerow(["label", *(f"prob_{c}" for c in self.labels)])
-            self._csv.writerows([r["label"], *(r["probabilities"][c] for c in self.labels)] for r in records)
+            # a skipped row: no label, no probabilities (its `skipped` reason is in the JSONL form)
+            self._csv.writerows(
+                [r["label"], *(r["probabilities"][c] for c in self.labels)]
+                if r.get("probabilities") is not None
+                else ["", *([""] * len(self.labels))]
+                for r in records
+            )
         else:
             self.out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

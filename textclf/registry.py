@@ -125,10 +125,13 @@ def fetch(root: Path, rev: str, path: str) -> Path:
         if dest.exists():
             shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
         os.replace(tmp / dest.name, dest)
-    except (DvcException, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - DVC's data layer raises its own types (DataIndexDirError, ...)
+        why = f"{type(err).__name__}: {err}" if not isinstance(err, DvcException) else str(err)
         raise InputError(
-            f"{path} at {rev[:12]}: cannot read it through DVC ({err}); `dvc pull` or a reachable remote has it"
-        ) from err
+            f"{path} at {rev[:12]}: its files are in neither this repository's DVC cache nor a reachable "
+            f"remote ({why.splitlines()[0][:200]}). `dvc pull` from a remote that has them, or check out "
+            f"{rev[:12]}, `dvc repro`, commit and promote that build"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     done.touch()
@@ -281,6 +284,20 @@ def promote(
             raise InputError(f"{name}: {err}") from err
         out.append(Promotion(name, ver, stage, vtag, stage_tag, new))
     return out
+
+
+def unreadable(root: Path, rev: str = "HEAD", artifacts: tuple[str, ...] = ARTIFACTS) -> list[str]:
+    """The artifacts whose committed outputs at `rev` are not in the local DVC cache (then only a
+    remote can serve `--model name#stage`); `promote` warns about them."""
+    commit = _git(root, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
+    arts, outs = declared(root, commit), _locked(root, commit)
+    cache = root / ".dvc" / "cache" / "files" / "md5"
+    missing = []
+    for name in artifacts:
+        md5 = outs.get(arts.get(name, ""), "")
+        if md5 and not (cache / md5[:2] / md5[2:]).exists():
+            missing.append(name)
+    return missing
 
 
 def _stage_commit(root: Path, name: str, stage: str) -> str | None:

@@ -295,7 +295,9 @@ def load_stopwords(params: CleanParams, extra: Iterable[str] | None = None) -> f
         if not path.exists():
             raise FileNotFoundError(f"clean.stopwords_file: {path} not found")
         # Compared with cleaned tokens, so normalised the same way: NFKC, lowercased if tokens are.
-        user = {unicodedata.normalize("NFKC", w.strip()) for w in path.read_text(encoding="utf-8").splitlines()}
+        lines = path.read_text(encoding="utf-8").splitlines()
+        # `#` starts a comment line (the file says so): never a stopword, nor in a bundle's list
+        user = {unicodedata.normalize("NFKC", w.strip()) for w in lines if not w.lstrip().startswith("#")}
         words |= {w.lower() if params.lowercase else w for w in user if w}
     if extra:
         words |= set(extra)

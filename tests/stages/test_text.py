@@ -266,10 +266,11 @@ def test_builtin_stopwords_keep_negations():
 
 def test_user_stopwords_file(tmp_path):
     path = tmp_path / "stop.txt"
-    path.write_text("书\nbook\n\n  感觉  \nGreat\nＧＯＯＤ\n", encoding="utf-8")
+    path.write_text("# a comment line\n书\nbook\n\n  感觉  \n  #another\nGreat\nＧＯＯＤ\n", encoding="utf-8")
     params = CleanParams(stopwords=("en",), stopwords_file=str(path))
     words = load_stopwords(params)
     assert {"书", "book", "感觉", "the"} <= words
+    assert not any(w.startswith("#") for w in words)  # comments are not stopwords (issue 29)
     # user words are compared with cleaned tokens, so they are normalised the same way
     assert toks(["Great GOOD book, fine"], stopwords=words) == [["fine"]]
     assert {"Great", "GOOD"} <= load_stopwords(params.model_copy(update={"lowercase": False}))

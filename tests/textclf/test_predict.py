@@ -299,8 +299,36 @@ def test_cli_agrees_with_the_pipeline_on_the_raw_test_file(pipe, tmp_path, capsy
     assert code == 0, err
     expected = model_proba(load_bundle(pipe.bundle), pipe.tokens()).argmax(1)
     labels = load_bundle(pipe.bundle).labels
-    assert [r["label"] for r in jsonl(out)] == [labels[i] for i in expected]
-    assert "skipped 1 blank line" in err
+    records = jsonl(out)
+    # one record per input row: the trailing blank line is an explicit skipped record
+    assert [r["label"] for r in records[:-1]] == [labels[i] for i in expected]
+    assert records[-1] == {"label": None, "probabilities": None, "skipped": "empty"}
+    assert "1 blank row(s) have no label" in err
+
+
+def test_cli_keeps_blank_rows_in_place_and_refuses_binary_input(pipe, tmp_path, capsys):
+    """Issue 29: output row N is input row N (blank rows included, unless --skip-empty), in JSONL
+    and CSV; a binary file is refused whatever --encoding says."""
+    path = tmp_path / "in.txt"
+    path.write_text("房间很好\n\n   \n手机很差\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "--input", str(path))
+    assert code == 0, err
+    records = jsonl(out)
+    assert len(records) == 4 and [r.get("skipped") for r in records] == [None, "empty", "empty", None]
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "--input", str(path), "--format", "csv")
+    rows = out.splitlines()
+    assert len(rows) == 5 and rows[2].strip(",") == "" and rows[1].split(",")[0] in ("neg", "pos")
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "--input", str(path), "--skip-empty")
+    assert code == 0 and len(jsonl(out)) == 2 and "skipped 2 blank row(s)" in err
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text('text\n房间很好\n""\n手机很差\n', encoding="utf-8")
+    code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "--input", str(csv_in))
+    assert code == 0 and [r.get("skipped") for r in jsonl(out)] == [None, "empty", None]
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"\x00\x01\x02binary\x00" * 10)
+    for enc in ("utf-8", "latin-1"):
+        code, out, err = run_cli(capsys, "--bundle", str(pipe.bundle), "--input", str(binary), "--encoding", enc)
+        assert code == 2 and out == "" and "binary" in err and "Traceback" not in err
 
 
 def test_cli_csv_and_jsonl_input_csv_output(pipe, predictor, tmp_path, capsys):
@@ -357,7 +385,6 @@ def test_cli_reads_stdin(pipe, predictor, capsys, monkeypatch):
             ["--input", "{tmp}/in.csv", "--column", "body"],
             "no column 'body' (columns: text, label)",
         ),
-        ("in.csv", ["--input", "{tmp}/in.csv"], "in.csv:3: empty 'text'"),
         ("bad.jsonl", ["--input", "{tmp}/bad.jsonl"], "bad.jsonl:2: not valid JSON"),
         (None, ["--encoding", "klingon", "--input", "{tmp}/x"], "unknown encoding 'klingon'"),
         (None, ["--input", "{tmp}/x", "some text"], "not both"),

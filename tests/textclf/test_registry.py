@@ -155,3 +155,20 @@ def test_what_cannot_be_promoted_or_found_is_a_clear_error(repo, capsys):
         "classifier-onnx@v1.0.0",
         "classifier-onnx#prod#1",
     }
+
+
+def test_a_promoted_model_missing_from_the_cache_is_a_warning_then_one_message(repo, capsys):
+    """Issue 29: a clone that rebuilt another model promotes the committed one; its files are in
+    no cache or remote. promote warns; predict and serve --model stop with one message (exit 2),
+    not DVC's traceback."""
+    import shutil
+
+    shutil.rmtree(repo / ".dvc" / "cache")  # what a fresh clone without the remote has
+    assert cli(["promote", "--repo", str(repo)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: classifier's files at HEAD are not in this repository's DVC cache" in err
+    for command in (["predict", "text"], ["serve", "--port", "1"]):
+        assert cli([command[0], "--repo", str(repo), "--model", "classifier#prod", *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert "in neither this repository's DVC cache nor a reachable remote" in err and "dvc pull" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
