@@ -71,8 +71,8 @@ run: install
 lint: install-dev
 	$(BIN)/ruff check .
 
-## test: lint + the whole test suite
-test: install-dev browser
+## test: lint + the whole test suite (the encoder tests read all-MiniLM-L6-v2: `make encoder`)
+test: install-dev browser encoder
 	$(BIN)/ruff check .
 	@# the serial test (a real Prefect server, a schedule, Ctrl-C: mostly waiting) runs beside the
 	@# parallel part, not after it; its output follows the parallel part's; either failing fails

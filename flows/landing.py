@@ -183,7 +183,16 @@ def take(original: Path, copies: Path, name: str, quarantine_member) -> Claimed:
     claimed = Claimed(name, original, copy, "dir")
     copy.mkdir(parents=True)
     total = 0
+    hidden: list[str] = []  # hidden folders (pos/.git, pos/.ssh): quarantined whole, never read
     for rel, path, what in _walk(original):
+        if any(rel.startswith(h + "/") for h in hidden):
+            continue
+        if what == "dir" and Path(rel).name.startswith("."):
+            hidden.append(rel)
+            reason = "a hidden folder: not taken into the data (nothing in it was read)"
+            quarantine_member(path, rel, reason)
+            claimed.rejected_members.append((rel, reason))
+            continue
         if what == "dir":
             (copy / rel).mkdir(parents=True, exist_ok=True)
             continue
@@ -210,7 +219,8 @@ def _member_problem(name: str, what: str) -> str | None:
 
 
 def _walk(root: Path, rel: str = "", depth: int = 0):
-    """(rel, path, kind) of everything under a real folder, links not followed."""
+    """(rel, path, kind) of everything under a real folder, links not followed (a folder is
+    listed before its contents, which are read lazily: one moved away meanwhile is not entered)."""
     if depth > 32:
         raise OSError(f"{root}: folders nested more than 32 deep")
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
@@ -218,7 +228,7 @@ def _walk(root: Path, rel: str = "", depth: int = 0):
         r = f"{rel}/{entry.name}" if rel else entry.name
         what = kind_of(path)
         yield r, path, what
-        if what == "dir":
+        if what == "dir" and path.is_dir() and not path.is_symlink():
             yield from _walk(path, r, depth + 1)
 
 
@@ -266,12 +276,15 @@ def move_to_quarantine(path: Path, folder: Path, name: str, reason: str) -> Path
     beside it."""
     folder.mkdir(parents=True, exist_ok=True)
     dest = unique_path(folder / name)
+    for i in range(1, 1000):  # a name whose reason file is free too (a planted link there is left alone)
+        if not os.path.lexists(dest.parent / f"{dest.name}{REASON_SUFFIX}"):
+            break
+        dest = unique_path(folder / f"{Path(name).stem}-{i}{Path(name).suffix}")
     os.rename(path, dest) if _same_fs(path, folder) else shutil.move(str(path), dest)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    (dest.parent / f"{dest.name}{REASON_SUFFIX}").write_text(
-        f"file: {name}\nquarantined: {stamp} by the textclf incoming flow\nreason: {reason}\n",
-        encoding="utf-8",
-    )
+    # a new file (O_EXCL | O_NOFOLLOW): never written through a link someone planted at that name
+    note = dest.parent / f"{dest.name}{REASON_SUFFIX}"
+    _write_new(note, f"file: {name}\nquarantined: {stamp} by the textclf incoming flow\nreason: {reason}\n".encode())
     return dest
 
 

@@ -49,6 +49,11 @@ TABULAR_EXT = {
 }
 
 
+def _hidden(path: Path, root: Path) -> bool:
+    """A dot-prefixed part anywhere below `root` (pos/.git/config, not only .notes): skipped."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def resolve_format(params: IngestParams) -> str:
     if params.format != "auto":
         return params.format
@@ -57,7 +62,7 @@ def resolve_format(params: IngestParams) -> str:
     if not path.exists():
         raise InputError(f"ingest.source: {path} does not exist")
     if path.is_dir():
-        exts = {p.suffix.lower() for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")}
+        exts = {p.suffix.lower() for p in path.rglob("*") if p.is_file() and not _hidden(p, path)}
         tabular = {TABULAR_EXT[e] for e in exts if e in TABULAR_EXT}
         if len(tabular) == 1 and not (exts - set(TABULAR_EXT)):
             return tabular.pop()
@@ -98,7 +103,7 @@ def iter_record_batches(params: IngestParams, chunk_rows: int) -> Iterator[pd.Da
             sorted(
                 p
                 for p in root.rglob("*")
-                if p.is_file() and not p.name.startswith(".") and TABULAR_EXT.get(p.suffix.lower()) == "parquet"
+                if p.is_file() and not _hidden(p, root) and TABULAR_EXT.get(p.suffix.lower()) == "parquet"
             )
             if root.is_dir()
             else [root]
@@ -148,9 +153,7 @@ def iter_records(params: IngestParams) -> Iterator[pd.DataFrame]:
             raise InputError(f"ingest.source: {root} is not a directory (ingest.format=text_dir)")
         yield from read_text_dir(root, params.encoding)
         return
-    files = (
-        sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.is_dir() else [root]
-    )
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p, root)) if root.is_dir() else [root]
     if root.is_dir():
         files = [p for p in files if TABULAR_EXT.get(p.suffix.lower()) == fmt or fmt == "fasttext"]
         if not files:
@@ -214,7 +217,7 @@ def _read_label_layout(root: Path, split: str | None, encoding: str) -> Iterator
 
 
 def read_file_per_doc(folder: Path, label: str, split: str | None, encoding: str) -> pd.DataFrame:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not _hidden(p, folder))
     texts, reasons = [], []
     for p in files:
         data = read_bytes(p)

@@ -97,6 +97,55 @@ def test_links_fifos_and_hidden_files_are_quarantined_and_nothing_outside_leaks(
     assert tracked_changes(repo) == ""
 
 
+def test_hidden_folders_inside_a_landing_item_are_quarantined_whole(repo):
+    """Issue 27: pos/.git/config and pos/.ssh/id_rsa (names that are not hidden, in hidden
+    folders) were read as `pos` documents, committed and pushed. Now the hidden folder goes to
+    quarantine as it is, and no byte of it reaches the raw data, the DVC cache, git or an artifact."""
+    pos = repo / "data/incoming/pos"
+    (pos / ".git").mkdir(parents=True)
+    (pos / ".git" / "config").write_text(f"[remote]\n  url = https://x:{SECRET}@example.com/r.git\n")
+    (pos / ".ssh").mkdir()
+    (pos / ".ssh" / "id_rsa").write_text(f"-----BEGIN KEY----- {SECRET}\n")
+    (pos / "good.txt").write_text("这个真的很好，推荐\n", encoding="utf-8")
+    drop(repo, "pos.txt", lines("新到的评论", "很好满意推荐", 40))
+    state = incoming(repo=str(repo), **GATE, return_state=True)
+    assert state.is_completed()
+    assert state.result()["promoted"], state.result()
+    assert not leaked(repo, incoming_artifact(state))
+    for name in ("pos__.git", "pos__.ssh"):
+        assert (repo / "data/quarantine" / name).is_dir(), name  # moved whole
+        assert "a hidden folder" in reason_of(repo, name)
+    assert SECRET in (repo / "data/quarantine/pos__.git/config").read_text()  # kept, not deleted
+    assert "这个真的很好" in (repo / "data/raw/pos/good.txt").read_text(encoding="utf-8")
+    assert tracked_changes(repo) == ""
+
+
+def test_readers_skip_any_path_with_a_hidden_part(tmp_path):
+    from textclf.sources import read_file_per_doc
+
+    (tmp_path / "pos" / ".git").mkdir(parents=True)
+    (tmp_path / "pos" / ".git" / "config").write_text("secret")
+    (tmp_path / "pos" / "a.txt").write_text("很好")
+    df = read_file_per_doc(tmp_path / "pos", "pos", None, "utf-8")
+    assert df["text"].tolist() == ["很好"]
+
+
+def test_a_reason_file_is_never_written_through_a_planted_link(tmp_path):
+    from flows.landing import REASON_SUFFIX, move_to_quarantine
+
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me")
+    q = tmp_path / "q"
+    q.mkdir()
+    (q / f"bad.txt{REASON_SUFFIX}").symlink_to(target)  # planted before the run
+    item = tmp_path / "bad.txt"
+    item.write_text("x")
+    dest = move_to_quarantine(item, q, "bad.txt", "a reason")
+    assert target.read_text() == "keep me"
+    notes = [p for p in q.iterdir() if p.name.endswith(REASON_SUFFIX) and not p.is_symlink()]
+    assert dest.exists() and len(notes) == 1 and "a reason" in notes[0].read_text()
+
+
 def test_an_item_too_large_to_take_is_quarantined_and_the_rest_goes_on(repo, monkeypatch):
     import flows.landing
 

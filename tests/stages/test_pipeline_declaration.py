@@ -142,3 +142,13 @@ def test_every_artifact_path_is_a_dvc_out_or_dep():
             continue
         p = value.as_posix()
         assert p in declared or any(d.startswith(p + "/") for d in declared), f"paths.{name} = {p} not in dvc.yaml"
+
+
+def test_generated_pages_and_caches_are_git_ignored():
+    """`dvc plots show` writes dvc_plots/ (1 MB); the encoder's embedding cache and unpacked
+    models are local: `git add -A` after the README's commands commits none of them."""
+    import subprocess
+
+    for path in ("dvc_plots/index.html", ".textclf/embeddings/x/000000.safetensors", "models/pretrained/m/config.json"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+    assert subprocess.run(["git", "check-ignore", "-q", "models/pretrained/none/README.md"], cwd=ROOT).returncode == 1
