@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flows import dvcops
@@ -158,7 +159,26 @@ class Journal:
         path = cls.folder(root) / "journal.json"
         if not path.exists():
             return None
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            return cls(**data)
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+            # unreadable (a torn write, a hand edit, another version's format): moved aside, so it
+            # does not block every later run; what it described is left where it is, for a person
+            aside = path.with_name(f"journal.unreadable-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json")
+            os.replace(path, aside)
+            logging.getLogger("textclf.flows").warning(
+                "the new-data journal %s could not be read (%s: %s): moved aside to %s; a killed run's "
+                "staged items, if any, are under %s",
+                path,
+                type(err).__name__,
+                err,
+                aside,
+                cls.folder(root),
+            )
+            return None
 
     def backups(self, root: Path) -> Path:
         return self.folder(root) / self.run / "backups"

@@ -316,3 +316,18 @@ def test_a_run_killed_at_any_step_converges_on_the_next(repo, step, prefect_api)
     assert not (repo / ".dvc/tmp/textclf-incoming/journal.json").exists()
     assert "up to date" in run(["dvc", "status", "--with-deps", "score"], repo).stdout
     assert json.loads((repo / "reports/score.json").read_text())["test"]["macro_f1"] > 0.5
+
+
+def test_an_unreadable_journal_is_moved_aside_not_a_crash_every_run(tmp_path, caplog):
+    from flows.transaction import Journal
+
+    folder = Journal.folder(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "journal.json").write_text('{"run": "x", "head": ')  # a torn write
+    assert Journal.load(tmp_path) is None
+    assert not (folder / "journal.json").exists()
+    aside = list(folder.glob("journal.unreadable-*.json"))
+    assert len(aside) == 1 and aside[0].read_text() == '{"run": "x", "head": '  # kept for a person
+    assert "could not be read" in caplog.text and "moved aside" in caplog.text
+    (folder / "journal.json").write_text('["not", "a", "journal"]')
+    assert Journal.load(tmp_path) is None
