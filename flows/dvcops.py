@@ -23,12 +23,14 @@ deployment by file path, so a flows/dvc.py would shadow the `dvc` package itself
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import json
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -407,6 +409,7 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
     `dvc status` shows the affected stages as changed — the workspace holds an experiment's
     outputs, exactly as after `dvc exp run` followed by `git checkout params.yaml`.
     """
+    restore_killed_overrides(root)
     if not overrides:
         yield {}
         return
@@ -417,6 +420,13 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
     check_override_targets(root, overrides)
     by_file = to_path_overrides(overrides)
     originals: dict[Path, bytes] = {}
+    backup = root / PARAMS_BACKUP
+    if not keep:  # what a SIGKILLed run leaves behind for the next one to put back
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "files": {}}
+        for name in by_file:
+            record["files"][name] = base64.b64encode((root / name).read_bytes()).decode("ascii")
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(backup, json.dumps(record).encode("utf-8"))
     try:
         for name, items in by_file.items():
             path = root / name
@@ -440,6 +450,50 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
         if not keep:
             for path, data in originals.items():
                 write_bytes(path, data)
+            backup.unlink(missing_ok=True)
+
+
+# the params files as they were before a run's overrides (removed when the run restores them)
+PARAMS_BACKUP = Path(".dvc/tmp/textclf-params-backup.json")
+
+
+def restore_killed_overrides(root: Path) -> list[str]:
+    """Put back the params files of a run that was killed while its overrides were applied (its
+    backup names a process that is gone): a later promotion must not commit them. Called under
+    the repository lock, before any override; returns the files restored."""
+    backup = root / PARAMS_BACKUP
+    try:
+        record = json.loads(backup.read_text(encoding="utf-8"))
+        files = record["files"]
+        pid, host = int(record["pid"]), record.get("host")
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logging.getLogger("textclf.flows").warning("ignoring the unreadable params backup %s: %s", backup, err)
+        backup.unlink(missing_ok=True)
+        return []
+    if host == socket.gethostname() and pid != os.getpid() and _alive(pid):
+        return []  # its run is still going (it holds the lock we would need to be here)
+    restored = []
+    for name, data in files.items():
+        if Path(name).as_posix() in OVERRIDABLE:
+            write_bytes(root / name, base64.b64decode(data))
+            restored.append(name)
+    backup.unlink(missing_ok=True)
+    logging.getLogger("textclf.flows").warning(
+        "a run killed with params overrides applied left %s changed: restored from its backup", ", ".join(restored)
+    )
+    return restored
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def validate_params(root: Path) -> list[str]:

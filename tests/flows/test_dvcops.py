@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from flows import dvcops, repolock
+from tests.fixtures import ROOT
 from tests.flows.conftest import another_run_holds_the_lock, set_param
 from textclf.errors import ContractError, InputError, ParamsError, StageError, TextclfError, is_retryable
 
@@ -177,3 +178,30 @@ def test_repo_lock_is_bounded_reentrant_and_names_its_holder(built_repo):
     with pytest.raises(ParamsError, match="bounded"):
         with repolock.repo_lock(built_repo, -1):
             pass
+
+
+def test_a_killed_runs_overrides_are_put_back_by_the_next_run(built_repo):
+    """Issue 27: a SIGKILLed `-S` run left its overrides in params.yaml, which a later promotion
+    could commit. Its backup names a process that is gone: the next run restores the file."""
+    import subprocess
+    import sys
+
+    params = built_repo / "params.yaml"
+    before = params.read_bytes()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from pathlib import Path; from flows import dvcops\n"
+            "with dvcops.params_overrides(Path(sys.argv[1]), ['vocab.min_freq=9']):\n"
+            "    os.kill(os.getpid(), 9)",
+            str(built_repo),
+        ],
+        cwd=ROOT,
+    )
+    child.wait(60)
+    assert child.returncode == -9
+    assert params.read_bytes() != before and (built_repo / dvcops.PARAMS_BACKUP).exists()
+    with dvcops.params_overrides(built_repo, []):  # the next run, with or without overrides
+        assert params.read_bytes() == before
+    assert not (built_repo / dvcops.PARAMS_BACKUP).exists()
