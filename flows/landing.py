@@ -307,14 +307,28 @@ def remove_committed(claimed: Claimed, landing: Path) -> bool:
     the commit); if a writer kept writing into it, it goes back to the landing folder (True)."""
     if not os.path.lexists(claimed.original):
         return False
-    if unchanged(claimed):
-        if claimed.kind == "dir":
-            shutil.rmtree(claimed.original)
-        else:
-            claimed.original.unlink()
+    if not unchanged(claimed):
+        return_to_landing(claimed.original, landing, claimed.name)
+        return True
+    if claimed.kind != "dir":
+        claimed.original.unlink()
         return False
-    return_to_landing(claimed.original, landing, claimed.name)
-    return True
+    # a folder: only the members that were read (and committed) go; anything that appeared in it
+    # since (an upload into the claimed folder) goes back to the landing folder with the folder
+    for m in claimed.members:
+        (claimed.original / m.rel).unlink()
+    for top, _dirs, _files in os.walk(claimed.original, topdown=False):
+        if Path(top) != claimed.original:
+            try:
+                os.rmdir(top)
+            except OSError:
+                pass  # not empty: something new is in it
+    try:
+        os.rmdir(claimed.original)
+        return False
+    except OSError:
+        return_to_landing(claimed.original, landing, claimed.name)
+        return True
 
 
 def leftover_staging(landing: Path) -> list[Path]:

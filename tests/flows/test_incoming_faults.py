@@ -331,3 +331,29 @@ def test_an_unreadable_journal_is_moved_aside_not_a_crash_every_run(tmp_path, ca
     assert "could not be read" in caplog.text and "moved aside" in caplog.text
     (folder / "journal.json").write_text('["not", "a", "journal"]')
     assert Journal.load(tmp_path) is None
+
+
+def test_a_file_added_to_a_claimed_folder_during_the_run_survives(tmp_path):
+    """Issue 27: promotion removed the whole claimed folder, so a file uploaded into it while the
+    run checked and retrained was lost. Only the members that were read are removed; the rest
+    goes back to the landing folder."""
+    from flows import landing as lz
+
+    landing = tmp_path / "incoming"
+    (landing / "pos" / "sub").mkdir(parents=True)
+    (landing / "pos" / "a.txt").write_text("很好")
+    (landing / "pos" / "sub" / "b.txt").write_text("不错")
+    staging = lz.new_staging(landing)
+    original = lz.claim(landing / "pos", staging)
+    claimed = lz.take(original, tmp_path / "copies", "pos", lambda *a: None)
+    (original / "sub" / "late.txt").write_text("uploaded while the run went on")
+    assert lz.remove_committed(claimed, landing) is True
+    back = landing / "pos"
+    assert (back / "sub" / "late.txt").read_text() == "uploaded while the run went on"
+    assert not (back / "a.txt").exists() and not (back / "sub" / "b.txt").exists()
+    # with nothing new, the folder goes entirely
+    (landing / "neg").mkdir()
+    (landing / "neg" / "c.txt").write_text("很差")
+    original = lz.claim(landing / "neg", staging)
+    claimed = lz.take(original, tmp_path / "copies2", "neg", lambda *a: None)
+    assert lz.remove_committed(claimed, landing) is False and not original.exists()
