@@ -308,7 +308,10 @@ def checked_texts(texts: list[str], limits: Limits) -> list[str]:
 
 
 # uvicorn settings of every way we serve: idle keep-alive 5 s, 128 connections, no Server header
-SERVER_OPTIONS = {"timeout_keep_alive": 5, "limit_concurrency": 128, "server_header": False}
+# limit_concurrency counts open connections, idle ones included: at 128, 128 sockets that sent
+# nothing made every request, /health too, a 503 (tests/textclf/test_serve.py). The work is
+# bounded by --concurrency (predictions at a time) and the body limits, not by this.
+SERVER_OPTIONS = {"timeout_keep_alive": 5, "limit_concurrency": 512, "server_header": False}
 
 
 def server_config(app, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info"):

@@ -373,3 +373,25 @@ def test_serve_command_end_to_end(pipe):
             proc.wait(timeout=5)
     _, alive = psutil.wait_procs(workers, timeout=20)
     assert not alive, [(p.pid, p.cmdline()) for p in alive]
+
+
+def test_idle_connections_do_not_starve_health(predictor):
+    """Issue 27: 128 sockets that connect and send nothing (or half a request line) must not hold
+    the server: /health still answers 200, and promptly, with them all open."""
+    with serving(create_app(predictor, LIMITS, None, None)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        idle = []
+        try:
+            for i in range(128):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                if i % 2:
+                    s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # a request that never ends
+                idle.append(s)
+            t0 = time.monotonic()
+            r = httpx.get(f"{base}/health", timeout=10)
+            elapsed = time.monotonic() - t0
+            assert r.status_code == 200 and r.json() == {"status": "ok"}
+            assert elapsed < 2.0, elapsed  # 1 s is a liveness probe's default; margin for a loaded CI
+        finally:
+            for s in idle:
+                s.close()
