@@ -3,6 +3,7 @@ folder, and recovery: a run killed at any point is finished or undone by the nex
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from flows import transaction
 from flows.pipeline import run_logger
 from flows.steps import push
 from flows.transaction import Journal
+from textclf.artifacts import write_bytes
 
 # ---------------------------------------------------------------------------------------------
 # the run's bookkeeping of items
@@ -83,10 +85,39 @@ def claim_items(ready: list[Path], staging: Path, items: Items) -> list[landing_
 # recovery: a run killed at any point is finished or undone by the next one
 
 
+# How many runs died while checking an item (an OOM-kill in a reader, say), by item name: the
+# second time, the item is quarantined instead of going back to the landing folder, where every
+# later run would claim it and die again, holding up all new data.
+ATTEMPTS = Path(".dvc/tmp/textclf-incoming-attempts.json")
+MAX_KILLED_CHECKS = 2
+
+
+def _attempts(root: Path) -> dict[str, int]:
+    try:
+        data = json.loads((root / ATTEMPTS).read_text(encoding="utf-8"))
+        return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _save_attempts(root: Path, attempts: dict[str, int]) -> None:
+    (root / ATTEMPTS).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(root / ATTEMPTS, json.dumps(attempts, sort_keys=True).encode("utf-8"))
+
+
+def checks_survived(root: Path, name: str) -> None:
+    """An item's check finished: its count of killed checks starts again."""
+    attempts = _attempts(root)
+    if attempts.pop(name, None) is not None:
+        _save_attempts(root, attempts)
+
+
 def recover(root: Path, landing_dir: Path, quarantine_dir: Path, push_remote: bool) -> None:
     log = run_logger()
     journal = Journal.load(root)
+    killed_checking: set[str] = set()
     if journal is not None:
+        killed_checking = {name for name, where in journal.items.items() if where == "checking"}
         sha = transaction.committed_by(root, journal)
         if sha:
             log.warning(
@@ -107,9 +138,23 @@ def recover(root: Path, landing_dir: Path, quarantine_dir: Path, push_remote: bo
             transaction.undo_raw(root, journal, log)
             transaction.restore_pipeline_files(root, journal, log)
         journal.close(root)
+    attempts = _attempts(root)
+    for name in killed_checking:
+        attempts[name] = attempts.get(name, 0) + 1
     for path in landing_zone.leftover_staging(landing_dir):
+        if attempts.get(path.name, 0) >= MAX_KILLED_CHECKS:
+            reason = (
+                f"the run checking it was killed {attempts[path.name]} times (out of memory, or a crash in a "
+                "reader): quarantined so that it stops holding up new data; fix or split it and drop it again"
+            )
+            dest = landing_zone.move_to_quarantine(path, quarantine_dir, path.name, reason)
+            attempts.pop(path.name)
+            log.warning("%s quarantined as %s: %s", path.name, dest, reason)
+            continue
         dest = landing_zone.return_to_landing(path, landing_dir, path.name)
         log.warning("%s from a killed run: back in the landing folder as %s", path.name, dest.name)
+    if attempts != _attempts(root):
+        _save_attempts(root, attempts)
     landing_zone.prune_staging(landing_dir)
 
 

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows import dvcops, repolock, report, transaction
 from flows import landing as landing_zone
-from flows.claims import Items, _remember_claims, claim_items, recover
+from flows.claims import Items, _remember_claims, checks_survived, claim_items, recover
 from flows.gate import (
     PROMOTE_PREFIX,
     REFERENCES,
@@ -206,9 +206,13 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     labels = known_labels(root)
     verdicts: dict[str, tuple[landing_zone.Claimed, Verdict, object]] = {}
     for c in claimed:
+        items.note(c.name, "checking")  # a run killed here: the next one counts it against this item
+        transaction.fault_point("checking")
         v, docs = check_task.with_options(task_run_name=f"check-{c.name}")(
             str(c.copy), str(root), spec, labels, opts.max_bad_fraction, opts.allow_new_labels
         )
+        items.note(c.name, "checked")
+        checks_survived(root, c.name)
         verdicts[c.name] = (c, v, docs)
     accepted = [(c, v, d) for c, v, d in verdicts.values() if v.accepted]
     for name, why in batch_problems(root, [(c.name, d) for c, _, d in accepted]).items():

@@ -357,3 +357,23 @@ def test_a_file_added_to_a_claimed_folder_during_the_run_survives(tmp_path):
     original = lz.claim(landing / "neg", staging)
     claimed = lz.take(original, tmp_path / "copies2", "neg", lambda *a: None)
     assert lz.remove_committed(claimed, landing) is False and not original.exists()
+
+
+def test_an_item_whose_check_is_killed_twice_is_quarantined_not_retried_forever(repo, prefect_api):
+    """Issue 27: one poison item (its check OOM-killed every time) went back to the landing folder
+    and killed every later run, holding up all new data. The second killed check quarantines it."""
+    drop(repo, "pos.txt", lines("新到的评论", "很好满意推荐", 40))
+    cmd = [sys.executable, "-m", "flows.incoming", "--repo", str(repo), "--target", "score"]
+    cmd += ["--metrics-file", "reports/score.json", "--min-age-s", "0", "--retry-delay-s", "0", "--no-push"]
+    e = {**env(), "PREFECT_API_URL": prefect_api, "TEXTCLF_FAULT_INJECT": "checking"}
+    e["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    for attempt in (1, 2):  # killed while checking it, twice
+        killed = subprocess.run(cmd, cwd=repo, env=e, capture_output=True, text=True, timeout=600)
+        assert killed.returncode == -9, (attempt, killed.stdout + killed.stderr)
+    e.pop("TEXTCLF_FAULT_INJECT")
+    again = subprocess.run(cmd, cwd=repo, env=e, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "killed 2 times" in reason_of(repo, "pos.txt")
+    assert (repo / "data/quarantine/pos.txt").exists()  # kept, not deleted
+    assert not (repo / "data/incoming").exists() or not any((repo / "data/incoming").iterdir())
+    assert tracked_changes(repo) == ""
