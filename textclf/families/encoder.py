@@ -764,23 +764,12 @@ class Embedder:
 
 def fit_frozen(tr, va, train_emb: torch.Tensor, valid_emb: torch.Tensor, model: EncoderModel, p, device, deadline=None):
     """The linear family's convex fit with the scaled embeddings beside TF-IDF in the LR head;
-    returns (state, record, iterations, converged, seconds)."""
-    from textclf.training.linear import fit_linear
+    returns (the model on CPU, valid log-probabilities, the fit)."""
+    from textclf.training.linear import fit_with_params
 
     cfg = model.cfg
-    trd = tr.to(device)
-    fitted = fit_linear(
-        trd.ids,
-        trd.offsets,
-        trd.labels,
-        cfg,
-        p.linear.C,
-        p.class_weight,
-        p.linear.nb_alpha,
-        p.linear.max_iter,
-        deadline,
-        dense=(cfg.feature_scale * train_emb).to(device) if cfg.nb_mix < 1 else None,
-    )
+    dense = (cfg.feature_scale * train_emb).to(device) if cfg.nb_mix < 1 else None
+    fitted = fit_with_params(tr.to(device), cfg, p, deadline, dense=dense)
     with torch.no_grad():
         model.linear.load_state_dict(fitted.state_dict)
         if fitted.dense_weight is not None:

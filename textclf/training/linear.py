@@ -208,32 +208,37 @@ def fit_linear(
     return LinearFit(state, total_loss, iters, time.perf_counter() - t0, converged, dense_weight)
 
 
-def fit_linear_family(
-    train: Encoded,
-    valid: Encoded,
-    cfg: ModelConfig,
-    p: TrainParams,
-    device: torch.device,
-    on_epoch: Callable[[dict], None] | None = None,
-    deadline: float | None = None,
-) -> FitResult:
-    """The `linear` family: one convex fit (textclf.training.linear), no epochs; its one record is logged
-    as epoch 1 so the logs, checkpoints and bundle look like every other family's."""
-    tr = train.to(device)
-    fitted = fit_linear(
-        tr.ids,
-        tr.offsets,
-        tr.labels,
+def fit_with_params(
+    train: Encoded, cfg: ModelConfig, p: TrainParams, deadline: float | None = None, dense: torch.Tensor | None = None
+) -> LinearFit:
+    """`fit_linear` on a split with the train.linear.* settings (the linear family, and the
+    encoder family's frozen head with its embeddings as `dense`)."""
+    return fit_linear(
+        train.ids,
+        train.offsets,
+        train.labels,
         cfg,
         p.linear.C,
         p.class_weight,
         p.linear.nb_alpha,
         p.linear.max_iter,
         deadline,
+        dense=dense,
     )
-    model = build_model(cfg).to(device)
-    model.load_state_dict(fitted.state_dict)
-    val = evaluate(model, valid.to(device), None, amp=None)
+
+
+def one_fit_result(
+    what: str,
+    model: nn.Module,
+    fitted: LinearFit,
+    val: dict,
+    tokens: int,
+    on_epoch: Callable[[dict], None] | None = None,
+    deadline: float | None = None,
+) -> FitResult:
+    """A convex fit as the epoch loop's result: its one record logged as epoch 1 (so the logs,
+    checkpoints and bundle look like every other family's), the model's weights, the throughput;
+    cut when a deadline stopped L-BFGS before it converged."""
     rec = {
         "epoch": 1,
         "train_loss": fitted.train_loss,
@@ -243,7 +248,8 @@ def fit_linear_family(
         "lr": 0.0,
     }
     log.info(
-        "linear: %d L-BFGS iterations%s in %.1f s; valid loss %.4f, acc %.4f, macro-F1 %.4f",
+        "%s: %d L-BFGS iterations%s in %.1f s; valid loss %.4f, acc %.4f, macro-F1 %.4f",
+        what,
         fitted.iterations,
         "" if fitted.converged else " (not converged)",
         fitted.seconds,
@@ -263,4 +269,21 @@ def fit_linear_family(
     )
     best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     cut = not fitted.converged and deadline is not None and time.monotonic() >= deadline
-    return FitResult(best, state, train.tokens / fitted.seconds if fitted.seconds else 0.0, cut=cut)
+    return FitResult(best, state, tokens / fitted.seconds if fitted.seconds else 0.0, cut=cut)
+
+
+def fit_linear_family(
+    train: Encoded,
+    valid: Encoded,
+    cfg: ModelConfig,
+    p: TrainParams,
+    device: torch.device,
+    on_epoch: Callable[[dict], None] | None = None,
+    deadline: float | None = None,
+) -> FitResult:
+    """The `linear` family: one convex fit (textclf.training.linear), no epochs."""
+    fitted = fit_with_params(train.to(device), cfg, p, deadline)
+    model = build_model(cfg).to(device)
+    model.load_state_dict(fitted.state_dict)
+    val = evaluate(model, valid.to(device), None, amp=None)
+    return one_fit_result("linear", model, fitted, val, train.tokens, on_epoch, deadline)

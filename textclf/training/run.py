@@ -261,36 +261,12 @@ def _train_encoder(
     model.encoder.load_state_dict(embedder.encoder.state_dict())
     t0 = time.perf_counter()
     if mode == "frozen":
+        from textclf.training.linear import one_fit_result
+
         train_emb, valid_emb = data.embeddings(p, device)
         model, logp, fitted = fam.fit_frozen(tr, va, train_emb, valid_emb, model, p, device, deadline)
-        y = va.labels.cpu()
-        val = _scores(logp, y)
-        history = [
-            {
-                "epoch": 1,
-                "train_loss": fitted.train_loss,
-                "valid_loss": val["loss"],
-                "valid_accuracy": val["accuracy"],
-                "valid_macro_f1": val["macro_f1"],
-                "lr": 0.0,
-            }
-        ]
-        log.info(
-            "encoder (frozen): %d L-BFGS iterations in %.1f s; valid loss %.4f, acc %.4f, macro-F1 %.4f",
-            fitted.iterations,
-            fitted.seconds,
-            val["loss"],
-            val["accuracy"],
-            val["macro_f1"],
-        )
-        if on_epoch:
-            on_epoch(history[0])
-        state = TrainState(
-            epoch=1, step=fitted.iterations, best_f1=val["macro_f1"], best_epoch=1, history=history, done=True
-        )
-        best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        cut = not fitted.converged and deadline is not None and time.monotonic() >= deadline
-        tps = (tr.tokens / fitted.seconds) if fitted.seconds else 0.0
+        val = _scores(logp, va.labels.cpu())
+        result = one_fit_result("encoder (frozen)", model, fitted, val, tr.tokens, on_epoch, deadline)
     else:
         tok = embedder.tokenizer
         ft = [
@@ -315,9 +291,8 @@ def _train_encoder(
         state = TrainState(
             epoch=len(history), step=0, best_f1=best_f1, best_epoch=best_epoch, history=history, done=True
         )
-        cut = deadline is not None and time.monotonic() >= deadline
+        result = FitResult(best, state, tps, cut=deadline is not None and time.monotonic() >= deadline)
     log.info("encoder (%s) trained in %.1f s", mode, time.perf_counter() - t0)
-    result = FitResult(best, state, tps, cut=cut)
     return Outcome(
         result, cfg, enc, labels, p, {"meta": {**meta, "mode": mode}, "tokenizer": embedder.source.tokenizer}
     )
