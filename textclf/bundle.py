@@ -126,7 +126,11 @@ def save_bundle(
         # only what the training inputs decide: no time, host, device or library versions (those go
         # to run_metadata(), an uncached file), so a rebuild reproduces the bundle's hash
         full = {"format": FORMAT, **config}
-        (tmp / "config.json").write_text(json.dumps(full, indent=2, ensure_ascii=False), encoding="utf-8")
+        # keys sorted: a resumed search restores its records with sorted keys, a fresh one does not;
+        # the bytes (and so the bundle's hash) must not depend on which happened
+        (tmp / "config.json").write_text(
+            json.dumps(full, indent=2, ensure_ascii=False, sort_keys=True), encoding="utf-8"
+        )
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         extra = dict(files or {})
         for name, data in extra.items():

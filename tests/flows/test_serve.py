@@ -138,6 +138,19 @@ def wait_for(check, timeout: float, what: str, procs: list[subprocess.Popen], lo
     )
 
 
+def api_client(api: str, home: Path) -> httpx.Client:
+    """An HTTP client for the local server as the flow commands' Prefect client talks to it: the
+    secret from $PREFECT_HOME/textclf-server.auth (Basic auth) and a CSRF token for POSTs."""
+    import base64
+    import uuid
+
+    secret = (home / "textclf-server.auth").read_text().strip()
+    auth = {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+    client_id = str(uuid.uuid4())
+    token = httpx.get(f"{api}/csrf-token?client={client_id}", headers=auth, timeout=10).json()["token"]
+    return httpx.Client(headers={**auth, "Prefect-Csrf-Token": token, "Prefect-Csrf-Client": client_id}, timeout=10)
+
+
 @pytest.mark.serial  # timing: a real server, a 6 s schedule and Ctrl-C
 def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_path):
     # something for the scheduled run to do: only vocab has to rerun
@@ -177,11 +190,12 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
         state = wait_for(server_state, 120, "the local server flows.serve starts", [serve], [serve_log])
         api, server_pid = state["api_url"], state["pid"]
         assert "started a local Prefect server" in serve_log.read_text(errors="replace")
+        assert httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).status_code in (401, 403)  # no secret
+        http = api_client(api, home)
 
         def completed_run():
-            r = httpx.post(
+            r = http.post(
                 f"{api}/flow_runs/filter",
-                timeout=10,
                 json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}},
             )
             runs = r.json() if r.status_code == 200 else []
@@ -193,7 +207,7 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
         )
         assert run_["auto_scheduled"] and run_["deployment_id"]
         assert run_["parameters"]["target"] == "vocab"
-        dep = httpx.get(f"{api}/deployments/{run_['deployment_id']}", timeout=10).json()
+        dep = http.get(f"{api}/deployments/{run_['deployment_id']}").json()
         assert dep["name"] == "scheduled" and dep["global_concurrency_limit"]["limit"] == 1
         assert (
             yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]["vocab"]["params"]["params.yaml"][
@@ -204,13 +218,12 @@ def test_a_served_schedule_runs_to_completion_on_a_real_server(built_repo, tmp_p
         # Pause the schedule (Prefect deletes its pending auto-scheduled runs) and let the runs in
         # flight end, so that Ctrl-C meets an idle runner: a run that is starting up when Ctrl-C
         # arrives can outlive the runner on a loaded machine (README, Known gaps).
-        r = httpx.post(f"{api}/deployments/{run_['deployment_id']}/pause_deployment", timeout=10)
+        r = http.post(f"{api}/deployments/{run_['deployment_id']}/pause_deployment")
         assert r.status_code < 300, r.text
 
         def idle():
-            r = httpx.post(
+            r = http.post(
                 f"{api}/flow_runs/filter",
-                timeout=10,
                 json={"flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING"]}}}},
             )
             return r.status_code == 200 and not r.json()

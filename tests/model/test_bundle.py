@@ -117,3 +117,21 @@ def test_a_bundle_records_no_time_host_or_versions_so_a_rebuild_has_the_same_has
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     text = (a / "config.json").read_text()
     assert "created" not in text and "versions" not in text
+
+
+def test_the_bundle_bytes_do_not_depend_on_the_order_of_record_keys(tmp_path):
+    """A resumed autotune restores its records with sorted keys, a fresh search keeps insertion
+    order: the bundle (and so dvc.lock) must come out the same either way (a clone's fresh rebuild
+    once differed from a lock made after a resumed search, in config.json's key order alone)."""
+    import torch
+
+    from textclf.bundle import save_bundle
+
+    vocab = {"tokens": ["<pad>", "<unk>", "a"], "hash": "h"}
+    state = {"w": torch.zeros(2)}
+    a = {"labels": ["x"], "vocab_hash": "h", "training": {"history": [{"epoch": 1, "lr": 0.0, "valid_loss": 0.5}]}}
+    b = {"vocab_hash": "h", "training": {"history": [{"valid_loss": 0.5, "lr": 0.0, "epoch": 1}]}, "labels": ["x"]}
+    save_bundle(tmp_path / "a", state, a, vocab)
+    save_bundle(tmp_path / "b", state, b, vocab)
+    for name in ("config.json", "manifest.json", "model.safetensors", "vocab.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
