@@ -445,12 +445,21 @@ def params_overrides(root: Path, overrides: list[str] | None, keep: bool = False
             except InvalidArgumentError as err:
                 cause = err.__cause__ or err
                 raise ParamsError(f"params override {items}: {cause}") from None
+        if not keep:  # what the overrides made: a later hand edit is never "restored" away
+            record["applied"] = {name: sha256_bytes((root / name).read_bytes()) for name in by_file}
+            write_bytes(backup, json.dumps(record).encode("utf-8"))
         yield by_file
     finally:
         if not keep:
             for path, data in originals.items():
                 write_bytes(path, data)
             backup.unlink(missing_ok=True)
+
+
+def sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 # the params files as they were before a run's overrides (removed when the run restores them)
@@ -474,12 +483,29 @@ def restore_killed_overrides(root: Path) -> list[str]:
         return []
     if host == socket.gethostname() and pid != os.getpid() and _alive(pid):
         return []  # its run is still going (it holds the lock we would need to be here)
-    restored = []
+    applied = record.get("applied") or {}
+    restored, edited = [], []
     for name, data in files.items():
-        if Path(name).as_posix() in OVERRIDABLE:
-            write_bytes(root / name, base64.b64decode(data))
-            restored.append(name)
+        if Path(name).as_posix() not in OVERRIDABLE:
+            continue
+        path = root / name
+        if name in applied and path.exists() and sha256_bytes(path.read_bytes()) != applied[name]:
+            edited.append(name)  # changed by someone since the overrides: theirs, left as it is
+            continue
+        write_bytes(path, base64.b64decode(data))
+        restored.append(name)
+    if edited:
+        aside = backup.with_name(f"{backup.stem}.{int(time.time())}.json")
+        os.replace(backup, aside)
+        logging.getLogger("textclf.flows").warning(
+            "a run killed with params overrides applied left %s, edited since: left as it is; the bytes "
+            "before that run are in %s",
+            ", ".join(edited),
+            aside,
+        )
     backup.unlink(missing_ok=True)
+    if not restored:
+        return []
     logging.getLogger("textclf.flows").warning(
         "a run killed with params overrides applied left %s changed: restored from its backup", ", ".join(restored)
     )

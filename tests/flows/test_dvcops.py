@@ -205,3 +205,30 @@ def test_a_killed_runs_overrides_are_put_back_by_the_next_run(built_repo):
     with dvcops.params_overrides(built_repo, []):  # the next run, with or without overrides
         assert params.read_bytes() == before
     assert not (built_repo / dvcops.PARAMS_BACKUP).exists()
+
+
+def test_a_hand_edit_after_a_killed_override_run_is_never_restored_away(built_repo):
+    """The backup restores only what the killed run's overrides wrote: a params.yaml a person
+    edited since is left as it is (its pre-run bytes kept aside, in .dvc/tmp)."""
+    import subprocess
+    import sys
+
+    params = built_repo / "params.yaml"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from pathlib import Path; from flows import dvcops\n"
+            "with dvcops.params_overrides(Path(sys.argv[1]), ['vocab.min_freq=9']):\n"
+            "    os.kill(os.getpid(), 9)",
+            str(built_repo),
+        ],
+        cwd=ROOT,
+    )
+    child.wait(60)
+    edited = params.read_text() + "# my own edit after the crash\n"
+    params.write_text(edited)
+    with dvcops.params_overrides(built_repo, []):
+        assert params.read_text() == edited
+    assert not (built_repo / dvcops.PARAMS_BACKUP).exists()
+    assert list((built_repo / ".dvc/tmp").glob("textclf-params-backup.*.json"))
