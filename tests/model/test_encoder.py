@@ -331,3 +331,21 @@ def test_serve_and_predict_cli_with_an_encoder_bundle(encoder_bundle, fixture_sp
     )
     assert out.returncode == 0, out.stderr
     assert [json.loads(line)["label"] for line in out.stdout.splitlines()] == [w["label"] for w in want]
+
+
+def test_the_valid_predictions_of_a_frozen_trial_reuse_the_cached_embeddings(
+    tiny, fixture_split, fixture_vocab, monkeypatch
+):
+    """The one-SE rule scores trials on valid: a frozen trial's valid embeddings are already in
+    memory, so scoring it embeds nothing again (it once re-embedded the valid split)."""
+    from textclf.training.run import valid_predictions
+
+    train, valid, _ = fixture_split
+    p = encoder_params(tiny)
+    data = Prepared(train, valid, fixture_vocab, cache_root=None)
+    out = train_config(data, p, CPU)
+    for name in ("embed", "predict_proba"):  # either would run the encoder over the valid split again
+        monkeypatch.setattr(fam, name, lambda *a, **k: pytest.fail("embedded again"))
+    y, pred = valid_predictions(data, out)
+    assert len(y) == len(valid) and (y == pred).mean() > 0.9
+    assert "tokenizer" not in out.encoder  # derivable from the source: not kept twice

@@ -155,7 +155,7 @@ class Outcome:
     enc: EncodingConfig
     labels: list[str]
     params: TrainParams
-    encoder: dict | None = None  # the encoder family: {"meta": bundle record, "tokenizer": tokenizer.json}
+    encoder: dict | None = None  # the encoder family: {"meta": its bundle record} (the tokenizer stays in its source)
 
 
 class Prepared:
@@ -293,9 +293,7 @@ def _train_encoder(
         )
         result = FitResult(best, state, tps, cut=deadline is not None and time.monotonic() >= deadline)
     log.info("encoder (%s) trained in %.1f s", mode, time.perf_counter() - t0)
-    return Outcome(
-        result, cfg, enc, labels, p, {"meta": {**meta, "mode": mode}, "tokenizer": embedder.source.tokenizer}
-    )
+    return Outcome(result, cfg, enc, labels, p, {"meta": {**meta, "mode": mode}})
 
 
 def _encoder_mode(p: TrainParams, device: torch.device) -> str:
@@ -363,7 +361,7 @@ def valid_predictions(
 
         model = fam.EncoderModel(out.cfg, out.encoder["meta"])
         model.load_state_dict(out.result.best_state)
-        if out.encoder.get("mode") == "frozen":
+        if out.encoder["meta"]["mode"] == "frozen":  # the valid embeddings are cached: no re-embedding
             emb = data.embeddings(out.params)[1]
             pred = fam.head_logp(model, va.ids.cpu(), va.offsets.cpu(), emb).argmax(1).numpy()
         else:
