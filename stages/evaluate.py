@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textclf import kernels
+
+kernels.pin_for_stage()  # before torch loads: train.cpu_kernels (textclf.kernels)
+
 from textclf import schemas
 from textclf.artifacts import read_parquet, run_main, write_json, write_parquet
 from textclf.bundle import load_bundle
@@ -35,6 +39,7 @@ def log_plots(plots: list[Plot]) -> None:
 
 def main() -> None:
     def body():
+        kernels.apply_threads()
         params = load_params("evaluate")
         bundle = load_bundle(BUNDLE)
         test = read_parquet(TEST)

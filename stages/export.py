@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import shutil
 
+from textclf import kernels
+
+kernels.pin_for_stage()  # before torch loads: train.cpu_kernels (textclf.kernels)
+
 from textclf.artifacts import arrow_values, read_parquet, replace_dir, run_main, temp_dir_for, write_json
 from textclf.bundle import load_bundle
 from textclf.onnx import (
@@ -20,6 +24,7 @@ from textclf.paths import EXPORT_REPORT as REPORT
 def main() -> None:
 
     def body():
+        kernels.apply_threads()
         bundle = load_bundle(BUNDLE)
         test = read_parquet(TEST, columns=["label", "tokens", "text"])
         tokens = arrow_values(test["tokens"])

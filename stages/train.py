@@ -26,6 +26,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from textclf import kernels
+
+kernels.pin_for_stage()  # before torch loads: train.cpu_kernels (textclf.kernels)
+
 import torch
 
 from textclf.artifacts import read_parquet, run_main, sha256_file, write_json
@@ -59,6 +63,7 @@ def main() -> None:
 def _main() -> None:
 
     tune_allocator()
+    kernels.apply_threads()
     p = load_params("train")
     clean_params = load_params("clean")
     try:
@@ -201,7 +206,7 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
         files = data.embedder(out.params).source.bundle_files()
     save_bundle(BUNDLE, result.best_state, config, vocab, files)
 
-    extra = {"tokens_per_s": round(result.tokens_per_s)}
+    extra = {"tokens_per_s": round(result.tokens_per_s), "kernels": kernels.state()}
     if search is not None:
         extra["autotune_seconds"] = round(search.seconds, 1)
     write_json(run_metadata(str(device), world.size if world else 1, **extra), RUN_METADATA)

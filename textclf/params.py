@@ -144,6 +144,8 @@ class AutotuneParams(_Section):
 class TrainParams(_Section):
     model: Family = "linear"
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$")  # cuda:N: the N-th visible GPU
+    # portable: the same bundle on any x86-64 machine (textclf.kernels); native: every core, widest kernels
+    cpu_kernels: Literal["portable", "native"] = "portable"
     seed: int = 0
     # model sizes
     embed_dim: int = Field(default=32, gt=0)
