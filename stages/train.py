@@ -179,6 +179,16 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
             at._describe(search.best.params),
             search.best.value,
         )
+        if search.stopped_by == "budget":
+            log.warning(
+                "autotune stopped by its budget (train.autotune.budget_s: %s) after %d of %d trials: "
+                "another machine, or a busier one, runs another number of trials and may choose another "
+                "model. For a search that reproduces, raise budget_s until it stops by trials "
+                "(reports/train/autotune.json: stopped_by)",
+                p.autotune.budget_s,
+                len(search.trials),
+                p.autotune.trials,
+            )
     else:
         write_json({"trials": 0, "chosen": {"model": out.cfg.type}}, AUTOTUNE_REPORT)
         write_json([], TRIALS_PLOT)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -279,25 +280,32 @@ def current_label(documents: Path | str, doc_id: str) -> tuple[str, set[str]]:
 
 
 def append_correction(path: Path | str, doc_id: str, label: str, note: str = "", reviewer: str = "") -> None:
-    """Add one row to the corrections file, creating it with its header; the rows already there
-    are kept byte for byte (the file is rewritten atomically with the new row at the end), and a
-    file that does not parse is left alone (InputError)."""
-    from textclf.artifacts import write_bytes
+    """Add one row to the end of the corrections file, creating it with its header. The file is
+    appended to in place (O_APPEND, under an exclusive `flock` that every textclf writer takes),
+    never rewritten: the rows already there stay byte for byte, and an edit saved while the
+    command runs is kept. A file that does not parse is left alone (InputError)."""
+    import fcntl
 
     path = Path(path)
     read_corrections(path)  # refuse to append to a file that does not parse
-    old = path.read_bytes() if path.exists() else b""
-    header = next((row for row in csv.reader(io.StringIO(old.decode("utf-8-sig"))) if any(row)), None)
-    if header is None:
-        header = list(COLUMNS)
-        old += ",".join(COLUMNS).encode() + b"\n"
-    elif not old.endswith(b"\n"):
-        old += b"\n"
     values = {"doc_id": doc_id, "label": label, "note": note, "reviewer": reviewer}
-    header = [c.strip() for c in header]
-    lost = [c for c in ("note", "reviewer") if values[c] and c not in header]
-    if lost:
-        raise InputError(f"{path}: has no {' or '.join(lost)} column; add it to the header to record one")
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([values[c] for c in header])
-    write_bytes(path, old + buf.getvalue().encode("utf-8"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(path, "rb") as f:  # what is there now, under the lock
+            old = f.read()
+        header = next((row for row in csv.reader(io.StringIO(old.decode("utf-8-sig"))) if any(row)), None)
+        prefix = b"" if not old or old.endswith(b"\n") else b"\n"
+        if header is None:
+            header = list(COLUMNS)
+            prefix += ",".join(COLUMNS).encode() + b"\n"
+        header = [c.strip() for c in header]
+        lost = [c for c in ("note", "reviewer") if values[c] and c not in header]
+        if lost:
+            raise InputError(f"{path}: has no {' or '.join(lost)} column; add it to the header to record one")
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([values[c] for c in header])
+        os.write(fd, prefix + buf.getvalue().encode("utf-8"))
+    finally:
+        os.close(fd)  # releases the lock

@@ -83,6 +83,29 @@ def test_fix_keeps_the_users_rows_byte_for_byte(project):
     assert CORRECTIONS.read_bytes() == data
 
 
+def test_an_edit_saved_while_fix_runs_survives(project, monkeypatch):
+    """Issue 24: `fix` appends in place. A hand edit saved after the command read the file and
+    before it wrote its row is kept (a rewrite-and-rename, the old way, lost it)."""
+    import csv
+
+    from textclf import labels
+
+    CORRECTIONS.parent.mkdir(parents=True)
+    CORRECTIONS.write_text("doc_id,label,note,reviewer\n" + f"{C},neg,first,ana\n", encoding="utf-8")
+    real_writer = csv.writer
+
+    def writer_after_a_hand_edit(*args, **kwargs):  # the command is formatting its row now
+        with open(CORRECTIONS, "a", encoding="utf-8") as f:
+            f.write(f"{B},pos,saved by hand meanwhile,bo\n")
+        return real_writer(*args, **kwargs)
+
+    monkeypatch.setattr(labels.csv, "writer", writer_after_a_hand_edit)
+    assert cli.main(["labels", "fix", A, "neg", "--reviewer", "cy"]) == 0
+    monkeypatch.setattr(labels.csv, "writer", real_writer)
+    rows = read_corrections(CORRECTIONS)[["doc_id", "note"]].values.tolist()
+    assert rows == [[C, "first"], [B, "saved by hand meanwhile"], [A, ""]], rows
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -381,6 +381,8 @@ def summary(res: SearchResult) -> dict:
         "complete": states.count("complete"),
         "pruned": states.count("pruned"),
         "stopped_by": res.stopped_by,
+        # a search cut by its budget ran as many trials as this machine had time for
+        "reproducible": res.stopped_by == "trials",
         "best_trial": res.best.number,
         "best_valid_macro_f1": round(res.best.value, 6),
         "chosen": {k: v for k, v in sorted(res.best.params.items())},
