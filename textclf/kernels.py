@@ -41,36 +41,37 @@ PORTABLE_ENV: dict[str, str] = {
     "MKL_DYNAMIC": "FALSE",
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
 }
-MODES = ("portable", "native")
-
 _state: dict = {"mode": "native", "pinned": False, "reason": "not requested"}
+_notes: list[tuple[int, str]] = []  # said by apply_threads(): pin() runs before logging is set up
 
 
 def pin(mode: str) -> dict:
-    """Set the process up for `mode` (one of MODES). Returns what `state()` returns."""
+    """Set the process up for `mode` (`portable` or `native`, as train.cpu_kernels validates it).
+    Returns what `state()` returns."""
     global _state
-    if mode not in MODES:
-        raise ValueError(f"cpu_kernels must be one of {', '.join(MODES)}, not {mode!r}")
     if mode == "native":
         _state = {"mode": "native", "pinned": False, "reason": "train.cpu_kernels: native"}
         return state()
     if "torch" in sys.modules:
-        differs = {k: v for k, v in PORTABLE_ENV.items() if os.environ.get(k) != v}
+        differs = sorted(k for k, v in PORTABLE_ENV.items() if os.environ.get(k) != v)
         _state = {
             "mode": "portable",
             "pinned": not differs,
-            "reason": "" if not differs else "torch was loaded before the kernels could be pinned",
+            "reason": "torch was loaded before the kernels could be pinned" if differs else "",
         }
         if differs:
-            log.warning(
-                "train.cpu_kernels: portable, but torch was loaded first: this process keeps the "
-                "machine's kernels (%s), and its model may differ in the last bits from a stage run's",
-                ", ".join(sorted(differs)),
+            _notes.append(
+                (
+                    logging.WARNING,
+                    "train.cpu_kernels: portable, but torch was loaded first: this process keeps the "
+                    f"machine's kernels ({', '.join(differs)}), and its model may differ in the last bits "
+                    "from a stage run's",
+                )
             )
         return state()
-    overridden = {k: os.environ[k] for k in PORTABLE_ENV if k in os.environ and os.environ[k] != PORTABLE_ENV[k]}
+    overridden = [f"{k}={os.environ[k]}" for k, v in PORTABLE_ENV.items() if os.environ.get(k, v) != v]
     if overridden:
-        log.info("train.cpu_kernels: portable overrides %s", ", ".join(f"{k}={v}" for k, v in overridden.items()))
+        _notes.append((logging.INFO, f"train.cpu_kernels: portable overrides {', '.join(overridden)}"))
     os.environ.update(PORTABLE_ENV)
     _state = {"mode": "portable", "pinned": True, "reason": ""}
     return state()
@@ -91,7 +92,10 @@ def pin_for_stage() -> dict:
 
 def apply_threads() -> None:
     """After torch is loaded: one intra-op thread when pinned (OMP_NUM_THREADS covers OpenMP and
-    MKL; this covers a process whose torch read other settings), deterministic CUDA algorithms."""
+    MKL; this covers a process whose torch read other settings), deterministic CUDA algorithms.
+    Logs what pin() noted (it runs before the stage sets up logging)."""
+    while _notes:
+        log.log(*_notes.pop(0))
     if not _state["pinned"]:
         return
     import torch
