@@ -287,13 +287,13 @@ def append_correction(path: Path | str, doc_id: str, label: str, note: str = "",
     import fcntl
 
     path = Path(path)
-    read_corrections(path)  # refuse to append to a file that does not parse
     values = {"doc_id": doc_id, "label": label, "note": note, "reviewer": reviewer}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        with open(path, "rb") as f:  # what is there now, under the lock
+        read_corrections(path)  # under the lock: refuse to append to a file that does not parse
+        with open(path, "rb") as f:  # what is there now
             old = f.read()
         header = next((row for row in csv.reader(io.StringIO(old.decode("utf-8-sig"))) if any(row)), None)
         prefix = b"" if not old or old.endswith(b"\n") else b"\n"
