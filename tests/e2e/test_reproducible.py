@@ -95,14 +95,10 @@ def test_the_readmes_own_data_steps_work_verbatim_on_a_fresh_clone(tmp_path):
 def _train_outputs(repo) -> dict[str, str]:
     """The digests of what train writes and git or DVC hashes: the bundle's files and the train
     reports (run.json, which records time and host, is outside every hash)."""
-    import hashlib
+    from textclf.artifacts import sha256_file
 
     files = sorted((repo / "models/classifier").rglob("*")) + sorted((repo / "reports/train").rglob("*"))
-    return {
-        str(f.relative_to(repo)): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in files
-        if f.is_file() and f.name != "run.json"
-    }
+    return {str(f.relative_to(repo)): sha256_file(f) for f in files if f.is_file() and f.name != "run.json"}
 
 
 def test_train_gives_one_bundle_across_kernel_paths_and_thread_counts(tmp_path):
