@@ -28,7 +28,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml $(LOCK)
 ## lock: re-resolve every dependency but torch to today's releases into requirements.lock; then
 ## `dvc repro` and commit both (Parquet footers carry pyarrow's version: a new pyarrow is a new lock)
 lock: $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade -e ".[pipeline,serve,dev]"
+	$(BIN)/python -m pip install -q --upgrade --upgrade-strategy eager "$(TORCH)" -e ".[pipeline,serve,dev]"
 	{ sed -n '1,2p' $(LOCK); $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^torch==| @ '; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 	touch $(VENV)/.installed $(VENV)/.installed-dev
