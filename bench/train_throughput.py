@@ -213,7 +213,6 @@ def project(
         seed=seed,
         device=device.type,
         weight_decay=0.0,
-        dropout=0.0,
         label_smoothing=0.0,
     )
     # untimed warm-up on a few batches: allocator, kernels, CUDA context

@@ -1,4 +1,5 @@
-"""Torch modules and their input encoding.
+"""What every model family shares (the families' modules: textclf.families): the bundle's
+`ModelConfig`, the input encoding, batching and prediction.
 
 `encode` turns token lists into one flat id tensor + per-document offsets (the layout
 `nn.EmbeddingBag` takes). The trainer keeps that pair on the device and cuts batches out of it
@@ -22,7 +23,7 @@ BIGRAM_HASH_KEY = "textclf-bigram-1"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    type: str  # bag | cnn
+    type: str  # the family (textclf.families)
     num_embeddings: int
     embed_dim: int
     num_classes: int
@@ -55,144 +56,26 @@ class EncodingConfig:
         return self.vocab_size + (self.hash_buckets if self.bigrams == "hashed" else 0)
 
 
-class BagModel(nn.Module):
-    """fastText-style: mean of token (+ bigram) embeddings → optional hidden layer → classes."""
-
-    def __init__(self, cfg: ModelConfig, sparse: bool = False):
-        super().__init__()
-        self.cfg = cfg
-        mode = "sum" if cfg.weighting == "idf" else "mean"
-        self.embedding = nn.EmbeddingBag(cfg.num_embeddings, cfg.embed_dim, mode=mode, sparse=sparse)
-        if cfg.weighting == "idf":
-            # inverse document frequency of every id, fixed from the train split (a buffer: it is
-            # saved in the bundle but not trained)
-            self.register_buffer("idf", torch.ones(cfg.num_embeddings))
-        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)] if cfg.dropout else []
-        if cfg.hidden_dim:
-            layers += [nn.Linear(cfg.embed_dim, cfg.hidden_dim), nn.ReLU()]
-            if cfg.dropout:
-                layers.append(nn.Dropout(cfg.dropout))
-        layers.append(nn.Linear(cfg.hidden_dim or cfg.embed_dim, cfg.num_classes))
-        self.head = nn.Sequential(*layers)
-        nn.init.uniform_(self.embedding.weight, -0.5 / cfg.embed_dim, 0.5 / cfg.embed_dim)
-
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        if self.cfg.weighting != "idf":
-            return self.head(self.embedding(ids, offsets))
-        w = self.idf[ids]
-        summed = self.embedding(ids, offsets, per_sample_weights=w)
-        lengths = torch.diff(offsets, append=torch.tensor([len(ids)], device=ids.device))
-        bag = torch.repeat_interleave(torch.arange(len(offsets), device=ids.device), lengths, output_size=len(ids))
-        denom = torch.zeros(len(offsets), device=ids.device, dtype=w.dtype).index_add_(0, bag, w)
-        return self.head(summed / denom.clamp_min(1e-6)[:, None])
-
-
-class LinearModel(nn.Module):
-    """Full-rank linear classifiers over the document's TF-IDF vector, as scikit-learn's
-    TfidfVectorizer(sublinear_tf=True) + LogisticRegression compute it, plus a second head whose
-    weights were fitted on naive-Bayes log-count-ratio-scaled features (NBSVM, Wang & Manning
-    2012). The two make different errors; their probabilities are averaged with weight `nb_mix`.
-
-    The TF-IDF vector is computed from (ids, offsets) inside the model — term counts per document,
-    1 + log(tf), the train split's IDF, L2 normalisation — so prediction, evaluation and the ONNX
-    graph take the same input as every other family. `<pad>` and `<unk>` carry no weight.
-    `forward` returns log-probabilities: softmax of them is the averaged distribution."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        v, k = cfg.num_embeddings, cfg.num_classes
-        self.register_buffer("idf", torch.ones(v))
-        self.lr_weight = nn.Parameter(torch.zeros(v, k))
-        self.lr_bias = nn.Parameter(torch.zeros(k))
-        self.nb_weight = nn.Parameter(torch.zeros(v, k))
-        self.nb_bias = nn.Parameter(torch.zeros(k))
-
-    def term_weights(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Per-id weights whose sum over a document's copies of an id is its TF-IDF value."""
-        return tfidf_weights(ids, offsets, self.idf, self.cfg.sublinear_tf)
-
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """`extra`: logits [batch, classes] added to the LR head's (the encoder family's embedding term)."""
-        w = self.term_weights(ids, offsets)
-        mix = self.cfg.nb_mix
-        lr = nn.functional.embedding_bag(ids, self.lr_weight, offsets, mode="sum", per_sample_weights=w) + self.lr_bias
-        if extra is not None:
-            lr = lr + extra
-        if mix == 0:
-            return lr
-        nb = nn.functional.embedding_bag(ids, self.nb_weight, offsets, mode="sum", per_sample_weights=w) + self.nb_bias
-        if mix == 1:
-            return nb
-        return torch.log(((1 - mix) * torch.softmax(lr, 1) + mix * torch.softmax(nb, 1)).clamp_min(1e-30))
-
-
 def doc_index(offsets: torch.Tensor, total: int) -> torch.Tensor:
     """The document of every id, from bag offsets (starts; the last bag ends at `total`)."""
     lengths = torch.diff(offsets, append=torch.tensor([total], device=offsets.device))
     return torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), lengths, output_size=total)
 
 
-def tfidf_weights(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, sublinear: bool = True) -> torch.Tensor:
-    """Per-id weights w such that summing w over a document's copies of id i gives its TF-IDF
-    value (1 + log tf_i) * idf_i / ||.||_2 (or tf_i * idf_i). Ids 0 and 1 (<pad>, <unk>) get 0."""
-    if len(ids) == 0:
-        return torch.zeros(0, device=ids.device)
-    doc = doc_index(offsets, len(ids))
-    _, inverse, counts = torch.unique(doc * idf.shape[0] + ids, return_inverse=True, return_counts=True)
-    tf = counts[inverse].to(idf.dtype)
-    value = ((1 + torch.log(tf)) if sublinear else tf) * idf[ids] * (ids > 1).to(idf.dtype)
-    sq = torch.zeros(len(offsets), device=ids.device, dtype=idf.dtype).index_add_(0, doc, value * value / tf)
-    return value / tf / torch.sqrt(sq).clamp_min(1e-12)[doc]
-
-
-class CNNModel(nn.Module):
-    """TextCNN (Kim 2014): embeddings → parallel 1-D convolutions → max-pool over time → classes."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embedding = nn.Embedding(cfg.num_embeddings, cfg.embed_dim, padding_idx=0)
-        self.convs = nn.ModuleList(nn.Conv1d(cfg.embed_dim, cfg.num_filters, k) for k in cfg.kernel_sizes)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.num_filters * len(cfg.kernel_sizes), cfg.num_classes)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # ids: [batch, length] padded with 0; pad to the widest kernel so every conv has output
-        min_len = max(self.cfg.kernel_sizes)
-        if ids.shape[1] < min_len:
-            ids = nn.functional.pad(ids, (0, min_len - ids.shape[1]))
-        return self.logits(ids)
-
-    def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        """Class scores of padded ids (at least as wide as the widest kernel)."""
-        x = self.embedding(ids).transpose(1, 2)  # [B, D, L]
-        lengths = (ids != 0).sum(dim=1, keepdim=True)  # id 0 is only ever padding
-        pooled = []
-        for conv, k in zip(self.convs, self.cfg.kernel_sizes, strict=True):
-            h = torch.relu(conv(x))  # [B, F, L-k+1]
-            # Windows that lie wholly in the padding must not win the max-pool: without this mask a
-            # document's scores would depend on the longest document in its batch.
-            valid = torch.arange(h.shape[2], device=ids.device)[None, :] < torch.clamp(lengths - k + 1, min=1)
-            pooled.append((h * valid[:, None, :].to(h.dtype)).amax(dim=2))
-        return self.out(self.dropout(torch.cat(pooled, dim=1)))
-
-
 def build_model(cfg: ModelConfig, sparse: bool = False, encoder: dict | None = None) -> nn.Module:
-    """The family's torch module; `encoder`: the bundle's encoder record (the encoder family)."""
-    if cfg.type == "encoder":
-        from textclf.families.encoder import EncoderModel
+    """The family's torch module (textclf.families); `encoder`: the bundle's encoder record (the
+    encoder family)."""
+    from textclf.families.registry import family
 
-        if not isinstance(encoder, dict) or not isinstance(encoder.get("config"), dict):
-            raise ValueError("an encoder model needs its encoder record (config.json `encoder`)")
-        return EncoderModel(cfg, encoder)
-    if cfg.type == "bag":
-        return BagModel(cfg, sparse=sparse)
-    if cfg.type == "linear":
-        return LinearModel(cfg)
-    if cfg.type == "cnn":
-        return CNNModel(cfg)
-    raise ValueError(f"unknown model type {cfg.type!r}")
+    return family(cfg.type).build(cfg, sparse=sparse, encoder=encoder)
+
+
+def layout(model: nn.Module) -> str:
+    """How `model` (or the module inside a DistributedDataParallel wrapper) takes a batch:
+    "bag" (ids, offsets) or "padded" (ids [batch, length])."""
+    from textclf.families.registry import family
+
+    return family(getattr(model, "module", model).cfg.type).layout
 
 
 def idf_weights(ids: torch.Tensor, offsets: torch.Tensor, num_embeddings: int) -> torch.Tensor:
@@ -320,10 +203,9 @@ def gather_padded(ids: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor, m
 def forward_batch(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     # `model` may be a DistributedDataParallel wrapper: dispatch on the module inside it, but call
     # the wrapper (its forward is what hooks the gradient all-reduce)
-    inner = getattr(model, "module", model)
-    if isinstance(inner, (BagModel, LinearModel)):
+    if layout(model) == "bag":
         return model(*gather_bag(ids, offsets, idx))
-    return model(gather_padded(ids, offsets, idx, inner.cfg.max_len))
+    return model(gather_padded(ids, offsets, idx, getattr(model, "module", model).cfg.max_len))
 
 
 @torch.no_grad()
@@ -333,7 +215,7 @@ def predict_proba(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, ba
     n = len(offsets) - 1
     out = []
     order = torch.arange(n, device=ids.device)
-    if isinstance(model, CNNModel):  # group similar lengths: less padding
+    if layout(model) == "padded":  # group similar lengths: less padding
         order = torch.argsort(offsets[1:] - offsets[:-1])
     for s in range(0, n, batch_size):
         idx = order[s : s + batch_size]

@@ -7,12 +7,15 @@ torch's by more than `TOLERANCE` (max absolute difference): a deployed model mus
 that was evaluated. The int8 model is allowed to differ; its accuracy delta against torch is
 reported in reports/export.json (a DVC metrics file: evaluate owns reports/metrics.json).
 
-Graph interface (what `OnnxClassifier` feeds it; outputs `probs` float32 [batch, classes]):
-  bag: `ids` int64 [total ids], `offsets` int64 [batch] — each document's start in `ids`, the
-       EmbeddingBag convention `textclf.model.encode` produces;
-  cnn: `ids` int64 [batch, length], padded with 0 (`<pad>`), length ≥ the widest kernel.
-torch exports `nn.EmbeddingBag` as an ONNX Loop over the bags; `BagGraph` computes the same bag
-means with Gather + CumSum, which ONNX Runtime runs vectorised. The graph's
+Each family's graph module, trace inputs and runner live in its module (textclf.families.<name>:
+`graph`, `example`, `graph_meta`, `onnx_proba`). Graph interface (what `OnnxClassifier` feeds
+it; outputs `probs` float32 [batch, classes]):
+  layout "bag" (linear, bag): `ids` int64 [total ids], `offsets` int64 [batch] — each document's
+       start in `ids`, the EmbeddingBag convention `textclf.model.encode` produces;
+  layout "padded" (cnn): `ids` int64 [batch, length], padded with 0 (`<pad>`), length ≥ the widest kernel;
+  encoder: the "bag" inputs plus the encoder's `input_ids` and `attention_mask`.
+torch exports `nn.EmbeddingBag` as an ONNX Loop over the bags; the bag graphs compute the same
+sums with Gather + CumSum, which ONNX Runtime runs vectorised. The graph's
 metadata names the bundle it came from (`bundle_digest`), so a stale graph is refused at load.
 """
 
@@ -31,15 +34,8 @@ from torch import nn
 
 from textclf.bundle import Bundle
 from textclf.errors import CONTRACT, InputError, TextclfError
-from textclf.model import (
-    BagModel,
-    CNNModel,
-    EncodingConfig,
-    LinearModel,
-    encode,
-    label_ids,
-    predict_proba,
-)
+from textclf.families.registry import family
+from textclf.model import EncodingConfig, encode, label_ids
 from textclf.onnx_runtime import FORMAT, FP32, INT8, OnnxClassifier, bundle_digest
 
 log = logging.getLogger("textclf.export")
@@ -58,117 +54,13 @@ class ParityError(TextclfError):
     exit_code = CONTRACT
 
 
-# ---------------------------------------------------------------------------------------------
-# export-friendly forward passes (same weights, same arithmetic, ONNX-friendly operators)
-
-
-class BagGraph(nn.Module):
-    """`BagModel` + softmax, with the bag sums taken as differences of a running sum.
-
-    A document's sum is cumsum[end] - cumsum[start] over the gathered rows: Gather + CumSum +
-    Gather, all vectorised in ONNX Runtime (a scatter-add per id is 3-4x slower there). The
-    running sum is kept in float64 so the difference is exact to float32 precision however many
-    ids precede a document in the batch (in float32 the error grows with the batch, to ~5e-5).
-
-    With no hidden layer the head is linear, so it commutes with the (weighted) mean: the graph
-    gathers rows of `embedding @ W.T` — one logit per class per id instead of `embed_dim`
-    values — and adds the bias after pooling. Same function, reassociated (differences ~1e-7),
-    and 10-30x less memory traffic per id; the graph file shrinks by the same factor.
-    """
-
-    def __init__(self, model: BagModel):
-        super().__init__()
-        self.idf = model.idf if model.cfg.weighting == "idf" else None
-        *rest, last = model.head
-        if all(isinstance(m, nn.Dropout) for m in rest):  # eval: dropout is the identity
-            with torch.no_grad():
-                self.table = nn.Parameter(model.embedding.weight @ last.weight.T, requires_grad=False)
-                self.bias = nn.Parameter(last.bias.detach().clone(), requires_grad=False)
-            self.head = None
-        else:
-            self.table, self.bias, self.head = model.embedding.weight, None, model.head
-
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        # ends from the ids' (traced, dynamic) length: torch.tensor([n]) would freeze it
-        ends = torch.cat([offsets[1:], torch.ones(1, dtype=torch.int64) * ids.shape[0]])
-        rows = self.table[ids]
-        if self.idf is not None:
-            w = self.idf[ids]
-            rows = rows * w[:, None]
-            cw = torch.cumsum(torch.cat([torch.zeros(1, dtype=w.dtype), w]).double(), 0)
-            denom = (cw[ends] - cw[offsets]).float()
-        else:
-            denom = (ends - offsets).float()
-        cs = torch.cumsum(torch.cat([torch.zeros(1, rows.shape[1], dtype=rows.dtype), rows]).double(), 0)
-        # an empty document pools to zeros, as EmbeddingBag's mean does
-        pooled = (cs[ends] - cs[offsets]).float() / denom.clamp_min(1e-6)[:, None]
-        logits = pooled + self.bias if self.head is None else self.head(pooled)
-        return torch.softmax(logits, dim=1)
-
-
-class LinearGraph(nn.Module):
-    """`LinearModel` + softmax: the TF-IDF weights from term counts (ONNX Unique over
-    document * V + id), per-document sums as differences of a float64 running sum (as BagGraph),
-    both heads and their probability average."""
-
-    def __init__(self, model: LinearModel):
-        super().__init__()
-        self.cfg = model.cfg
-        self.idf = model.idf
-        mix = model.cfg.nb_mix
-        # one table [V, 2K]: a gather per id serves both heads
-        self.table = nn.Parameter(
-            torch.cat([model.lr_weight, model.nb_weight], 1).detach().clone(), requires_grad=False
-        )
-        self.bias = nn.Parameter(torch.cat([model.lr_bias, model.nb_bias]).detach().clone(), requires_grad=False)
-        self.mix = mix
-
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """`extra`: logits added to the LR head's (the encoder family's embedding term)."""
-        n = offsets.shape[0]
-        k = self.cfg.num_classes
-        ends = torch.cat([offsets[1:], torch.ones(1, dtype=torch.int64) * ids.shape[0]])
-        doc = torch.repeat_interleave(torch.arange(n), ends - offsets)
-        _, inverse, counts = torch.unique(
-            doc * self.idf.shape[0] + ids, sorted=True, return_inverse=True, return_counts=True
-        )
-        tf = counts[inverse].float()
-        value = ((1 + torch.log(tf)) if self.cfg.sublinear_tf else tf) * self.idf[ids] * (ids > 1).float()
-        csq = torch.cumsum(torch.cat([torch.zeros(1), value * value / tf]).double(), 0)
-        norm = torch.sqrt((csq[ends] - csq[offsets]).float()).clamp_min(1e-12)
-        w = value / tf / norm[doc]
-        rows = self.table[ids] * w[:, None]
-        cs = torch.cumsum(torch.cat([torch.zeros(1, 2 * k), rows]).double(), 0)
-        logits = (cs[ends] - cs[offsets]).float() + self.bias
-        if extra is not None:
-            logits = torch.cat([logits[:, :k] + extra, logits[:, k:]], 1)
-        lr, nb = torch.softmax(logits[:, :k], dim=1), torch.softmax(logits[:, k:], dim=1)
-        return (1 - self.mix) * lr + self.mix * nb
-
-
-class CNNGraph(nn.Module):
-    """`CNNModel` + softmax, minus its pad-to-the-widest-kernel branch (the runner pads)."""
-
-    def __init__(self, model: CNNModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model.logits(ids), dim=1)
-
-
 def graph_module(model: nn.Module) -> nn.Module:
-    if getattr(model, "cfg", None) is not None and model.cfg.type == "encoder":
-        from textclf.families.encoder import EncoderGraph
-
-        return EncoderGraph(model).eval()
-    if isinstance(model, BagModel):
-        return BagGraph(model).eval()
-    if isinstance(model, LinearModel):
-        return LinearGraph(model).eval()
-    if isinstance(model, CNNModel):
-        return CNNGraph(model).eval()
-    raise TypeError(f"cannot export {type(model).__name__}")
+    """The family's export-friendly forward pass (same weights, same arithmetic, ONNX-friendly
+    operators, softmax at the end: textclf.families.<family>)."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        raise TypeError(f"cannot export {type(model).__name__}")
+    return family(cfg.type).graph(model).eval()
 
 
 def export_onnx(model: nn.Module, bundle: Bundle, path: Path) -> Path:
@@ -177,24 +69,7 @@ def export_onnx(model: nn.Module, bundle: Bundle, path: Path) -> Path:
     import onnx
 
     graph = graph_module(model)
-    if model.cfg.type == "encoder":
-        from textclf.families.encoder import onnx_example
-
-        args, names, axes = onnx_example(model)
-    elif isinstance(model, (BagModel, LinearModel)):
-        k = min(8, model.cfg.num_embeddings)
-        args = (
-            torch.arange(k, dtype=torch.int64),
-            torch.tensor([0, k // 2, k // 2], dtype=torch.int64),
-        )
-        names, axes = (
-            ["ids", "offsets"],
-            {"ids": {0: "ids"}, "offsets": {0: "batch"}, "probs": {0: "batch"}},
-        )
-    else:
-        width = max(model.cfg.kernel_sizes) + 2
-        args = (torch.ones((2, width), dtype=torch.int64),)
-        names, axes = ["ids"], {"ids": {0: "batch", 1: "length"}, "probs": {0: "batch"}}
+    args, names, axes = family(model.cfg.type).example(model)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # the TorchScript exporter is the one that needs no extra package (onnxscript)
         warnings.simplefilter("ignore")
@@ -247,15 +122,7 @@ def _tag(proto, bundle: Bundle, model: nn.Module, variant: str) -> None:
         "textclf.variant": variant,
         "textclf.labels": json.dumps(bundle.labels, ensure_ascii=False),
     }
-    if model.cfg.type == "encoder":  # the runner pads the encoder's token ids with the tokenizer's pad id
-        from textclf.families.encoder import tokenizer_for
-
-        meta["textclf.pad_id"] = str(tokenizer_for(bundle).pad_id)
-    if isinstance(model, CNNModel):  # what the runner needs to pad exactly as predict_proba does
-        meta |= {
-            "textclf.max_len": str(model.cfg.max_len),
-            "textclf.min_len": str(max(model.cfg.kernel_sizes)),
-        }
+    meta |= family(model.cfg.type).graph_meta(model, bundle)
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -314,18 +181,7 @@ def export(bundle: Bundle, tokens: pa.ListArray, labels: np.ndarray, out_dir: Pa
     quantize_int8(out_dir / FP32, out_dir / INT8, bundle, model)
     enc = EncodingConfig(**bundle.config["encoding"])
     ids, offsets = encode(tokens, pa.array(bundle.vocab["tokens"], pa.string()), enc)
-    lists = None
-    if model.cfg.type == "encoder":  # the encoder reads the text too (textclf.families.encoder)
-        from textclf.families import encoder as fam
-
-        if texts is None:
-            raise InputError("an encoder bundle is exported with the test split's text")
-        tok = fam.tokenizer_for(bundle)
-        etexts = fam.encoder_texts(texts, fam.bundle_html(bundle))
-        torch_p = fam.predict_proba(model, tok, ids, offsets, etexts).astype(np.float64)
-        lists = tok(etexts)
-    else:
-        torch_p = predict_proba(model, torch.from_numpy(ids), torch.from_numpy(offsets)).numpy().astype(np.float64)
+    torch_p, lists = family(model.cfg.type).check_inputs(model, bundle, ids, offsets, texts)
     fp32 = OnnxClassifier(out_dir / FP32, bundle).proba(ids, offsets, lists=lists)
     int8 = OnnxClassifier(out_dir / INT8, bundle).proba(ids, offsets, lists=lists)
     unknown = sorted(set(labels.tolist()) - set(bundle.labels))

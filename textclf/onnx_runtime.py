@@ -63,63 +63,52 @@ class OnnxClassifier:
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         self.pad_id = int(self.meta.get("textclf.pad_id", 0))
-        if self.type == "cnn":
-            self.max_len, self.min_len = (
-                int(self.meta["textclf.max_len"]),
-                int(self.meta["textclf.min_len"]),
-            )
+        from textclf.families.registry import family
+
+        try:
+            self.family = family(self.type)
+        except ValueError as err:
+            raise BundleError(f"{self.path}: {err}") from None
 
     def proba(
         self, ids: np.ndarray, offsets: np.ndarray, batch_size: int = 4096, lists: list[list[int]] | None = None
     ) -> np.ndarray:
         """Probabilities for encoded documents (`encode`'s flat ids + offsets [n+1]), in order;
         an encoder graph also takes each document's encoder token ids (`lists`)."""
-        n = len(offsets) - 1
-        if self.type == "encoder":
-            from textclf.families.encoder import onnx_proba
+        return self.family.onnx_proba(self, ids, offsets, batch_size, lists)
 
-            if lists is None or len(lists) != n:
-                raise ValueError("an encoder graph needs the encoder's token ids of every document")
-            return onnx_proba(
-                self.session,
-                lists,
-                self.pad_id,
-                np.asarray(ids, np.int64),
-                np.asarray(offsets, np.int64),
-                len(self.labels),
-            )
-        out = np.empty((n, len(self.labels)), dtype=np.float32)
-        if self.type in ("bag", "linear"):
-            # batches of at most batch_size documents and about MAX_BATCH_IDS ids: the running
-            # sum holds a float64 row per id
-            s = 0
-            while s < n:
-                e = min(
-                    n,
-                    s + batch_size,
-                    max(s + 1, int(np.searchsorted(offsets, offsets[s] + MAX_BATCH_IDS))),
-                )
-                a, b = int(offsets[s]), int(offsets[e])
-                out[s:e] = self.session.run(
-                    None,
-                    {
-                        "ids": np.ascontiguousarray(ids[a:b], dtype=np.int64),
-                        "offsets": (offsets[s:e] - a).astype(np.int64),
-                    },
-                )[0]
-                s = e
-            return out
-        # cnn: the same length-sorted batches and padding as predict_proba (padding changes a
-        # TextCNN's max-pool, so the batches must match for the probabilities to match)
-        ids_t, off_t = (
-            torch.from_numpy(np.asarray(ids, np.int64)),
-            torch.from_numpy(np.asarray(offsets, np.int64)),
-        )
-        order = torch.argsort(off_t[1:] - off_t[:-1])
-        for s in range(0, n, batch_size):
-            idx = order[s : s + batch_size]
-            x = gather_padded(ids_t, off_t, idx, self.max_len).numpy()
-            if x.shape[1] < self.min_len:
-                x = np.pad(x, ((0, 0), (0, self.min_len - x.shape[1])))
-            out[idx.numpy()] = self.session.run(None, {"ids": x})[0]
-        return out
+
+def run_bags(session, ids: np.ndarray, offsets: np.ndarray, k: int, batch_size: int = 4096) -> np.ndarray:
+    """A `bag`-layout graph (ids, offsets) over encoded documents, in batches of at most
+    `batch_size` documents and about MAX_BATCH_IDS ids (the running sum holds a float64 row per id)."""
+    n = len(offsets) - 1
+    out = np.empty((n, k), dtype=np.float32)
+    s = 0
+    while s < n:
+        e = min(n, s + batch_size, max(s + 1, int(np.searchsorted(offsets, offsets[s] + MAX_BATCH_IDS))))
+        a, b = int(offsets[s]), int(offsets[e])
+        out[s:e] = session.run(
+            None,
+            {"ids": np.ascontiguousarray(ids[a:b], dtype=np.int64), "offsets": (offsets[s:e] - a).astype(np.int64)},
+        )[0]
+        s = e
+    return out
+
+
+def run_padded(
+    session, ids: np.ndarray, offsets: np.ndarray, k: int, max_len: int, min_len: int, batch_size: int = 4096
+) -> np.ndarray:
+    """A `padded`-layout graph (ids [batch, length]) in the same length-sorted batches and padding
+    as `textclf.model.predict_proba` (padding changes a TextCNN's max-pool, so the batches must
+    match for the probabilities to match)."""
+    n = len(offsets) - 1
+    out = np.empty((n, k), dtype=np.float32)
+    ids_t, off_t = torch.from_numpy(np.asarray(ids, np.int64)), torch.from_numpy(np.asarray(offsets, np.int64))
+    order = torch.argsort(off_t[1:] - off_t[:-1])
+    for s in range(0, n, batch_size):
+        idx = order[s : s + batch_size]
+        x = gather_padded(ids_t, off_t, idx, max_len).numpy()
+        if x.shape[1] < min_len:
+            x = np.pad(x, ((0, 0), (0, min_len - x.shape[1])))
+        out[idx.numpy()] = session.run(None, {"ids": x})[0]
+    return out

@@ -90,8 +90,12 @@ class DistributedParams(_Section):
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
 
 
+# Each family's section (train.<family>.*) is here, not in its module (textclf.families.<family>):
+# params load without torch, and the family modules import torch.
+
+
 class LinearParams(_Section):
-    """The `linear` family: TF-IDF logistic regression + an NB-scaled head (textclf.training.linear)."""
+    """The `linear` family: TF-IDF logistic regression + an NB-scaled head (textclf.families.linear)."""
 
     # inverse L2 strength: mean loss + ||W||^2 / (2 C n), scikit-learn's multinomial objective (with two
     # classes, a softmax over two rows pays half the penalty: scikit-learn's binary C = 2 C)
@@ -100,6 +104,33 @@ class LinearParams(_Section):
     nb_alpha: float = Field(default=1.0, gt=0)  # smoothing of the naive-Bayes ratios
     sublinear_tf: bool = True  # 1 + log(tf) instead of tf
     max_iter: int = Field(default=300, gt=0)  # L-BFGS iterations per head
+
+
+class BagParams(_Section):
+    """The `bag` family (textclf.families.bag): a fastText-style mean of embeddings; trained by the
+    epoch loop (train.optimizer, lr, batch_size, epochs, ...)."""
+
+    embed_dim: int = Field(default=32, gt=0)
+    hidden_dim: int = Field(default=0, ge=0)  # 0 = a linear head on the pooled embedding
+    dropout: float = Field(default=0.9, ge=0, lt=1)
+    weighting: Literal["none", "idf"] = "none"  # plain or IDF-weighted mean of embeddings
+
+
+class CNNParams(_Section):
+    """The `cnn` family (textclf.families.cnn): TextCNN; trained by the epoch loop."""
+
+    embed_dim: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.9, ge=0, lt=1)
+    kernel_sizes: tuple[int, ...] = (3, 4, 5)
+    num_filters: int = Field(default=100, gt=0)
+    max_len: int = Field(default=400, gt=0)  # tokens kept per document
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_to_tuples(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("kernel_sizes"), list):
+            data = {**data, "kernel_sizes": tuple(data["kernel_sizes"])}
+        return data
 
 
 class EncoderParams(_Section):
@@ -147,17 +178,10 @@ class TrainParams(_Section):
     # portable: the same bundle on any x86-64 machine (textclf.kernels); native: every core, widest kernels
     cpu_kernels: Literal["portable", "native"] = "portable"
     seed: int = 0
-    # model sizes
-    embed_dim: int = Field(default=32, gt=0)
-    hidden_dim: int = Field(default=0, ge=0)  # bag: 0 = no hidden layer
-    dropout: float = Field(default=0.9, ge=0, lt=1)
+    # the encoding (linear, bag, encoder; cnn reads unigrams only)
     bigrams: Literal["none", "vocab", "hashed"] = "vocab"
-    weighting: Literal["none", "idf"] = "none"  # bag: plain or IDF-weighted mean of embeddings
     hash_buckets: int = Field(default=100_000, gt=0)
-    kernel_sizes: tuple[int, ...] = (3, 4, 5)  # cnn
-    num_filters: int = Field(default=100, gt=0)  # cnn
-    max_len: int = Field(default=400, gt=0)  # cnn: tokens kept per document
-    # optimisation
+    # the epoch loop (bag, cnn)
     optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
     lr: float = Field(default=0.005, gt=0)
     momentum: float = Field(default=0.0, ge=0, lt=1)
@@ -171,17 +195,35 @@ class TrainParams(_Section):
     epochs: int = Field(default=12, gt=0)
     patience: int = Field(default=3, ge=1)
     amp: bool = True  # CUDA: bf16 autocast where supported, else fp16 + GradScaler; ignored on CPU and MPS
+    # the families' own settings
     linear: LinearParams = LinearParams()
+    bag: BagParams = BagParams()
+    cnn: CNNParams = CNNParams()
     encoder: EncoderParams = EncoderParams()
     autotune: AutotuneParams = AutotuneParams()
     distributed: DistributedParams = DistributedParams()
 
     @model_validator(mode="before")
     @classmethod
-    def _lists_to_tuples(cls, data):
-        if isinstance(data, dict) and isinstance(data.get("kernel_sizes"), list):
-            data = {**data, "kernel_sizes": tuple(data["kernel_sizes"])}
+    def _moved_keys(cls, data):
+        # a params.yaml from before the families had sections: say where each key went
+        if isinstance(data, dict):
+            moved = [f"train.{k} is now {' / '.join(f'train.{f}.{k}' for f in MOVED[k])}" for k in data if k in MOVED]
+            if moved:
+                raise ValueError("; ".join(moved))
         return data
+
+
+# train keys that moved into a family's section (issue 23: one module per family)
+MOVED: dict[str, tuple[str, ...]] = {
+    "embed_dim": ("bag", "cnn"),
+    "hidden_dim": ("bag",),
+    "dropout": ("bag", "cnn"),
+    "weighting": ("bag",),
+    "kernel_sizes": ("cnn",),
+    "num_filters": ("cnn",),
+    "max_len": ("cnn",),
+}
 
 
 class BaselineParams(_Section):

@@ -158,7 +158,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
             "epochs": 5,
             "batch_size": 4,
             "patience": 10,
-            "dropout": 0.3,
+            "bag": {"dropout": 0.3},
             "autotune": {"budget_s": 0},
         }
     }

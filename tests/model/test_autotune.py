@@ -57,7 +57,7 @@ def objective(clock: Clock, per_epoch_s: float = 1.0, calls: list | None = None)
         best = 0.0
         for epoch in range(1, p.epochs + 1):
             clock.now += per_epoch_s
-            best = max(best, (0.85 - 0.3 * p.dropout) * (1 - 0.5**epoch))
+            best = max(best, (0.85 - 0.3 * p.bag.dropout) * (1 - 0.5**epoch))
             report(epoch, best)
             if clock.now >= deadline:
                 return best, True

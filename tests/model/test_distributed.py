@@ -186,7 +186,7 @@ def test_killed_two_process_run_resumes_to_the_same_result(fixture_split, fixtur
         "epochs": 4,
         "batch_size": 8,
         "patience": 10,
-        "dropout": 0.3,
+        "bag": {"dropout": 0.3},
         "distributed": {"nproc": WORLD, "nnodes": 1, "rdzv_endpoint": None, "backend": "auto"},
     }
     ref = _workdir(tmp_path / "ref", fixture_split, fixture_vocab, train)

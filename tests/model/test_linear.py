@@ -12,16 +12,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from textclf.artifacts import arrow_values
-from textclf.model import (
-    EncodingConfig,
-    LinearModel,
-    ModelConfig,
-    encode,
-    idf_weights,
-    predict_proba,
-    tfidf_weights,
-)
-from textclf.training.linear import fit_linear, nb_ratios, sample_weights, tfidf_matrix
+from textclf.families.linear import LinearModel, fit_linear, nb_ratios, sample_weights, tfidf_matrix, tfidf_weights
+from textclf.model import EncodingConfig, ModelConfig, encode, idf_weights, predict_proba
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from textclf.families.bag import BagModel
+from textclf.families.cnn import CNNModel
 from textclf.model import (
-    BagModel,
-    CNNModel,
     EncodingConfig,
     ModelConfig,
     encode,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from textclf.families.registry import family
 from textclf.model import build_model, forward_batch
 from textclf.params import TrainParams
-from textclf.training.loop import class_weights, fit, lr_at, resolve_device, use_sparse
+from textclf.training.loop import class_weights, fit, lr_at, resolve_device
 from textclf.training.run import prepare
 
 CPU = torch.device("cpu")
@@ -29,11 +30,12 @@ def test_balanced_class_weights():
 
 
 def test_sparse_gradients_only_for_plain_sgd_bag():
-    assert use_sparse(TrainParams(model="bag", optimizer="sgd", weight_decay=0.0))
-    assert not use_sparse(TrainParams(model="bag", optimizer="sgd", weight_decay=0.01))
-    assert not use_sparse(TrainParams(model="bag", optimizer="adam"))
-    assert not use_sparse(TrainParams(model="bag", optimizer="sgd", momentum=0.9, weight_decay=0.0))
-    assert not use_sparse(TrainParams(model="cnn", optimizer="sgd", weight_decay=0.0))
+    bag, cnn = family("bag"), family("cnn")
+    assert bag.sparse_gradients(TrainParams(model="bag", optimizer="sgd", weight_decay=0.0))
+    assert not bag.sparse_gradients(TrainParams(model="bag", optimizer="sgd", weight_decay=0.01))
+    assert not bag.sparse_gradients(TrainParams(model="bag", optimizer="adam"))
+    assert not bag.sparse_gradients(TrainParams(model="bag", optimizer="sgd", momentum=0.9, weight_decay=0.0))
+    assert not cnn.sparse_gradients(TrainParams(model="cnn", optimizer="sgd", weight_decay=0.0))
 
 
 def test_device_auto_is_cpu_without_cuda():
@@ -96,7 +98,7 @@ def test_resume_from_checkpoint_ends_like_an_uninterrupted_run(prepared, small_p
     p = small_params.model_copy(
         update={
             "optimizer": optimizer,
-            "dropout": 0.2,
+            "bag": small_params.bag.model_copy(update={"dropout": 0.2}),
             "lr": 0.05 if optimizer == "adam" else 2.0,
             "schedule": "cosine",
             "warmup_steps": 3,

@@ -41,9 +41,13 @@ def labels_of(pipe):
     "train",
     [
         {},
-        {"weighting": "idf", "epochs": 2},
-        {"weighting": "idf", "hidden_dim": 8, "bigrams": "none", "epochs": 2},
-        {"model": "cnn", "max_len": 12, "epochs": 2},
+        {"bag": {"embed_dim": 16, "weighting": "idf"}, "epochs": 2},
+        {"bag": {"embed_dim": 16, "weighting": "idf", "hidden_dim": 8}, "bigrams": "none", "epochs": 2},
+        {
+            "model": "cnn",
+            "cnn": {"embed_dim": 16, "num_filters": 8, "kernel_sizes": (2, 3), "max_len": 12},
+            "epochs": 2,
+        },
         {"model": "linear"},
         {"model": "linear", "linear": {"nb_mix": 0.0, "sublinear_tf": False}},
     ],

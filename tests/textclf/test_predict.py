@@ -92,16 +92,14 @@ def build_pipeline(
         **{
             "model": "bag",
             "device": "cpu",
-            "embed_dim": 16,
             "hash_buckets": 256,
             "batch_size": 32,
             "epochs": 4,
             "lr": 0.05,
-            "num_filters": 8,
-            "kernel_sizes": (2, 3),
             "bigrams": "hashed",
             "optimizer": "adam",
-            "dropout": 0.0,
+            "bag": {"embed_dim": 16, "dropout": 0.0},
+            "cnn": {"embed_dim": 16, "dropout": 0.0, "num_filters": 8, "kernel_sizes": (2, 3)},
             "weight_decay": 0.0,
             "label_smoothing": 0.0,
             **train,
@@ -143,8 +141,12 @@ def test_predictor_tokens_equal_the_clean_stage_tokens(pipe, predictor):
     "train",
     [
         None,
-        {"weighting": "idf", "bigrams": "none", "epochs": 2},
-        {"model": "cnn", "max_len": 12, "epochs": 2},
+        {"bag": {"embed_dim": 16, "weighting": "idf"}, "bigrams": "none", "epochs": 2},
+        {
+            "model": "cnn",
+            "cnn": {"embed_dim": 16, "num_filters": 8, "kernel_sizes": (2, 3), "max_len": 12},
+            "epochs": 2,
+        },
     ],
     ids=["bag-hashed-bigrams", "bag-idf", "cnn"],
 )

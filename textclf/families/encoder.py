@@ -14,7 +14,7 @@ folder, used frozen (CPU) or fine-tuned (GPU).
 - **Frozen** (`fit_frozen`): the pooled embedding of every document, computed once per (encoder,
   max_len, text) and kept in a content-addressed cache (`EmbeddingCache`, .textclf/embeddings/),
   joins the unit-length TF-IDF vector in the linear family's LR head (one convex L-BFGS fit,
-  textclf.training.linear); the NB-scaled head stays on TF-IDF. Probe on an English review
+  textclf.families.linear); the NB-scaled head stays on TF-IDF. Probe on an English review
   corpus: TF-IDF + LR 0.824, embedding + LR 0.805, both 0.845 macro-F1.
 - **Fine-tune** (`fit_finetune`): AdamW (fused on CUDA), warm-up then linear decay, layer-wise lr
   decay, bf16 autocast (fp16 + GradScaler where bf16 is missing), length-bucketed batches with
@@ -44,6 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from textclf.errors import InputError, ParamsError
+from textclf.families.base import ModelFamily
 
 log = logging.getLogger("textclf.train")
 
@@ -504,7 +505,7 @@ class EncoderModel(nn.Module):
     from precomputed embeddings (training, and prediction from the cache)."""
 
     def __init__(self, cfg, encoder_meta: dict):
-        from textclf.model import LinearModel
+        from textclf.families.linear import LinearModel
 
         super().__init__()
         self.cfg = cfg
@@ -765,7 +766,7 @@ class Embedder:
 def fit_frozen(tr, va, train_emb: torch.Tensor, valid_emb: torch.Tensor, model: EncoderModel, p, device, deadline=None):
     """The linear family's convex fit with the scaled embeddings beside TF-IDF in the LR head;
     returns (the model on CPU, valid log-probabilities, the fit)."""
-    from textclf.training.linear import fit_with_params
+    from textclf.families.linear import fit_with_params
 
     cfg = model.cfg
     dense = (cfg.feature_scale * train_emb).to(device) if cfg.nb_mix < 1 else None
@@ -884,10 +885,10 @@ def gather_rows(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[
 
 class EncoderGraph(nn.Module):
     """`EncoderModel` + softmax for export: the encoder's pooled embedding, then the linear
-    family's ONNX-friendly heads (textclf.onnx.LinearGraph) with the embedding term added."""
+    family's ONNX-friendly heads (textclf.families.linear.LinearGraph) with the embedding term added."""
 
     def __init__(self, model: EncoderModel):
-        from textclf.onnx import LinearGraph
+        from textclf.families.linear import LinearGraph
 
         super().__init__()
         self.encoder = model.encoder
@@ -930,3 +931,146 @@ def onnx_proba(session, lists: list[list[int]], pad_id: int, ids, offsets, k: in
             None, {"ids": bi, "offsets": bo, "input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
         )[0]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the family
+
+
+def _scores(logp: torch.Tensor, y: torch.Tensor) -> dict:
+    """Loss, accuracy and macro-F1 (over the classes that occur) of log-probabilities."""
+    from sklearn.metrics import f1_score
+
+    pred = logp.argmax(1)
+    return {
+        "loss": float(F.nll_loss(logp.float(), y)),
+        "accuracy": float((pred == y).float().mean()),
+        "macro_f1": float(
+            f1_score(y, pred, average="macro", labels=np.union1d(y.numpy(), pred.numpy()).tolist(), zero_division=0)
+        ),
+    }
+
+
+class EncoderFamily(ModelFamily):
+    name = "encoder"
+
+    def model_config(self, p, num_embeddings: int, num_classes: int, mode: str = "frozen"):
+        return model_config(p, num_embeddings, num_classes, mode)
+
+    def build(self, cfg, sparse: bool = False, encoder: dict | None = None) -> nn.Module:
+        if not isinstance(encoder, dict) or not isinstance(encoder.get("config"), dict):
+            raise ValueError("an encoder model needs its encoder record (config.json `encoder`)")
+        return EncoderModel(cfg, encoder)
+
+    def reports_once(self, p, device) -> bool:
+        return mode_for(p.encoder.mode, device) == "frozen"  # a frozen fit reports once, at its end
+
+    def train(self, data, p, device, *, checkpoint=None, on_epoch=None, deadline=None, fingerprint="", **_):
+        """Frozen (embeddings + the linear heads) or fine-tuned."""
+        from textclf.training.checkpoint import TrainState
+        from textclf.training.loop import FitResult
+
+        tr, va, cfg, _, _ = data.get(p)
+        mode = mode_for(p.encoder.mode, device)
+        cfg = model_config(p, cfg.num_embeddings, cfg.num_classes, mode)
+        embedder = data.embedder(p, device)
+        meta = embedder.source.meta()
+        model = EncoderModel(cfg, meta)
+        model.encoder.load_state_dict(embedder.encoder.state_dict())
+        t0 = time.perf_counter()
+        if mode == "frozen":
+            from textclf.families.linear import one_fit_result
+
+            train_emb, valid_emb = data.embeddings(p, device)
+            model, logp, fitted = fit_frozen(tr, va, train_emb, valid_emb, model, p, device, deadline)
+            val = _scores(logp, va.labels.cpu())
+            result = one_fit_result("encoder (frozen)", model, fitted, val, tr.tokens, on_epoch, deadline)
+        else:
+            tok = embedder.tokenizer
+            ft = [
+                FinetuneData(tok(data.texts(s)), e.ids, e.offsets, e.labels) for s, e in (("train", tr), ("valid", va))
+            ]
+            best, history, best_epoch, best_f1, tps = fit_finetune(
+                model,
+                ft[0],
+                ft[1],
+                p.encoder,
+                pad_id=tok.pad_id,
+                device=device,
+                seed=p.seed,
+                class_weight=p.class_weight,
+                amp=p.amp,
+                patience=p.patience,
+                checkpoint=checkpoint / "encoder.pt" if checkpoint is not None else None,
+                on_epoch=on_epoch,
+                deadline=deadline,
+                fingerprint=fingerprint,
+            )
+            state = TrainState(
+                epoch=len(history), step=0, best_f1=best_f1, best_epoch=best_epoch, history=history, done=True
+            )
+            result = FitResult(best, state, tps, cut=deadline is not None and time.monotonic() >= deadline)
+        log.info("encoder (%s) trained in %.1f s", mode, time.perf_counter() - t0)
+        return result, cfg, {"meta": {**meta, "mode": mode}}
+
+    def valid_predictions(self, data, out, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+        _, va, _, _, _ = data.get(out.params)
+        model = EncoderModel(out.cfg, out.encoder["meta"])
+        model.load_state_dict(out.result.best_state)
+        if out.encoder["meta"]["mode"] == "frozen":  # the valid embeddings are cached: no re-embedding
+            emb = data.embeddings(out.params)[1]
+            pred = head_logp(model, va.ids.cpu(), va.offsets.cpu(), emb).argmax(1).numpy()
+        else:
+            tok = data.embedder(out.params).tokenizer
+            pred = predict_proba(
+                model, tok, va.ids.cpu().numpy(), va.offsets.cpu().numpy(), data.texts("valid")
+            ).argmax(1)
+        return va.labels.cpu().numpy(), pred
+
+    def suggest(self, trial, p, num, cat) -> dict:
+        return suggest(trial, p, num, cat)
+
+    def as_written(self, p) -> dict:
+        return {
+            "encoder.max_len": p.encoder.max_len,
+            "encoder:linear.C": p.linear.C,
+            "encoder:linear.nb_mix": p.linear.nb_mix,
+            "encoder.feature_scale": p.encoder.feature_scale,
+            "encoder.lr": p.encoder.lr,
+            "encoder.epochs": p.encoder.epochs,
+            "encoder.layer_decay": p.encoder.layer_decay,
+        }
+
+    def graph(self, model: nn.Module) -> nn.Module:
+        return EncoderGraph(model)
+
+    def example(self, model: nn.Module) -> tuple[tuple, list[str], dict]:
+        return onnx_example(model)
+
+    def graph_meta(self, model: nn.Module, bundle) -> dict[str, str]:
+        # the runner pads the encoder's token ids with the tokenizer's pad id
+        return {"textclf.pad_id": str(tokenizer_for(bundle).pad_id)}
+
+    def check_inputs(self, model, bundle, ids, offsets, texts=None) -> tuple:
+        # the encoder reads the text too
+        if texts is None:
+            raise InputError("an encoder bundle is exported with the test split's text")
+        tok = tokenizer_for(bundle)
+        etexts = encoder_texts(texts, bundle_html(bundle))
+        return predict_proba(model, tok, ids, offsets, etexts).astype(np.float64), tok(etexts)
+
+    def onnx_proba(self, runner, ids, offsets, batch_size: int, lists=None) -> np.ndarray:
+        n = len(offsets) - 1
+        if lists is None or len(lists) != n:
+            raise ValueError("an encoder graph needs the encoder's token ids of every document")
+        return onnx_proba(
+            runner.session,
+            lists,
+            runner.pad_id,
+            np.asarray(ids, np.int64),
+            np.asarray(offsets, np.int64),
+            len(runner.labels),
+        )
+
+
+FAMILY = EncoderFamily()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from textclf.artifacts import write_bytes
+from textclf.families.registry import family
 from textclf.params import AutotuneParams, TrainParams
 
 log = logging.getLogger("textclf.training.autotune")
@@ -48,10 +49,12 @@ class Pruned(Exception):
 
 
 def suggest(trial, p: TrainParams, families: tuple[str, ...]) -> dict[str, Any]:
-    """One configuration, as dotted train keys (`linear.C`, `dropout`). Conditional on the family:
-    the linear family's regularisation, head mix and features; the neural families' optimiser
-    step (lr with batch size: their ratio sets the step per document), size and regularisation.
-    Every range and choice includes the value written in params.yaml (trial 0 is that value)."""
+    """One configuration, as dotted train keys (`linear.C`, `bag.dropout`). The family first,
+    then what every family shares (class weighting), then the family's own space
+    (`ModelFamily.suggest`, textclf.families): the linear family's regularisation, head mix and
+    features; the epoch families' optimiser step (lr with batch size: their ratio sets the step
+    per document), size and regularisation. Every range and choice includes the value written in
+    params.yaml (trial 0 is that value)."""
 
     def cat(name, choices, current):
         return trial.suggest_categorical(name, sorted(set(choices) | {current}, key=str))
@@ -59,60 +62,21 @@ def suggest(trial, p: TrainParams, families: tuple[str, ...]) -> dict[str, Any]:
     def num(name, low, high, current, log=True):
         return trial.suggest_float(name, min(low, current), max(high, current), log=log)
 
-    family = cat("model", families, p.model) if len(families) > 1 else families[0]
+    name = cat("model", families, p.model) if len(families) > 1 else families[0]
     out: dict[str, Any] = {
-        "model": family,
+        "model": name,
         "class_weight": cat("class_weight", ["none", "balanced"], p.class_weight),
     }
-    if family == "linear":  # Optuna names carry the family where the choices differ by family
-        out["linear.C"] = num("linear.C", 0.25, 64.0, p.linear.C)
-        out["linear.nb_mix"] = cat("linear.nb_mix", [0.0, 0.25, 0.5, 0.75, 1.0], p.linear.nb_mix)
-        out["linear.sublinear_tf"] = cat("linear.sublinear_tf", [True, False], p.linear.sublinear_tf)
-        out["bigrams"] = cat("linear:bigrams", ["vocab", "none"], p.bigrams)
-        return out
-    if family == "encoder":  # the family's own space (textclf.families.encoder)
-        from textclf.families.encoder import suggest as encoder_space
+    return out | family(name).suggest(trial, p, num, cat)
 
-        return out | encoder_space(trial, p, num, cat)
-    # Dense Adam updates of the whole embedding table every step dominate a CPU epoch, so the
-    # space keeps to batches of 64+ and tables of <= 64 columns (hashed bigrams: set them by hand).
-    out["lr"] = num("lr", 2e-3, 5e-2, p.lr)
-    out["batch_size"] = cat("batch_size", [64, 128, 256, 512], p.batch_size)
-    out["embed_dim"] = cat("embed_dim", [16, 32, 64], p.embed_dim)
-    out["dropout"] = num("dropout", 0.0, 0.9, p.dropout, log=False)
-    out["weight_decay"] = num("weight_decay", 1e-4, 0.3, max(p.weight_decay, 1e-6))
-    out["label_smoothing"] = cat("label_smoothing", [0.0, 0.1], p.label_smoothing)
-    if family == "bag":
-        out["weighting"] = cat("bag:weighting", ["none", "idf"], p.weighting)
-        out["bigrams"] = cat("bag:bigrams", ["vocab", "none"], p.bigrams)
+
+def as_written(p: TrainParams, families: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The params as written, in the space's Optuna names (the enqueued first trial): every
+    searched family's names, the written family's last (the epoch families share names)."""
+    out: dict[str, Any] = {"model": p.model, "class_weight": p.class_weight}
+    for name in (*(f for f in families if f != p.model), p.model):
+        out |= family(name).as_written(p)
     return out
-
-
-def as_written(p: TrainParams) -> dict[str, Any]:
-    """The params as written, in the space's names (the enqueued first trial)."""
-    return {
-        "model": p.model,
-        "class_weight": p.class_weight,
-        "linear.C": p.linear.C,
-        "linear.nb_mix": p.linear.nb_mix,
-        "linear.sublinear_tf": p.linear.sublinear_tf,
-        "linear:bigrams": p.bigrams,
-        "bag:bigrams": p.bigrams,
-        "lr": p.lr,
-        "batch_size": p.batch_size,
-        "embed_dim": p.embed_dim,
-        "dropout": p.dropout,
-        "weight_decay": max(p.weight_decay, 1e-6),
-        "label_smoothing": p.label_smoothing,
-        "bag:weighting": p.weighting,
-        "encoder.max_len": p.encoder.max_len,
-        "encoder:linear.C": p.linear.C,
-        "encoder:linear.nb_mix": p.linear.nb_mix,
-        "encoder.feature_scale": p.encoder.feature_scale,
-        "encoder.lr": p.encoder.lr,
-        "encoder.epochs": p.encoder.epochs,
-        "encoder.layer_decay": p.encoder.layer_decay,
-    }
 
 
 def apply(p: TrainParams, overrides: dict[str, Any]) -> TrainParams:
@@ -232,7 +196,7 @@ def search(
             n_startup_trials=max(4, at.trials // 3),
         )
         if number == 0:
-            study.enqueue_trial(as_written(p))
+            study.enqueue_trial(as_written(p, families))
         trial = study.ask()
         overrides = suggest(trial, p, families)
         t0 = clock()

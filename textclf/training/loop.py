@@ -27,16 +27,8 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from textclf.model import (
-    EncodingConfig,
-    ModelConfig,
-    build_model,
-    encode,
-    forward_batch,
-    idf_weights,
-    label_ids,
-    predict_proba,
-)
+from textclf.families.registry import family
+from textclf.model import EncodingConfig, ModelConfig, encode, forward_batch, label_ids, predict_proba
 from textclf.params import TrainParams
 from textclf.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from textclf.training.distributed import World, all_sum, broadcast_flag, check_same_start, shard, wrap_ddp
@@ -152,13 +144,6 @@ def make_optimizer(model: nn.Module, p: TrainParams) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, fused=True)
 
 
-def use_sparse(p: TrainParams) -> bool:
-    # Sparse embedding gradients make plain SGD updates touch only the rows a batch used — the
-    # difference between ~1 and ~10 M tokens/s on CPU for large vocabularies. Adam(W), momentum,
-    # weight decay and clipping need dense gradients.
-    return p.model == "bag" and p.optimizer == "sgd" and p.momentum == 0 and p.weight_decay == 0 and p.grad_clip == 0
-
-
 def class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor | None:
     if mode == "none":
         return None
@@ -263,7 +248,8 @@ def fit(
     world: World | None = None,
     deadline: float | None = None,
 ) -> FitResult:
-    """Train with early stopping on validation macro-F1; return the best epoch's weights.
+    """Train an epoch family (textclf.families.base.EpochFamily: bag, cnn) with early stopping on
+    validation macro-F1; return the best epoch's weights.
 
     `deadline` (a time.monotonic() value; one process only) ends training after the epoch in
     which it passes: autotune's budget.
@@ -273,9 +259,9 @@ def fit(
     lead = world is None or world.lead
     torch.manual_seed(p.seed)
     # Sparse gradients: gloo all-reduces them, NCCL cannot (dense there).
-    model = build_model(cfg, sparse=use_sparse(p) and (world is None or world.backend == "gloo"))
-    if cfg.weighting == "idf":
-        model.idf.copy_(idf_weights(train.ids, train.offsets, cfg.num_embeddings))
+    fam = family(cfg.type)
+    model = fam.build(cfg, sparse=fam.sparse_gradients(p) and (world is None or world.backend == "gloo"))
+    fam.init(model, train.ids, train.offsets)
     model = model.to(device)
     opt = make_optimizer(model, p)
     state = TrainState()
@@ -307,7 +293,7 @@ def fit(
     scaler = grad_scaler(amp)
     steps_per_epoch = math.ceil(train.n / p.batch_size)
     total_steps = steps_per_epoch * p.epochs
-    lengths = (train.offsets[1:] - train.offsets[:-1]) if cfg.type == "cnn" else None
+    lengths = (train.offsets[1:] - train.offsets[:-1]) if fam.layout == "padded" else None
     tokens_seen, seconds = 0, 0.0
     while not state.done and state.epoch < p.epochs:
         epoch = state.epoch

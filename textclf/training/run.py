@@ -1,6 +1,7 @@
 """One training configuration, start to finish: a plain run or one autotune trial.
 
-`prepare` encodes the splits, `train_config` fits one configuration (textclf.training.loop),
+`prepare` encodes the splits, `train_config` fits one configuration (its family's `train`:
+textclf.families),
 `autotune` searches (textclf.training.autotune), and the outcome is saved as the bundle's config
 and weights. The train stage (stages/train.py) reads, calls these and writes; nothing here reads
 params.yaml or imports DVC, DVCLive or Prefect.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from textclf.artifacts import arrow_values, fsync_path, write_bytes
 from textclf.errors import InputError
-from textclf.model import (
-    EncodingConfig,
-    ModelConfig,
-    build_model,
-    predict_proba,
-)
+from textclf.families.registry import family
+from textclf.model import EncodingConfig, ModelConfig
 from textclf.params import TrainParams
 from textclf.paths import CHECKPOINT, EMBEDDINGS
 from textclf.stats import paired_macro_f1_deltas, rounded
@@ -38,8 +34,7 @@ from textclf.text import load_stopwords
 from textclf.training import autotune as at
 from textclf.training.checkpoint import TrainState
 from textclf.training.distributed import World
-from textclf.training.linear import fit_linear_family
-from textclf.training.loop import Encoded, FitResult, encode_split, fit
+from textclf.training.loop import Encoded, FitResult, encode_split
 
 log = logging.getLogger("textclf.train")
 
@@ -59,7 +54,7 @@ def prepare(
     unknown = sorted(set(valid_df["label"].tolist()) - set(labels))
     if unknown:
         raise InputError(f"valid split has labels the train split lacks: {unknown}")
-    bigrams = p.bigrams if p.model in ("bag", "linear", "encoder") else "none"
+    bigrams = p.bigrams if family(p.model).uses_bigrams else "none"
     if bigrams == "vocab" and vocab.get("ngrams", 1) < 2:
         raise InputError("train.bigrams=vocab needs vocab.ngrams: 2")
     enc = EncodingConfig(
@@ -78,20 +73,7 @@ def prepare(
 
 
 def model_config(p: TrainParams, num_embeddings: int, num_classes: int) -> ModelConfig:
-    return ModelConfig(
-        type=p.model,
-        num_embeddings=num_embeddings,
-        embed_dim=p.embed_dim,
-        num_classes=num_classes,
-        hidden_dim=p.hidden_dim if p.model == "bag" else 0,
-        dropout=p.dropout,
-        kernel_sizes=p.kernel_sizes,
-        num_filters=p.num_filters,
-        max_len=p.max_len,
-        weighting=p.weighting if p.model == "bag" else "none",
-        nb_mix=p.linear.nb_mix if p.model == "linear" else 0.5,
-        sublinear_tf=p.linear.sublinear_tf,
-    )
+    return family(p.model).model_config(p, num_embeddings, num_classes)
 
 
 def extra_stopwords(clean_params) -> list[str]:
@@ -195,7 +177,7 @@ class Prepared:
         return self._embedded[key]
 
     def get(self, p: TrainParams) -> tuple[Encoded, Encoded, ModelConfig, EncodingConfig, list[str]]:
-        key = (p.bigrams if p.model in ("bag", "linear", "encoder") else "none", p.hash_buckets)
+        key = (p.bigrams if family(p.model).uses_bigrams else "none", p.hash_buckets)
         if key not in self._cache:
             self._cache[key] = prepare(self.train_df, self.valid_df, self.vocab, p)
         tr, va, cfg, enc, labels = self._cache[key]
@@ -222,97 +204,19 @@ def train_config(
     progress: bool = False,
     world: World | None = None,
 ) -> Outcome:
-    tr, va, cfg, enc, labels = data.get(p)
-    if cfg.type == "encoder":
-        return _train_encoder(
-            data, p, device, checkpoint=checkpoint, on_epoch=on_epoch, deadline=deadline, fingerprint=fingerprint
-        )
-    if cfg.type == "linear":
-        result = fit_linear_family(tr, va, cfg, p, device, on_epoch=on_epoch, deadline=deadline)
-    else:
-        result = fit(
-            tr,
-            va,
-            cfg,
-            p,
-            device,
-            checkpoint=checkpoint,
-            fingerprint=fingerprint,
-            on_epoch=on_epoch,
-            progress=progress,
-            world=world,
-            deadline=deadline,
-        )
-    return Outcome(result, cfg, enc, labels, p)
-
-
-def _train_encoder(
-    data: Prepared, p: TrainParams, device: torch.device, *, checkpoint, on_epoch, deadline, fingerprint=""
-) -> Outcome:
-    """The encoder family: frozen (embeddings + the linear heads) or fine-tuned (textclf.families.encoder)."""
-    from textclf.families import encoder as fam
-
-    tr, va, cfg, enc, labels = data.get(p)
-    mode = _encoder_mode(p, device)
-    cfg = fam.model_config(p, cfg.num_embeddings, cfg.num_classes, mode)
-    embedder = data.embedder(p, device)
-    meta = embedder.source.meta()
-    model = fam.EncoderModel(cfg, meta)
-    model.encoder.load_state_dict(embedder.encoder.state_dict())
-    t0 = time.perf_counter()
-    if mode == "frozen":
-        from textclf.training.linear import one_fit_result
-
-        train_emb, valid_emb = data.embeddings(p, device)
-        model, logp, fitted = fam.fit_frozen(tr, va, train_emb, valid_emb, model, p, device, deadline)
-        val = _scores(logp, va.labels.cpu())
-        result = one_fit_result("encoder (frozen)", model, fitted, val, tr.tokens, on_epoch, deadline)
-    else:
-        tok = embedder.tokenizer
-        ft = [
-            fam.FinetuneData(tok(data.texts(s)), e.ids, e.offsets, e.labels) for s, e in (("train", tr), ("valid", va))
-        ]
-        best, history, best_epoch, best_f1, tps = fam.fit_finetune(
-            model,
-            ft[0],
-            ft[1],
-            p.encoder,
-            pad_id=tok.pad_id,
-            device=device,
-            seed=p.seed,
-            class_weight=p.class_weight,
-            amp=p.amp,
-            patience=p.patience,
-            checkpoint=checkpoint / "encoder.pt" if checkpoint is not None else None,
-            on_epoch=on_epoch,
-            deadline=deadline,
-            fingerprint=fingerprint,
-        )
-        state = TrainState(
-            epoch=len(history), step=0, best_f1=best_f1, best_epoch=best_epoch, history=history, done=True
-        )
-        result = FitResult(best, state, tps, cut=deadline is not None and time.monotonic() >= deadline)
-    log.info("encoder (%s) trained in %.1f s", mode, time.perf_counter() - t0)
-    return Outcome(result, cfg, enc, labels, p, {"meta": {**meta, "mode": mode}})
-
-
-def _encoder_mode(p: TrainParams, device: torch.device) -> str:
-    from textclf.families.encoder import mode_for
-
-    return mode_for(p.encoder.mode, device)
-
-
-def _scores(logp: torch.Tensor, y: torch.Tensor) -> dict:
-    from sklearn.metrics import f1_score
-
-    pred = logp.argmax(1)
-    return {
-        "loss": float(torch.nn.functional.nll_loss(logp.float(), y)),
-        "accuracy": float((pred == y).float().mean()),
-        "macro_f1": float(
-            f1_score(y, pred, average="macro", labels=np.union1d(y.numpy(), pred.numpy()).tolist(), zero_division=0)
-        ),
-    }
+    _, _, _, enc, labels = data.get(p)
+    result, cfg, encoder = family(p.model).train(
+        data,
+        p,
+        device,
+        checkpoint=checkpoint,
+        fingerprint=fingerprint,
+        on_epoch=on_epoch,
+        deadline=deadline,
+        progress=progress,
+        world=world,
+    )
+    return Outcome(result, cfg, enc, labels, p, encoder)
 
 
 def autotune(
@@ -325,8 +229,8 @@ def autotune(
     """The Optuna search (textclf.training.autotune) over `train_config` runs (resumable in `checkpoint`)."""
 
     def run_trial(params: TrainParams, report, deadline: float):
-        # a linear (or frozen-encoder) fit reports once, when it has finished: nothing left to prune
-        final = params.model == "linear" or (params.model == "encoder" and _encoder_mode(params, device) == "frozen")
+        # a convex fit (linear, frozen encoder) reports once, when it has finished: nothing left to prune
+        final = family(params.model).reports_once(params, device)
         out = train_config(
             data,
             params,
@@ -355,26 +259,7 @@ def valid_predictions(
     data: Prepared, out: Outcome, device: torch.device | str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(truth, predicted) class indices of a trial's model on the valid split."""
-    _, va, _, _, _ = data.get(out.params)
-    if out.cfg.type == "encoder":
-        from textclf.families import encoder as fam
-
-        model = fam.EncoderModel(out.cfg, out.encoder["meta"])
-        model.load_state_dict(out.result.best_state)
-        if out.encoder["meta"]["mode"] == "frozen":  # the valid embeddings are cached: no re-embedding
-            emb = data.embeddings(out.params)[1]
-            pred = fam.head_logp(model, va.ids.cpu(), va.offsets.cpu(), emb).argmax(1).numpy()
-        else:
-            tok = data.embedder(out.params).tokenizer
-            pred = fam.predict_proba(
-                model, tok, va.ids.cpu().numpy(), va.offsets.cpu().numpy(), data.texts("valid")
-            ).argmax(1)
-        return va.labels.cpu().numpy(), pred
-    model = build_model(out.cfg)
-    model.load_state_dict(out.result.best_state)
-    model = model.to(device)
-    pred = predict_proba(model, va.ids.to(device), va.offsets.to(device)).argmax(1).numpy()
-    return va.labels.cpu().numpy(), pred
+    return family(out.cfg.type).valid_predictions(data, out, device)
 
 
 def prefer_best(data: Prepared, first: Outcome, best: Outcome, seed: int, n_boot: int = 1000) -> tuple[bool, dict]:

@@ -1,5 +1,6 @@
-"""Fitting the `linear` family (textclf.model.LinearModel): full-batch L-BFGS on the train split's
-sparse TF-IDF matrix.
+"""The `linear` family: full-rank linear classifiers over the document's TF-IDF vector
+(`LinearModel`), fitted by full-batch L-BFGS on the train split's sparse TF-IDF matrix; its
+ONNX graph (`LinearGraph`); its autotune space. Params: `train.linear.*` (textclf.params.LinearParams).
 
 Both heads minimise scikit-learn's LogisticRegression objective, mean loss + ||W||² / (2·C·n)
 (with two classes the LR head's softmax over two rows pays half the penalty of scikit-learn's
@@ -20,16 +21,80 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from textclf.model import LinearModel, ModelConfig, build_model, doc_index, idf_weights
-from textclf.params import TrainParams
-from textclf.training.checkpoint import TrainState
-from textclf.training.loop import Encoded, FitResult, evaluate
+from textclf.families.base import ModelFamily
+from textclf.model import ModelConfig, doc_index, idf_weights
+
+if TYPE_CHECKING:
+    from textclf.params import TrainParams
+    from textclf.training.loop import Encoded, FitResult
 
 log = logging.getLogger("textclf.train")
+
+
+# ---------------------------------------------------------------------------------------------
+# the module
+
+
+class LinearModel(nn.Module):
+    """Full-rank linear classifiers over the document's TF-IDF vector, as scikit-learn's
+    TfidfVectorizer(sublinear_tf=True) + LogisticRegression compute it, plus a second head whose
+    weights were fitted on naive-Bayes log-count-ratio-scaled features (NBSVM, Wang & Manning
+    2012). The two make different errors; their probabilities are averaged with weight `nb_mix`.
+
+    The TF-IDF vector is computed from (ids, offsets) inside the model — term counts per document,
+    1 + log(tf), the train split's IDF, L2 normalisation — so prediction, evaluation and the ONNX
+    graph take the same input as every other family. `<pad>` and `<unk>` carry no weight.
+    `forward` returns log-probabilities: softmax of them is the averaged distribution."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        v, k = cfg.num_embeddings, cfg.num_classes
+        self.register_buffer("idf", torch.ones(v))
+        self.lr_weight = nn.Parameter(torch.zeros(v, k))
+        self.lr_bias = nn.Parameter(torch.zeros(k))
+        self.nb_weight = nn.Parameter(torch.zeros(v, k))
+        self.nb_bias = nn.Parameter(torch.zeros(k))
+
+    def term_weights(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Per-id weights whose sum over a document's copies of an id is its TF-IDF value."""
+        return tfidf_weights(ids, offsets, self.idf, self.cfg.sublinear_tf)
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """`extra`: logits [batch, classes] added to the LR head's (the encoder family's embedding term)."""
+        w = self.term_weights(ids, offsets)
+        mix = self.cfg.nb_mix
+        lr = nn.functional.embedding_bag(ids, self.lr_weight, offsets, mode="sum", per_sample_weights=w) + self.lr_bias
+        if extra is not None:
+            lr = lr + extra
+        if mix == 0:
+            return lr
+        nb = nn.functional.embedding_bag(ids, self.nb_weight, offsets, mode="sum", per_sample_weights=w) + self.nb_bias
+        if mix == 1:
+            return nb
+        return torch.log(((1 - mix) * torch.softmax(lr, 1) + mix * torch.softmax(nb, 1)).clamp_min(1e-30))
+
+
+def tfidf_weights(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, sublinear: bool = True) -> torch.Tensor:
+    """Per-id weights w such that summing w over a document's copies of id i gives its TF-IDF
+    value (1 + log tf_i) * idf_i / ||.||_2 (or tf_i * idf_i). Ids 0 and 1 (<pad>, <unk>) get 0."""
+    if len(ids) == 0:
+        return torch.zeros(0, device=ids.device)
+    doc = doc_index(offsets, len(ids))
+    _, inverse, counts = torch.unique(doc * idf.shape[0] + ids, return_inverse=True, return_counts=True)
+    tf = counts[inverse].to(idf.dtype)
+    value = ((1 + torch.log(tf)) if sublinear else tf) * idf[ids] * (ids > 1).to(idf.dtype)
+    sq = torch.zeros(len(offsets), device=ids.device, dtype=idf.dtype).index_add_(0, doc, value * value / tf)
+    return value / tf / torch.sqrt(sq).clamp_min(1e-12)[doc]
+
+
+# ---------------------------------------------------------------------------------------------
+# the fit
 
 
 @dataclass(frozen=True)
@@ -259,6 +324,9 @@ def one_fit_result(
     )
     if on_epoch:
         on_epoch(rec)
+    from textclf.training.checkpoint import TrainState
+    from textclf.training.loop import FitResult
+
     state = TrainState(
         epoch=1,
         step=fitted.iterations,
@@ -272,7 +340,7 @@ def one_fit_result(
     return FitResult(best, state, tokens / fitted.seconds if fitted.seconds else 0.0, cut=cut)
 
 
-def fit_linear_family(
+def _fit_family(
     train: Encoded,
     valid: Encoded,
     cfg: ModelConfig,
@@ -281,9 +349,105 @@ def fit_linear_family(
     on_epoch: Callable[[dict], None] | None = None,
     deadline: float | None = None,
 ) -> FitResult:
-    """The `linear` family: one convex fit (textclf.training.linear), no epochs."""
+    """The `linear` family's training: one convex fit, no epochs."""
     fitted = fit_with_params(train.to(device), cfg, p, deadline)
-    model = build_model(cfg).to(device)
+    from textclf.training.loop import evaluate
+
+    model = LinearModel(cfg).to(device)
     model.load_state_dict(fitted.state_dict)
     val = evaluate(model, valid.to(device), None, amp=None)
     return one_fit_result("linear", model, fitted, val, train.tokens, on_epoch, deadline)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+class LinearGraph(nn.Module):
+    """`LinearModel` + softmax: the TF-IDF weights from term counts (ONNX Unique over
+    document * V + id), per-document sums as differences of a float64 running sum (as BagGraph),
+    both heads and their probability average."""
+
+    def __init__(self, model: LinearModel):
+        super().__init__()
+        self.cfg = model.cfg
+        self.idf = model.idf
+        mix = model.cfg.nb_mix
+        # one table [V, 2K]: a gather per id serves both heads
+        self.table = nn.Parameter(
+            torch.cat([model.lr_weight, model.nb_weight], 1).detach().clone(), requires_grad=False
+        )
+        self.bias = nn.Parameter(torch.cat([model.lr_bias, model.nb_bias]).detach().clone(), requires_grad=False)
+        self.mix = mix
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """`extra`: logits added to the LR head's (the encoder family's embedding term)."""
+        n = offsets.shape[0]
+        k = self.cfg.num_classes
+        ends = torch.cat([offsets[1:], torch.ones(1, dtype=torch.int64) * ids.shape[0]])
+        doc = torch.repeat_interleave(torch.arange(n), ends - offsets)
+        _, inverse, counts = torch.unique(
+            doc * self.idf.shape[0] + ids, sorted=True, return_inverse=True, return_counts=True
+        )
+        tf = counts[inverse].float()
+        value = ((1 + torch.log(tf)) if self.cfg.sublinear_tf else tf) * self.idf[ids] * (ids > 1).float()
+        csq = torch.cumsum(torch.cat([torch.zeros(1), value * value / tf]).double(), 0)
+        norm = torch.sqrt((csq[ends] - csq[offsets]).float()).clamp_min(1e-12)
+        w = value / tf / norm[doc]
+        rows = self.table[ids] * w[:, None]
+        cs = torch.cumsum(torch.cat([torch.zeros(1, 2 * k), rows]).double(), 0)
+        logits = (cs[ends] - cs[offsets]).float() + self.bias
+        if extra is not None:
+            logits = torch.cat([logits[:, :k] + extra, logits[:, k:]], 1)
+        lr, nb = torch.softmax(logits[:, :k], dim=1), torch.softmax(logits[:, k:], dim=1)
+        return (1 - self.mix) * lr + self.mix * nb
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class LinearFamily(ModelFamily):
+    name = "linear"
+
+    def model_config(self, p: TrainParams, num_embeddings: int, num_classes: int) -> ModelConfig:
+        return ModelConfig(
+            type="linear",
+            num_embeddings=num_embeddings,
+            embed_dim=0,
+            num_classes=num_classes,
+            nb_mix=p.linear.nb_mix,
+            sublinear_tf=p.linear.sublinear_tf,
+        )
+
+    def build(self, cfg: ModelConfig, sparse: bool = False, encoder: dict | None = None) -> nn.Module:
+        return LinearModel(cfg)
+
+    def train(self, data, p: TrainParams, device: torch.device, *, on_epoch=None, deadline=None, **_):
+        tr, va, cfg, _, _ = data.get(p)
+        return _fit_family(tr, va, cfg, p, device, on_epoch, deadline), cfg, None
+
+    def reports_once(self, p: TrainParams, device: torch.device) -> bool:
+        return True
+
+    def suggest(self, trial, p: TrainParams, num, cat) -> dict[str, Any]:
+        # Optuna names carry the family where the choices differ by family (`linear:bigrams`)
+        return {
+            "linear.C": num("linear.C", 0.25, 64.0, p.linear.C),
+            "linear.nb_mix": cat("linear.nb_mix", [0.0, 0.25, 0.5, 0.75, 1.0], p.linear.nb_mix),
+            "linear.sublinear_tf": cat("linear.sublinear_tf", [True, False], p.linear.sublinear_tf),
+            "bigrams": cat("linear:bigrams", ["vocab", "none"], p.bigrams),
+        }
+
+    def as_written(self, p: TrainParams) -> dict[str, Any]:
+        return {
+            "linear.C": p.linear.C,
+            "linear.nb_mix": p.linear.nb_mix,
+            "linear.sublinear_tf": p.linear.sublinear_tf,
+            "linear:bigrams": p.bigrams,
+        }
+
+    def graph(self, model: nn.Module) -> nn.Module:
+        return LinearGraph(model)
+
+
+FAMILY = LinearFamily()
