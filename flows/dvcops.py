@@ -528,8 +528,28 @@ def validate_params(root: Path) -> list[str]:
 
     try:
         data = read_params_file(root / PARAMS_FILE)
-        for section, values in data.items():
-            parse_section(section, values)
+        parsed = {section: parse_section(section, values) for section, values in data.items()}
     except ParamsError as err:
         raise ParamsError(str(err)) from None
+    missing = [
+        f"params.yaml: {key}: {value} not found in {root} ({what}; dvc.yaml makes it a dependency)"
+        for key, value, what in _dependency_paths(parsed)
+        if value and not (root / value).exists()
+    ]
+    if missing:  # DVC would stop on "No such file" without naming the key
+        raise ParamsError("\n".join(missing))
     return list(data)
+
+
+def _dependency_paths(parsed: dict) -> list[tuple[str, str | None, str]]:
+    """The params that name a path dvc.yaml depends on (`${...}` deps): key, value, what it is."""
+    from textclf.params import CleanParams, IngestParams, TrainParams
+
+    ingest = parsed.get("ingest") or IngestParams()
+    clean = parsed.get("clean") or CleanParams()
+    train = parsed.get("train") or TrainParams()
+    return [
+        ("ingest.source", ingest.source, "the raw data: a file or folder"),
+        ("clean.stopwords_file", clean.stopwords_file, "extra stopwords, one per line"),
+        ("train.encoder.path", train.encoder.path, "a local pretrained-encoder folder"),
+    ]

@@ -27,7 +27,7 @@ from prefect.tasks import exponential_backoff
 
 from flows import dvcops, notify, repolock, report
 from flows.prefect_server import local_server_settings
-from textclf.errors import ContractError, ParamsError, RunError, TextclfError, is_retryable
+from textclf.errors import INTERNAL, ContractError, ParamsError, RunError, TextclfError, is_retryable
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -408,7 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             )
     except TextclfError as err:
         print(f"pipeline failed: {err}", file=sys.stderr)
-        return 1
+        # as the stages where the kind is known (3 bad params, 4 a broken contract, 5 unreadable
+        # input, 75 temporary); 1 for a run that cannot go on (repository busy, gate refused)
+        return err.exit_code if err.exit_code != INTERNAL else 1
     for s in result["stages"]:
         print(f"{s['stage']}: {s['status']} ({s['seconds']:.1f} s)")
     return 0

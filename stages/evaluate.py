@@ -13,7 +13,7 @@ kernels.pin_for_stage()  # before torch loads: train.cpu_kernels (textclf.kernel
 from textclf import schemas
 from textclf.artifacts import read_parquet, run_main, write_json, write_parquet
 from textclf.bundle import load_bundle
-from textclf.evaluate import Plot, evaluate, log
+from textclf.evaluate import Plot, comparison_lines, evaluate, log
 from textclf.params import load_params
 from textclf.paths import BASELINE_PREDICTIONS as BASELINE
 from textclf.paths import BUNDLE, EVALUATE_REPORTS, METRICS, PREDICTIONS, SUSPECTS, TEST
@@ -73,24 +73,8 @@ def main() -> None:
             u["macro_f1"] or 0.0,
         )
         c = metrics["comparison"]
-        for name, cc in (("baseline", c), ("raw-text baseline", c.get("raw"))):
-            if cc and cc["ci95_low"] is not None:
-                log.info(
-                    "model - %s macro-F1 %+.4f, 95%% bootstrap interval [%+.4f, %+.4f], McNemar p = %.3g",
-                    name,
-                    cc["delta_macro_f1"],
-                    cc["ci95_low"],
-                    cc["ci95_high"],
-                    cc["mcnemar_p"],
-                )
-        r = c["references"]
-        log.info(
-            "best reference: %s (macro-F1 %.4f); model margin %+.4f: %s",
-            r["best"],
-            r["best_macro_f1"],
-            r["margin"],
-            "non-inferior" if r["non_inferior"] else f"BELOW the {r['tolerance']} non-inferiority margin",
-        )
+        for level, line in comparison_lines(c):
+            log.log(level, "%s", line)
         for label, pc in sorted(t["per_class"].items()):
             log.info("  class %-20s F1 %.4f (support %d)", label, pc["f1"], pc["support"])
 

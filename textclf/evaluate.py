@@ -283,3 +283,36 @@ def evaluate(
     if suspects is not None:
         metrics["test_unflagged"] = unflagged_score(test, y_true, proba, labels, suspects, bins)
     return metrics, preds, plots(y_true, preds["predicted"].to_numpy(), proba, labels, bins)
+
+
+def comparison_lines(c: dict) -> list[tuple[int, str]]:
+    """The log lines of metrics.json's `comparison` (model against the baselines and the best
+    reference), each with its level: WARNING where the model is clearly below a baseline (the
+    bootstrap interval of the difference lies wholly below 0) or below the non-inferiority
+    margin of the best reference. The run still succeeds: a score is not a failure (the new-data
+    flow's gate decides what is promoted)."""
+    out = []
+    for name, cc in (("baseline", c), ("raw-text baseline", c.get("raw"))):
+        if cc and cc.get("ci95_low") is not None:
+            below = cc["ci95_high"] < 0
+            out.append(
+                (
+                    logging.WARNING if below else logging.INFO,
+                    f"model - {name} macro-F1 {cc['delta_macro_f1']:+.4f}, 95% bootstrap interval "
+                    f"[{cc['ci95_low']:+.4f}, {cc['ci95_high']:+.4f}], McNemar p = {cc['mcnemar_p']:.3g}"
+                    + (
+                        f": the model is BELOW the {name} (more data, train.autotune.families, or ship the baseline)"
+                        if below
+                        else ""
+                    ),
+                )
+            )
+    r = c["references"]
+    out.append(
+        (
+            logging.INFO if r["non_inferior"] else logging.WARNING,
+            f"best reference: {r['best']} (macro-F1 {r['best_macro_f1']:.4f}); model margin {r['margin']:+.4f}: "
+            + ("non-inferior" if r["non_inferior"] else f"BELOW the {r['tolerance']} non-inferiority margin"),
+        )
+    )
+    return out

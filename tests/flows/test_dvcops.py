@@ -56,6 +56,13 @@ def test_invalid_params_in_a_stage_is_permanent(built_repo):
         dvcops.validate_params(built_repo)
 
 
+def test_a_missing_source_path_names_its_key_before_any_stage_runs(built_repo):
+    set_param(built_repo, "ingest.source", "data/no-such-corpus")
+    with pytest.raises(ParamsError, match=r"params\.yaml: ingest\.source: data/no-such-corpus not found") as err:
+        dvcops.validate_params(built_repo)
+    assert not is_retryable(err.value)
+
+
 def test_unclassified_failure_is_retryable(built_repo):
     """A stage killed by a signal (here it kills itself) is worth another try."""
     with (built_repo / "dvc.yaml").open("a", encoding="utf-8") as f:

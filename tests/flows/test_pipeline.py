@@ -224,6 +224,20 @@ def test_invalid_params_fail_before_any_stage_runs(built_repo):
     assert (built_repo / "params.yaml").read_bytes() == before
 
 
+def test_a_missing_source_stops_the_command_with_its_key_and_exit_3(built_repo, capsys):
+    """`python -m flows.pipeline` on an ingest.source that does not exist: one message naming the
+    key, the params' exit code, no stage run and no retries."""
+    from flows import pipeline as module
+
+    rc = module.main(
+        ["--target", "vocab", "--repo", str(built_repo), "-S", "ingest.source=data/no-such-corpus", "--retries", "2"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert "params.yaml: ingest.source: data/no-such-corpus not found" in err
+    assert "Traceback" not in err
+
+
 def test_metrics_report_compares_with_the_last_commit(built_repo):
     metrics = built_repo / "reports" / "metrics.json"
 

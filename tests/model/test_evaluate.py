@@ -192,3 +192,22 @@ def test_the_run_report_says_whether_the_difference_is_noise():
     off = comparison_line({"comparison": {**base, "ci95_low": None, "ci95_high": None, "bootstrap": 0}})
     assert "interval" not in off and off.startswith("Model − baseline macro-F1: +0.0200. McNemar")
     assert comparison_line({"test": {}}) is None  # metrics from before the comparison existed
+
+
+def _comparison(low: float, high: float, non_inferior: bool = True) -> dict:
+    cc = {"delta_macro_f1": (low + high) / 2, "ci95_low": low, "ci95_high": high, "mcnemar_p": 0.01}
+    refs = {"best": "baseline", "best_macro_f1": 0.8, "margin": -0.02, "tolerance": 0.01, "non_inferior": non_inferior}
+    return {**cc, "raw": dict(cc), "references": refs}
+
+
+def test_a_model_clearly_below_its_baseline_is_a_warning_not_an_info_line():
+    import logging
+
+    from textclf.evaluate import comparison_lines
+
+    below = comparison_lines(_comparison(-0.05, -0.01, non_inferior=False))
+    assert [level for level, _ in below] == [logging.WARNING] * 3
+    assert "BELOW the baseline" in below[0][1] and "BELOW the 0.01 non-inferiority margin" in below[2][1]
+    tied = comparison_lines(_comparison(-0.01, 0.02))
+    assert [level for level, _ in tied] == [logging.INFO] * 3
+    assert all("BELOW" not in line for _, line in tied)
