@@ -162,7 +162,8 @@ def main() -> int:
     cfg = bundle.model_config
     print(
         f"inference benchmark: {len(texts)} test documents (mean {np.mean([len(t) for t in texts]):.0f} chars), "
-        f"bundle {args.bundle} ({cfg.type}, {cfg.num_embeddings:,} x {cfg.embed_dim} embeddings), "
+        f"bundle {args.bundle} ({cfg.type}, {cfg.num_embeddings:,} ids"
+        f"{f' x {cfg.embed_dim} embeddings' if cfg.embed_dim else ''}), "
         f"{os.cpu_count()} CPUs, torch {torch.get_num_threads()} threads, "
         f"ONNX Runtime {args.threads or 'default'} threads, load average {os.getloadavg()[0]:.1f}"
     )
