@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -94,8 +95,6 @@ def idf_weights(ids: torch.Tensor, offsets: torch.Tensor, num_embeddings: int) -
 def label_ids(values, labels: list[str]) -> np.ndarray:
     """The class index (position in `labels`) of every label value, vectorised; ValueError
     naming the values that are not among `labels`."""
-    import pandas as pd
-
     values = np.asarray(values, dtype=object)
     ids = pd.Categorical(values, categories=list(labels)).codes.astype(np.int64)
     if (ids < 0).any():
@@ -104,58 +103,145 @@ def label_ids(values, labels: list[str]) -> np.ndarray:
 
 
 class VocabIndex:
-    """token → id lookups against one vocabulary, with the hash table built once.
+    """token → id lookups against one vocabulary, with every table built once.
 
-    `pc.index_in` rebuilds its hash table of the whole vocabulary on every call (~1 ms per 40k
-    entries): fine for a split, most of the cost of a single-document prediction. Small batches
-    go through a pandas Index built once; large ones through Arrow."""
+    `pc.index_in` builds a hash table of the whole vocabulary on every call (~4 ms for 75k
+    entries), whatever the batch. Instead a batch's tokens are dictionary-encoded (Arrow hashes
+    the batch, not the vocabulary), and only its distinct words are looked up — in a dict built
+    once, or, when a batch has more than DISTINCT of them, with one `index_in`. A bigram is found
+    by its two words' ids (a pandas integer index, built once, of the vocabulary's "a b" entries
+    by (id of a, id of b)): no pair string is built. The words of a vocabulary bigram that are
+    not entries themselves get ids after the vocabulary for that purpose only (as unigrams they
+    stay `<unk>`). Documents with at most SMALL tokens and pairs together go through the dict
+    one token at a time (`encode_small`: a few µs for one document). All paths give the ids the
+    strings would (tests/model/test_model.py)."""
 
-    SMALL = 50_000
+    SMALL = 512
+    DISTINCT = 8192
 
     def __init__(self, tokens: list[str] | pa.Array):
         self.array = tokens if isinstance(tokens, pa.Array) else pa.array(tokens, pa.string())
-        self._index = None
+        self._ids: dict[str, int] | None = None
+        self._pairs: tuple | None = None
 
-    def lookup(self, values: pa.Array) -> pa.Array:
-        """ids (int32) of `values`, null where a value is not in the vocabulary."""
-        if len(values) > self.SMALL:
-            return pc.index_in(values, value_set=self.array)
-        if self._index is None:
-            import pandas as pd
+    def _table(self) -> dict[str, int]:
+        if self._ids is None:  # the first occurrence wins, as in index_in
+            self._ids = {t: i for i, t in reversed(list(enumerate(self.array.to_pylist())))}
+        return self._ids
 
-            self._index = pd.Index(self.array.to_numpy(zero_copy_only=False), dtype=object)
-        pos = self._index.get_indexer(values.to_numpy(zero_copy_only=False))
-        return pa.array(pos, pa.int32(), mask=pos < 0)
+    def _pair_table(self) -> tuple[dict[str, int], pa.Array, int, pd.Index, np.ndarray]:
+        """(word → id, extra words included; the same as an array; their count W; the index
+        of left * W + right over the bigram entries; the bigram entries' ids)."""
+        if self._pairs is None:
+            known = self._table()
+            v = len(self.array)
+            extra: dict[str, int] = {}
+            keys, ids = [], []
+            for word, i in known.items():
+                parts = word.split(" ") if isinstance(word, str) else ()
+                if len(parts) != 2 or not (parts[0] and parts[1]):
+                    continue  # no pair of tokens can equal it (tokens hold no spaces)
+                left, right = (known.get(w) for w in parts)
+                left = extra.setdefault(parts[0], v + len(extra)) if left is None else left
+                right = extra.setdefault(parts[1], v + len(extra)) if right is None else right
+                keys.append((left, right))
+                ids.append(i)
+            width = v + len(extra)
+            words = pa.concat_arrays([self.array, pa.array(list(extra), pa.string())]) if extra else self.array
+            pairs = np.array(keys, np.int64).reshape(-1, 2)
+            index = pd.Index(pairs[:, 0] * width + pairs[:, 1])
+            self._pairs = ({**extra, **known}, words, width, index, np.array(ids, np.int64))
+        return self._pairs
+
+    def _word_ids(self, values: pa.Array) -> np.ndarray:
+        """The (extended) id of every string in `values`, -1 where none (or null)."""
+        ext, words, _, _, _ = self._pair_table()
+        if len(values) == 0:
+            return np.zeros(0, np.int64)
+        encoded = pc.dictionary_encode(values)
+        distinct = encoded.dictionary
+        if len(distinct) > self.DISTINCT:
+            found = pc.fill_null(pc.index_in(distinct, value_set=words), -1).to_numpy(zero_copy_only=False)
+        else:
+            get = ext.get
+            found = np.fromiter((get(t, -1) for t in distinct.to_pylist()), np.int64, len(distinct))
+        codes = encoded.indices
+        if codes.null_count:  # a null token: no id
+            found = np.append(found, -1)
+            codes = pc.fill_null(codes, len(distinct))
+        return found.astype(np.int64)[codes.to_numpy(zero_copy_only=False)]
+
+    def lookup(self, values: pa.Array) -> np.ndarray:
+        """ids (int64) of the strings `values`, -1 where a value is not in the vocabulary (or null)."""
+        found = self._word_ids(values)
+        found[found >= len(self.array)] = -1  # a bigram's extra word is no vocabulary entry
+        return found
+
+    def lookup_with_pairs(self, values: pa.Array, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(`lookup(values)`, the ids of the bigrams "values[i] values[i+1]" for i in `first`,
+        -1 where absent)."""
+        _, _, width, index, pair_ids = self._pair_table()
+        found = self._word_ids(values)
+        left, right = found[first], found[first + 1]
+        both = np.flatnonzero((left >= 0) & (right >= 0))
+        bi = np.full(len(first), -1, np.int64)
+        at = index.get_indexer(left[both] * width + right[both])
+        bi[both[at >= 0]] = pair_ids[at[at >= 0]]
+        found[found >= len(self.array)] = -1
+        return found, bi
+
+    def encode_small(self, docs: list[list[str] | None], pairs: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`encode` of a few documents' tokens (Python lists), with the dict: the same ids as the
+        vectorised path (tested), at a few µs per document instead of a few dozen array calls."""
+        get = self._table().get
+        ids: list[int] = []
+        offsets = [0]
+        for toks in docs:
+            toks = toks or []
+            ids.extend([get(t, 1) for t in toks])  # unknown → <unk>
+            if pairs:  # unseen bigrams add nothing
+                ids.extend([i for a, b in zip(toks[:-1], toks[1:], strict=True) if (i := get(f"{a} {b}", -1)) >= 0])
+            offsets.append(len(ids))
+        return np.array(ids, np.int64), np.array(offsets, np.int64)
 
 
 def encode(
     tokens: pa.ListArray | pa.ChunkedArray, vocab_tokens: pa.Array | VocabIndex, enc: EncodingConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token lists → (ids int64 [total], offsets int64 [n+1]). Unknown tokens → `<unk>` (1)."""
+    """Token lists → (ids int64 [total], offsets int64 [n+1]): per document its unigrams' ids,
+    then its bigrams' (vocabulary or hashed). Unknown tokens → `<unk>` (1); unseen bigrams add
+    nothing."""
     vocab = vocab_tokens if isinstance(vocab_tokens, VocabIndex) else VocabIndex(vocab_tokens)
     if isinstance(tokens, pa.ChunkedArray):
         tokens = tokens.combine_chunks()
     n = len(tokens)
     values = pc.list_flatten(tokens)
-    uni = pc.fill_null(vocab.lookup(values), 1).to_numpy(zero_copy_only=False)
+    if enc.bigrams != "hashed" and 2 * len(values) <= vocab.SMALL:
+        return vocab.encode_small(tokens.to_pylist(), enc.bigrams == "vocab")
     uni_off = _offsets(tokens)
     if enc.bigrams == "none":
-        return uni.astype(np.int64), uni_off
-    pairs = bigrams(tokens)
-    pvals = pc.list_flatten(pairs)
-    poff = _offsets(pairs)
-    pparent = np.repeat(np.arange(n), np.diff(poff))
+        uni = vocab.lookup(values)
+        uni[uni < 0] = 1
+        return uni, uni_off
+    lengths = np.diff(uni_off)
+    pair_doc = np.repeat(np.arange(n), np.maximum(lengths - 1, 0))  # the document of each pair
     if enc.bigrams == "vocab":
-        bi = vocab.lookup(pvals)
-        keep = pc.is_valid(bi).to_numpy(zero_copy_only=False)  # unseen bigrams add nothing
-        bi = bi.to_numpy(zero_copy_only=False)[keep] if len(bi) else np.zeros(0, np.int64)
-        pparent = pparent[keep]
-        poff = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(pparent, minlength=n), out=poff[1:])
+        # the pairs (i, i+1) within one document: i is not its document's last token
+        keep = np.ones(max(len(values) - 1, 0), dtype=bool)
+        last = uni_off[1:][lengths > 0] - 1
+        keep[last[last < len(values) - 1]] = False
+        uni, bi = vocab.lookup_with_pairs(values, np.flatnonzero(keep))
+        found = bi >= 0  # unseen bigrams add nothing
+        bi, pair_doc = bi[found], pair_doc[found]
     else:  # hashed into buckets after the vocabulary
+        uni = vocab.lookup(values)
+        pvals = pc.list_flatten(bigrams(tokens))
         h = hash64(pvals, key=BIGRAM_HASH_KEY) if len(pvals) else np.zeros(0, np.uint64)
         bi = (h % np.uint64(enc.hash_buckets)).astype(np.int64) + enc.vocab_size
-    return _interleave(uni.astype(np.int64), uni_off, bi.astype(np.int64), poff)
+    poff = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pair_doc, minlength=n), out=poff[1:])
+    uni[uni < 0] = 1
+    return _interleave(uni, uni_off, bi, poff)
 
 
 def _offsets(lists: pa.ListArray) -> np.ndarray:
@@ -165,12 +251,10 @@ def _offsets(lists: pa.ListArray) -> np.ndarray:
 
 def _interleave(a: np.ndarray, a_off: np.ndarray, b: np.ndarray, b_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per document: a's ids then b's ids, vectorised."""
-    n = len(a_off) - 1
     out = np.empty(len(a) + len(b), dtype=np.int64)
-    a_parent = np.repeat(np.arange(n), np.diff(a_off))
-    b_parent = np.repeat(np.arange(n), np.diff(b_off))
-    out[np.arange(len(a)) + b_off[a_parent]] = a
-    out[np.arange(len(b)) + a_off[b_parent + 1]] = b
+    # an element of document d moves by the other array's elements before it
+    out[np.arange(len(a)) + np.repeat(b_off[:-1], np.diff(a_off))] = a
+    out[np.arange(len(b)) + np.repeat(a_off[1:], np.diff(b_off))] = b
     return out, a_off + b_off
 
 
@@ -213,9 +297,12 @@ def predict_proba(model: nn.Module, ids: torch.Tensor, offsets: torch.Tensor, ba
     """Class probabilities for every encoded document, in order (float32, on CPU)."""
     model.eval()
     n = len(offsets) - 1
+    padded = layout(model) == "padded"
+    if not padded and 0 < n <= batch_size:  # one batch of the documents as they lie: no gather
+        return torch.softmax(model(ids, offsets[:-1]).float(), dim=1).cpu()
     out = []
     order = torch.arange(n, device=ids.device)
-    if layout(model) == "padded":  # group similar lengths: less padding
+    if padded:  # group similar lengths: less padding
         order = torch.argsort(offsets[1:] - offsets[:-1])
     for s in range(0, n, batch_size):
         idx = order[s : s + batch_size]

@@ -10,12 +10,16 @@ reported in reports/export.json (a DVC metrics file: evaluate owns reports/metri
 Each family's graph module, trace inputs and runner live in its module (textclf.families.<name>:
 `graph`, `example`, `graph_meta`, `onnx_proba`). Graph interface (what `OnnxClassifier` feeds
 it; outputs `probs` float32 [batch, classes]):
-  layout "bag" (linear, bag): `ids` int64 [total ids], `offsets` int64 [batch] — each document's
+  layout "bag", bag family: `ids` int64 [total ids], `offsets` int64 [batch] — each document's
        start in `ids`, the EmbeddingBag convention `textclf.model.encode` produces;
+  linear family: the document-term count matrix in CSR form — `ids` (each document's distinct
+       ids), `offsets` [batch], `counts` float32 (per id; `textclf.onnx_runtime.term_counts`);
   layout "padded" (cnn): `ids` int64 [batch, length], padded with 0 (`<pad>`), length ≥ the widest kernel;
-  encoder: the "bag" inputs plus the encoder's `input_ids` and `attention_mask`.
-torch exports `nn.EmbeddingBag` as an ONNX Loop over the bags; the bag graphs compute the same
-sums with Gather + CumSum, which ONNX Runtime runs vectorised. The graph's
+  encoder: the linear inputs plus the encoder's `input_ids` and `attention_mask`.
+torch exports `nn.EmbeddingBag` (and `repeat_interleave`) as an ONNX Loop over the bags, and
+`torch.unique` as ONNX Unique (slow in ONNX Runtime); the bag graphs compute the same sums with
+Gather + CumSum, which ONNX Runtime runs vectorised, and the linear graph takes the counts the
+runner computes instead of counting them itself (format textclf-onnx/2). The graph's
 metadata names the bundle it came from (`bundle_digest`), so a stale graph is refused at load.
 """
 

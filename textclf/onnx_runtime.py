@@ -17,7 +17,7 @@ from textclf.model import (
 )
 
 FP32, INT8 = "model.onnx", "model.int8.onnx"
-FORMAT = "textclf-onnx/1"
+FORMAT = "textclf-onnx/2"  # 2: the linear graphs take the count matrix (ids, offsets, counts)
 MAX_BATCH_IDS = 1 << 16
 
 
@@ -50,8 +50,14 @@ class OnnxClassifier:
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
             raise BundleError(f"{self.path}: refers to external weight files; textclf graphs are self-contained")
         self.meta = {p.key: p.value for p in proto.metadata_props}
-        if self.meta.get("textclf.format") != FORMAT:
-            raise BundleError(f"{self.path}: not a textclf ONNX export (format {self.meta.get('textclf.format')!r})")
+        got = self.meta.get("textclf.format")
+        if got != FORMAT:
+            if str(got).startswith("textclf-onnx/"):
+                raise BundleError(
+                    f"{self.path}: exported by another textclf version (graph format {got}, this textclf "
+                    f"runs {FORMAT}): rerun `dvc repro export`"
+                )
+            raise BundleError(f"{self.path}: not a textclf ONNX export (format {got!r})")
         if bundle is not None and self.meta.get("textclf.bundle_sha256") != bundle_digest(bundle):
             raise BundleError(
                 f"{self.path} was exported from another bundle than {bundle.path} (rerun `dvc repro export`)"
@@ -78,19 +84,61 @@ class OnnxClassifier:
         return self.family.onnx_proba(self, ids, offsets, batch_size, lists)
 
 
-def run_bags(session, ids: np.ndarray, offsets: np.ndarray, k: int, batch_size: int = 4096) -> np.ndarray:
-    """A `bag`-layout graph (ids, offsets) over encoded documents, in batches of at most
-    `batch_size` documents and about MAX_BATCH_IDS ids (the running sum holds a float64 row per id)."""
+def term_counts(ids: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encoded documents (flat `ids`, `offsets` [n+1]) as their document-term count matrix in CSR
+    form: each document's distinct ids in increasing order, its offsets [n+1] into them, and how
+    often each occurs (float32) — what the `linear` graph takes. One sorted unique (torch's) of
+    the keys document * (max id + 1) + id, as int32 (half the bytes to sort) in chunks of
+    documents small enough for that."""
+    ids = np.asarray(ids, np.int64)
+    offsets = np.asarray(offsets, np.int64)
+    n = len(offsets) - 1
+    if len(ids) == 0:
+        return ids, np.zeros(n + 1, np.int64), np.zeros(0, np.float32)
+    m = int(ids.max()) + 1
+    step = max(1, (2**31 - 1) // m)  # documents per int32 key space
+    out_ids, out_counts, out_offsets = [], [], [np.zeros(1, np.int64)]
+    done = 0
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        key = (
+            np.repeat(np.arange(b - a, dtype=np.int64) * m, np.diff(offsets[a : b + 1])) + ids[offsets[a] : offsets[b]]
+        )
+        distinct, counts = torch.unique(torch.from_numpy(key.astype(np.int32)), sorted=True, return_counts=True)
+        distinct = distinct.numpy()
+        starts = np.searchsorted(distinct, np.arange(1, b - a + 1, dtype=np.int64) * m)
+        out_offsets.append(starts + done)
+        out_ids.append(
+            (distinct - np.repeat(np.arange(b - a, dtype=np.int32) * m, np.diff(starts, prepend=0))).astype(np.int64)
+        )
+        out_counts.append(counts.numpy().astype(np.float32))
+        done += len(distinct)
+    return np.concatenate(out_ids), np.concatenate(out_offsets), np.concatenate(out_counts)
+
+
+def run_bags(
+    session,
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    k: int,
+    batch_size: int = 4096,
+    counts: np.ndarray | None = None,
+) -> np.ndarray:
+    """A `bag`-layout graph (ids, offsets[, counts]) over encoded documents, in batches of at most
+    `batch_size` documents and about MAX_BATCH_IDS ids (the running sum holds a float64 row per
+    id); `counts` (one per id, `term_counts`) for the graphs that take the count matrix."""
     n = len(offsets) - 1
     out = np.empty((n, k), dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
     s = 0
     while s < n:
         e = min(n, s + batch_size, max(s + 1, int(np.searchsorted(offsets, offsets[s] + MAX_BATCH_IDS))))
         a, b = int(offsets[s]), int(offsets[e])
-        out[s:e] = session.run(
-            None,
-            {"ids": np.ascontiguousarray(ids[a:b], dtype=np.int64), "offsets": (offsets[s:e] - a).astype(np.int64)},
-        )[0]
+        feed = {"ids": ids[a:b], "offsets": offsets[s:e] - a}
+        if counts is not None:
+            feed["counts"] = counts[a:b]
+        out[s:e] = session.run(None, feed)[0]
         s = e
     return out
 

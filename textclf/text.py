@@ -84,8 +84,14 @@ def normalize(texts: pa.Array | Iterable[str]) -> pa.Array:
     return map_slices(_normalize, _as_string_array(texts))
 
 
+# any character one of the three rewrites below touches (one check, then only if a row has one)
+_NEEDS_REWRITE = r"[\x{feff}\x{200b}\x{00ad}\x00-\x08\x0b\x0c\x0e-\x1f\x7f\t\n\f\r]|\s\s"
+
+
 def _normalize(arr: pa.Array) -> pa.Array:
     arr = pc.utf8_normalize(arr, form="NFKC")
+    if not pc.match_substring_regex(arr, _NEEDS_REWRITE).true_count:
+        return pc.utf8_trim_whitespace(arr)
     arr, _ = _sub_where(arr, r"[\x{feff}\x{200b}\x{00ad}]", r"[\x{feff}\x{200b}\x{00ad}]", "")
     arr, _ = _sub_where(arr, r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", " ")
     # only rows with a whitespace run or a non-space whitespace character need rewriting
@@ -100,12 +106,18 @@ def _normalize(arr: pa.Array) -> pa.Array:
 def strip_html(arr: pa.Array) -> pa.Array:
     """Remove tags, comments and <script>/<style> elements with their content; unescape entities."""
     arr = _as_string_array(arr)
-    arr, _ = _sub_where(arr, "<", _SCRIPT_STYLE, " ")
-    arr, _ = _sub_where(arr, "<", _COMMENT, " ")
-    arr, _ = _sub_where(arr, "<", _TAG, " ")
+    # every pattern needs a '<': only the rows with one are rewritten, all three steps at once
+    lt = pc.match_substring(arr, "<")
+    if lt.true_count:
+        lt = pc.fill_null(lt, False)
+        some = arr.filter(lt)
+        for pattern in (_SCRIPT_STYLE, _COMMENT, _TAG):
+            some = pc.replace_substring_regex(some, pattern=pattern, replacement=" ")
+        arr = pc.replace_with_mask(arr, lt, some)
     # Entities: only rows that contain '&' go through html.unescape (numeric entities need it).
-    has_amp = pc.fill_null(pc.match_substring_regex(arr, "&"), False)
-    if pc.any(has_amp).as_py():
+    has_amp = pc.match_substring(arr, "&")
+    if has_amp.true_count:
+        has_amp = pc.fill_null(has_amp, False)
         fixed = [html.unescape(s) if s is not None else None for s in arr.filter(has_amp).to_pylist()]
         arr = pc.replace_with_mask(arr, has_amp, pa.array(fixed, type=pa.string()))
     return arr
@@ -115,9 +127,11 @@ def _sub_where(arr: pa.Array, hint: str, pattern: str, replacement: str) -> tupl
     """`replace_substring_regex`, run only on the rows that match the cheap regex `hint` (most
     rows have no tag, URL or e-mail, and a literal search is much faster than the full pattern).
     Also returns which rows matched the hint (None: none did)."""
-    mask = pc.fill_null(pc.match_substring_regex(arr, hint), False)
-    if not pc.any(mask).as_py():
+    mask = pc.match_substring_regex(arr, hint)
+    if not mask.true_count:  # a null row never counts
         return arr, None
+    if mask.null_count:
+        mask = pc.fill_null(mask, False)
     fixed = pc.replace_substring_regex(arr.filter(mask), pattern=pattern, replacement=replacement)
     return pc.replace_with_mask(arr, mask, fixed), mask.to_numpy(zero_copy_only=False)
 

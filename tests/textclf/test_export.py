@@ -149,3 +149,25 @@ def test_graphs_are_tied_to_their_bundle(bag, tmp_path):
     )
     with pytest.raises(BundleError, match="external"):
         OnnxClassifier(ext / "m.onnx", load_bundle(bag.bundle))
+
+
+def test_a_graph_of_another_textclf_version_is_refused_with_what_to_do(bag, tmp_path):
+    out = tmp_path / "onnx"
+    export(load_bundle(bag.bundle), bag.tokens(), labels_of(bag), out)
+    proto = onnx.load(str(out / FP32))
+    for p in proto.metadata_props:
+        if p.key == "textclf.format":
+            p.value = "textclf-onnx/1"
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    with pytest.raises(BundleError, match=r"another textclf version .* rerun `dvc repro export`"):
+        OnnxClassifier(tmp_path / "old.onnx", load_bundle(bag.bundle))
+
+
+def test_the_linear_graph_takes_the_count_matrix_and_no_unique_or_loop(tmp_path):
+    pipe = build_pipeline(tmp_path / "pipe", model="linear")
+    out = tmp_path / "onnx"
+    export(load_bundle(pipe.bundle), pipe.tokens(), labels_of(pipe), out)
+    graph = onnx.load(str(out / FP32)).graph
+    assert [i.name for i in graph.input] == ["ids", "offsets", "counts"]
+    ops = {n.op_type for n in graph.node}
+    assert not ops & {"Unique", "Loop", "SequenceInsert"}, ops

@@ -873,14 +873,17 @@ def bundle_html(bundle) -> bool:
     return bool(((bundle.config.get("text") or {}).get("clean") or {}).get("html", True))
 
 
-def gather_rows(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The vocabulary ids of documents `idx` as their own (ids, offsets [len(idx)]) batch."""
+def gather_rows(
+    ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Documents `idx` of a count matrix (`textclf.onnx_runtime.term_counts`) as their own
+    (ids, offsets [len(idx)], counts) batch."""
     starts, ends = offsets[idx], offsets[idx + 1]
     lengths = ends - starts
     batch_off = np.zeros(len(idx), np.int64)
     np.cumsum(lengths[:-1], out=batch_off[1:])
     pos = np.arange(int(lengths.sum())) + np.repeat(starts - batch_off, lengths)
-    return ids[pos].astype(np.int64), batch_off
+    return ids[pos].astype(np.int64), batch_off, counts[pos]
 
 
 class EncoderGraph(nn.Module):
@@ -895,8 +898,8 @@ class EncoderGraph(nn.Module):
         self.linear = LinearGraph(model.linear)
         self.emb_weight = nn.Parameter(model.emb_weight.detach().clone() * model.scale, requires_grad=False)
 
-    def forward(self, ids, offsets, input_ids, attention_mask) -> torch.Tensor:
-        return self.linear(ids, offsets, extra=self.encoder(input_ids, attention_mask) @ self.emb_weight)
+    def forward(self, ids, offsets, counts, input_ids, attention_mask) -> torch.Tensor:
+        return self.linear(ids, offsets, counts, extra=self.encoder(input_ids, attention_mask) @ self.emb_weight)
 
 
 def onnx_example(model: EncoderModel) -> tuple[tuple, list[str], dict]:
@@ -904,31 +907,37 @@ def onnx_example(model: EncoderModel) -> tuple[tuple, list[str], dict]:
     k = min(8, model.cfg.num_embeddings)
     ids = torch.arange(k, dtype=torch.int64)
     offsets = torch.tensor([0, k // 2], dtype=torch.int64)
+    counts = torch.arange(1, k + 1, dtype=torch.float32)
     input_ids = (
         torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]], dtype=torch.int64)
         % model.encoder.embeddings.word_embeddings.num_embeddings
     )
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.int64)
-    names = ["ids", "offsets", "input_ids", "attention_mask"]
+    names = ["ids", "offsets", "counts", "input_ids", "attention_mask"]
     axes = {
         "ids": {0: "ids"},
         "offsets": {0: "batch"},
+        "counts": {0: "ids"},
         "input_ids": {0: "batch", 1: "length"},
         "attention_mask": {0: "batch", 1: "length"},
         "probs": {0: "batch"},
     }
-    return (ids, offsets, input_ids, mask), names, axes
+    return (ids, offsets, counts, input_ids, mask), names, axes
 
 
 def onnx_proba(session, lists: list[list[int]], pad_id: int, ids, offsets, k: int, batch_tokens: int = 16384):
     """Run an exported encoder graph in the same length-bucketed batches as `predict_proba`."""
+    from textclf.onnx_runtime import term_counts
+
     out = np.zeros((len(lists), k), np.float32)
     lengths = np.array([len(x) for x in lists])
+    ids, offsets, counts = term_counts(ids, offsets)
     for idx in buckets(lengths, batch_tokens) if len(lists) else []:
-        bi, bo = gather_rows(ids, offsets, idx)
+        bi, bo, bc = gather_rows(ids, offsets, idx, counts)
         input_ids, mask = padded([lists[i] for i in idx], pad_id)
         out[idx] = session.run(
-            None, {"ids": bi, "offsets": bo, "input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
+            None,
+            {"ids": bi, "offsets": bo, "counts": bc, "input_ids": input_ids.numpy(), "attention_mask": mask.numpy()},
         )[0]
     return out
 

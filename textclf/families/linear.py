@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -86,7 +87,10 @@ def tfidf_weights(ids: torch.Tensor, offsets: torch.Tensor, idf: torch.Tensor, s
     if len(ids) == 0:
         return torch.zeros(0, device=ids.device)
     doc = doc_index(offsets, len(ids))
-    _, inverse, counts = torch.unique(doc * idf.shape[0] + ids, return_inverse=True, return_counts=True)
+    key = doc * idf.shape[0] + ids
+    if len(offsets) * idf.shape[0] < 2**31:  # half the bytes to sort; the same unique
+        key = key.to(torch.int32)
+    _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
     tf = counts[inverse].to(idf.dtype)
     value = ((1 + torch.log(tf)) if sublinear else tf) * idf[ids] * (ids > 1).to(idf.dtype)
     sq = torch.zeros(len(offsets), device=ids.device, dtype=idf.dtype).index_add_(0, doc, value * value / tf)
@@ -364,43 +368,54 @@ def _fit_family(
 
 
 class LinearGraph(nn.Module):
-    """`LinearModel` + softmax: the TF-IDF weights from term counts (ONNX Unique over
-    document * V + id), per-document sums as differences of a float64 running sum (as BagGraph),
-    both heads and their probability average."""
+    """`LinearModel` + softmax over the document-term count matrix in CSR form: `ids` (each
+    document's distinct ids), `offsets` (each document's start), `counts` (how often each id
+    occurs in its document; `textclf.onnx_runtime.term_counts` builds the three from encoded
+    documents). The TF-IDF value per entry, a Gather of both heads' rows from one [V, 2K] table
+    (the NB-scaled head and the LR head folded side by side at export), and the per-document sums
+    of the rows and of the squared values as differences of one float64 running sum (as BagGraph);
+    the L2 norm divides the pooled logits, not every entry. No Unique, no per-document loop."""
 
     def __init__(self, model: LinearModel):
         super().__init__()
         self.cfg = model.cfg
-        self.idf = model.idf
-        mix = model.cfg.nb_mix
+        idf = model.idf.detach().clone()
+        idf[:2] = 0  # <pad>, <unk> carry no weight
+        self.idf = nn.Parameter(idf, requires_grad=False)
         # one table [V, 2K]: a gather per id serves both heads
         self.table = nn.Parameter(
             torch.cat([model.lr_weight, model.nb_weight], 1).detach().clone(), requires_grad=False
         )
         self.bias = nn.Parameter(torch.cat([model.lr_bias, model.nb_bias]).detach().clone(), requires_grad=False)
-        self.mix = mix
+        self.mix = model.cfg.nb_mix
 
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, offsets: torch.Tensor, counts: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """`extra`: logits added to the LR head's (the encoder family's embedding term)."""
-        n = offsets.shape[0]
         k = self.cfg.num_classes
         ends = torch.cat([offsets[1:], torch.ones(1, dtype=torch.int64) * ids.shape[0]])
-        doc = torch.repeat_interleave(torch.arange(n), ends - offsets)
-        _, inverse, counts = torch.unique(
-            doc * self.idf.shape[0] + ids, sorted=True, return_inverse=True, return_counts=True
-        )
-        tf = counts[inverse].float()
-        value = ((1 + torch.log(tf)) if self.cfg.sublinear_tf else tf) * self.idf[ids] * (ids > 1).float()
-        csq = torch.cumsum(torch.cat([torch.zeros(1), value * value / tf]).double(), 0)
-        norm = torch.sqrt((csq[ends] - csq[offsets]).float()).clamp_min(1e-12)
-        w = value / tf / norm[doc]
-        rows = self.table[ids] * w[:, None]
-        cs = torch.cumsum(torch.cat([torch.zeros(1, 2 * k), rows]).double(), 0)
-        logits = (cs[ends] - cs[offsets]).float() + self.bias
+        value = ((1 + torch.log(counts)) if self.cfg.sublinear_tf else counts) * self.idf[ids]
+        cols = torch.cat([(value * value)[:, None], self.table[ids] * value[:, None]], 1)
+        cs = torch.cumsum(torch.cat([torch.zeros(1, 2 * k + 1), cols]).double(), 0)
+        sums = (cs[ends] - cs[offsets]).float()
+        logits = sums[:, 1:] / torch.sqrt(sums[:, :1]).clamp_min(1e-12) + self.bias
         if extra is not None:
             logits = torch.cat([logits[:, :k] + extra, logits[:, k:]], 1)
         lr, nb = torch.softmax(logits[:, :k], dim=1), torch.softmax(logits[:, k:], dim=1)
         return (1 - self.mix) * lr + self.mix * nb
+
+
+def onnx_example(model: LinearModel) -> tuple[tuple, list[str], dict]:
+    """Trace inputs of a `LinearGraph` (two documents, the CSR of their counts) and the axes."""
+    k = min(8, model.cfg.num_embeddings)
+    args = (
+        torch.arange(k, dtype=torch.int64),
+        torch.tensor([0, k // 2], dtype=torch.int64),
+        torch.arange(1, k + 1, dtype=torch.float32),
+    )
+    axes = {"ids": {0: "ids"}, "offsets": {0: "batch"}, "counts": {0: "ids"}, "probs": {0: "batch"}}
+    return args, ["ids", "offsets", "counts"], axes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,6 +463,15 @@ class LinearFamily(ModelFamily):
 
     def graph(self, model: nn.Module) -> nn.Module:
         return LinearGraph(model)
+
+    def example(self, model: nn.Module) -> tuple[tuple, list[str], dict]:
+        return onnx_example(model)
+
+    def onnx_proba(self, runner, ids, offsets, batch_size: int, lists=None) -> np.ndarray:
+        from textclf.onnx_runtime import run_bags, term_counts
+
+        ids, offsets, counts = term_counts(ids, offsets)
+        return run_bags(runner.session, ids, offsets, len(runner.labels), batch_size, counts=counts)
 
 
 FAMILY = LinearFamily()
