@@ -84,6 +84,7 @@ class IncomingOptions(BaseModel):
         0.2, ge=0, le=1, description="reject a file if more of its records would be quarantined"
     )
     allow_new_labels: bool = Field(False, description="accept files that add classes")
+    allow_drift: bool = Field(False, description="take a batch the drift gate holds (params.yaml drift.*)")
     push_remote: bool = Field(True, description="dvc push after promotion when a default remote is configured")
     register_stage: str | None = Field(
         "prod",
@@ -127,6 +128,7 @@ def incoming(
     min_age_s: float = 5.0,
     max_bad_fraction: float = 0.2,
     allow_new_labels: bool = False,
+    allow_drift: bool = False,
     push_remote: bool = True,
     register_stage: str | None = "prod",
     retries: int = 2,
@@ -149,6 +151,7 @@ def incoming(
         min_age_s=min_age_s,
         max_bad_fraction=max_bad_fraction,
         allow_new_labels=allow_new_labels,
+        allow_drift=allow_drift,
         push_remote=push_remote,
         register_stage=register_stage,
         retries=retries,
@@ -186,6 +189,7 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
         "commit": None,
         "pushed_to": None,
         "decision": None,
+        "drift": [],
     }
     recover(root, landing_dir, quarantine_path, opts.push_remote)
     ready = landing_files(landing_dir, opts.min_age_s)
@@ -218,6 +222,14 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     for name, why in batch_problems(root, [(c.name, d) for c, _, d in accepted]).items():
         c, v, _ = verdicts[name]
         verdicts[name] = (c, Verdict(v.file, False, why, v.stats), None)
+    outcome["drift"], drift_reason = drift_of(root, [d for _, v, d in verdicts.values() if v.accepted])
+    if drift_reason:
+        if opts.allow_drift:
+            logger.warning("%s; taken anyway (--allow-drift)", drift_reason.split(" — ")[0])
+        else:
+            for name, (c, v, _) in list(verdicts.items()):
+                if v.accepted:
+                    verdicts[name] = (c, Verdict(v.file, False, drift_reason, v.stats), None)
     for c, v, _ in verdicts.values():
         if not v.accepted:
             items.quarantine(c.original, c.name, v.reason)
@@ -324,6 +336,35 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     if errors:
         raise RunError("; ".join(errors))
     return outcome
+
+
+def drift_of(root: Path, batches: list) -> tuple[list[dict], str | None]:
+    """The drift checks (textclf.drift) of the accepted files together, against the committed
+    model and splits: (the checks as dicts, the hold reason or None). No model or splits yet
+    (the first run): nothing to compare with, no checks."""
+    import pandas as pd
+
+    from textclf import drift, paths
+    from textclf.bundle import BundleError
+    from textclf.predict import Predictor
+
+    if not batches or not (root / paths.BUNDLE).is_dir():
+        return [], None
+    try:
+        predictor = Predictor(root / paths.BUNDLE)
+    except BundleError as err:
+        run_logger().warning("drift not checked: %s", err)
+        return [], None
+    ref = drift.load_reference(root, predictor)
+    if ref is None:
+        return [], None
+    docs = pd.concat(batches, ignore_index=True)
+    checks = drift.check_batch(
+        docs["text"].tolist(), docs["label"], predictor, ref, load_params("drift", root / "params.yaml")
+    )
+    for c in checks:
+        run_logger().info("drift %s: %s%s", c.name, "HELD: " if c.held else "", c.detail)
+    return [c.to_dict() for c in checks], drift.reason(checks) if drift.held(checks) else None
 
 
 def _register(root: Path, commit: str, stage: str) -> tuple[list[str], str | None]:

@@ -386,6 +386,10 @@ def publish_incoming(outcome: dict) -> None:
         lines += ["", "## Rejected (quarantined)", ""] + [
             f"- `{v['file']}`: {v['reason']}" for v in outcome["rejected"]
         ]
+    if outcome.get("drift"):
+        from textclf.drift import Check, table
+
+        lines += ["", "## Drift (the batch against the corpus)", "", *table([Check(**c) for c in outcome["drift"]])]
     lines += ["", "## Promotion", ""]
     d = outcome.get("decision")
     if outcome["promoted"]:

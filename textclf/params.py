@@ -249,6 +249,17 @@ class EvaluateParams(_Section):
     seed: int = Field(default=0, ge=0)
 
 
+class DriftParams(_Section):
+    """The new-data flow's drift gate (textclf.drift): thresholds of its four checks."""
+
+    max_oov_increase: float = Field(default=0.2, ge=0, le=1)  # over the test split's OOV rate
+    label_shift: float = Field(default=0.25, ge=0, le=1)  # largest change of one label's share
+    confidence_ks: float = Field(default=0.3, ge=0, le=1)  # KS statistic, top-class probability
+    length_ks: float = Field(default=0.3, ge=0, le=1)  # KS statistic, tokens per document
+    alpha: float = Field(default=0.001, gt=0, lt=1)  # significance of the distribution checks
+    min_docs: int = Field(default=30, ge=1)  # fewer documents: the OOV check only
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "ingest": IngestParams,
     "clean": CleanParams,
@@ -258,6 +269,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "baseline": BaselineParams,
     "labels": LabelsParams,
     "evaluate": EvaluateParams,
+    "drift": DriftParams,
 }
 
 

@@ -477,3 +477,44 @@ def test_a_served_deployment_runs_in_its_own_repository_only(repo, tmp_path, mon
     (other / "dvc.yaml").write_text("stages: {}\n")
     with pytest.raises(ParamsError, match="this deployment runs in"):
         resolve_repo(str(other))
+
+
+def test_the_drift_gate_holds_english_text_and_allow_drift_takes_it(repo, tmp_path):
+    """A model beside the stand-in (a bundle trained here on sample reviews, its test split and
+    test predictions where the pipeline writes them): English text dropped into the Chinese
+    corpus is quarantined with a drift reason, and taken with allow_drift."""
+    import pandas as pd
+
+    from tests.textclf.test_drift import english, sample_docs
+    from tests.textclf.test_predict import build_pipeline
+    from textclf import paths
+    from textclf.artifacts import write_parquet
+    from textclf.predict import Predictor
+
+    pipe = build_pipeline(tmp_path / "model", sample_docs(300), model="linear", bigrams="vocab")
+    shutil.copytree(pipe.bundle, repo / paths.BUNDLE)
+    for name in ("train", "test"):
+        write_parquet(pipe.parts[name], repo / paths.PROCESSED / f"{name}.parquet")
+    test = pipe.parts["test"]
+    proba = Predictor(pipe.bundle).predict_proba(test["text"].tolist())
+    pd.DataFrame({"doc_id": test["doc_id"], "prob_neg": proba[:, 0], "prob_pos": proba[:, 1]}).to_parquet(
+        repo / paths.PREDICTIONS
+    )
+    before = head(repo)
+    drop(repo, "pos.txt", "".join(t + "\n" for t in english(60)).encode("utf-8"))
+
+    state = incoming(repo=str(repo), **GATE, return_state=True)
+    out = state.result()
+    assert not out["promoted"] and out["accepted"] == [] and head(repo) == before
+    (rejected,) = out["rejected"]
+    assert rejected["reason"].startswith("drift: OOV rate 1.00 > ")
+    reason = (repo / "data/quarantine/pos.txt.reason.txt").read_text()
+    assert "drift.max_oov_increase" in reason and "--allow-drift" in reason
+    assert {c["name"]: c["held"] for c in out["drift"]}["oov"] is True
+    md = incoming_artifact(state)
+    assert "## Drift" in md and "| oov |" in md and "**held**" in md
+
+    # taken on purpose: the same file, with allow_drift
+    shutil.move(repo / "data/quarantine/pos.txt", repo / "data/incoming/pos.txt")
+    out = incoming(repo=str(repo), **GATE, allow_drift=True)
+    assert [v["file"] for v in out["accepted"]] == ["pos.txt"] and out["promoted"]
