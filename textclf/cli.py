@@ -48,7 +48,14 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     try:
         rev_a, rev_b = (_registry_rev(args.repo, r) for r in (args.rev_a, args.rev_b))
-        diff = diff_revisions(args.repo, rev_a, rev_b, examples=args.examples, top=args.top)
+        diff = diff_revisions(
+            args.repo,
+            rev_a,
+            rev_b,
+            examples=args.examples,
+            top=args.top,
+            metric=None if args.no_explain else args.metric,
+        )
     except (DiffError, InputError) as err:
         print(f"textclf diff: {err}", file=sys.stderr)
         return 2
@@ -366,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON (for machines)")
     p.add_argument("--examples", type=int, default=5, help="example documents per change (default 5)")
     p.add_argument("--top", type=int, default=10, help="vocabulary tokens listed per change (default 10)")
+    p.add_argument(
+        "--metric",
+        choices=("macro_f1", "accuracy"),
+        default="macro_f1",
+        help="the test metric whose change is explained: test split vs model, flips, likely causes (default macro_f1)",
+    )
+    p.add_argument("--no-explain", action="store_true", help="leave out the explanation of the metric's change")
     p.add_argument("--repo", default=".", help="the project (default: the current directory)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is read")
     p.set_defaults(func=_cmd_diff)

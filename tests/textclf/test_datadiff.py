@@ -510,3 +510,14 @@ def test_corrupt_or_contract_breaking_files_are_named(repo, capsys):
             replace(p, data)
     rc, _, err = textclf(capsys, repo)
     assert rc == 0, err
+
+
+def test_without_test_predictions_the_explanation_says_what_is_missing(repo, capsys):
+    rc, out, err = textclf(capsys, repo, "HEAD~1", "HEAD", "--json")
+    assert rc == 0, err
+    e = json.loads(out)["explain"]
+    assert e["metric"] == "test.macro_f1" and "reports/predictions.parquet" in e["error"]
+    rc, out, _ = textclf(capsys, repo, "HEAD~1", "HEAD")
+    assert rc == 0 and "Why test.macro_f1 moved" in out and "Not explained: " in out
+    rc, out, _ = textclf(capsys, repo, "HEAD~1", "HEAD", "--json", "--no-explain")
+    assert rc == 0 and "explain" not in json.loads(out)

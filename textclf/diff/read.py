@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,8 +49,10 @@ def diff_revisions(
     rev_b: str | None = None,
     examples: int = 5,
     top: int = 10,
+    metric: str | None = "macro_f1",
 ) -> dict:
-    """Diff the pipeline outputs at git revision `rev_a` against `rev_b` (None: the workspace)."""
+    """Diff the pipeline outputs at git revision `rev_a` against `rev_b` (None: the workspace);
+    with `metric`, the `explain` section too (textclf.diff.explain)."""
     with open_repo(root) as repo:
         commit_a = resolve_rev(repo, rev_a)
         commit_b = resolve_rev(repo, rev_b) if rev_b is not None else None
@@ -58,10 +61,100 @@ def diff_revisions(
         b = load_snapshot(repo_root, rev_b or WORKSPACE, commit_b, test_tokens=True)
         result = diff_snapshots(a, b, examples=examples, top=top)
         changes = dvc_changes(repo, rev_a, rev_b or WORKSPACE)
+        if metric:
+            sides = (rev_a, commit_a), (rev_b or WORKSPACE, commit_b)
+            result["explain"] = explain_revisions(repo_root, *sides, a, b, metric, examples)
     result.update(changes)
     for w in result["warnings"]:
         log.warning("%s", w)
     return result
+
+
+def explain_revisions(
+    root: Path,
+    a: tuple[str, str | None],
+    b: tuple[str, str | None],
+    a_snap: Snapshot,
+    b_snap: Snapshot,
+    metric: str,
+    examples: int,
+) -> dict:
+    """The `explain` section: each revision's test predictions and train split through DVC, and
+    A's bundle when B's test split has documents A never predicted. Outputs a revision lacks
+    (no evaluate stage, not fetched) make the section an `error` naming them, not a failed diff."""
+    import tempfile
+
+    from dvc.api import DVCFileSystem
+
+    from textclf.diff.explain import explain
+
+    frames = {}
+    try:
+        for side, (rev, commit) in (("a", a), ("b", b)):
+            fs = DVCFileSystem(str(root), rev=commit)
+            try:
+                reader = _Reader(fs, rev, commit)
+                frames[side] = (
+                    reader.parquet(PurePosixPath(paths.PREDICTIONS.as_posix()), ["doc_id", "label", "predicted"]),
+                    reader.parquet(PurePosixPath(paths.TRAIN.as_posix()), ["doc_id", "label", "tokens"]),
+                    reader.parquet(PurePosixPath(paths.TEST.as_posix()), ["doc_id", "tokens"]),
+                )
+            finally:
+                fs.close()
+    except DiffError as err:
+        return {"metric": f"test.{metric}", "error": str(err)}
+    tmp = tempfile.TemporaryDirectory(prefix="textclf-diff-")
+
+    def predict_a(texts: list[str]):
+        from textclf.bundle import load_bundle
+        from textclf.predict import Predictor
+
+        rev, commit = a
+        if commit is None:
+            bundle = root / paths.BUNDLE
+        else:
+            bundle = Path(tmp.name) / "bundle"
+            fs = DVCFileSystem(str(root), rev=commit)
+            try:
+                fs.get(paths.BUNDLE.as_posix(), str(bundle), recursive=True)
+            finally:
+                fs.close()
+        predictor = Predictor(load_bundle(bundle))
+        return np.asarray(predictor.labels, dtype=object)[predictor.predict_proba(texts).argmax(axis=1)]
+
+    def guarded(texts):
+        try:
+            return predict_a(texts)
+        except Exception as err:  # noqa: BLE001 - reported in the section, the diff goes on
+            raise _Unreadable(f"A's model at {a[0]} could not be read: {err}") from None
+
+    try:
+        return explain(
+            frames["a"][0],
+            frames["b"][0],
+            b_snap.documents.set_index("doc_id")["text"],
+            guarded,
+            frames["a"][1],
+            frames["b"][1],
+            frames["b"][2].set_index("doc_id")["tokens"],
+            metric=metric,
+            examples=examples,
+            relabelled=_relabelled(a_snap.documents, b_snap.documents),
+        )
+    except _Unreadable as err:
+        return {"metric": f"test.{metric}", "error": str(err)}
+    finally:
+        tmp.cleanup()
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _relabelled(a_docs: pd.DataFrame, b_docs: pd.DataFrame) -> pd.DataFrame:
+    both = a_docs[["doc_id", "label"]].merge(b_docs[["doc_id", "label"]], on="doc_id", suffixes=("_a", "_b"))
+    rel = both[both["label_a"] != both["label_b"]]
+    return pd.DataFrame({"doc_id": rel["doc_id"], "was": rel["label_a"], "label": rel["label_b"]})
 
 
 def open_repo(root: Path | str):

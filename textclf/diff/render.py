@@ -202,6 +202,62 @@ def _blocks(d: dict) -> list[tuple]:
         blocks.append(("table", cols, rows) if rows else ("para", f"No {kind} changed."))
         if d.get("unreadable", {}).get(kind):
             blocks.append(("para", "Not compared: " + "; ".join(d["unreadable"][kind]) + "."))
+    if "explain" in d:
+        blocks += _explain_blocks(d["explain"], A, B)
+    return blocks
+
+
+def _explain_blocks(e: dict, A: str, B: str) -> list[tuple]:
+    """Why the metric moved (textclf.diff.explain)."""
+    blocks: list[tuple] = [("heading", f"Why {e['metric']} moved")]
+    if "total" not in e or "test_set" not in e:
+        return blocks + [("para", f"Not explained: {e.get('error', 'no test predictions')}.")]
+    blocks.append(
+        (
+            "table",
+            ["", e["metric"]],
+            [
+                [f"{A}'s model on {A}'s test split", _val(e["a"])],
+                [f"{A}'s model on {B}'s test split", _val(e["a_on_b"])],
+                [f"{B}'s model on {B}'s test split", _val(e["b"])],
+                ["total change", _val(e["total"], signed=True)],
+                ["… from the test split (test_set)", _val(e["test_set"], signed=True)],
+                ["… from the model (model)", _val(e["model"], signed=True)],
+            ],
+        )
+    )
+    tc = e["test_changes"]
+    blocks.append(
+        (
+            "table",
+            ["test split change", "documents", f"share of test_set ({A}'s model)"],
+            [[k, _n(v["documents"]), _val(v["share"], signed=True)] for k, v in tc.items()],
+        )
+    )
+    f, t = e["flips"], e["train_changes"]
+    by_a = e.get("predicted_by_a")
+    blocks.append(
+        (
+            "para",
+            f"Test documents with the same label at both: {f['fixed']:,} fixed, {f['broken']:,} broken. "
+            f"Training documents: {t['added']:,} added, {t['removed']:,} removed, {t['relabelled']:,} relabelled"
+            + (f"; {by_a:,} of {B}'s test documents predicted by {A}'s model." if by_a else "."),
+        )
+    )
+    items = []
+    for x in e["examples"]:
+        causes = ", ".join(
+            f"{_code(c['doc_id'])} {c['change']}"
+            + (f" {_code(c['was'])}→{_code(c['label'])}" if c["change"] == "relabelled" else f" {_code(c['label'])}")
+            + f" ({c['similarity']:.2f})"
+            for c in x["causes"]
+        )
+        items.append(
+            f"{x['flip']}: {_code(x['doc_id'])} {_code(x['label'])}: {_code(x['before'])} → {_code(x['after'])} "
+            f"{_code(x['text'])}; nearest changed training documents: {causes or 'none'}"
+        )
+    if items:
+        blocks.append(("list", items))
     return blocks
 
 
