@@ -517,7 +517,8 @@ def test_without_test_predictions_the_explanation_says_what_is_missing(repo, cap
     assert rc == 0, err
     e = json.loads(out)["explain"]
     assert e["metric"] == "test.macro_f1" and "reports/predictions.parquet" in e["error"]
+    assert "reports/predictions.parquet" in json.loads(out)["drift"]["error"]
     rc, out, _ = textclf(capsys, repo, "HEAD~1", "HEAD")
     assert rc == 0 and "Why test.macro_f1 moved" in out and "Not explained: " in out
     rc, out, _ = textclf(capsys, repo, "HEAD~1", "HEAD", "--json", "--no-explain")
-    assert rc == 0 and "explain" not in json.loads(out)
+    assert rc == 0 and "explain" not in json.loads(out) and "drift" not in json.loads(out)

@@ -34,7 +34,7 @@ from textclf.diff.core import (
     diff_snapshots,
     jsonable,
 )
-from textclf.errors import InputError
+from textclf.errors import InputError, TextclfError
 
 log = logging.getLogger("textclf.diff")
 
@@ -63,7 +63,12 @@ def diff_revisions(
         changes = dvc_changes(repo, rev_a, rev_b or WORKSPACE)
         if metric:
             sides = (rev_a, commit_a), (rev_b or WORKSPACE, commit_b)
-            result["explain"] = explain_revisions(repo_root, *sides, a, b, metric, examples)
+            try:
+                result["drift"], result["explain"] = explain_revisions(repo_root, *sides, a, b, metric, examples)
+            except Exception as err:  # noqa: BLE001 - the data diff stands without these two sections
+                log.warning("the metric's change was not explained: %s: %s", type(err).__name__, err)
+                why = f"not computed ({type(err).__name__}: {err})"
+                result["drift"], result["explain"] = {"error": why}, {"metric": f"test.{metric}", "error": why}
     result.update(changes)
     for w in result["warnings"]:
         log.warning("%s", w)
@@ -79,7 +84,8 @@ def explain_revisions(
     metric: str,
     examples: int,
 ) -> dict:
-    """The `explain` section: each revision's test predictions and train split through DVC, and
+    """The `drift` and `explain` sections, in that order: each revision's test predictions and
+    train split through DVC, and
     A's bundle when B's test split has documents A never predicted. Outputs a revision lacks
     (no evaluate stage, not fetched) make the section an `error` naming them, not a failed diff."""
     import tempfile
@@ -94,42 +100,52 @@ def explain_revisions(
             fs = DVCFileSystem(str(root), rev=commit)
             try:
                 reader = _Reader(fs, rev, commit)
+                preds = PurePosixPath(paths.PREDICTIONS.as_posix())
+                probs = [c for c in reader.names(preds) if c.startswith("prob_")]
                 frames[side] = (
-                    reader.parquet(PurePosixPath(paths.PREDICTIONS.as_posix()), ["doc_id", "label", "predicted"]),
+                    reader.parquet(preds, ["doc_id", "label", "predicted", *probs]),
                     reader.parquet(PurePosixPath(paths.TRAIN.as_posix()), ["doc_id", "label", "tokens"]),
                     reader.parquet(PurePosixPath(paths.TEST.as_posix()), ["doc_id", "tokens"]),
                 )
             finally:
                 fs.close()
     except DiffError as err:
-        return {"metric": f"test.{metric}", "error": str(err)}
+        return {"error": str(err)}, {"metric": f"test.{metric}", "error": str(err)}
     tmp = tempfile.TemporaryDirectory(prefix="textclf-diff-")
+    model: dict = {}
 
-    def predict_a(texts: list[str]):
-        from textclf.bundle import load_bundle
-        from textclf.predict import Predictor
+    def model_a():
+        """A's bundle as a Predictor (read at A's commit once); _Unreadable when it cannot be."""
+        if "predictor" not in model:
+            from textclf.bundle import load_bundle
+            from textclf.predict import Predictor
 
-        rev, commit = a
-        if commit is None:
-            bundle = root / paths.BUNDLE
-        else:
-            bundle = Path(tmp.name) / "bundle"
-            fs = DVCFileSystem(str(root), rev=commit)
+            rev, commit = a
             try:
-                fs.get(paths.BUNDLE.as_posix(), str(bundle), recursive=True)
-            finally:
-                fs.close()
-        predictor = Predictor(load_bundle(bundle))
-        return np.asarray(predictor.labels, dtype=object)[predictor.predict_proba(texts).argmax(axis=1)]
+                if commit is None:
+                    bundle = root / paths.BUNDLE
+                else:
+                    bundle = Path(tmp.name) / "bundle"
+                    fs = DVCFileSystem(str(root), rev=commit)
+                    try:
+                        fs.get(paths.BUNDLE.as_posix(), str(bundle), recursive=True)
+                    finally:
+                        fs.close()
+                model["predictor"] = Predictor(load_bundle(bundle))
+            except Exception as err:  # noqa: BLE001 - reported in the section, the diff goes on
+                raise _Unreadable(f"A's model at {rev} could not be read: {err}") from None
+        return model["predictor"]
 
     def guarded(texts):
-        try:
-            return predict_a(texts)
-        except Exception as err:  # noqa: BLE001 - reported in the section, the diff goes on
-            raise _Unreadable(f"A's model at {a[0]} could not be read: {err}") from None
+        predictor = model_a()
+        return np.asarray(predictor.labels, dtype=object)[predictor.predict_proba(texts).argmax(axis=1)]
 
     try:
-        return explain(
+        drift_section = _drift_of_added(model_a, frames["a"], a_snap, b_snap, root)
+    except _Unreadable as err:
+        drift_section = {"error": str(err)}
+    try:
+        return drift_section, explain(
             frames["a"][0],
             frames["b"][0],
             b_snap.documents.set_index("doc_id")["text"],
@@ -142,13 +158,37 @@ def explain_revisions(
             relabelled=_relabelled(a_snap.documents, b_snap.documents),
         )
     except _Unreadable as err:
-        return {"metric": f"test.{metric}", "error": str(err)}
+        return drift_section, {"metric": f"test.{metric}", "error": str(err)}
     finally:
         tmp.cleanup()
 
 
 class _Unreadable(Exception):
     pass
+
+
+def _drift_of_added(model_a, frames_a, a_snap: Snapshot, b_snap: Snapshot, root: Path) -> dict:
+    """The new-data flow's drift checks (textclf.drift) of the documents B added, against A's
+    model, test split and train split: what the gate would have said of them as one batch."""
+    from textclf import drift
+    from textclf.params import DriftParams, load_params
+
+    added = b_snap.documents[~b_snap.documents["doc_id"].isin(a_snap.documents["doc_id"])]
+    if not len(added):
+        return {"documents": 0, "checks": []}
+    preds, train, test = frames_a
+    probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy(dtype=float)
+    if not probs.shape[1]:
+        return {"documents": int(len(added)), "error": f"A's {paths.PREDICTIONS} holds no probabilities"}
+    predictor = model_a()
+    tokens = pa.array([list(t) for t in test["tokens"]], pa.list_(pa.string()))
+    ref = drift.reference(predictor, tokens, probs.max(axis=1), train["label"])
+    try:
+        params = load_params("drift", root / "params.yaml")
+    except TextclfError:  # a params.yaml this textclf does not read: the defaults
+        params = DriftParams()
+    checks = drift.check_batch(added["text"].tolist(), added["label"], predictor, ref, params)
+    return {"documents": int(len(added)), "checks": [c.to_dict() for c in checks]}
 
 
 def _relabelled(a_docs: pd.DataFrame, b_docs: pd.DataFrame) -> pd.DataFrame:
@@ -312,6 +352,13 @@ class _Reader:
 
     def parquet(self, path: PurePosixPath, columns: list[str]) -> pd.DataFrame:
         return to_pandas(self.table(path, columns))
+
+    def names(self, path: PurePosixPath) -> list[str]:
+        with self.open(path) as f:
+            try:
+                return pq.ParquetFile(f).schema_arrow.names
+            except (pa.ArrowException, OSError) as err:
+                raise DiffError(f"{path} at {self.where}: not a readable Parquet file ({err})") from None
 
     def vocab(self, path: PurePosixPath) -> dict:
         with self.open(path) as f:

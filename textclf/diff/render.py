@@ -202,8 +202,26 @@ def _blocks(d: dict) -> list[tuple]:
         blocks.append(("table", cols, rows) if rows else ("para", f"No {kind} changed."))
         if d.get("unreadable", {}).get(kind):
             blocks.append(("para", "Not compared: " + "; ".join(d["unreadable"][kind]) + "."))
+    if "drift" in d:
+        blocks += _drift_blocks(d["drift"], A, B)
     if "explain" in d:
         blocks += _explain_blocks(d["explain"], A, B)
+    return blocks
+
+
+def _drift_blocks(dr: dict, A: str, B: str) -> list[tuple]:
+    """The drift checks of B's added documents against A (textclf.drift)."""
+    blocks: list[tuple] = [("heading", f"Drift of the documents {B} added, against {A}")]
+    if "error" in dr:
+        return blocks + [("para", f"Not checked: {dr['error']}.")]
+    if not dr["documents"]:
+        return blocks + [("para", "No documents were added.")]
+    rows = [
+        [c["name"], _val(c["value"]), _val(c["threshold"]), "HELD" if c["held"] else "no", c["detail"]]
+        for c in dr["checks"]
+    ]
+    blocks.append(("para", f"{dr['documents']:,} added documents, as the new-data flow's drift gate would check them:"))
+    blocks.append(("table", ["check", "value", "threshold", "held", "detail"], rows))
     return blocks
 
 
