@@ -52,6 +52,8 @@ class Reference:
 
 def oov_rate(tokens: pa.ListArray, predictor) -> float:
     """The share of tokens (unigrams) that are not vocabulary entries."""
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
     values = pc.list_flatten(tokens)
     if len(values) == 0:
         return 0.0
@@ -143,12 +145,12 @@ def held(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.held]
 
 
+_WHAT = {"oov": "OOV rate", "labels": "label share moved", "confidence": "confidence KS", "length": "length KS"}
+
+
 def reason(checks: list[Check]) -> str:
     """One line for a quarantine reason file: "drift: OOV rate 0.83 > 0.31 (...); ..."."""
-    parts = []
-    for c in held(checks):
-        label = {"oov": "OOV rate", "labels": "label share moved", "confidence": "confidence KS", "length": "length KS"}
-        parts.append(f"{label[c.name]} {c.value:.2f} > {c.threshold:.2f} ({c.detail})")
+    parts = [f"{_WHAT[c.name]} {c.value:.2f} > {c.threshold:.2f} ({c.detail})" for c in held(checks)]
     return "drift: " + "; ".join(parts) + " — pass --allow-drift to take the batch anyway"
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from textclf.diff.core import _snippet
+
 METRICS = ("macro_f1", "accuracy")
 
 
@@ -125,7 +127,7 @@ def explain(
             "before": str(a_pred[d]),
             "after": str(b.loc[d, "predicted"]),
             "flip": "broken" if d in broken else "fixed",
-            "text": _snippet(b_texts.get(d, "")),
+            "text": _snippet(str(b_texts.get(d, "") or "")),
             "causes": nearest.get(d, []),
         }
         for d in chosen
@@ -140,11 +142,6 @@ def _differs(x: pd.Series, y: pd.Series) -> np.ndarray:
 
 def _delta(x: float | None, y: float | None) -> float | None:
     return None if x is None or y is None else x - y
-
-
-def _snippet(text, n: int = 80) -> str:
-    text = "" if text is None else str(text)
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def train_changes(a_train: pd.DataFrame, b_train: pd.DataFrame, relabelled: pd.DataFrame | None = None) -> pd.DataFrame:

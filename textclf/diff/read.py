@@ -57,7 +57,8 @@ def diff_revisions(
         commit_a = resolve_rev(repo, rev_a)
         commit_b = resolve_rev(repo, rev_b) if rev_b is not None else None
         repo_root = Path(repo.root_dir)
-        a = load_snapshot(repo_root, rev_a, commit_a, test_tokens=False)
+        # the explanation and the drift section read A's test tokens too (B's: the vocabulary's OOV rate)
+        a = load_snapshot(repo_root, rev_a, commit_a, test_tokens=bool(metric))
         b = load_snapshot(repo_root, rev_b or WORKSPACE, commit_b, test_tokens=True)
         result = diff_snapshots(a, b, examples=examples, top=top)
         changes = dvc_changes(repo, rev_a, rev_b or WORKSPACE)
@@ -105,7 +106,6 @@ def explain_revisions(
                 frames[side] = (
                     reader.parquet(preds, ["doc_id", "label", "predicted", *probs]),
                     reader.parquet(PurePosixPath(paths.TRAIN.as_posix()), ["doc_id", "label", "tokens"]),
-                    reader.parquet(PurePosixPath(paths.TEST.as_posix()), ["doc_id", "tokens"]),
                 )
             finally:
                 fs.close()
@@ -152,7 +152,7 @@ def explain_revisions(
             guarded,
             frames["a"][1],
             frames["b"][1],
-            frames["b"][2].set_index("doc_id")["tokens"],
+            _test_tokens(b_snap),
             metric=metric,
             examples=examples,
             relabelled=_relabelled(a_snap.documents, b_snap.documents),
@@ -176,19 +176,26 @@ def _drift_of_added(model_a, frames_a, a_snap: Snapshot, b_snap: Snapshot, root:
     added = b_snap.documents[~b_snap.documents["doc_id"].isin(a_snap.documents["doc_id"])]
     if not len(added):
         return {"documents": 0, "checks": []}
-    preds, train, test = frames_a
+    preds, train = frames_a
     probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy(dtype=float)
     if not probs.shape[1]:
         return {"documents": int(len(added)), "error": f"A's {paths.PREDICTIONS} holds no probabilities"}
     predictor = model_a()
-    tokens = pa.array([list(t) for t in test["tokens"]], pa.list_(pa.string()))
-    ref = drift.reference(predictor, tokens, probs.max(axis=1), train["label"])
+    ref = drift.reference(predictor, a_snap.test_tokens, probs.max(axis=1), train["label"])
     try:
         params = load_params("drift", root / "params.yaml")
     except TextclfError:  # a params.yaml this textclf does not read: the defaults
         params = DriftParams()
     checks = drift.check_batch(added["text"].tolist(), added["label"], predictor, ref, params)
     return {"documents": int(len(added)), "checks": [c.to_dict() for c in checks]}
+
+
+def _test_tokens(snap: Snapshot) -> pd.Series:
+    """A snapshot's test tokens by doc_id (its test rows are in the order they were read)."""
+    ids = snap.splits.loc[snap.splits["split"] == "test", "doc_id"].to_numpy()
+    if snap.test_tokens is None:
+        return pd.Series([], dtype=object)
+    return pd.Series(snap.test_tokens.to_pandas().to_numpy(), index=ids, dtype=object)
 
 
 def _relabelled(a_docs: pd.DataFrame, b_docs: pd.DataFrame) -> pd.DataFrame:
