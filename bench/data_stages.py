@@ -42,6 +42,7 @@ from textclf.data.clean import clean  # noqa: E402
 from textclf.data.ingest import ingest  # noqa: E402
 from textclf.data.split import split  # noqa: E402
 from textclf.params import CleanParams, IngestParams, SplitParams, VocabParams  # noqa: E402
+from textclf.paths import copy_project  # noqa: E402
 from textclf.sources import read_records  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "reviews-zh"
@@ -220,18 +221,6 @@ def run(n: int, seed: int, workdir: Path) -> None:
 # --via-dvc: exactly what a user runs (`dvc repro vocab` on a CSV), against CountVectorizer
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = [
-    "stages",
-    "flows",
-    "textclf",
-    "dvc.yaml",
-    "params.yaml",
-    ".dvcignore",
-    "pyproject.toml",
-    "data/stopwords.txt",
-    "data/labels/corrections.csv",
-    "models/pretrained/none",  # train.encoder.path's placeholder (a train dependency)
-]
 
 
 def build_csv(path: Path, n: int, seed: int) -> None:
@@ -256,16 +245,12 @@ def build_csv(path: Path, n: int, seed: int) -> None:
 
 
 def via_dvc(n: int, seed: int, workdir: Path) -> None:
-    import shutil
     import subprocess
 
     import yaml
 
     repo = workdir / "repo"
-    for name in PROJECT:
-        src, dest = ROOT / name, repo / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest)
+    copy_project(ROOT, repo)
     corpus = repo / "data" / "raw" / "corpus.csv"
     corpus.parent.mkdir(parents=True)
     t = time.perf_counter()

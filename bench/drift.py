@@ -70,7 +70,8 @@ def main() -> int:
     for c in checks:
         print(f"   {c.name}: {c.value if c.value is None else round(c.value, 3)} held={c.held}")
     if args.foreign:
-        other = pd.read_csv(args.foreign).sample(300, random_state=0)
+        other = pd.read_csv(args.foreign)
+        other = other.sample(min(300, len(other)), random_state=0)
         labels = rng.choice(list(ref.label_shares), size=len(other))
         checks = drift.check_batch(other["text"].astype(str).tolist(), labels, predictor, ref, p)
         print(f"foreign ({args.foreign}, 300): {'HELD' if drift.held(checks) else 'passed'}: {drift.reason(checks)}")

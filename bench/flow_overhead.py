@@ -32,19 +32,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = [
-    "stages",
-    "flows",
-    "textclf",
-    "dvc.yaml",
-    "params.yaml",
-    ".dvcignore",
-    "pyproject.toml",
-    "data/sample",
-    "data/stopwords.txt",
-    "data/labels/corrections.csv",
-    "models/pretrained/none",  # train.encoder.path's placeholder (a train dependency)
-]
+sys.path.insert(0, str(ROOT))
+
+from textclf.paths import copy_project as copy_files  # noqa: E402
+
 TRIVIAL = (
     "from prefect import flow\n\n@flow\ndef trivial():\n    return 1\n\nif __name__ == '__main__':\n    trivial()\n"
 )
@@ -72,15 +63,18 @@ def timed(cmd: list[str], cwd: Path, e: dict[str, str], timeout: float) -> float
     return seconds
 
 
-def copy_project(dest: Path, e: dict[str, str]) -> Path:
-    dest.mkdir(parents=True)
-    for name in PROJECT:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif src.exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+def copy_project(dest: Path, e: dict[str, str], source: Path | None = None) -> Path:
+    """A committed copy of the project; with `source`, that corpus (copied to data/raw/) as ingest.source."""
+    copy_files(ROOT, dest, extra=() if source else ("data/sample",))
+    if source:
+        import yaml
+
+        raw = dest / "data" / "raw" / source.name
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, raw)
+        params = yaml.safe_load((dest / "params.yaml").read_text(encoding="utf-8"))
+        params["ingest"]["source"] = f"data/raw/{source.name}"
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
     for cmd in (
         ["git", "init", "-q"],
         [sys.executable, "-m", "dvc", "init", "-q"],
@@ -107,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", help="a dvc.yaml stage (default: all stages)")
     p.add_argument("--timeout", type=float, default=3600, help="per command, seconds")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument(
+        "--source", type=Path, help="another corpus (a text folder or file) as ingest.source (default: the sample)"
+    )
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="textclf-flow-bench-") as tmp:
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             "flows.pipeline",
             *(["--target", args.target] if args.target else []),
         ]
-        a, b = copy_project(tmp / "a", fresh), copy_project(tmp / "b", fresh)
+        a, b = copy_project(tmp / "a", fresh, args.source), copy_project(tmp / "b", fresh, args.source)
         print(
             f"{platform.machine()}, {os.cpu_count()} CPUs; target: {args.target or 'all'}",
             flush=True,
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(TEXTCLF_PREFECT_SERVER=temporary: {f['noop_flow_temporary_s']:.1f} s)",
                 flush=True,
             )
-            c = copy_project(tmp / "c", fresh)
+            c = copy_project(tmp / "c", fresh, args.source)
             f["flow_server_scratch_s"] = timed(flow, c, fresh, args.timeout)
             print(
                 f"  flows.pipeline, from scratch, the server up (copy C)  {f['flow_server_scratch_s']:7.1f} s = "

@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from data_stages import build_corpus  # noqa: E402
 
+from textclf.paths import copy_project  # noqa: E402
+
 STAGES = ("ingest", "clean", "split", "vocab")
 
 
@@ -66,8 +68,8 @@ def run_stage(workdir: Path, stage: str) -> tuple[float, float]:
 
 
 def run(n: int, seed: int, chunk_rows: int, engine: str, base: Path) -> tuple[float, float]:
-    workdir = base / f"n{n}"
-    workdir.mkdir(parents=True)
+    # a copy of the project (params.yaml names files such as data/stopwords.txt relative to it)
+    workdir = copy_project(ROOT, base / f"n{n}")
     corpus = workdir / "corpus.parquet"
     t = time.perf_counter()
     build_parquet_corpus(corpus, n, seed)
@@ -76,11 +78,11 @@ def run(n: int, seed: int, chunk_rows: int, engine: str, base: Path) -> tuple[fl
         f"{time.perf_counter() - t:.0f} s",
         flush=True,
     )
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params = yaml.safe_load((workdir / "params.yaml").read_text(encoding="utf-8"))
     params["ingest"].update(source=str(corpus), format="parquet")
     for s in STAGES:
         params[s].update(chunk_rows=chunk_rows, engine=engine)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
     total, peak = 0.0, 0.0
     for stage in STAGES:
         seconds, rss = run_stage(workdir, stage)

@@ -12,22 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from textclf.paths import PROJECT_FILES, copy_project  # noqa: F401 (tests import PROJECT_FILES from here)
+
 ROOT = Path(__file__).resolve().parents[1]
-# What a copy of the project needs to run its pipeline (tracked files, no data, no venv).
-PROJECT_FILES = [
-    "stages",
-    "flows",
-    "textclf",
-    "dvc.yaml",
-    "params.yaml",
-    ".dvcignore",
-    ".gitignore",
-    "pyproject.toml",
-    "prefect.yaml",
-    "data/stopwords.txt",
-    "data/labels/corrections.csv",
-    "models/pretrained/none",  # train.encoder.path's placeholder (a train dependency)
-]
 
 POS_ZH = ["很好", "喜欢", "满意", "推荐", "不错", "漂亮", "舒服", "快"]
 NEG_ZH = ["很差", "失望", "难用", "退货", "糟糕", "太慢", "破", "脏"]
@@ -102,14 +89,7 @@ def make_repo(
 ) -> Path:
     """A copy of the project in `dest`: git + DVC initialised, a fixture corpus in data/raw,
     params.yaml pointing at it (plus `params` overrides, section by section)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif src.exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+    copy_project(ROOT, dest)
     write_text_dir(dest / "data" / "raw", docs if docs is not None else make_docs())
     p = yaml.safe_load((dest / "params.yaml").read_text(encoding="utf-8"))
     p["ingest"]["source"] = "data/raw"

@@ -47,3 +47,36 @@ ONNX_DIR = Path("models/onnx")
 EXPORT_REPORT = Path("reports/export.json")
 # contracts
 VALIDATION_DIR = Path("reports/validation")  # reports/validation/<stage>.json on a broken contract
+
+# What a copy of the project needs to run its pipeline: tracked code and config, no data, no venv.
+# The tests' fixture repos and the benchmarks that run stages in a work folder copy exactly this.
+PROJECT_FILES = (
+    "stages",
+    "flows",
+    "textclf",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+    "prefect.yaml",
+    "data/stopwords.txt",
+    "data/labels/corrections.csv",
+    "models/pretrained/none",  # train.encoder.path's placeholder (a train dependency)
+)
+
+
+def copy_project(root: Path, dest: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Copy PROJECT_FILES (and `extra`, e.g. "data/sample") from the project at `root` into `dest`
+    (created; a file the source lacks is left out). Returns `dest`."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (*PROJECT_FILES, *extra):
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
