@@ -14,29 +14,19 @@ validation summary in the log. The whole run holds the repository lock (flows/dv
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
 from prefect.tasks import exponential_backoff
 
 from flows import dvcops, notify, repolock, report
 from flows.prefect_server import local_server_settings
+from flows.shell import run_logger
 from textclf.errors import INTERNAL, ContractError, ParamsError, RunError, TextclfError, is_retryable
-
-
-def run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a run (logs reach the UI), a plain logger outside one."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("textclf.flows")
-
 
 # Set by `python -m flows.serve` for the runs it executes: a served deployment runs in the
 # repository it was served for, whatever `repo` a run's parameters name (any folder holding a

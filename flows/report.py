@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from flows.shell import git
 from textclf.diff.core import DiffError
 from textclf.diff.read import read_output
 from textclf.diff.render import markdown_diff
@@ -52,11 +52,9 @@ def read_metrics(root: Path, metrics_file: str = METRICS_FILE) -> dict | None:
 def committed_metrics(root: Path, metrics_file: str = METRICS_FILE, rev: str = "HEAD") -> dict | None:
     """The metrics as last committed to git (DVC metrics are `cache: false` outputs, so git holds
     them); None when there is no commit or the file was never committed."""
-    try:
-        proc = subprocess.run(["git", "show", f"{rev}:{metrics_file}"], cwd=root, capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        log.warning("git show %s:%s failed: %s", rev, metrics_file, err)
-        return None
+    proc = git(root, "show", f"{rev}:{metrics_file}", check=False, text=False, timeout_s=30)
+    if proc.returncode < 0:
+        log.warning("git show %s:%s failed: %s", rev, metrics_file, proc.stderr)
     if proc.returncode != 0:
         return None
     try:
@@ -68,16 +66,7 @@ def committed_metrics(root: Path, metrics_file: str = METRICS_FILE, rev: str = "
 
 
 def head_commit(root: Path) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    proc = git(root, "rev-parse", "--short", "HEAD", check=False, timeout_s=30)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 

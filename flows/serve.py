@@ -24,12 +24,12 @@ from pathlib import Path
 
 import yaml
 
-from flows.incoming import incoming
+from flows.incoming.flow import incoming
 from flows.pipeline import PINNED_REPO_ENV, pipeline
 from flows.prefect_server import local_server_settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "prefect.yaml"
-ENTRYPOINTS = {"pipeline": "flows/pipeline.py:pipeline", "incoming": "flows/incoming.py:incoming"}
+ENTRYPOINTS = {"pipeline": "flows/pipeline.py:pipeline", "incoming": "flows/incoming/flow.py:incoming"}
 FALLBACK = {
     "pipeline": {"name": "scheduled", "schedules": [{"cron": "0 3 * * *"}]},
     "incoming": {"name": "new-data", "schedules": [{"interval": 600}]},

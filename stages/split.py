@@ -23,7 +23,7 @@ from textclf.artifacts import (
     write_parquet,
 )
 from textclf.data.split import (
-    _leak_error,
+    leak_error,
     leaked_groups,
     log,
     split,
@@ -49,7 +49,7 @@ def main() -> None:
         }
         leaked = leaked_groups(parts)
         if leaked:
-            raise _leak_error(leaked)
+            raise leak_error(leaked)
         map_threads(lambda item: write_parquet(item[1], OUT_DIR / f"{item[0]}.parquet"), parts.items())
         _finish(stats)
 

@@ -52,7 +52,15 @@ from textclf.training import autotune as at
 from textclf.training.checkpoint import fingerprint_of
 from textclf.training.distributed import World, init_world, is_torchrun_worker, torchrun_command, wants_distributed
 from textclf.training.loop import resolve_device, tune_allocator
-from textclf.training.run import Prepared, _files, autotune, bundle_config, log, train_config, warn_small_classes
+from textclf.training.run import (
+    Prepared,
+    autotune,
+    bundle_config,
+    checkpoint_files,
+    log,
+    train_config,
+    warn_small_classes,
+)
 
 
 def main() -> None:
@@ -232,7 +240,7 @@ def train_on(p: TrainParams, clean_params, device: torch.device, world: World | 
 def _finish_search_log() -> None:
     """A finished search is not resumed: `dvc repro -f` searches again (as a finished fit trains again)."""
 
-    for name in (at.LOG_FILE, *_files("best"), *_files("first")):
+    for name in (at.LOG_FILE, *checkpoint_files("best"), *checkpoint_files("first")):
         (CHECKPOINT / name).unlink(missing_ok=True)
 
 

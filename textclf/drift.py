@@ -14,7 +14,7 @@ Four checks, each a number against a threshold from params.yaml's `drift` sectio
 
 The distribution checks need `min_docs` documents; a smaller batch is checked on its OOV rate
 only, and the table says so. Pure functions: arrays and a `Predictor` in, `Check`s out; the
-new-data flow (flows/incoming.py) holds a batch with a held check, `textclf diff` shows them.
+new-data flow (flows/incoming/) holds a batch with a held check, `textclf diff` shows them.
 """
 
 from __future__ import annotations

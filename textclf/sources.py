@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from textclf.errors import InputError
 from textclf.params import IngestParams
 from textclf.records import is_binary, read_bytes, read_line_file, record_frame
-from textclf.tabular import _columns, _select, read_delimited, read_jsonl, read_parquet_source
+from textclf.tabular import read_delimited, read_jsonl, read_parquet_source, select_columns, source_columns
 from textclf.text import decode
 
 log = logging.getLogger("textclf.sources")
@@ -123,15 +123,15 @@ def _parquet_source_batches(path: Path, params: IngestParams, chunk_rows: int) -
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise InputError(f"{path}: not a readable Parquet file: {err}") from None
-    wanted = [c for c in _columns(params).values() if c is not None]
+    wanted = [c for c in source_columns(params).values() if c is not None]
     names = pf.schema_arrow.names
     if any(c not in names for c in wanted):  # the same error as the whole-file reader
-        yield _select(pd.DataFrame(columns=names), path, params, first_line=1)
+        yield select_columns(pd.DataFrame(columns=names), path, params, first_line=1)
         return
     line = 1
     for batch in pf.iter_batches(batch_size=chunk_rows, columns=list(dict.fromkeys(wanted))):
         df = batch.to_pandas()
-        yield _select(df, path, params, first_line=line)
+        yield select_columns(df, path, params, first_line=line)
         line += len(df)
 
 

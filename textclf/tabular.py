@@ -24,12 +24,12 @@ from textclf.text import decode
 # tabular formats
 
 
-def _columns(params: IngestParams) -> dict[str, str | None]:
+def source_columns(params: IngestParams) -> dict[str, str | None]:
     return {"text": params.text_column, "label": params.label_column, "split": params.split_column}
 
 
-def _select(df: pd.DataFrame, path: Path, params: IngestParams, first_line: int) -> pd.DataFrame:
-    wanted = {k: v for k, v in _columns(params).items() if v is not None}
+def select_columns(df: pd.DataFrame, path: Path, params: IngestParams, first_line: int) -> pd.DataFrame:
+    wanted = {k: v for k, v in source_columns(params).items() if v is not None}
     missing = [v for v in wanted.values() if v not in df.columns]
     if missing:
         raise InputError(
@@ -91,7 +91,7 @@ def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
         raise InputError(f"{path}: not valid {what}: {str(err).splitlines()[0]}") from None
     if any(t != pa.string() for t in table.schema.types):  # a header the csv module read otherwise
         table = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
-    wanted = {k: v for k, v in _columns(params).items() if v is not None}
+    wanted = {k: v for k, v in source_columns(params).items() if v is not None}
     missing = [v for v in wanted.values() if v not in table.column_names]
     if missing:
         raise InputError(
@@ -144,7 +144,7 @@ def _header(utf8: bytes, sep: str) -> list[str]:
 
 def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
     lines = read_line_file(path, None, None, params.encoding)
-    cols = {k: v for k, v in _columns(params).items() if v is not None}
+    cols = {k: v for k, v in source_columns(params).items() if v is not None}
     texts, labels, splits, reasons = [], [], [], []
     keys: set[str] = set()
     for raw, reason in zip(lines["text"], lines["reason"], strict=True):
@@ -186,4 +186,4 @@ def read_parquet_source(path: Path, params: IngestParams) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise InputError(f"{path}: not a readable Parquet file: {err}") from None
-    return _select(table.to_pandas(), path, params, first_line=1)
+    return select_columns(table.to_pandas(), path, params, first_line=1)

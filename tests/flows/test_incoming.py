@@ -17,8 +17,8 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from flows.gate import gate
-from flows.incoming import incoming
+from flows.incoming.flow import incoming
+from flows.incoming.gate import gate
 from tests.fixtures import run
 from tests.flows.conftest import commit_all
 
@@ -262,7 +262,7 @@ def _preds(doc_ids, labels, predicted):
 
 
 def test_gate_same_documents_scores_only_the_documents_both_runs_predicted():
-    from flows.gate import gate_same_documents
+    from flows.incoming.gate import gate_same_documents
 
     committed = _preds(["a", "b", "c", "d"], ["pos", "neg", "pos", "neg"], ["pos", "neg", "pos", "neg"])
     # the new run: "d" gone (e.g. a label conflict), "e"/"f" new and right, "a"/"b" now wrong
@@ -288,7 +288,7 @@ def test_gate_same_documents_scores_only_the_documents_both_runs_predicted():
 def test_a_class_only_the_new_model_knows_counts_as_its_errors_not_as_an_f1_of_zero():
     """New data may add a label (allow_new_labels): the committed test documents never have it
     as truth, so one stray prediction of it must cost one error, not a whole class's F1."""
-    from flows.gate import gate_same_documents
+    from flows.incoming.gate import gate_same_documents
 
     ids = [f"d{i}" for i in range(100)]
     truth = ["pos", "neg"] * 50
@@ -301,7 +301,7 @@ def test_a_class_only_the_new_model_knows_counts_as_its_errors_not_as_an_f1_of_z
 
 
 def test_the_fallback_gate_says_why_it_did_not_compare_the_same_documents():
-    from flows.gate import decide
+    from flows.incoming.gate import decide
 
     d = decide(None, None, {"test": {"macro_f1": 0.8}}, {"test": {"macro_f1": 0.75}}, "test.macro_f1", 0.01)
     assert not d.promote and d.documents is None
@@ -309,8 +309,8 @@ def test_the_fallback_gate_says_why_it_did_not_compare_the_same_documents():
 
 
 def test_place_appends_lines_in_the_raw_files_encoding_and_never_edits_in_place(tmp_path):
-    from flows.incoming import landing_files
-    from flows.intake import RawSpec, place
+    from flows.incoming.flow import landing_files
+    from flows.incoming.intake import RawSpec, place
 
     raw, landing = tmp_path / "raw", tmp_path / "incoming"
     raw.mkdir()
@@ -335,7 +335,7 @@ def test_place_appends_lines_in_the_raw_files_encoding_and_never_edits_in_place(
 
 
 def test_a_declared_encoding_is_used_for_appended_lines(tmp_path):
-    from flows.intake import reencode
+    from flows.incoming.intake import reencode
 
     old = "café ancien\n".encode("latin-1")
     new = "très bien\n".encode("latin-1")
@@ -344,8 +344,8 @@ def test_a_declared_encoding_is_used_for_appended_lines(tmp_path):
 
 
 def test_every_change_to_the_raw_folder_is_journalled_and_undone_only_if_untouched(tmp_path):
-    from flows.intake import RawSpec, place
-    from flows.transaction import Journal, undo_raw
+    from flows.incoming.intake import RawSpec, place
+    from flows.incoming.transaction import Journal, undo_raw
 
     root = tmp_path
     raw = root / "data" / "raw"
@@ -373,7 +373,7 @@ def test_every_change_to_the_raw_folder_is_journalled_and_undone_only_if_untouch
 
 
 def test_split_layouts_refuse_top_level_files_and_split_named_items(tmp_path):
-    from flows.intake import RawSpec, shape_problem
+    from flows.incoming.intake import RawSpec, shape_problem
 
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
@@ -391,8 +391,8 @@ def test_split_layouts_refuse_top_level_files_and_split_named_items(tmp_path):
 def test_a_fixed_reference_stops_promotions_drifting_down_a_tolerance_at_a_time(monkeypatch):
     """Commits c1 (the first model) → c2 → HEAD, each within tolerance of the one before. A new
     model within tolerance of HEAD but below c1 by more passes `head` and fails `first`/`best`."""
-    import flows.gate as gate_mod
-    from flows.gate import decide_against
+    import flows.incoming.gate as gate_mod
+    from flows.incoming.gate import decide_against
 
     ids = [f"d{i}" for i in range(100)]
     truth = ["pos", "neg"] * 50
@@ -433,7 +433,7 @@ def test_a_fixed_reference_stops_promotions_drifting_down_a_tolerance_at_a_time(
 def test_the_flow_takes_every_option_the_command_line_offers():
     import inspect
 
-    from flows.incoming import IncomingOptions, build_parser
+    from flows.incoming.flow import IncomingOptions, build_parser
 
     assert set(inspect.signature(incoming.fn).parameters) == set(IncomingOptions.model_fields)
     args = {k: v for k, v in vars(build_parser().parse_args(["--no-register"])).items() if v is not None}

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import flows.incoming as incoming_mod
-from flows.incoming import incoming
+import flows.incoming.flow as incoming_mod
+from flows.incoming.flow import incoming
+from flows.shell import RepositoryError
 from tests.fixtures import env, run
 from tests.flows.test_incoming import (  # noqa: F401 - scored_template is a fixture
     GATE,
@@ -131,7 +132,7 @@ def test_readers_skip_any_path_with_a_hidden_part(tmp_path):
 
 
 def test_a_reason_file_is_never_written_through_a_planted_link(tmp_path):
-    from flows.landing import REASON_SUFFIX, move_to_quarantine
+    from flows.incoming.landing import REASON_SUFFIX, move_to_quarantine
 
     target = tmp_path / "victim.txt"
     target.write_text("keep me")
@@ -147,9 +148,9 @@ def test_a_reason_file_is_never_written_through_a_planted_link(tmp_path):
 
 
 def test_an_item_too_large_to_take_is_quarantined_and_the_rest_goes_on(repo, monkeypatch):
-    import flows.landing
+    import flows.incoming.landing
 
-    monkeypatch.setattr(flows.landing, "MAX_ITEM_BYTES", 4096)
+    monkeypatch.setattr(flows.incoming.landing, "MAX_ITEM_BYTES", 4096)
     drop(repo, "pos.txt", lines("新到的评论", "很好满意推荐", 40))  # about 1.6 KB
     drop(repo, "neg.txt", lines("很长的", "很差" * 50, 60))  # about 19 KB
     out = incoming(repo=str(repo), **GATE)
@@ -159,7 +160,7 @@ def test_an_item_too_large_to_take_is_quarantined_and_the_rest_goes_on(repo, mon
 
 def test_a_jsonl_file_nested_past_the_stack_gets_a_verdict(tmp_path):
     """The per-file check turns any error into a verdict (here the JSONL reader's own guard)."""
-    from flows.intake import RawSpec, check_file
+    from flows.incoming.intake import RawSpec, check_file
     from tests.fixtures import make_repo
 
     repo = make_repo(tmp_path / "repo", docs=[], git=False)
@@ -194,7 +195,7 @@ def test_uncommitted_raw_changes_refuse_the_run_and_survive(repo):
     with open(repo / "data/raw/neg.txt", "a", encoding="utf-8") as f:
         f.write(edit)
     drop(repo, "pos.txt", lines("新到的评论", "很好满意推荐", 40))
-    with pytest.raises(incoming_mod.GateError, match="uncommitted changes"):
+    with pytest.raises(RepositoryError, match="uncommitted changes"):
         incoming(repo=str(repo), **GATE)
     assert (repo / "data/raw/neg.txt").read_text(encoding="utf-8").endswith(edit)
     assert (repo / "data/incoming/pos.txt").exists()  # untouched: the run never claimed it
@@ -236,7 +237,7 @@ def test_label_flips_of_existing_documents_are_quarantined_for_review(repo):
 
 
 def test_a_predefined_split_that_would_move_an_existing_group_is_refused(repo):
-    from flows.intake import batch_problems
+    from flows.incoming.intake import batch_problems
     from textclf.artifacts import read_parquet
 
     test_doc = read_parquet(repo / "data/processed/test.parquet").iloc[0]
@@ -319,7 +320,7 @@ def test_a_run_killed_at_any_step_converges_on_the_next(repo, step, prefect_api)
 
 
 def test_an_unreadable_journal_is_moved_aside_not_a_crash_every_run(tmp_path, caplog):
-    from flows.transaction import Journal
+    from flows.incoming.transaction import Journal
 
     folder = Journal.folder(tmp_path)
     folder.mkdir(parents=True)
@@ -337,7 +338,7 @@ def test_a_file_added_to_a_claimed_folder_during_the_run_survives(tmp_path):
     """Issue 27: promotion removed the whole claimed folder, so a file uploaded into it while the
     run checked and retrained was lost. Only the members that were read are removed; the rest
     goes back to the landing folder."""
-    from flows import landing as lz
+    from flows.incoming import landing as lz
 
     landing = tmp_path / "incoming"
     (landing / "pos" / "sub").mkdir(parents=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flows import intake, landing
-from flows.transaction import GateError, check_preconditions
+from flows.incoming import intake, landing
+from flows.incoming.transaction import check_preconditions
+from flows.shell import RepositoryError
 from tests.fixtures import run
 
 
@@ -58,11 +59,11 @@ def test_the_run_refuses_to_start_over_staged_changes(tmp_path):
     check_preconditions(root, "data/raw")  # clean: no complaint
     (root / "notes.txt").write_text("b\n")
     run(["git", "add", "notes.txt"], root)
-    with pytest.raises(GateError, match="the git index has staged changes"):
+    with pytest.raises(RepositoryError, match="the git index has staged changes"):
         check_preconditions(root, "data/raw")
     run(["git", "reset", "-q"], root)
     (root / "data/raw/pos.txt").write_text("很好\n手改\n", encoding="utf-8")  # an uncommitted edit
-    with pytest.raises(GateError, match="data/raw has uncommitted changes"):
+    with pytest.raises(RepositoryError, match="data/raw has uncommitted changes"):
         check_preconditions(root, "data/raw")
     assert (root / "data/raw/pos.txt").read_text(encoding="utf-8") == "很好\n手改\n"  # untouched
 
@@ -70,7 +71,8 @@ def test_the_run_refuses_to_start_over_staged_changes(tmp_path):
 def test_first_and_best_references_walk_the_commits_that_changed_the_predictions(tmp_path, monkeypatch):
     """reference_commits on a real git history: `head` is HEAD; `first` the oldest first-parent
     commit that changed dvc.lock and has predictions; `best` every such commit, oldest first."""
-    from flows import gate, report
+    from flows import report
+    from flows.incoming import gate
 
     root = tmp_path / "repo"
     root.mkdir()

@@ -29,7 +29,7 @@ def test_schedules_and_concurrency_limits_come_from_prefect_yaml(tmp_path):
     assert pipeline.schedules[0].schedule.cron == config["flows/pipeline.py:pipeline"]["schedules"][0]["cron"]
     assert (
         incoming.schedules[0].schedule.interval.total_seconds()
-        == config["flows/incoming.py:incoming"]["schedules"][0]["interval"]
+        == config["flows/incoming/flow.py:incoming"]["schedules"][0]["interval"]
     )
     for dep in (pipeline, incoming):
         assert dep.concurrency_limit == 1 and dep.concurrency_options.collision_strategy.value == "ENQUEUE"

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from flows import incoming, pipeline, prefect_server, serve
+from flows import pipeline, prefect_server, serve
+from flows.incoming import flow as incoming
 from textclf import cli
 
 

@@ -152,7 +152,7 @@ def split_chunked(
         pairs = pd.DataFrame({"g": groups, "s": code}).drop_duplicates()
         bad = pairs["g"].value_counts()
         first = pd.Series(np.arange(len(groups))).groupby(groups).first()
-        raise _leak_error(sorted(to_hex(h[first[bad.index[bad > 1]].to_numpy()]).tolist()))
+        raise leak_error(sorted(to_hex(h[first[bad.index[bad > 1]].to_numpy()]).tolist()))
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     items = (
         (part, code[offsets[i] : offsets[i + 1]], h[offsets[i] : offsets[i + 1]]) for i, part in enumerate(parts())
@@ -167,7 +167,7 @@ def _run(fn, client, *args):
     return fn(*args) if client is None else client.submit(fn, *args, pure=False).result()
 
 
-def _leak_error(leaked: list[str]) -> ContractError:
+def leak_error(leaked: list[str]) -> ContractError:
     summary = f"  column group_id: check one_split_per_group failed for {len(leaked)} value(s)"
     report = schemas.VALIDATION_DIR / "split.json"
     write_json(

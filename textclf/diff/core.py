@@ -157,12 +157,12 @@ def _examples(df: pd.DataFrame, rows: np.ndarray) -> list[dict]:
     for rec in part.to_dict(orient="records"):  # a handful of rows, never the whole frame
         ex = {"doc_id": str(rec["doc_id"]), "label": str(rec["label"])}
         if "text" in rec and rec["text"] is not None:
-            ex["text"] = _snippet(str(rec["text"]))
+            ex["text"] = snippet(str(rec["text"]))
         out.append(ex)
     return out
 
 
-def _snippet(text: str, n: int = SNIPPET) -> str:
+def snippet(text: str, n: int = SNIPPET) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from textclf.diff.core import _snippet
+from textclf.diff.core import snippet
 
 METRICS = ("macro_f1", "accuracy")
 
@@ -127,7 +127,7 @@ def explain(
             "before": str(a_pred[d]),
             "after": str(b.loc[d, "predicted"]),
             "flip": "broken" if d in broken else "fixed",
-            "text": _snippet(str(b_texts.get(d, "") or "")),
+            "text": snippet(str(b_texts.get(d, "") or "")),
             "causes": nearest.get(d, []),
         }
         for d in chosen

@@ -274,14 +274,15 @@ def prefer_best(data: Prepared, first: Outcome, best: Outcome, seed: int, n_boot
     return delta > se, {"delta": delta, "se": se}
 
 
-def _files(name: str) -> tuple[str, str]:
+def checkpoint_files(name: str) -> tuple[str, str]:
+    """The tensors and meta file names an autotune outcome (`best`, `first`) is saved under."""
     return f"{name}.safetensors", f"{name}.json"
 
 
 def save_outcome(folder: Path, out: Outcome, name: str = "best") -> None:
     """An autotune trial's result (trial 0's, the best's), kept beside the search log."""
 
-    tensors_file, meta_file = _files(name)
+    tensors_file, meta_file = checkpoint_files(name)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
         "cfg": out.cfg.to_dict(),
@@ -307,7 +308,7 @@ def save_outcome(folder: Path, out: Outcome, name: str = "best") -> None:
 
 
 def restore_outcome(folder: Path, name: str = "best") -> Outcome | None:
-    tensors_file, meta_file = _files(name)
+    tensors_file, meta_file = checkpoint_files(name)
     try:
         meta = json.loads((folder / meta_file).read_text(encoding="utf-8"))
         with safe_open(str(folder / tensors_file), framework="pt") as f:

@@ -11,12 +11,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows import dvcops
-from flows.intake import (
+from flows.incoming.intake import (
     RawSpec,
     check_file,
 )
-from flows.pipeline import run_logger
-from flows.transaction import dvc_cli, git
+from flows.shell import dvc_cli, git, run_logger
 
 # ---------------------------------------------------------------------------------------------
 # tasks: the steps that show in the Prefect UI

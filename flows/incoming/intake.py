@@ -19,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows import transaction
-from flows.landing import unique_path
-from flows.transaction import Journal
+from flows.incoming import transaction
+from flows.incoming.landing import unique_path
+from flows.incoming.transaction import Journal
+from flows.shell import RepositoryError
 from textclf import schemas
 from textclf.artifacts import read_parquet, write_bytes
 from textclf.data.ingest import ingest
@@ -54,7 +55,7 @@ def raw_spec(root: Path) -> RawSpec:
     params = load_params("ingest", root / "params.yaml")
     path = (root / params.source).resolve()
     if not path.is_dir() or not path.is_relative_to(root.resolve()):
-        raise transaction.GateError(
+        raise RepositoryError(
             f"ingest.source is {params.source!r}: new data needs it to be a folder inside "
             "the repository (e.g. data/raw), which the incoming flow adds files to"
         )

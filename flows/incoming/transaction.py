@@ -21,50 +21,21 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flows import dvcops
+from flows.shell import RepositoryError, dvc_cli, git
 from textclf.artifacts import write_bytes
-from textclf.errors import RunError, StageError
 
 log = logging.getLogger("textclf.flows")
 
 JOURNAL_DIR = Path(".dvc/tmp/textclf-incoming")
-GIT_TIMEOUT_S = 120
 PHASES = ("claimed", "placed", "committed")
-
-
-class GateError(RunError):
-    """The repository is not in a state new data can be promoted from."""
-
-
-def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=root,
-        env=dvcops.subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT_S,
-    )
-    if check and proc.returncode != 0:
-        raise GateError(f"git {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
-
-
-def dvc_cli(root: Path, *args: str, timeout_s: float = 1800, logger=log) -> list[str]:
-    def emit(line: str) -> None:
-        if line.strip():
-            logger.info("dvc %s | %s", args[0], line)
-
-    rc, lines = dvcops.run_command([sys.executable, "-m", "dvc", *args], root, timeout_s, emit)
-    if rc != 0:
-        raise StageError(f"dvc {args[0]}", f"exited with {rc}:\n" + "\n".join(lines[-30:]))
-    return lines
+# the subject of a promotion commit (how recovery knows a commit on top of the run's start is ours)
+PROMOTE_PREFIX = "textclf: promote new data"
 
 
 def tracked_at_head(root: Path, path: str) -> bool:
@@ -106,15 +77,15 @@ def uncommitted_raw_changes(root: Path, raw: str) -> list[str]:
 
 def check_preconditions(root: Path, raw: str) -> None:
     if git(root, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
-        raise GateError(f"{root} has no git commit to compare with or promote onto")
+        raise RepositoryError(f"{root} has no git commit to compare with or promote onto")
     if git(root, "diff", "--cached", "--quiet", check=False).returncode != 0:
-        raise GateError(
+        raise RepositoryError(
             "the git index has staged changes; commit or unstage them first "
             "(the promotion commit must contain only the pipeline's files)"
         )
     problems = uncommitted_raw_changes(root, raw)
     if problems:
-        raise GateError(
+        raise RepositoryError(
             f"{raw} has uncommitted changes, which a rejected or failed run must not touch: "
             + "; ".join(problems[:5])
             + f". Commit them first: `dvc add {raw} && git add {raw}.dvc "
@@ -130,7 +101,7 @@ def check_preconditions(root: Path, raw: str) -> None:
 class Journal:
     run: str
     head: str  # the commit the run started from
-    staging: str  # where the claimed originals are (see flows.landing)
+    staging: str  # where the claimed originals are (see flows.incoming.landing)
     phase: str = "claimed"  # claimed | placed | committed
     created: list[dict] = field(default_factory=list)  # {"path", "sha256"}
     appended: list[dict] = field(default_factory=list)  # {"path", "backup", "before", "after"}
@@ -310,8 +281,6 @@ def committed_by(root: Path, journal: Journal) -> str | None:
         return None
     parent = git(root, "rev-parse", "HEAD~1", check=False).stdout.strip()
     message = git(root, "log", "-1", "--format=%s", check=False).stdout.strip()
-    from flows.gate import PROMOTE_PREFIX
-
     return head if parent == journal.head and message.startswith(PROMOTE_PREFIX) else None
 
 

@@ -25,7 +25,6 @@ log = logging.getLogger("textclf.flows")
 SAME_DOCUMENT_METRICS = {"test.macro_f1", "test.accuracy"}
 MIN_SAME_DOCUMENTS = 30
 REFERENCES = ("head", "first", "best")
-PROMOTE_PREFIX = "textclf: promote new data"
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ def decide(
 def reference_commits(root: Path, reference: str, predictions_file: str) -> list[str]:
     """The commits whose model the new one must match: HEAD, or the first / every commit of the
     branch's first-parent history that changed the test predictions (oldest first)."""
-    from flows.transaction import git
+    from flows.incoming.transaction import git
 
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")

@@ -4,17 +4,17 @@ ingest contract, agree with the corpus, and the retrained model is not worse tha
     python -m flows.incoming                       # data/incoming → data/raw, gate on test.macro_f1
     python -m flows.incoming --tolerance 0.02 --reference best
 
-One run is a transaction (flows.transaction) over claimed landing items (flows.landing):
+One run is a transaction (flows.incoming.transaction) over claimed landing items (flows.incoming.landing):
 
 1. Recover: a journal left by a killed run is finished (it had committed) or undone; items in a
    dead run's staging folder go back to the landing folder.
 2. Refuse to start when the raw folder has uncommitted changes or the git index is not clean.
 3. Claim each ready item by one atomic rename; read it once (no link followed) into a private
    copy. Links, FIFOs, devices and hidden files inside folders go to quarantine with a reason.
-4. Check each copy against the ingest contract (flows.intake), then the batch against the corpus
+4. Check each copy against the ingest contract (flows.incoming.intake), then the batch against the corpus
    (label flips and split moves are quarantined for review, not applied).
 5. Place the accepted copies in the raw folder (journalled), `dvc add` it, run the pipeline.
-6. Gate (flows.gate) against the committed model, or a fixed reference (`first`, `best`).
+6. Gate (flows.incoming.gate) against the committed model, or a fixed reference (`first`, `best`).
 7. Promote: one commit of the pipeline's files; `dvc push` when a default remote is configured.
    Then the claimed originals are removed — only those unchanged since they were read.
 
@@ -35,25 +35,26 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows import dvcops, repolock, report, transaction
-from flows import landing as landing_zone
-from flows.claims import Items, _remember_claims, checks_survived, claim_items, recover
-from flows.gate import (
-    PROMOTE_PREFIX,
+from flows import dvcops, repolock, report
+from flows.incoming import landing as landing_zone
+from flows.incoming import transaction
+from flows.incoming.claims import Items, checks_survived, claim_items, recover, remember_claims
+from flows.incoming.gate import (
     REFERENCES,
     decide_against,
 )
-from flows.intake import (
+from flows.incoming.intake import (
     Verdict,
     batch_problems,
     place,
     raw_spec,
 )
-from flows.pipeline import pipeline, resolve_repo, run_logger
+from flows.incoming.tasks import check_task, commit, push, track_raw
+from flows.incoming.transaction import PROMOTE_PREFIX, Journal
+from flows.pipeline import pipeline, resolve_repo
 from flows.prefect_server import local_server_settings
-from flows.steps import check_task, commit, push, track_raw
-from flows.transaction import GateError, Journal, git
-from textclf.errors import ContractError, RunError, TextclfError
+from flows.shell import git, run_logger
+from textclf.errors import ContractError, ParamsError, RunError, TextclfError
 from textclf.params import load_params
 
 LANDING = "data/incoming"
@@ -98,7 +99,7 @@ class IncomingOptions(BaseModel):
 
 
 def landing_files(folder: Path, min_age_s: float) -> list[Path]:
-    """The landing items a run would claim now (see flows.landing)."""
+    """The landing items a run would claim now (see flows.incoming.landing)."""
     return landing_zone.ready_items(folder, min_age_s, run_logger())
 
 
@@ -159,7 +160,7 @@ def incoming(
         lock_timeout_s=lock_timeout_s,
     )
     if opts.reference not in REFERENCES:
-        raise GateError(f"reference must be one of {', '.join(REFERENCES)}, got {opts.reference!r}")
+        raise ParamsError(f"reference must be one of {', '.join(REFERENCES)}, got {opts.reference!r}")
     root = resolve_repo(opts.repo)
     _paths(root, opts)
     with repolock.run_slot(root, opts.lock_timeout_s, what="incoming flow"):
@@ -204,7 +205,7 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     journal.save(root)
     items = Items(root, journal, landing_dir, quarantine_path)
     claimed = claim_items(ready, staging, items)
-    _remember_claims(root, journal, claimed)
+    remember_claims(root, journal, claimed)
     transaction.fault_point("claimed")
 
     labels = known_labels(root)

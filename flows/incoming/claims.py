@@ -7,11 +7,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from flows import landing as landing_zone
-from flows import transaction
-from flows.pipeline import run_logger
-from flows.steps import push
-from flows.transaction import Journal
+from flows.incoming import landing as landing_zone
+from flows.incoming import transaction
+from flows.incoming.tasks import push
+from flows.incoming.transaction import Journal
+from flows.shell import run_logger
 from textclf.artifacts import write_bytes
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def _journal_claims(journal: Journal) -> list[landing_zone.Claimed]:
     ]
 
 
-def _remember_claims(root: Path, journal: Journal, claimed: list[landing_zone.Claimed]) -> None:
+def remember_claims(root: Path, journal: Journal, claimed: list[landing_zone.Claimed]) -> None:
     journal.claims = [
         {
             "name": c.name,
