@@ -26,14 +26,12 @@ committed, quarantined with a reason, or in the landing folder.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import uuid
 from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field
 
 from flows import dvcops, repolock, report
 from flows.incoming import landing as landing_zone
@@ -42,13 +40,16 @@ from flows.incoming.claims import Items, checks_survived, claim_items, recover, 
 from flows.incoming.gate import (
     REFERENCES,
     decide_against,
+    drift_of,
 )
 from flows.incoming.intake import (
     Verdict,
     batch_problems,
+    known_labels,
     place,
     raw_spec,
 )
+from flows.incoming.options import LANDING, METRIC, QUARANTINE, IncomingOptions, build_parser
 from flows.incoming.tasks import check_task, commit, push, track_raw
 from flows.incoming.transaction import PROMOTE_PREFIX, Journal
 from flows.pipeline import pipeline, resolve_repo
@@ -57,57 +58,10 @@ from flows.shell import git, run_logger
 from textclf.errors import ContractError, ParamsError, RunError, TextclfError
 from textclf.params import load_params
 
-LANDING = "data/incoming"
-QUARANTINE = "data/quarantine"
-METRIC = "test.macro_f1"
-
-
-class IncomingOptions(BaseModel):
-    """The new-data flow's options: one model for the flow's parameters and its command line."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    repo: str = Field(".", description="project root")
-    landing: str = Field(LANDING, description="folder new files are dropped into (repo-relative)")
-    quarantine_dir: str = Field(QUARANTINE, description="where rejected files go, each with a .reason.txt")
-    metric: str = Field(METRIC, description="dotted key in the metrics file the gate compares")
-    metrics_file: str = Field(report.METRICS_FILE, description="the metrics file the gate reads")
-    predictions_file: str = Field(
-        report.PREDICTIONS_FILE,
-        description="test predictions both models are scored from, on the same documents",
-    )
-    tolerance: float = Field(0.01, ge=0, description="how much worse than the reference is still promoted")
-    reference: str = Field("head", description=f"the model to be no worse than: one of {', '.join(REFERENCES)}")
-    target: str | None = Field(None, description="pipeline target stage (default: all stages)")
-    params: list[str] | None = Field(None, description="params overrides for the retraining, committed if promoted")
-    min_age_s: float = Field(5.0, ge=0, description="leave items modified in the last N seconds")
-    max_bad_fraction: float = Field(
-        0.2, ge=0, le=1, description="reject a file if more of its records would be quarantined"
-    )
-    allow_new_labels: bool = Field(False, description="accept files that add classes")
-    allow_drift: bool = Field(False, description="take a batch the drift gate holds (params.yaml drift.*)")
-    push_remote: bool = Field(True, description="dvc push after promotion when a default remote is configured")
-    register_stage: str | None = Field(
-        "prod",
-        pattern=r"^([a-z][a-z0-9-]*)?$",
-        description="after a promotion, register the models it changed (GTO tags) and assign this stage; "
-        "empty or None: do not register",
-    )
-    retries: int = Field(2, ge=0, description="retries of a failed stage")
-    retry_delay_s: float = Field(10.0, ge=0, description="first retry delay (doubles)")
-    lock_timeout_s: float = Field(600.0, ge=0, description="seconds to wait for another run on this repository")
-
 
 def landing_files(folder: Path, min_age_s: float) -> list[Path]:
     """The landing items a run would claim now (see flows.incoming.landing)."""
     return landing_zone.ready_items(folder, min_age_s, run_logger())
-
-
-def known_labels(root: Path) -> set[str] | None:
-    """Labels of the current corpus, from ingest's report (None before the first run)."""
-    stats = report.read_metrics(root, "reports/data/ingest.json")
-    labels = (stats or {}).get("by_label")
-    return set(labels) if isinstance(labels, dict) and labels else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +135,8 @@ def _paths(root: Path, opts: IncomingOptions) -> tuple[Path, Path]:
 
 
 def _run(root: Path, opts: IncomingOptions) -> dict:
-    logger = run_logger()
+    """One run: claim and check the landing items, apply the accepted ones (place, retrain, gate,
+    commit), settle (quarantine, give back or remove the originals; register; push)."""
     landing_dir, quarantine_path = _paths(root, opts)
     outcome: dict = {
         "accepted": [],
@@ -192,11 +147,29 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
         "decision": None,
         "drift": [],
     }
+    claimed = _claim(root, opts, landing_dir, quarantine_path)
+    if claimed is None:
+        return outcome
+    journal, items, spec, claimed_items = claimed
+    accepted = _check(root, opts, items, spec, claimed_items, outcome)
+    if not accepted:
+        journal.close(root)
+        landing_zone.prune_staging(landing_dir)
+        report.publish_incoming(outcome)
+        return outcome
+    decision = _apply(root, opts, journal, items, spec, accepted, landing_dir, outcome)
+    return _settle(root, opts, journal, items, accepted, landing_dir, outcome, decision)
+
+
+def _claim(root: Path, opts: IncomingOptions, landing_dir: Path, quarantine_path: Path):
+    """Recover a killed run, then claim the ready landing items into a new staging folder under a
+    new journal: (journal, items, raw spec, claimed items), or None when nothing is ready."""
+    logger = run_logger()
     recover(root, landing_dir, quarantine_path, opts.push_remote)
     ready = landing_files(landing_dir, opts.min_age_s)
     if not ready:
         logger.info("no new files in %s", landing_dir)
-        return outcome
+        return None
     spec = raw_spec(root)
     transaction.check_preconditions(root, spec.folder)
     journal = Journal(run=uuid.uuid4().hex[:12], head=git(root, "rev-parse", "HEAD").stdout.strip(), staging="")
@@ -207,7 +180,13 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     claimed = claim_items(ready, staging, items)
     remember_claims(root, journal, claimed)
     transaction.fault_point("claimed")
+    return journal, items, spec, claimed
 
+
+def _check(root: Path, opts: IncomingOptions, items: Items, spec, claimed: list, outcome: dict) -> list:
+    """Check every claimed item, then the accepted ones as a batch (duplicates, drift); the
+    rejected are quarantined. The accepted (claimed item, verdict) pairs."""
+    logger = run_logger()
     labels = known_labels(root)
     verdicts: dict[str, tuple[landing_zone.Claimed, Verdict, object]] = {}
     for c in claimed:
@@ -238,14 +217,24 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     outcome["rejected"] = [asdict(v) for _, v, _ in verdicts.values() if not v.accepted]
     outcome["accepted"] = [asdict(v) for _, v in accepted]
     transaction.fault_point("checked")
-    if not accepted:
-        journal.close(root)
-        landing_zone.prune_staging(landing_dir)
-        report.publish_incoming(outcome)
-        return outcome
+    return accepted
 
+
+def _apply(
+    root: Path,
+    opts: IncomingOptions,
+    journal: Journal,
+    items: Items,
+    spec,
+    accepted: list,
+    landing_dir: Path,
+    outcome: dict,
+):
+    """Place the accepted files, retrain through the pipeline flow, gate, and commit a promotion.
+    A failure undoes the run's changes: files that broke a contract are quarantined, the rest
+    given back for the next run. The gate's decision."""
     encoding = load_params("ingest", root / "params.yaml").encoding
-    params_files = sorted({"params.yaml", *dvc_params_files(opts.params)})
+    params_files = sorted({"params.yaml", *transaction.dvc_params_files(opts.params)})
     transaction.capture(root, journal, spec.folder, params_files, opts.target)
     committed_metrics = report.committed_metrics(root, opts.metrics_file)
     committed_preds = report.committed_predictions(root, opts.predictions_file)
@@ -309,6 +298,22 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
             items.give_back(c.original, c.name, f"the run failed ({type(err).__name__}); next run")
         _finish(root, journal, landing_dir, None)
         raise
+    return decision
+
+
+def _settle(
+    root: Path,
+    opts: IncomingOptions,
+    journal: Journal,
+    items: Items,
+    accepted: list,
+    landing_dir: Path,
+    outcome: dict,
+    decision,
+) -> dict:
+    """After the gate: not promoted, undo and quarantine; promoted, remove the committed
+    originals, register the models and push. Register and push failures fail the run after."""
+    logger = run_logger()
     if not outcome["promoted"]:
         logger.warning("not promoted: %s", decision.reason)
         _undo(root, journal)
@@ -337,35 +342,6 @@ def _run(root: Path, opts: IncomingOptions) -> dict:
     if errors:
         raise RunError("; ".join(errors))
     return outcome
-
-
-def drift_of(root: Path, batches: list) -> tuple[list[dict], str | None]:
-    """The drift checks (textclf.drift) of the accepted files together, against the committed
-    model and splits: (the checks as dicts, the hold reason or None). No model or splits yet
-    (the first run): nothing to compare with, no checks."""
-    import pandas as pd
-
-    from textclf import drift, paths
-    from textclf.bundle import BundleError
-    from textclf.predict import Predictor
-
-    if not batches or not (root / paths.BUNDLE).is_dir():
-        return [], None
-    try:
-        predictor = Predictor(root / paths.BUNDLE)
-    except BundleError as err:
-        run_logger().warning("drift not checked: %s", err)
-        return [], None
-    ref = drift.load_reference(root, predictor)
-    if ref is None:
-        return [], None
-    docs = pd.concat(batches, ignore_index=True)
-    checks = drift.check_batch(
-        docs["text"].tolist(), docs["label"], predictor, ref, load_params("drift", root / "params.yaml")
-    )
-    for c in checks:
-        run_logger().info("drift %s: %s%s", c.name, "HELD: " if c.held else "", c.detail)
-    return [c.to_dict() for c in checks], drift.reason(checks) if drift.held(checks) else None
 
 
 def _register(root: Path, commit: str, stage: str) -> tuple[list[str], str | None]:
@@ -397,60 +373,6 @@ def _finish(root: Path, journal: Journal, landing_dir: Path, outcome: dict | Non
     landing_zone.prune_staging(landing_dir)
     if outcome is not None:
         report.publish_incoming(outcome)
-
-
-def dvc_params_files(overrides: list[str] | None) -> list[str]:
-    if not overrides:
-        return []
-    from dvc.utils.cli_parse import to_path_overrides
-
-    return list(to_path_overrides(overrides))
-
-
-# ---------------------------------------------------------------------------------------------
-# command line: one option per IncomingOptions field
-
-
-# options turned off by a flag of their own: (flag, the value it sets, help, the metavar of the
-# option's own flag when it also takes a value, else None)
-OFF_SWITCHES = {
-    "push_remote": ("--no-push", False, "do not dvc push after promotion", None),
-    "register_stage": ("--no-register", "", "do not register the promoted models in the model registry", "STAGE"),
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m flows.incoming", description=__doc__.split("\n\n")[0])
-    for name, f in IncomingOptions.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        help_text = f"{f.description} (default: {f.default})"
-        if name == "params":
-            p.add_argument(
-                "-S",
-                "--set-param",
-                dest="params",
-                action="append",
-                metavar="SECTION.KEY=VALUE",
-                help=help_text,
-            )
-        elif name in OFF_SWITCHES:
-            off, value, off_help, metavar = OFF_SWITCHES[name]
-            p.add_argument(off, dest=name, action="store_const", const=value, default=f.default, help=off_help)
-            if metavar:
-                p.add_argument(flag, dest=name, default=f.default, metavar=metavar, help=help_text)
-        elif f.annotation is bool:
-            p.add_argument(flag, dest=name, action="store_true", help=help_text)
-        else:
-            kind = {float: float, int: int}.get(f.annotation, str)
-            p.add_argument(
-                flag,
-                dest=name,
-                type=kind,
-                default=f.default,
-                help=help_text,
-                **({"choices": REFERENCES} if name == "reference" else {}),
-            )
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

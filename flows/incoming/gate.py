@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows import report
+from flows.shell import run_logger
+from textclf.params import load_params
 
 log = logging.getLogger("textclf.flows")
 
@@ -197,3 +199,36 @@ def decide_against(
         (d.new - d.committed) if d.new is not None and d.committed is not None else float("inf") for d in decisions
     ]
     return decisions[margins.index(min(margins))]
+
+
+# ---------------------------------------------------------------------------------------------
+# drift: is the batch like the corpus?
+
+
+def drift_of(root: Path, batches: list) -> tuple[list[dict], str | None]:
+    """The drift checks (textclf.drift) of the accepted files together, against the committed
+    model and splits: (the checks as dicts, the hold reason or None). No model or splits yet
+    (the first run): nothing to compare with, no checks."""
+    import pandas as pd
+
+    from textclf import drift, paths
+    from textclf.bundle import BundleError
+    from textclf.predict import Predictor
+
+    if not batches or not (root / paths.BUNDLE).is_dir():
+        return [], None
+    try:
+        predictor = Predictor(root / paths.BUNDLE)
+    except BundleError as err:
+        run_logger().warning("drift not checked: %s", err)
+        return [], None
+    ref = drift.load_reference(root, predictor)
+    if ref is None:
+        return [], None
+    docs = pd.concat(batches, ignore_index=True)
+    checks = drift.check_batch(
+        docs["text"].tolist(), docs["label"], predictor, ref, load_params("drift", root / "params.yaml")
+    )
+    for c in checks:
+        run_logger().info("drift %s: %s%s", c.name, "HELD: " if c.held else "", c.detail)
+    return [c.to_dict() for c in checks], drift.reason(checks) if drift.held(checks) else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows import report
 from flows.incoming import transaction
 from flows.incoming.landing import unique_path
 from flows.incoming.transaction import Journal
@@ -294,3 +295,10 @@ def place(copy: Path, root: Path, spec: RawSpec, journal: Journal | None = None,
         write_bytes(dest, data)
         created.append(str(dest))
     return created
+
+
+def known_labels(root: Path) -> set[str] | None:
+    """Labels of the current corpus, from ingest's report (None before the first run)."""
+    stats = report.read_metrics(root, "reports/data/ingest.json")
+    labels = (stats or {}).get("by_label")
+    return set(labels) if isinstance(labels, dict) and labels else None

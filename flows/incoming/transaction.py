@@ -289,3 +289,12 @@ def fault_point(name: str) -> None:
     here (the crash tests use it to stop the flow at each step). No effect otherwise."""
     if os.environ.get("TEXTCLF_FAULT_INJECT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dvc_params_files(overrides: list[str] | None) -> list[str]:
+    """The params files `-S FILE:key=value` overrides name (DVC's grammar), which the run captures."""
+    if not overrides:
+        return []
+    from dvc.utils.cli_parse import to_path_overrides
+
+    return list(to_path_overrides(overrides))
