@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from textclf.paths import copy_project as copy_files  # noqa: E402
+from textclf.paths import copy_project  # noqa: E402
 
 TRIVIAL = (
     "from prefect import flow\n\n@flow\ndef trivial():\n    return 1\n\nif __name__ == '__main__':\n    trivial()\n"
@@ -63,9 +63,9 @@ def timed(cmd: list[str], cwd: Path, e: dict[str, str], timeout: float) -> float
     return seconds
 
 
-def copy_project(dest: Path, e: dict[str, str], source: Path | None = None) -> Path:
+def committed_copy(dest: Path, e: dict[str, str], source: Path | None = None) -> Path:
     """A committed copy of the project; with `source`, that corpus (copied to data/raw/) as ingest.source."""
-    copy_files(ROOT, dest, extra=() if source else ("data/sample",))
+    copy_project(ROOT, dest, extra=() if source else ("data/sample",))
     if source:
         import yaml
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             "flows.pipeline",
             *(["--target", args.target] if args.target else []),
         ]
-        a, b = copy_project(tmp / "a", fresh, args.source), copy_project(tmp / "b", fresh, args.source)
+        a, b = committed_copy(tmp / "a", fresh, args.source), committed_copy(tmp / "b", fresh, args.source)
         print(
             f"{platform.machine()}, {os.cpu_count()} CPUs; target: {args.target or 'all'}",
             flush=True,
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(TEXTCLF_PREFECT_SERVER=temporary: {f['noop_flow_temporary_s']:.1f} s)",
                 flush=True,
             )
-            c = copy_project(tmp / "c", fresh, args.source)
+            c = committed_copy(tmp / "c", fresh, args.source)
             f["flow_server_scratch_s"] = timed(flow, c, fresh, args.timeout)
             print(
                 f"  flows.pipeline, from scratch, the server up (copy C)  {f['flow_server_scratch_s']:7.1f} s = "

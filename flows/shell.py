@@ -1,7 +1,9 @@
 """Subprocess plumbing for the flows, in one place: git, the DVC command line, the run logger.
 
-Every flow module that runs git or `dvc` goes through here, so time-outs, the environment
-(`dvcops.subprocess_env`) and the error a failure raises are the same everywhere.
+Every flow module that runs git goes through `git` here, so time-outs, the environment
+(`dvcops.subprocess_env`) and the error a failure raises are the same everywhere; `dvc_cli` runs a
+DVC command that must succeed (two callers that read DVC's exit code themselves, `dvc status` in
+the transaction and `dvc config` in the tasks, call `dvcops.run_command` directly).
 """
 
 from __future__ import annotations
