@@ -36,7 +36,7 @@ from textclf.data.vocab import build_vocab, count_tokens  # noqa: E402
 from textclf.diff.core import Snapshot, diff_snapshots
 from textclf.diff.render import render_markdown, render_text
 from textclf.params import CleanParams, SplitParams, VocabParams  # noqa: E402
-from textclf.records import read_line_file  # noqa: E402
+from textclf.sources.records import read_line_file  # noqa: E402
 from textclf.text import clean_batch, hash64, normalize, to_hex  # noqa: E402
 
 QUARANTINE_A = {"empty": 1, "label_conflict": 237, "empty_after_cleaning": 12}

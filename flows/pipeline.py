@@ -182,40 +182,13 @@ def pipeline(
             # DVC process of its own — until some stage runs, after which DVC decides each one.
             changed = None if force else dvcops.changed_stages(root, target)
             try:
-                for stage in planned:
-                    current = (
-                        changed is not None
-                        and stage not in changed
-                        and all(s["status"] == "skipped" for s in stages_done)
-                    )
-                    try:
-                        one = stage_task.with_options(name=stage, task_run_name=stage)
-                        if dask_address:  # one at a time, in DVC's order, on the task runner
-                            stages_done.append(
-                                one.submit(
-                                    str(root),
-                                    stage,
-                                    force=force,
-                                    timeout_s=stage_timeout_s,
-                                    dask_address=dask_address,
-                                    current=current,
-                                ).result()
-                            )
-                        else:
-                            stages_done.append(
-                                one(
-                                    str(root),
-                                    stage,
-                                    force=force,
-                                    timeout_s=stage_timeout_s,
-                                    current=current,
-                                )
-                            )
-                    except BaseException as err:
-                        failed = (stage, err)
-                        raise
+                _run_stages(root, planned, changed, stage_task, stages_done, force, stage_timeout_s, dask_address)
                 if experiment == "always" or (experiment == "overrides" and overrides):
                     saved = _save_experiment(root, planned)
+            except BaseException as err:
+                if len(stages_done) < len(planned):  # the stage that was running
+                    failed = (planned[len(stages_done)], err)
+                raise
             finally:
                 _report(root, target, overrides, keep_params, planned, stages_done, metrics_file, failed, saved)
     summary = ", ".join(f"{s['stage']} {s['status']}" for s in stages_done)
@@ -227,6 +200,19 @@ def pipeline(
         "metrics": report.read_metrics(root, metrics_file),
         "experiment": saved.get("name"),
     }
+
+
+def _run_stages(root, planned, changed, stage_task, stages_done, force, timeout_s, dask_address) -> None:
+    """Each planned stage as a task of its own, in DVC's order, one at a time (on the task
+    runner when there is a Dask scheduler); each result is appended to `stages_done` as it ends."""
+    for stage in planned:
+        current = changed is not None and stage not in changed and all(s["status"] == "skipped" for s in stages_done)
+        one = stage_task.with_options(name=stage, task_run_name=stage)
+        options = {"force": force, "timeout_s": timeout_s, "current": current}
+        if dask_address:
+            stages_done.append(one.submit(str(root), stage, dask_address=dask_address, **options).result())
+        else:
+            stages_done.append(one(str(root), stage, **options))
 
 
 def _save_experiment(root: Path, stages: list[str]) -> dict:

@@ -30,7 +30,7 @@ from textclf.data.ingest import ingest
 from textclf.data.split import group_hash
 from textclf.errors import InputError
 from textclf.params import load_params
-from textclf.sources import SPLIT_DIRS, TABULAR_EXT, read_records, resolve_format
+from textclf.sources import FASTTEXT_EXT, SPLIT_DIRS, TABULAR_EXT, ReadOptions, detect_format, read_source
 from textclf.text import clean_batch, decode, hex_array, load_stopwords
 
 SPLIT_FILES = ("train", "valid", "test")
@@ -60,7 +60,7 @@ def raw_spec(root: Path) -> RawSpec:
             f"ingest.source is {params.source!r}: new data needs it to be a folder inside "
             "the repository (e.g. data/raw), which the incoming flow adds files to"
         )
-    fmt = resolve_format(params.model_copy(update={"source": str(path)}))
+    fmt = params.format if params.format != "auto" else detect_format(path)
     return RawSpec(str(path.relative_to(root.resolve())), fmt)
 
 
@@ -91,7 +91,7 @@ def shape_problem(path: Path, spec: RawSpec, root: Path | None = None) -> str | 
     if path.is_dir():
         return f"{spec.folder} holds {spec.format} files: send files, not folders"
     ok = TABULAR_EXT.get(path.suffix.lower()) == spec.format or (
-        spec.format == "fasttext" and path.suffix.lower() in (".txt", ".ft", ".fasttext")
+        spec.format == "fasttext" and path.suffix.lower() in FASTTEXT_EXT
     )
     return None if ok else f"{spec.folder} holds {spec.format} files; {path.name} is not one"
 
@@ -125,7 +125,7 @@ def _check(path, root, spec, known_labels, max_bad_fraction, allow_new_labels):
     params = load_params("ingest", root / "params.yaml")
     # the folder holding the copy (it holds nothing else) is the source, in the raw folder's format
     try:
-        records = read_records(params.model_copy(update={"source": str(path.parent), "format": spec.format}))
+        records = read_source(path.parent, spec.format, ReadOptions.of(params))
         result = ingest(records, params)
         schemas.Documents.validate(result.documents, lazy=True)
         schemas.Rejected.validate(result.rejected, lazy=True)

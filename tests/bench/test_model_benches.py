@@ -52,3 +52,8 @@ def test_flow_overhead(tmp_path):
     out = bench("flow_overhead.py", "--source", str(corpus), "--target", "vocab", timeout=900)
     assert re.search(r"flows\.pipeline, from scratch, the server up \(copy C\) +[\d.]+ s = [\d.]+x dvc repro", out), out
     assert re.search(r"no-op: dvc repro [\d.]+ s; flows\.pipeline [\d.]+ s", out), out
+
+
+def test_slot_wait():
+    out = bench("slot_wait.py", "--rounds", "1", "--hold", "1", timeout=300)
+    assert re.search(r"median: run_slot [\d.]+ s, concurrency\(\) [\d.]+ s; ratio [\d.]+x", out), out

@@ -122,7 +122,7 @@ def test_hidden_folders_inside_a_landing_item_are_quarantined_whole(repo):
 
 
 def test_readers_skip_any_path_with_a_hidden_part(tmp_path):
-    from textclf.sources import read_file_per_doc
+    from textclf.sources.text_formats import read_file_per_doc
 
     (tmp_path / "pos" / ".git").mkdir(parents=True)
     (tmp_path / "pos" / ".git" / "config").write_text("secret")

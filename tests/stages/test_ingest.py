@@ -16,8 +16,7 @@ from textclf import schemas
 from textclf.artifacts import read_parquet
 from textclf.data.ingest import IngestResult, ingest
 from textclf.params import IngestParams
-from textclf.records import RECORD_COLUMNS
-from textclf.sources import read_records
+from textclf.sources import RECORD_COLUMNS, read_records
 from textclf.text import hash64, to_hex
 
 

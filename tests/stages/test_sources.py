@@ -12,8 +12,7 @@ import pytest
 
 from textclf.errors import InputError
 from textclf.params import IngestParams
-from textclf.records import RECORD_COLUMNS
-from textclf.sources import read_records, resolve_format
+from textclf.sources import RECORD_COLUMNS, read_records, resolve_format
 
 
 def records(source, **kw) -> pd.DataFrame:

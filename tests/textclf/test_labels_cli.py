@@ -53,7 +53,7 @@ def test_suspects_prints_the_queue_filtered_and_cut(project, capsys):
 
 def test_suspects_before_the_stage_ran_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["labels", "suspects"]) == 5
+    assert cli.main(["labels", "suspects"]) == 2
     assert "reports/labels/suspects.parquet: not found (run the stage that writes it" in capsys.readouterr().err
 
 
@@ -79,7 +79,7 @@ def test_fix_keeps_the_users_rows_byte_for_byte(project):
     assert data.endswith(b"pos,fedcba9876543210,sarcasm\n")  # the file's own column order
     assert read_corrections(CORRECTIONS)["doc_id"].tolist() == [C, B]
     # a reviewer the file has no column for is refused, not dropped
-    assert cli.main(["labels", "accept", A, "--reviewer", "ana"]) == 5
+    assert cli.main(["labels", "accept", A, "--reviewer", "ana"]) == 2
     assert CORRECTIONS.read_bytes() == data
 
 
@@ -117,7 +117,7 @@ def test_an_edit_saved_while_fix_runs_survives(project, monkeypatch):
 def test_bad_fix_or_accept_is_refused_and_writes_nothing(project, capsys, argv, message):
     CORRECTIONS.parent.mkdir(parents=True)
     CORRECTIONS.write_text("doc_id,label\n", encoding="utf-8")
-    assert cli.main(["labels", *argv]) == 5
+    assert cli.main(["labels", *argv]) == 2
     assert message in capsys.readouterr().err
     assert CORRECTIONS.read_text(encoding="utf-8") == "doc_id,label\n"
 
@@ -125,6 +125,6 @@ def test_bad_fix_or_accept_is_refused_and_writes_nothing(project, capsys, argv, 
 def test_an_unparseable_corrections_file_is_left_alone(project, capsys):
     CORRECTIONS.parent.mkdir(parents=True)
     CORRECTIONS.write_text("doc_id,label\nbroken-row\n", encoding="utf-8")
-    assert cli.main(["labels", "fix", A, "neg"]) == 5
+    assert cli.main(["labels", "fix", A, "neg"]) == 2
     assert "line 2" in capsys.readouterr().err
     assert CORRECTIONS.read_text(encoding="utf-8") == "doc_id,label\nbroken-row\n"

@@ -9,7 +9,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -214,3 +217,83 @@ def test_a_server_that_is_not_ours_on_the_port_is_not_taken(home, monkeypatch):
         srv.shutdown()
         os.killpg(other.pid, 9)
         other.wait()
+
+
+def _group_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not ps._group_alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _holders(target: str) -> set[int]:
+    """The processes that have a file descriptor open on `target` (e.g. "pipe:[1234]")."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_prefects_own_background_server_logs_to_pipes_nobody_reads(home):
+    """Why flows.prefect_server supervises its own server: `prefect server start --background`
+    (Prefect 3.9.1) gives the server's stdout and stderr to pipes that only the starting command
+    could read, and that command has exited: whatever the server logs (why it failed to start, a
+    database error) is lost. Our server logs to $PREFECT_HOME/textclf-server.log. If this test
+    fails, Prefect keeps the background server's log: start it through `--background`."""
+    home.mkdir(parents=True)
+    port = ps.free_port()
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--background", "--host", "127.0.0.1"]
+    started = subprocess.run([*cmd, "--port", str(port)], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int((home / ps.PREFECT_PID_NAME).read_text())
+    try:
+        for fd in (1, 2):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            assert target.startswith("pipe:"), target  # not a log file
+            # only the server itself holds the pipe: it has no reader left
+            assert _holders(target) <= {pid} | {c.pid for c in psutil.Process(pid).children(recursive=True)}
+    finally:
+        subprocess.run([sys.executable, "-m", "prefect", "server", "stop"], env=env, capture_output=True, timeout=60)
+        try:
+            psutil.Process(pid).wait(20)  # it shares this process's group: never signal the group
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            os.kill(pid, 9)
+
+
+def test_no_server_outlives_its_home_and_prefects_stop_stops_ours(home, monkeypatch, tmp_path):
+    """A server started in a home that is then deleted stops by itself, and the next start, in
+    another home, gets the default port instead of starting a second server on a random one.
+    Prefect's own `prefect server stop` stops our server (its pid file names our supervisor)."""
+    import shutil
+
+    port = ps.free_port()
+    monkeypatch.setattr(ps, "DEFAULT_PORT", port)
+    first = ps.start()
+    assert first["api_url"] == f"http://127.0.0.1:{port}/api"
+    assert int((home / ps.PREFECT_PID_NAME).read_text()) == first["pid"]
+    shutil.rmtree(home)  # a temporary PREFECT_HOME, or a deleted clone's
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "second"))
+    second = ps.start()
+    try:
+        assert _group_gone(first["pid"], 30), "the server outlived its PREFECT_HOME"
+        assert second["api_url"] == f"http://127.0.0.1:{port}/api"  # the default port, not a random one
+        assert ps.running() == second
+        stopped = subprocess.run(
+            [sys.executable, "-m", "prefect", "server", "stop"], capture_output=True, text=True, timeout=60
+        )
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert _group_gone(second["pid"], 30), "`prefect server stop` did not stop it"
+        assert ps.running() is None
+    finally:
+        ps.stop()

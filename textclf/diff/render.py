@@ -74,13 +74,26 @@ def render_markdown(diff: dict, level: int = 2) -> str:
 def _blocks(d: dict) -> list[tuple]:
     """The report as blocks: ("title"|"warning"|"heading"|"para", text), ("list", items),
     ("table", headers, rows). Anything that comes from the data sits in a `code` span (`_code`):
-    literal in Markdown, its backticks dropped in the terminal."""
+    literal in Markdown, its backticks dropped in the terminal. One function per section."""
     A, B = d["a"]["rev"], d["b"]["rev"]
     blocks: list[tuple] = [("title", f"Data diff: {_rev_name(d['a'])} → {_rev_name(d['b'])}")]
     blocks += [("warning", w) for w in d.get("warnings", [])]
+    blocks += _document_blocks(d["documents"], A, B)
+    blocks += _label_blocks(d["labels"], A, B)
+    blocks += _split_blocks(d["splits"], A, B)
+    blocks += _quarantine_blocks(d["quarantine"], A, B)
+    blocks += _vocab_blocks(d["vocab"], A, B)
+    for kind in ("params", "metrics"):
+        blocks += _change_blocks(d, kind, A, B)
+    if "drift" in d:
+        blocks += _drift_blocks(d["drift"], A, B)
+    if "explain" in d:
+        blocks += _explain_blocks(d["explain"], A, B)
+    return blocks
 
-    docs = d["documents"]
-    blocks += [
+
+def _document_blocks(docs: dict, A: str, B: str) -> list[tuple]:
+    blocks: list[tuple] = [
         ("heading", "Documents"),
         (
             "table",
@@ -104,74 +117,48 @@ def _blocks(d: dict) -> list[tuple]:
     ]
     if items:
         blocks += [("para", "Examples:"), ("list", items)]
+    return blocks
 
-    blocks += [
-        ("heading", "Labels"),
-        (
-            "table",
-            ["label", A, B, "Δ", f"share {A}", f"share {B}", "Δ share"],
-            [
-                [
-                    _code(k),
-                    _n(v["a"]),
-                    _n(v["b"]),
-                    _signed(v["delta"]),
-                    _pct(v["share_a"]),
-                    _pct(v["share_b"]),
-                    _pp(v["share_delta"]),
-                ]
-                for k, v in d["labels"].items()
-            ],
-        ),
-    ]
 
-    sp = d["splits"]
-    blocks += [
-        ("heading", "Splits"),
-        (
-            "table",
-            ["split", A, B, "Δ", "entered", "left"],
-            [
-                [
-                    _code(k),
-                    _n(v["a"]),
-                    _n(v["b"]),
-                    _signed(v["delta"]),
-                    _n(v["added"]),
-                    _n(v["removed"]),
-                ]
-                for k, v in sp["counts"].items()
-            ],
-        ),
-    ]
-    if sp["moved"]:
-        blocks += [
-            (
-                "para",
-                f"{sp['moved']:,} document(s) present at both revisions changed split (there should be none), e.g.:",
-            ),
-            (
-                "list",
-                [f"{_code(e['doc_id'])} {_code(e['split_a'])} → {_code(e['split_b'])}" for e in sp["moved_examples"]],
-            ),
+def _label_blocks(labels: dict, A: str, B: str) -> list[tuple]:
+    rows = [
+        [
+            _code(k),
+            _n(v["a"]),
+            _n(v["b"]),
+            _signed(v["delta"]),
+            _pct(v["share_a"]),
+            _pct(v["share_b"]),
+            _pp(v["share_delta"]),
         ]
-    else:
-        blocks.append(("para", "No document present at both revisions changed split."))
+        for k, v in labels.items()
+    ]
+    return [("heading", "Labels"), ("table", ["label", A, B, "Δ", f"share {A}", f"share {B}", "Δ share"], rows)]
 
-    q = d["quarantine"]
+
+def _split_blocks(sp: dict, A: str, B: str) -> list[tuple]:
+    rows = [
+        [_code(k), _n(v["a"]), _n(v["b"]), _signed(v["delta"]), _n(v["added"]), _n(v["removed"])]
+        for k, v in sp["counts"].items()
+    ]
+    blocks: list[tuple] = [("heading", "Splits"), ("table", ["split", A, B, "Δ", "entered", "left"], rows)]
+    if not sp["moved"]:
+        return [*blocks, ("para", "No document present at both revisions changed split.")]
+    moved = [f"{_code(e['doc_id'])} {_code(e['split_a'])} → {_code(e['split_b'])}" for e in sp["moved_examples"]]
+    return [
+        *blocks,
+        ("para", f"{sp['moved']:,} document(s) present at both revisions changed split (there should be none), e.g.:"),
+        ("list", moved),
+    ]
+
+
+def _quarantine_blocks(q: dict, A: str, B: str) -> list[tuple]:
     rows = [[_code(k), _n(v["a"]), _n(v["b"]), _signed(v["delta"])] for k, v in q["by_reason"].items()]
     rows.append(["total", _n(q["total"]["a"]), _n(q["total"]["b"]), _signed(q["total"]["delta"])])
-    blocks += [("heading", "Quarantine"), ("table", ["reason", A, B, "Δ"], rows)]
+    return [("heading", "Quarantine"), ("table", ["reason", A, B, "Δ"], rows)]
 
-    v = d["vocab"]
-    blocks += [
-        ("heading", "Vocabulary"),
-        (
-            "table",
-            ["", A, B, "Δ"],
-            [["size", _n(v["size_a"]), _n(v["size_b"]), _signed(v["delta"])]],
-        ),
-    ]
+
+def _vocab_blocks(v: dict, A: str, B: str) -> list[tuple]:
     lines = [
         f"tokens added: {v['added']:,}" + _tops(v["top_added"]),
         f"tokens dropped: {v['dropped']:,}" + _tops(v["top_dropped"]),
@@ -182,30 +169,31 @@ def _blocks(d: dict) -> list[tuple]:
             f"{_pct(v['oov_rate_test_b_under_a'], 2)} under {A}'s vocabulary, "
             f"{_pct(v['oov_rate_test_b_under_b'], 2)} under its own"
         )
-    blocks.append(("list", lines))
+    return [
+        ("heading", "Vocabulary"),
+        ("table", ["", A, B, "Δ"], [["size", _n(v["size_a"]), _n(v["size_b"]), _signed(v["delta"])]]),
+        ("list", lines),
+    ]
 
-    for kind, title, cols in (
-        ("params", "Params", ["file", "param", A, B]),
-        ("metrics", "Metrics", ["file", "metric", A, B, "Δ"]),
-    ):
-        changes = d.get(kind)
-        blocks.append(("heading", title))
-        if changes is None:
-            blocks.append(("para", f"({kind} not compared)"))
-            continue
-        rows = [
-            [_code(path), _code(key), _val(c.get("old")), _val(c.get("new"))]
-            + ([_val(c.get("diff"), signed=True)] if kind == "metrics" else [])
-            for path, keys in changes.items()
-            for key, c in keys.items()
-        ]
-        blocks.append(("table", cols, rows) if rows else ("para", f"No {kind} changed."))
-        if d.get("unreadable", {}).get(kind):
-            blocks.append(("para", "Not compared: " + "; ".join(d["unreadable"][kind]) + "."))
-    if "drift" in d:
-        blocks += _drift_blocks(d["drift"], A, B)
-    if "explain" in d:
-        blocks += _explain_blocks(d["explain"], A, B)
+
+def _change_blocks(d: dict, kind: str, A: str, B: str) -> list[tuple]:
+    """The params or metrics that changed (`kind`), as `dvc params|metrics diff` shows them."""
+    title, cols = {
+        "params": ("Params", ["file", "param", A, B]),
+        "metrics": ("Metrics", ["file", "metric", A, B, "Δ"]),
+    }[kind]
+    changes = d.get(kind)
+    if changes is None:
+        return [("heading", title), ("para", f"({kind} not compared)")]
+    rows = [
+        [_code(path), _code(key), _val(c.get("old")), _val(c.get("new"))]
+        + ([_val(c.get("diff"), signed=True)] if kind == "metrics" else [])
+        for path, keys in changes.items()
+        for key, c in keys.items()
+    ]
+    blocks: list[tuple] = [("heading", title), ("table", cols, rows) if rows else ("para", f"No {kind} changed.")]
+    if d.get("unreadable", {}).get(kind):
+        blocks.append(("para", "Not compared: " + "; ".join(d["unreadable"][kind]) + "."))
     return blocks
 
 

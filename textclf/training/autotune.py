@@ -21,6 +21,7 @@ Optuna is imported here only, so the rest of training runs without it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -126,6 +127,17 @@ TrialFn = Callable[[TrainParams, Callable[[int, float], None], float], tuple[Any
 Prefer = Callable[[Any, Any], tuple[bool, dict]]
 
 
+@dataclasses.dataclass
+class _Progress:
+    """What the search has so far: finished trials, the best one and the results it keeps."""
+
+    done: list[Trial] = dataclasses.field(default_factory=list)
+    elapsed_before: float = 0.0  # seconds spent before a resume
+    best: Trial | None = None
+    best_result: Any = None
+    first_result: Any = None  # trial 0's (the params as written), when it completed
+
+
 def search(
     p: TrainParams,
     run_trial: TrialFn,
@@ -156,124 +168,135 @@ def search(
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     families = tuple(dict.fromkeys((p.model, *at.families)))  # the family as written is always searched
     study = optuna.create_study(direction="maximize", pruner=_pruner(at.pruner, at.trials))
-    done: list[Trial] = []
-    elapsed_before = 0.0
-    best: Trial | None = None
-    best_result = first_result = None
     if checkpoint is not None:
         checkpoint.mkdir(parents=True, exist_ok=True)
-    if checkpoint is not None and restore is not None:
-        resumed = _load_log(checkpoint, fingerprint)
-        if resumed is not None:
-            done, elapsed_before, best_number = resumed
-            best = next((t for t in done if t.number == best_number), None)
-            best_result = restore(checkpoint, "best") if best is not None else None
-            first_ok = bool(done) and done[0].state == "complete"
-            first_result = restore(checkpoint, "first") if first_ok else None
-            if (best is not None and best_result is None) or (first_ok and first_result is None):
-                done, elapsed_before, best, best_result, first_result = (
-                    [],
-                    0.0,
-                    None,
-                    None,
-                    None,
-                )  # incomplete
-            for t in done:
-                study.add_trial(_frozen(optuna, t))
-            if done:
-                log.info("autotune: resuming after %d finished trial(s)", len(done))
-    start = clock() - elapsed_before
+    got = _resume(optuna, study, checkpoint, fingerprint, restore) if checkpoint and restore else _Progress()
+    start = clock() - got.elapsed_before
     deadline = start + at.budget_s
     stopped_by = "trials"
-    for number in range(len(done), at.trials):
-        if best is not None and clock() >= deadline:
+    for number in range(len(got.done), at.trials):
+        if got.best is not None and clock() >= deadline:
             stopped_by = "budget"
             break
-        study.sampler = optuna.samplers.TPESampler(
-            seed=at.seed * 1_000_003 + number,
-            multivariate=True,
-            group=True,
-            n_startup_trials=max(4, at.trials // 3),
-        )
-        if number == 0:
-            study.enqueue_trial(as_written(p, families))
-        trial = study.ask()
-        overrides = suggest(trial, p, families)
-        t0 = clock()
-        reached: dict[int, float] = {}
-
-        def report(epoch: int, value: float, final: bool = False, trial=trial, reached=reached) -> None:
-            reached[epoch] = value
-            trial.report(value, epoch)
-            if not final and trial.should_prune():
-                raise Pruned()
-
-        state, result = "complete", None
-        try:
-            result, cut = run_trial(apply(p, overrides), report, deadline)
-            if cut:
-                state = "budget"
-        except Pruned:
-            state = "pruned"
-        value = score(result) if result is not None else (max(reached.values()) if reached else None)
-        if state == "complete":
-            study.tell(trial, value)
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        frozen = study.trials[-1]
-        rec = Trial(
-            number,
-            overrides,
-            state,
-            value,
-            max(reached, default=0),
-            clock() - t0,
-            dict(reached),
-            dict(frozen.system_attrs),
-            {k: optuna.distributions.distribution_to_json(d) for k, d in frozen.distributions.items()},
-            dict(frozen.params),
-        )
-        log.info(
-            "autotune trial %d/%d %s: %s; valid macro-F1 %s (%.1f s)",
-            number + 1,
-            at.trials,
-            state,
-            _describe(overrides),
-            "n/a" if value is None else f"{value:.4f}",
-            rec.seconds,
-        )
-        done.append(rec)
+        rec, result = _run_trial(optuna, study, number, p, families, run_trial, score, deadline, clock)
+        got.done.append(rec)
         # a trial the budget cut counts only when no trial finished before it
-        usable = state == "complete" or (state == "budget" and best is None and result is not None)
-        if number == 0 and state == "complete":
-            first_result = result
+        usable = rec.state == "complete" or (rec.state == "budget" and got.best is None and result is not None)
+        if number == 0 and rec.state == "complete":
+            got.first_result = result
             if checkpoint is not None and save is not None:
                 save(checkpoint, result, "first")
-        if usable and (best is None or value > best.value):
-            best, best_result = rec, result
+        if usable and (got.best is None or rec.value > got.best.value):
+            got.best, got.best_result = rec, result
             if checkpoint is not None and save is not None:
                 save(checkpoint, result, "best")
         if checkpoint is not None:
-            _save_log(checkpoint, fingerprint, done, clock() - start, best.number if best else None)
-        if state == "budget":
+            _save_log(checkpoint, fingerprint, got.done, clock() - start, got.best.number if got.best else None)
+        if rec.state == "budget":
             stopped_by = "budget"
             break
-    if best is None:
+    if got.best is None:
         raise RuntimeError("autotune: no trial finished within train.autotune.budget_s")
-    choice: dict = {}
-    if best.number != 0 and first_result is not None and prefer is not None:
-        switch, choice = prefer(first_result, best_result)
-        choice = {**choice, "kept_trial_0": not switch}
-        if not switch:
-            log.info(
-                "autotune: trial %d beats trial 0 on valid by %+.4f, not more than its standard error %.4f: "
-                "keeping the params as written",
-                best.number,
-                choice.get("delta", float("nan")),
-                choice.get("se", float("nan")),
-            )
-            best, best_result = done[0], first_result
-    return SearchResult(best, best_result, apply(p, best.params), done, stopped_by, clock() - start, choice)
+    best, best_result, choice = _choose(got, prefer)
+    return SearchResult(best, best_result, apply(p, best.params), got.done, stopped_by, clock() - start, choice)
+
+
+def _resume(optuna, study, checkpoint: Path, fingerprint: str, restore: Callable[[Path, str], Any]) -> _Progress:
+    """The finished trials a checkpoint holds (added to `study`) and the results it kept; nothing
+    when the checkpoint is missing, from other params, or incomplete."""
+    resumed = _load_log(checkpoint, fingerprint)
+    if resumed is None:
+        return _Progress()
+    done, elapsed_before, best_number = resumed
+    best = next((t for t in done if t.number == best_number), None)
+    best_result = restore(checkpoint, "best") if best is not None else None
+    first_ok = bool(done) and done[0].state == "complete"
+    first_result = restore(checkpoint, "first") if first_ok else None
+    if (best is not None and best_result is None) or (first_ok and first_result is None):
+        return _Progress()  # incomplete
+    for t in done:
+        study.add_trial(_frozen(optuna, t))
+    if done:
+        log.info("autotune: resuming after %d finished trial(s)", len(done))
+    return _Progress(done, elapsed_before, best, best_result, first_result)
+
+
+def _run_trial(optuna, study, number: int, p: TrainParams, families, run_trial: TrialFn, score, deadline, clock):
+    """Trial `number` (trial 0: the params as written), told to `study`: (its record, its result)."""
+    at = p.autotune
+    study.sampler = optuna.samplers.TPESampler(
+        seed=at.seed * 1_000_003 + number,
+        multivariate=True,
+        group=True,
+        n_startup_trials=max(4, at.trials // 3),
+    )
+    if number == 0:
+        study.enqueue_trial(as_written(p, families))
+    trial = study.ask()
+    overrides = suggest(trial, p, families)
+    t0 = clock()
+    reached: dict[int, float] = {}
+
+    def report(epoch: int, value: float, final: bool = False) -> None:
+        reached[epoch] = value
+        trial.report(value, epoch)
+        if not final and trial.should_prune():
+            raise Pruned()
+
+    state, result = "complete", None
+    try:
+        result, cut = run_trial(apply(p, overrides), report, deadline)
+        if cut:
+            state = "budget"
+    except Pruned:
+        state = "pruned"
+    value = score(result) if result is not None else (max(reached.values()) if reached else None)
+    if state == "complete":
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    frozen = study.trials[-1]
+    rec = Trial(
+        number,
+        overrides,
+        state,
+        value,
+        max(reached, default=0),
+        clock() - t0,
+        dict(reached),
+        dict(frozen.system_attrs),
+        {k: optuna.distributions.distribution_to_json(d) for k, d in frozen.distributions.items()},
+        dict(frozen.params),
+    )
+    log.info(
+        "autotune trial %d/%d %s: %s; valid macro-F1 %s (%.1f s)",
+        number + 1,
+        at.trials,
+        state,
+        _describe(overrides),
+        "n/a" if value is None else f"{value:.4f}",
+        rec.seconds,
+    )
+    return rec, result
+
+
+def _choose(got: _Progress, prefer: Prefer | None) -> tuple[Trial, Any, dict]:
+    """The best trial, unless `prefer` keeps trial 0 (the params as written): (trial, result, why)."""
+    best, best_result = got.best, got.best_result
+    if best.number == 0 or got.first_result is None or prefer is None:
+        return best, best_result, {}
+    switch, choice = prefer(got.first_result, best_result)
+    choice = {**choice, "kept_trial_0": not switch}
+    if switch:
+        return best, best_result, choice
+    log.info(
+        "autotune: trial %d beats trial 0 on valid by %+.4f, not more than its standard error %.4f: "
+        "keeping the params as written",
+        best.number,
+        choice.get("delta", float("nan")),
+        choice.get("se", float("nan")),
+    )
+    return got.done[0], got.first_result, choice
 
 
 def _pruner(name: str, trials: int):

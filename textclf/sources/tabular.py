@@ -1,13 +1,15 @@
 """Tabular raw sources: CSV/TSV (pyarrow.csv), JSONL and Parquet, one record per row.
 
-Columns are chosen by `ingest.text_column` / `label_column` / `split_column`; a row that cannot be a
-record (a field that does not parse, a missing column value) comes back with a `reason`."""
+Each reader is `(path, ReadOptions) -> Iterator[record frame]`. Columns are chosen by
+`ingest.text_column` / `label_column` / `split_column`; a row that cannot be a record (a field
+that does not parse, a missing column value) comes back with a `reason`."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,26 +18,60 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from textclf.errors import InputError
-from textclf.params import IngestParams
-from textclf.records import is_binary, read_bytes, read_line_file, record_frame
+from textclf.sources.records import (
+    ReadOptions,
+    empty_records,
+    is_binary,
+    read_bytes,
+    read_line_file,
+    record_frame,
+    require_columns,
+    whole_file_record,
+)
 from textclf.text import decode
 
-# ---------------------------------------------------------------------------------------------
-# tabular formats
+TABULAR_EXT = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
 
 
-def source_columns(params: IngestParams) -> dict[str, str | None]:
-    return {"text": params.text_column, "label": params.label_column, "split": params.split_column}
+def read_csv(path: Path, opts: ReadOptions) -> Iterator[pd.DataFrame]:
+    yield _read_delimited(path, opts, sep=",")
 
 
-def select_columns(df: pd.DataFrame, path: Path, params: IngestParams, first_line: int) -> pd.DataFrame:
-    wanted = {k: v for k, v in source_columns(params).items() if v is not None}
-    missing = [v for v in wanted.values() if v not in df.columns]
-    if missing:
-        raise InputError(
-            f"{path}: column(s) {missing} not found; columns are {list(df.columns)} "
-            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
-        )
+def read_tsv(path: Path, opts: ReadOptions) -> Iterator[pd.DataFrame]:
+    yield _read_delimited(path, opts, sep="\t")
+
+
+def read_parquet(path: Path, opts: ReadOptions) -> Iterator[pd.DataFrame]:
+    """The whole file, or with `opts.chunk_rows` row batches of at most that many (memory bounded
+    by the batch, not the file)."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+    if opts.chunk_rows is None:
+        try:
+            table = pf.read()
+        except (pa.ArrowInvalid, OSError) as err:
+            raise InputError(f"{path}: not a readable Parquet file: {err}") from None
+        yield _select_columns(table.to_pandas(), path, opts, first_line=1)
+        return
+    require_columns(path, pf.schema_arrow.names, opts)
+    line = 1
+    for batch in pf.iter_batches(batch_size=opts.chunk_rows, columns=list(dict.fromkeys(opts.columns.values()))):
+        df = batch.to_pandas()
+        yield _select_columns(df, path, opts, first_line=line)
+        line += len(df)
+
+
+def _select_columns(df: pd.DataFrame, path: Path, opts: ReadOptions, first_line: int) -> pd.DataFrame:
+    require_columns(path, df.columns, opts)
+    wanted = opts.columns
     n = len(df)
 
     def col(name):
@@ -56,18 +92,18 @@ def select_columns(df: pd.DataFrame, path: Path, params: IngestParams, first_lin
     )
 
 
-def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
+def _read_delimited(path: Path, opts: ReadOptions, sep: str) -> pd.DataFrame:
     """CSV / TSV through Arrow's multi-threaded parser, every column as text (numbers stay their
     text, empty fields stay empty strings). Bytes are handed to the parser as UTF-8: as they are
     when they are UTF-8, transcoded once when they are GB18030 or the declared encoding."""
     data = read_bytes(path)
-    if is_binary(data, params.encoding):
-        return record_frame([f"<binary file, {len(data)} bytes>"], [None], [None], [str(path)], [None], ["binary"])
-    utf8 = _as_utf8(data, params.encoding)
+    if is_binary(data, opts.encoding):
+        return whole_file_record(path, f"<binary file, {len(data)} bytes>", "binary")
+    utf8 = _as_utf8(data, opts.encoding)
     if utf8 is None:
         raise InputError(f"{path}: not decodable as UTF-8 or GB18030 (set ingest.encoding)")
     if not utf8.strip():
-        return record_frame([], [], [], [], [], [])
+        return empty_records()
     names = _header(utf8, sep)
     what = "TSV" if sep == "\t" else "CSV"
     if len(set(names)) != len(names):
@@ -91,13 +127,8 @@ def read_delimited(path: Path, params: IngestParams, sep: str) -> pd.DataFrame:
         raise InputError(f"{path}: not valid {what}: {str(err).splitlines()[0]}") from None
     if any(t != pa.string() for t in table.schema.types):  # a header the csv module read otherwise
         table = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
-    wanted = {k: v for k, v in source_columns(params).items() if v is not None}
-    missing = [v for v in wanted.values() if v not in table.column_names]
-    if missing:
-        raise InputError(
-            f"{path}: column(s) {missing} not found; columns are {table.column_names} "
-            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
-        )
+    require_columns(path, table.column_names, opts)
+    wanted = opts.columns
     n = table.num_rows
 
     def col(name):
@@ -142,9 +173,9 @@ def _header(utf8: bytes, sep: str) -> list[str]:
     return next(reader, [])
 
 
-def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
-    lines = read_line_file(path, None, None, params.encoding)
-    cols = {k: v for k, v in source_columns(params).items() if v is not None}
+def read_jsonl(path: Path, opts: ReadOptions) -> Iterator[pd.DataFrame]:
+    lines = read_line_file(path, None, None, opts.encoding)
+    cols = opts.columns
     texts, labels, splits, reasons = [], [], [], []
     keys: set[str] = set()
     for raw, reason in zip(lines["text"], lines["reason"], strict=True):
@@ -172,18 +203,6 @@ def read_jsonl(path: Path, params: IngestParams) -> pd.DataFrame:
         sp = obj.get(cols["split"]) if "split" in cols else None
         splits.append(None if sp is None else str(sp))
         reasons.append(None if text is not None else "malformed")
-    missing = [v for v in cols.values() if v not in keys]
-    if keys and missing:  # a column no record has is a setting to fix, not a data problem
-        raise InputError(
-            f"{path}: column(s) {missing} not found in any record; columns are {sorted(keys)} "
-            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
-        )
-    return record_frame(texts, labels, splits, lines["source"], lines["line"], reasons)
-
-
-def read_parquet_source(path: Path, params: IngestParams) -> pd.DataFrame:
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"{path}: not a readable Parquet file: {err}") from None
-    return select_columns(table.to_pandas(), path, params, first_line=1)
+    if keys:  # a column no record has is a setting to fix, not a data problem
+        require_columns(path, sorted(keys), opts, where=" in any record")
+    yield record_frame(texts, labels, splits, lines["source"], lines["line"], reasons)

@@ -1,4 +1,5 @@
-"""The record frame every raw-source reader returns, and what the readers share.
+"""The record frame every raw-source reader returns, the options a reader takes, and what the
+readers share. Imports nothing else of `textclf.sources`.
 
 Record frame columns: text (decoded, not yet normalised; for bad bytes a backslash-escaped form),
 label, split (predefined, may be null), source (file), line (1-based, null for whole files),
@@ -6,6 +7,9 @@ reason (null, or why the reader already rejects it)."""
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,52 @@ from textclf.errors import InputError
 from textclf.text import MARKER, decode, looks_binary
 
 RECORD_COLUMNS = ["text", "label", "split", "source", "line", "reason"]
-# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """How a reader reads one path: the `ingest.*` keys a reader needs, and nothing else.
+
+    `chunk_rows`: a reader that can stream (Parquet) yields frames of at most this many records;
+    None reads a file whole."""
+
+    encoding: str = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = None
+    chunk_rows: int | None = None
+
+    def __post_init__(self):
+        if self.encoding != "auto":  # a typo would otherwise quarantine every record as undecodable
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise InputError(
+                    f"ingest.encoding: unknown encoding {self.encoding!r} "
+                    "(auto, or a Python codec name such as utf-8, gb18030, big5, latin-1)"
+                ) from None
+
+    @classmethod
+    def of(cls, params) -> ReadOptions:
+        """The options of an `IngestParams` (the one place the params become reader options)."""
+        return cls(params.encoding, params.text_column, params.label_column, params.split_column)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """record field → source column, for the columns that are set."""
+        named = {"text": self.text_column, "label": self.label_column, "split": self.split_column}
+        return {k: v for k, v in named.items() if v is not None}
+
+
+def require_columns(path: Path, found: Iterable[str], opts: ReadOptions, where: str = "") -> None:
+    """InputError unless every column `opts` names is among `found` (`where`: e.g. " in any record")."""
+    found = list(found)
+    missing = [v for v in opts.columns.values() if v not in found]
+    if missing:
+        raise InputError(
+            f"{path}: column(s) {missing} not found{where}; columns are {found} "
+            "(set ingest.text_column / ingest.label_column / ingest.split_column)"
+        )
 
 
 def is_binary(data: bytes, encoding: str) -> bool:
@@ -52,6 +101,15 @@ def record_frame(text, label, split, source, line, reason) -> pd.DataFrame:
     return df[RECORD_COLUMNS]
 
 
+def empty_records() -> pd.DataFrame:
+    return record_frame([], [], [], [], [], [])
+
+
+def whole_file_record(path: Path, text: str, reason: str, label=None, split=None) -> pd.DataFrame:
+    """One record standing for a whole file the readers reject (binary, not part of a layout)."""
+    return record_frame([text], [label], [split], [str(path)], [None], [reason])
+
+
 def read_line_file(
     path: Path, label: str | None, split: str | None, encoding: str, source: str | None = None
 ) -> pd.DataFrame:
@@ -59,9 +117,9 @@ def read_line_file(
     source = source or str(path)
     data = read_bytes(path)
     if is_binary(data, encoding):
-        return record_frame([f"<binary file, {len(data)} bytes>"], [label], [split], [source], [None], ["binary"])
+        return whole_file_record(source, f"<binary file, {len(data)} bytes>", "binary", label, split)
     if not data:
-        return record_frame([], [], [], [], [], [])
+        return empty_records()
     text = decode(data, encoding)
     reason: np.ndarray | None = None
     if text is not None:

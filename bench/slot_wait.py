@@ -1,0 +1,101 @@
+"""How long a waiting flow run takes to get the repository's slot once its holder lets go:
+Prefect's own `concurrency()` against `flows.repolock.run_slot` (which calls the same lease API
+itself), on one local Prefect server (flows.prefect_server, a fresh PREFECT_HOME).
+
+For each round a holder takes the slot, holds it `--hold` seconds and lets go; a waiter started
+just after the holder measures from the release to getting the slot. `concurrency()` waits as
+the server's 423 answers tell it (`Retry-After`: the limit's average occupancy, up to 30 s, with
+jitter); `run_slot` polls once a second. The slot's lease id, which `run_slot` records so that a
+SIGKILLed holder's slot is given back at once, is not exposed by `concurrency()`.
+
+    .venv/bin/python bench/slot_wait.py                  # 3 rounds, each holding 8 s
+    .venv/bin/python bench/slot_wait.py --rounds 1 --hold 1
+
+Prints the median latency of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from flows import repolock
+from prefect.concurrency.sync import concurrency
+repo, hold_s, way = Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+ctx = repolock.run_slot(repo, 120, "holder") if way == "run_slot" else concurrency(
+    repolock.slot_name(repo), timeout_seconds=120, lease_duration=60)
+with ctx:
+    print("held", flush=True)
+    time.sleep(hold_s)
+    print(time.time(), flush=True)
+"""
+
+
+def _round(way: str, repo: Path, hold_s: float) -> float:
+    """Seconds from a holder process's release to this process holding the slot."""
+    from flows import repolock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(ROOT), str(repo), str(hold_s), way], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held", "the holder never got the slot"
+    if way == "run_slot":
+        ctx = repolock.run_slot(repo, 120, "waiter")
+    else:
+        from prefect.concurrency.sync import concurrency
+
+        ctx = concurrency(repolock.slot_name(repo), timeout_seconds=120, lease_duration=60)
+    with ctx:
+        got = time.time()
+    released = float(holder.stdout.readline())
+    assert holder.wait(60) == 0
+    return got - released
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3, help="rounds per way (default 3)")
+    p.add_argument("--hold", type=float, default=8.0, help="seconds the holder keeps the slot (default 8)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="textclf-slot-") as tmp:
+        os.environ["PREFECT_HOME"] = str(Path(tmp) / "home")
+        os.environ.pop("PREFECT_API_URL", None)
+        os.environ.pop("TEXTCLF_PREFECT_SERVER", None)
+        from flows import prefect_server, repolock  # after PREFECT_HOME is set
+
+        try:
+            with prefect_server.local_server_settings():
+                figures = {}
+                for way in ("run_slot", "concurrency()"):
+                    repo = Path(tmp) / way.strip("()")
+                    (repo / ".dvc" / "tmp").mkdir(parents=True)
+                    with repolock.run_slot(repo, 10, "create the limit"):
+                        pass
+                    waits = []
+                    for _ in range(args.rounds):
+                        waits.append(_round(way, repo, args.hold))
+                    figures[way] = statistics.median(waits)
+                    print(f"{way:14s} waits {', '.join(f'{w:.2f}' for w in waits)} s after the release", flush=True)
+        finally:
+            prefect_server.stop()
+    ours_s, theirs_s = figures["run_slot"], figures["concurrency()"]
+    print(f"median: run_slot {ours_s:.2f} s, concurrency() {theirs_s:.2f} s; ratio {theirs_s / max(ours_s, 1e-3):.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""`python -m textclf.cli` is the `textclf` command."""
+
+import sys
+
+from textclf.cli import main
+
+sys.exit(main())
