@@ -145,7 +145,7 @@ def bench_fasttext(model_path: Path, test_tokens, single_n: int, repeat: int) ->
     }
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default="models/classifier")
     ap.add_argument("--onnx-dir", default="models/onnx")
@@ -169,7 +169,73 @@ def main() -> int:
         metavar="PATH",
         help="also write every figure as JSON (to PATH; bare --json: to stdout, the text to stderr)",
     )
-    args = ap.parse_args()
+    return ap
+
+
+def _ratios(results: list[dict], ft: dict | None, say) -> dict:
+    """Each runtime against torch eager (and int8 against fp32), and against fastText."""
+    torch_r, fp32, int8 = results
+    ratios = {}
+    say("ratios:")
+    for a, b in ((fp32, torch_r), (int8, torch_r), (int8, fp32)):
+        key = f"{a['name']} / {b['name']}".replace(" ", "_")
+        ratios[key] = {
+            "batch": a["batch"] / b["batch"],
+            "model": a["model"] / b["model"],
+            "single_p50": a["p50"] / b["p50"],
+        }
+        say(
+            f"  {a['name']} / {b['name']}: batch end-to-end {ratios[key]['batch']:.2f}x, model only "
+            f"{ratios[key]['model']:.2f}x, single p50 latency {ratios[key]['single_p50']:.2f}x"
+        )
+    if ft is not None:
+        for a in (torch_r, fp32, int8):
+            key = f"{a['name']} / fastText".replace(" ", "_")
+            ratios[key] = {"batch": a["batch"] / ft["batch"], "single_p50": a["p50"] / ft["p50"]}
+            say(
+                f"  {a['name']} / fastText: batch end-to-end (ours from raw text) {ratios[key]['batch']:.2f}x, "
+                f"single p50 latency {ratios[key]['single_p50']:.2f}x"
+            )
+    return ratios
+
+
+def _targets(torch_r: dict, fp32: dict, ft: dict | None, say) -> dict:
+    """Issue 28's targets, each printed as met or NOT met."""
+    targets = {}
+
+    def target(key: str, text: str, met: bool) -> None:
+        targets[key] = met
+        say(f"  {text} ({'met' if met else 'NOT met'})")
+
+    say("targets (issue 28):")
+    for r in (torch_r, fp32):
+        k = r["name"].replace(" ", "_")
+        target(f"{k}_single_p50_le_1ms", f"single-document p50 <= 1 ms: {r['name']} {r['p50']:.3f} ms", r["p50"] <= 1)
+        target(f"{k}_single_p99_le_3ms", f"single-document p99 <= 3 ms: {r['name']} {r['p99']:.3f} ms", r["p99"] <= 3)
+    target(
+        "torch_batch_ge_60k",
+        f"torch eager end to end >= 60,000 docs/s: {torch_r['batch']:,.0f}",
+        torch_r["batch"] >= 60_000,
+    )
+    target(
+        "onnx_model_ge_torch_model",
+        f"ONNX fp32 model only >= torch eager model only: {fp32['model']:,.0f} vs {torch_r['model']:,.0f} docs/s",
+        fp32["model"] >= torch_r["model"],
+    )
+    if ft is None:
+        say("  ONNX end to end >= fastText predict: not measured (fastText not installed)")
+    else:
+        target(
+            "onnx_batch_ge_fasttext",
+            f"ONNX fp32 end to end from raw text >= fastText predict on tokens: {fp32['batch']:,.0f} vs "
+            f"{ft['batch']:,.0f} docs/s",
+            fp32["batch"] >= ft["batch"],
+        )
+    return targets
+
+
+def main() -> int:
+    args = _parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = sys.stderr if args.json == "-" else sys.stdout
@@ -243,60 +309,11 @@ def main() -> int:
             serve = run_all(args.bundle, onnx_dir / FP32, ft_model, texts, args.serve_seconds)
 
     torch_r, fp32, int8 = results
-    ratios = {}
-    say("ratios:")
-    for a, b in ((fp32, torch_r), (int8, torch_r), (int8, fp32)):
-        key = f"{a['name']} / {b['name']}".replace(" ", "_")
-        ratios[key] = {
-            "batch": a["batch"] / b["batch"],
-            "model": a["model"] / b["model"],
-            "single_p50": a["p50"] / b["p50"],
-        }
-        say(
-            f"  {a['name']} / {b['name']}: batch end-to-end {ratios[key]['batch']:.2f}x, model only "
-            f"{ratios[key]['model']:.2f}x, single p50 latency {ratios[key]['single_p50']:.2f}x"
-        )
-    if ft is not None:
-        for a in (torch_r, fp32, int8):
-            key = f"{a['name']} / fastText".replace(" ", "_")
-            ratios[key] = {"batch": a["batch"] / ft["batch"], "single_p50": a["p50"] / ft["p50"]}
-            say(
-                f"  {a['name']} / fastText: batch end-to-end (ours from raw text) {ratios[key]['batch']:.2f}x, "
-                f"single p50 latency {ratios[key]['single_p50']:.2f}x"
-            )
+    ratios = _ratios(results, ft, say)
     agreement = {r["name"]: float(np.mean(r["labels"] == torch_r["labels"])) for r in (fp32, int8)}
     for name, a in agreement.items():
         say(f"agreement with torch: {name} labels {a:.2%}")
-    targets = {}
-
-    def target(key: str, text: str, met: bool) -> None:
-        targets[key] = met
-        say(f"  {text} ({'met' if met else 'NOT met'})")
-
-    say("targets (issue 28):")
-    for r in (torch_r, fp32):
-        k = r["name"].replace(" ", "_")
-        target(f"{k}_single_p50_le_1ms", f"single-document p50 <= 1 ms: {r['name']} {r['p50']:.3f} ms", r["p50"] <= 1)
-        target(f"{k}_single_p99_le_3ms", f"single-document p99 <= 3 ms: {r['name']} {r['p99']:.3f} ms", r["p99"] <= 3)
-    target(
-        "torch_batch_ge_60k",
-        f"torch eager end to end >= 60,000 docs/s: {torch_r['batch']:,.0f}",
-        torch_r["batch"] >= 60_000,
-    )
-    target(
-        "onnx_model_ge_torch_model",
-        f"ONNX fp32 model only >= torch eager model only: {fp32['model']:,.0f} vs {torch_r['model']:,.0f} docs/s",
-        fp32["model"] >= torch_r["model"],
-    )
-    if ft is None:
-        say("  ONNX end to end >= fastText predict: not measured (fastText not installed)")
-    else:
-        target(
-            "onnx_batch_ge_fasttext",
-            f"ONNX fp32 end to end from raw text >= fastText predict on tokens: {fp32['batch']:,.0f} vs "
-            f"{ft['batch']:,.0f} docs/s",
-            fp32["batch"] >= ft["batch"],
-        )
+    targets = _targets(torch_r, fp32, ft, say)
     if serve is not None:
         print_table(serve, out)
     if args.json:

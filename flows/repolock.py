@@ -1,16 +1,18 @@
 """The repository lock: one flow run at a time works on a repository.
 
 Two layers (`run_slot`):
-- a Prefect global concurrency limit per repository (`textclf-repo-<hash>`, one slot), so Prefect
-  shows who works on the repository and who waits: the Concurrency page lists the limit with its
-  active slot, the slot's lease names the holding flow run, and a waiting run logs that it waits
-  for the slot and for whom;
+- a Prefect global concurrency limit per repository (`textclf-repo-<hash>`, one slot), taken
+  with Prefect's own `concurrency()`, so Prefect shows who works on the repository and who
+  waits: the Concurrency page lists the limit with its active slot, the slot's lease names the
+  holding flow run, and a waiting run logs that it waits for the slot and for whom;
 - underneath, a file lock under .dvc/tmp (held by a process, released when it dies) plus an owner
   file that names the holder; it also keeps apart runs outside Prefect or on another server.
-A slot is a lease (`SLOT_LEASE_S`, renewed while held): a holder that is killed cannot give it
-back. So the holder records its lease beside the file lock (`SLOT_FILE`), and a waiting run that
-finds the recorded holder dead on this host releases that lease at once instead of waiting for it
-to expire (a holder on another host: the lease expires after `SLOT_LEASE_S`).
+A slot is a lease (`SLOT_LEASE_S`, renewed by Prefect while held): a holder that is killed
+cannot give it back. What Prefect does not do is added on top: the holder records its lease
+beside the file lock (`SLOT_FILE`; Prefect's `ConcurrencyContext` holds the granted lease id),
+and a run that finds the recorded holder dead on this host releases that lease at once, before
+and while it waits, instead of waiting for the lease to expire (a holder on another host: the
+lease expires after `SLOT_LEASE_S`).
 Both layers are re-entrant within a run (a flow calling the pipeline as a subflow does not wait
 for itself)."""
 
@@ -163,28 +165,19 @@ def slot_name(root: Path) -> str:
     return "textclf-repo-" + hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
 
 
-def _slot_client(name: str):
-    """A Prefect client with the repository's limit (one slot) in place; None when there is no
-    Prefect API to ask (then the file lock alone keeps runs apart)."""
-    from prefect.client.orchestration import get_client
+def _ensure_limit(client, name: str) -> bool:
+    """The repository's limit (one slot) in place; whether another run holds its slot now."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    client = get_client(sync_client=True)
     try:
-        client.__enter__()
+        return client.read_global_concurrency_limit_by_name(name).active_slots >= 1
+    except ObjectNotFound:
         try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:
-                pass  # another run created it meanwhile
-        return client
-    except Exception as err:  # noqa: BLE001 - no server, or an old one: the file lock still holds
-        log.warning("no Prefect concurrency limit for this repository (%s); the file lock alone applies", err)
-        client.__exit__(None, None, None)
-        return None
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        except ObjectAlreadyExists:
+            pass  # another run created it meanwhile
+        return False
 
 
 def _flow_run_holder():
@@ -193,22 +186,6 @@ def _flow_run_holder():
 
     ctx = FlowRunContext.get()
     return ConcurrencyLeaseHolder(type="flow_run", id=ctx.flow_run.id) if ctx and ctx.flow_run else None
-
-
-def _take_slot(client, name: str) -> str | None:
-    """The lease id of the repository's slot, or None when another run holds it (any other API
-    error is raised: the caller decides)."""
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    try:
-        response = client.increment_concurrency_slots_with_lease(
-            names=[name], slots=1, mode="concurrency", lease_duration=SLOT_LEASE_S, holder=_flow_run_holder()
-        )
-    except PrefectHTTPStatusError as err:
-        if err.response.status_code == 423:  # Locked: no slot free
-            return None
-        raise
-    return str(response.json()["lease_id"])
 
 
 def _lease_known(client, lease_id: str) -> bool:
@@ -248,107 +225,105 @@ def _release_dead_holders_slot(client, root: Path, name: str) -> bool:
     return True
 
 
-def _keep_lease(lease_id: str, stop: threading.Event) -> None:
-    """Renew the lease every third of its duration until `stop` (its own client: a thread). A
-    lease the server no longer has is not renewed again; the file lock still keeps runs apart."""
+@contextmanager
+def _reclaiming(root: Path, name: str, poll_s: float) -> Iterator[None]:
+    """While this run waits in Prefect's `concurrency()`, a thread gives back the slot of a
+    recorded holder that was killed (Prefect alone would wait for its lease to expire)."""
     from prefect.client.orchestration import get_client
 
-    try:
-        with get_client(sync_client=True) as client:
-            while not stop.wait(SLOT_LEASE_S / 3):
-                try:
-                    if not _lease_known(client, lease_id):
-                        log.warning("the Prefect server dropped this run's repository slot; the file lock still holds")
-                        return
-                except Exception as err:  # noqa: BLE001 - transient: try again next round
-                    log.warning("could not renew the repository's Prefect slot (%s); the file lock still holds", err)
-    except Exception as err:  # noqa: BLE001 - no client: the lease then expires, the file lock holds
-        log.warning("could not keep the repository's Prefect slot (%s); the file lock still holds", err)
+    stop = threading.Event()
 
-
-def _take_or_give_back(client, root: Path, name: str) -> str | None:
-    lease_id = _take_slot(client, name)
-    if lease_id is None and _release_dead_holders_slot(client, root, name):
-        lease_id = _take_slot(client, name)
-    return lease_id
-
-
-def _wait_for_slot(client, root: Path, name: str, left_s: float, poll_s: float, asked_s: float) -> str:
-    """Poll for the slot (giving back a dead holder's) for at most `left_s`; RepoBusy after that.
-    An API error while waiting counts as "not yet" (a server restarting)."""
-    log.warning(
-        "waiting for the repository's Prefect concurrency slot %s (held by %s); up to %g s",
-        name,
-        describe_holder(slot_holder(root)),
-        asked_s,
-    )
-    deadline = time.monotonic() + left_s
-    failing = None
-    while True:
-        if time.monotonic() >= deadline:
-            raise RepoBusy(
-                f"repository {root} is busy: another flow run holds the Prefect concurrency limit "
-                f"{name} ({describe_holder(slot_holder(root))}); gave up after {asked_s:g} s. "
-                "Nothing was changed. Run again later, or raise lock_timeout_s."
-                + (f" (The Prefect API also failed: {failing}.)" if failing else "")
-            )
-        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    def watch() -> None:
         try:
-            lease_id = _take_or_give_back(client, root, name)
-        except Exception as err:  # noqa: BLE001 - a server restarting: not yet
-            if failing is None:
-                log.warning("the Prefect API failed while waiting for the slot (%s); still waiting", err)
-            failing = err
-            continue
-        if lease_id is not None:
-            return lease_id
+            with get_client(sync_client=True) as client:
+                while not stop.wait(poll_s):
+                    try:
+                        _release_dead_holders_slot(client, root, name)
+                    except Exception as err:  # noqa: BLE001 - a server restarting: try again next round
+                        log.debug("could not check the slot's holder (%s)", err)
+        except Exception as err:  # noqa: BLE001 - no client: the lease then expires by itself
+            log.warning("cannot give back a killed holder's slot while waiting (%s)", err)
+
+    watcher = dvcops.context_thread(watch, name="textclf-slot-reclaim")
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join(5)
+
+
+def _take_slot(stack: ExitStack, root: Path, name: str, left_s: float, asked_s: float, poll_s: float) -> str:
+    """The repository's slot through Prefect's `concurrency()` (which keeps renewing its lease
+    until `stack` closes, and then releases it), waiting at most `left_s`; its lease id (read
+    from the `ConcurrencyContext` Prefect records granted leases in). RepoBusy after the wait."""
+    from prefect.concurrency.context import ConcurrencyContext
+    from prefect.concurrency.sync import concurrency
+
+    leases = stack.enter_context(ConcurrencyContext())
+    try:
+        with _reclaiming(root, name, poll_s):
+            stack.enter_context(
+                concurrency(
+                    name,
+                    timeout_seconds=max(left_s, 0.001),
+                    lease_duration=SLOT_LEASE_S,
+                    strict=True,
+                    holder=_flow_run_holder(),
+                    raise_on_lease_renewal_failure=False,  # the file lock still keeps runs apart
+                )
+            )
+    except TimeoutError:
+        raise RepoBusy(
+            f"repository {root} is busy: another flow run holds the Prefect concurrency limit "
+            f"{name} ({describe_holder(slot_holder(root))}); gave up after {asked_s:g} s. "
+            "Nothing was changed. Run again later, or raise lock_timeout_s."
+        ) from None
+    return str(leases.cleanup_lease_ids[-1])
 
 
 @contextmanager
 def run_slot(root: Path, timeout_s: float, what: str = "", poll_s: float = 1.0) -> Iterator[None]:
-    """The repository's Prefect concurrency slot, then its file lock; at most `timeout_s` for both.
+    """The repository's Prefect concurrency slot (Prefect's `concurrency()`), then its file
+    lock; at most `timeout_s` for both.
 
-    A Prefect API that cannot be reached or refuses the request leaves the file lock alone in
-    charge (logged); an API error while waiting counts as "not yet"."""
+    What Prefect does not do is added on top: the slot's lease is recorded beside the file lock,
+    and a killed holder's slot is given back at once, before and while this run waits. A Prefect
+    API that cannot be reached or refuses the request leaves the file lock alone in charge."""
+    from prefect.client.orchestration import get_client
+
     if timeout_s is None or timeout_s < 0:
         raise ParamsError("lock_timeout_s must be >= 0 (the wait for another run is bounded)")
     name = slot_name(root)
     started = time.monotonic()
     with ExitStack() as stack:
-        client = None if name in _SLOTS.get() else _slot_client(name)
         lease_id = None
-        if client is not None:
-            stack.callback(client.__exit__, None, None, None)
+        if name not in _SLOTS.get():
             try:
-                lease_id = _take_or_give_back(client, root, name)
-            except Exception as err:  # noqa: BLE001 - the file lock alone then keeps runs apart
+                with get_client(sync_client=True) as client:
+                    busy = _ensure_limit(client, name) and not _release_dead_holders_slot(client, root, name)
+                if busy:
+                    log.warning(
+                        "waiting for the repository's Prefect concurrency slot %s (held by %s); up to %g s",
+                        name,
+                        describe_holder(slot_holder(root)),
+                        timeout_s,
+                    )
+                lease_id = _take_slot(stack, root, name, timeout_s - (time.monotonic() - started), timeout_s, poll_s)
+            except RepoBusy:
+                raise
+            except Exception as err:  # noqa: BLE001 - no server, or an old one: the file lock still holds
                 log.warning("no Prefect concurrency slot for this repository (%s); the file lock alone applies", err)
-                client = None
-        if client is not None and lease_id is None:
-            lease_id = _wait_for_slot(client, root, name, timeout_s - (time.monotonic() - started), poll_s, timeout_s)
         if lease_id is not None:
-            stack.callback(_give_back, client, root, lease_id)  # first: nothing may leak the lease
             # recorded at once, so a waiting run can tell when this process is gone
             write_bytes(root / SLOT_FILE, _holder_record(what, lease_id=lease_id, limit=name))
-            stop = threading.Event()
-            keeper = dvcops.context_thread(_keep_lease, lease_id, stop, name="textclf-slot-lease")
-            keeper.start()
-            stack.callback(keeper.join, 5)
-            stack.callback(stop.set)
+            stack.callback(_forget_slot, root, lease_id)
             token = _SLOTS.set(_SLOTS.get() | {name})
             stack.callback(_SLOTS.reset, token)
             log.info("holding the repository's Prefect concurrency slot %s", name)
         left = max(0.0, timeout_s - (time.monotonic() - started))
         stack.enter_context(repo_lock(root, left, what, asked_s=timeout_s))
         yield
-
-
-def _give_back(client, root: Path, lease_id: str) -> None:
-    try:
-        client.release_concurrency_slots_with_lease(lease_id)
-    except Exception as err:  # noqa: BLE001 - the lease then expires on its own
-        log.warning("could not release the repository's Prefect slot (%s); it expires in %g s", err, SLOT_LEASE_S)
-    _forget_slot(root, lease_id)
 
 
 def _forget_slot(root: Path, lease_id: str) -> None:

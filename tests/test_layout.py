@@ -133,3 +133,20 @@ def test_no_module_imports_another_modules_private_name():
         if name.startswith("_") and not name.startswith("__")
     ]
     assert private == []
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/fixtures.py, tests/pipelines.py or a conftest, never in a
+    test module that others import."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.rpartition(".")[2].startswith("test_")]
+    assert not offenders, offenders

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from contextvars import ContextVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -417,20 +416,29 @@ def test_a_slot_whose_lease_the_server_lost_is_given_back_too(built_repo, prefec
     assert active_slots(name) == 0
 
 
-def test_the_lease_keeper_runs_in_the_callers_context(built_repo, monkeypatch):
-    """The lease keeper is a thread: without the caller's context (Prefect's settings of this
-    run) Prefect would not see the run's API URL there and would start a temporary server for it
-    (found in the no-op flow run: 16.7 s instead of 8.5 s)."""
-    marker: ContextVar[str] = ContextVar("marker", default="not the caller's context")
-    seen = []
-    monkeypatch.setattr(repolock, "_keep_lease", lambda lease_id, stop: seen.append(marker.get()))
-    token = marker.set("the caller's context")
-    try:
-        with repolock.run_slot(built_repo, 5, "ctx"):
-            pass
-    finally:
-        marker.reset(token)
-    assert seen == ["the caller's context"]
+def test_the_lease_is_renewed_in_the_callers_context(built_repo, monkeypatch):
+    """The lease is renewed by a thread (Prefect's, inside `concurrency()`): without the
+    caller's context (Prefect's settings of this run) Prefect would not see the run's API URL
+    there and would start a temporary server for it (found in the no-op flow run: 16.7 s instead
+    of 8.5 s). The API URL here is in the settings context only, not in the environment."""
+    from prefect.server.api import server
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    started = []
+    monkeypatch.setattr(server.SubprocessASGIServer, "start", lambda self, *a, **k: started.append(self))
+    renewed = threading.Event()
+    from prefect.client.orchestration import SyncPrefectClient
+
+    renew = SyncPrefectClient.renew_concurrency_lease
+
+    def counting(self, *args, **kwargs):
+        renewed.set()
+        return renew(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncPrefectClient, "renew_concurrency_lease", counting)
+    with repolock.run_slot(built_repo, 5, "ctx"):
+        assert renewed.wait(30), "the lease was never renewed"
+    assert started == []  # no temporary server was started for the renewal thread
 
 
 def test_an_unusable_prefect_api_leaves_the_file_lock_in_charge(built_repo, monkeypatch, caplog):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.stages.test_chunked import assert_same, corpus_rows, run_pipeline, write_parquet_source
+from tests.pipelines import assert_same, corpus_rows, run_pipeline, write_parquet_source
 
 distributed = pytest.importorskip("dask.distributed")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.textclf.test_predict import build_pipeline
+from tests.pipelines import build_pipeline
 from textclf.bundle import BundleError, load_bundle
 from textclf.predict import Predictor
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.textclf.test_predict import build_pipeline
+from tests.pipelines import build_pipeline
 from textclf import drift
 from textclf.params import DriftParams
 from textclf.predict import Predictor

@@ -15,7 +15,7 @@ import torch
 
 import textclf.onnx
 from stages import export as export_stage
-from tests.textclf.test_predict import build_pipeline, jsonl
+from tests.pipelines import build_pipeline, jsonl
 from textclf.artifacts import write_parquet
 from textclf.bundle import BundleError, load_bundle, save_bundle
 from textclf.cli import main

@@ -1,10 +1,8 @@
 """Prediction: one code path with the pipeline, and the `textclf predict` command.
 
-`build_pipeline` runs the real stage cores in-process (ingest → clean → split → vocab → train →
-the bundle) on a small corpus of *raw* lines full of what ingest and clean rewrite — HTML, URLs,
-e-mails, full-width characters, odd whitespace, zero-width characters, BOMs — so a predictor that
-skipped or reordered a step would see other tokens than the model was trained on. The other test
-modules import it to build their own bundles (never the repository's models/).
+`build_pipeline` (tests/pipelines.py) runs the real stage cores in-process on a small corpus of
+*raw* lines full of what ingest and clean rewrite, so a predictor that skipped or reordered a step
+would see other tokens than the model was trained on.
 """
 
 from __future__ import annotations
@@ -12,103 +10,16 @@ from __future__ import annotations
 import io
 import json
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
-import torch
 
-from tests.fixtures import make_docs, write_text_dir
-from textclf.artifacts import arrow_values
+from tests.pipelines import Pipeline, build_pipeline, jsonl
 from textclf.bundle import BundleError, load_bundle, save_bundle
 from textclf.cli import main
-from textclf.data.clean import clean
-from textclf.data.ingest import ingest
-from textclf.data.split import split
-from textclf.data.vocab import build_vocab, count_tokens
 from textclf.evaluate import model_proba
-from textclf.params import CleanParams, IngestParams, SplitParams, TrainParams, VocabParams
 from textclf.predict import Predictor
-from textclf.sources import read_records
-from textclf.text import hash64, load_stopwords, normalize, to_hex
-from textclf.training.run import Prepared, bundle_config, train_config
-
-FULLWIDTH = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!"})
-
-
-def noisy_docs(n: int = 360, seed: int = 0) -> list[tuple[str, str]]:
-    """make_docs' corpus, with the raw-text noise real sources have (one kind per document)."""
-    out = []
-    for i, (label, text) in enumerate(make_docs(n, seed)):
-        kind = i % 8
-        if kind == 1:
-            text = f"<p>{text}<br/><script>var x = 1;</script></p> &amp; 更多"
-        elif kind == 2:
-            text = f"{text} 见http://shop.example.cn/item?id={i}很好 or www.example.com/x"
-        elif kind == 3:
-            text = text.translate(FULLWIDTH) + " ＡＢＣ１２３"
-        elif kind == 4:
-            text = f"\ufeff  {text}\t\t mail me: user{i}@example.com  "
-        elif kind == 5:
-            text = text.replace(" ", "\u200b  ").upper()
-        elif kind == 6:
-            text = f"{text} 2024年12月 ¥99.50 ！！！"
-        out.append((label, text))
-    return out
-
-
-@dataclass
-class Pipeline:
-    root: Path
-    bundle: Path
-    raw: pd.DataFrame  # the records as read from the raw files (text before normalisation)
-    parts: dict[str, pd.DataFrame]  # train/valid/test as the split stage makes them
-
-    def raw_texts(self, split_name: str = "test") -> list[str]:
-        """The raw line each document of a split came from (via its doc_id)."""
-        by_id = dict(zip(to_hex(hash64(normalize(self.raw["text"].tolist()))), self.raw["text"], strict=True))
-        return [by_id[d] for d in self.parts[split_name]["doc_id"]]
-
-    def tokens(self, split_name: str = "test") -> pa.ListArray:
-        return arrow_values(self.parts[split_name]["tokens"])
-
-
-def build_pipeline(
-    root: Path, docs: list[tuple[str, str]] | None = None, clean_params: dict | None = None, **train
-) -> Pipeline:
-    """The stage cores in-process on `docs` (default: noisy_docs()); the bundle at root/bundle."""
-    raw_dir = write_text_dir(root / "raw", docs if docs is not None else noisy_docs())
-    ip = IngestParams(source=str(raw_dir), format="text_dir")
-    records = read_records(ip)
-    documents = ingest(records, ip).documents
-    cp = CleanParams(**(clean_params or {}))
-    cleaned = clean(documents, cp, load_stopwords(cp)).clean
-    parts, _ = split(cleaned, SplitParams(seed=1, train=0.6, valid=0.2, test=0.2))
-    vocab = build_vocab(count_tokens(arrow_values(parts["train"]["tokens"]), 1), VocabParams())
-    tp = TrainParams(
-        **{
-            "model": "bag",
-            "device": "cpu",
-            "hash_buckets": 256,
-            "batch_size": 32,
-            "epochs": 4,
-            "lr": 0.05,
-            "bigrams": "hashed",
-            "optimizer": "adam",
-            "bag": {"embed_dim": 16, "dropout": 0.0},
-            "cnn": {"embed_dim": 16, "dropout": 0.0, "num_filters": 8, "kernel_sizes": (2, 3)},
-            "weight_decay": 0.0,
-            "label_smoothing": 0.0,
-            **train,
-        }
-    )
-    out = train_config(Prepared(parts["train"], parts["valid"], vocab), tp, torch.device("cpu"))
-    config = bundle_config(out.cfg, out.enc, out.labels, vocab, cp, tp, out.result, "cpu")
-    bundle = save_bundle(root / "bundle", out.result.best_state, config, vocab)
-    return Pipeline(root, bundle, records, parts)
 
 
 @pytest.fixture(scope="module")
@@ -275,10 +186,6 @@ def run_cli(capsys, *args, stdin: str | None = None, monkeypatch=None):
     code = main(["predict", *args])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def jsonl(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def test_cli_texts_as_arguments(pipe, predictor, capsys):

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from tests.fixtures import ROOT
-from tests.textclf.test_predict import build_pipeline
+from tests.pipelines import build_pipeline
 from textclf.bundle import load_bundle
 from textclf.cli import main
 from textclf.onnx_runtime import bundle_digest
