@@ -16,7 +16,7 @@ Why not `prefect server start --background`: in Prefect 3.9.1 it starts the serv
 stdout and stderr on pipes that only the starting command reads, so once that command has
 exited the server dies on its first request (its access log line hits a closed pipe;
 tests/textclf/test_prefect_server.py proves it). So the server runs in the foreground under a
-small supervisor of ours (`_supervise`), logging to a file. The supervisor is what Prefect's
+small supervisor of ours (`flows/supervisor.py`), logging to a file. The supervisor is what Prefect's
 own tools see: its pid is in Prefect's `$PREFECT_HOME/server.pid`, so `prefect server stop`
 stops it and `prefect server start --background` does not start a second server beside it.
 It also stops the server when its PREFECT_HOME is deleted (a temporary home, a removed clone),
@@ -41,11 +41,10 @@ import urllib.request
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from flows import supervisor
+
 DEFAULT_PORT = 4200
 STATE_NAME = "textclf-server.json"
-PREFECT_PID_NAME = "server.pid"  # Prefect's own record of its background server (prefect.cli._server_utils)
-HOME_ENV = "TEXTCLF_PREFECT_SERVER_HOME"  # set on the supervisor: the home it watches
-WATCH_S = 2.0  # how often the supervisor looks for its home
 MODE_ENV = "TEXTCLF_PREFECT_SERVER"
 MODES = ("auto", "temporary")
 
@@ -58,11 +57,8 @@ def state_file() -> Path:
     return prefect_home() / STATE_NAME
 
 
-AUTH_NAME = "textclf-server.auth"
-
-
 def auth_file() -> Path:
-    return prefect_home() / AUTH_NAME
+    return prefect_home() / supervisor.AUTH_NAME
 
 
 def _new_secret() -> str:
@@ -281,10 +277,10 @@ def _spawn(home: Path, port: int, timeout_s: float) -> dict:
     env["PREFECT_SERVER_API_AUTH_STRING"] = _new_secret()
     env["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"] = f"http://127.0.0.1:{port}"
     env["PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED"] = "true"
-    env[HOME_ENV] = str(home)
+    env[supervisor.HOME_ENV] = str(home)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "_supervise", "--port", str(port)],
+            supervisor.command(port),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -301,68 +297,8 @@ def _spawn(home: Path, port: int, timeout_s: float) -> dict:
         raise RuntimeError(f"the Prefect server did not start (see {log_path})")
     state = {"pid": proc.pid, "api_url": url, "log": str(log_path), "auth": True}
     state_file().write_text(json.dumps(state), encoding="utf-8")
-    _claim_prefect_pid_file(home, proc.pid)
+    supervisor.claim_prefect_pid_file(home, proc.pid)
     return state
-
-
-def _claim_prefect_pid_file(home: Path, pid: int) -> None:
-    """Prefect's record of its background server names our supervisor, unless it names a live
-    process already (a server the user started with `prefect server start --background`)."""
-    path = home / PREFECT_PID_NAME
-    try:
-        other = int(path.read_text(encoding="utf-8").strip())
-        os.kill(other, 0)
-        return
-    except (OSError, ValueError):
-        pass
-    path.unlink(missing_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except OSError:
-        return  # another start claimed it meanwhile
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(str(pid))
-
-
-def _release_prefect_pid_file(home: Path, pid: int) -> None:
-    path = home / PREFECT_PID_NAME
-    try:
-        if int(path.read_text(encoding="utf-8").strip()) == pid:
-            path.unlink()
-    except (OSError, ValueError):
-        pass
-
-
-def _home_alive(home: Path) -> bool:
-    """The supervisor's home still holds what the server was started with (its secret)."""
-    return home.is_dir() and (home / AUTH_NAME).is_file()
-
-
-def _supervise(port: int) -> int:
-    """The supervisor: `prefect server start` in the foreground as its child (same process
-    group, same log), stopped when SIGTERM reaches the supervisor (`stop()`, `prefect server
-    stop`) or when the home it was started in is gone."""
-    home = Path(os.environ.get(HOME_ENV) or prefect_home())
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdin=subprocess.DEVNULL,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-    while server.poll() is None:
-        if not _home_alive(home):
-            print(
-                f"prefect_server: {home} is gone; stopping the Prefect server it started", file=sys.stderr, flush=True
-            )
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            break
-        time.sleep(WATCH_S)
-    code = server.wait()
-    _release_prefect_pid_file(home, os.getpid())
-    return code
 
 
 def _orphan_on(port: int) -> int | None:
@@ -372,12 +308,12 @@ def _orphan_on(port: int) -> int | None:
 
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if "_supervise" not in (proc.info["cmdline"] or []):
+            if not supervisor.is_supervisor(proc.info["cmdline"] or []):
                 continue
-            home = proc.environ().get(HOME_ENV)
+            home = proc.environ().get(supervisor.HOME_ENV)
         except psutil.Error:
             continue
-        if home and not _home_alive(Path(home)) and _listens(proc.info["pid"], port):
+        if home and not supervisor.home_alive(Path(home)) and _listens(proc.info["pid"], port):
             return proc.info["pid"]
     return None
 
@@ -405,21 +341,8 @@ def _is_our_server(pid: int) -> bool:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"_supervise" in cmd or (b"prefect" in cmd and b"server" in cmd and b"start" in cmd)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group still runs (the leader, if this process started it and it
-    has exited, is reaped first: a zombie would count as alive)."""
-    try:
-        os.waitpid(pgid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: init reaps it
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    parts = [c.decode(errors="replace") for c in cmd]
+    return supervisor.is_supervisor(parts) or (b"prefect" in cmd and b"server" in cmd and b"start" in cmd)
 
 
 def stop(timeout_s: float = 20.0) -> bool:
@@ -439,25 +362,10 @@ def stop(timeout_s: float = 20.0) -> bool:
         except ProcessLookupError:
             ours = False
         if ours:
-            _stop_group(pid, timeout_s)
-            _release_prefect_pid_file(home, pid)
+            supervisor.stop_group(pid, timeout_s)
+            supervisor.release_prefect_pid_file(home, pid)
         state_file().unlink(missing_ok=True)
         return ours
-
-
-def _stop_group(pid: int, timeout_s: float) -> None:
-    """SIGTERM to the leader (the supervisor passes it on to the server), then SIGKILL to the
-    whole group if it is not gone in `timeout_s`."""
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig) if sig == signal.SIGTERM else os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while _group_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _group_alive(pid):
-            return
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -470,9 +378,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_supervise"]:  # the supervisor _spawn starts (not a user command)
-        return _supervise(int(argv[argv.index("--port") + 1]))
     args = build_parser().parse_args(argv)
     if args.command == "start":
         try:

@@ -158,3 +158,43 @@ def make_tiny_encoder(folder: Path, texts: list[str], seed: int = 0, hidden: int
     )
     (folder / "LICENSE").write_text("test fixture: random weights, no licence needed\n")
     return folder
+
+
+SAMPLE = ROOT / "data" / "sample" / "reviews-zh"
+ENGLISH = (
+    "the hotel room was clean and the staff were friendly but breakfast was cold and the wifi kept dropping "
+    "we would stay again for the location although parking cost far too much and the lift was slow"
+).split()
+
+
+def sample_docs(n_per_label: int = 700) -> list[tuple[str, str]]:
+    """(label, text) pairs from the committed sample corpus (real Chinese reviews)."""
+    docs = []
+    for label in ("pos", "neg"):
+        lines = [t for t in (SAMPLE / f"{label}.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
+        docs += [(label, t) for t in lines[:n_per_label]]
+    return docs
+
+
+def english(n: int, seed: int = 0) -> list[str]:
+    """English hotel-review word salad: text unlike the Chinese sample (drift)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(ENGLISH, size=int(rng.integers(12, 30)))) for _ in range(n)]
+
+
+def wait_while_running(proc: subprocess.Popen, ready, what: str, timeout_s: float = 300, poll_s: float = 0.01) -> None:
+    """Poll `ready()` until it holds while `proc` still runs (then the caller kills it mid-work);
+    fails when `proc` ended first. A file read half-written (OSError, ValueError) is "not yet"."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if ready():
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(poll_s)
+    assert proc.poll() is None, f"{what} finished before it could be killed"

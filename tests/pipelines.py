@@ -5,12 +5,17 @@
   of *raw* lines full of what ingest and clean rewrite — HTML, URLs, e-mails, full-width
   characters, odd whitespace, zero-width characters, BOMs;
 - `run_pipeline`: the four data stages' mains in a work folder, chunked or not, every output
-  read back (`assert_same` compares two runs)."""
+  read back (`assert_same` compares two runs);
+- `serving`: uvicorn serving an app on 127.0.0.1 in a thread (real HTTP on loopback)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import uvicorn
 import yaml
 
 from stages import clean as clean_stage
@@ -32,6 +38,7 @@ from textclf.data.ingest import ingest
 from textclf.data.split import split
 from textclf.data.vocab import build_vocab, count_tokens
 from textclf.params import CleanParams, IngestParams, SplitParams, TrainParams, VocabParams
+from textclf.serve import Limits, server_config
 from textclf.sources import read_records
 from textclf.text import hash64, load_stopwords, normalize, to_hex
 from textclf.training.run import Prepared, bundle_config, train_config
@@ -219,3 +226,29 @@ def assert_same(a: dict, b: dict) -> None:
                 ), (key, col)
     for key in JSONS:
         assert a[key] == b[key], key
+
+
+LIMITS = Limits(max_body_bytes=4096, max_texts=8, max_chars=200)
+
+
+@contextmanager
+def serving(app, timeout: float = 20.0):
+    """uvicorn serving `app` on 127.0.0.1 in a thread; stopped (and joined) on exit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()
+        assert not thread.is_alive(), "the test server did not stop"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.fixtures import env, make_repo, run
+from tests.fixtures import env, make_repo, run, wait_while_running
 
 pytestmark = pytest.mark.slow
 STAGES = ["ingest", "clean", "split", "vocab", "baseline", "train", "evaluate"]
@@ -177,12 +177,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["state"]["epoch"] >= 2:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "training finished before it could be killed"
+    wait_while_running(proc, lambda: json.loads(state.read_text())["state"]["epoch"] >= 2, "training")
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the training process, mid-epoch
     proc.wait(timeout=30)
     killed_at = json.loads(state.read_text())["state"]["epoch"]
@@ -225,15 +220,7 @@ def test_autotune_killed_mid_search_resumes_to_the_same_choice(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if len(json.loads(log.read_text())["trials"]) >= 2:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.01)
-    assert proc.poll() is None, "the search finished before it could be killed"
+    wait_while_running(proc, lambda: len(json.loads(log.read_text())["trials"]) >= 2, "the search")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert 2 <= len(json.loads(log.read_text())["trials"]) < 4

@@ -99,3 +99,26 @@ def another_run_holds_the_lock(repo: Path, what: str) -> Iterator[threading.Even
     finally:
         release.set()
         t.join(10)
+
+
+# the new-data flow's repositories: the built template plus a stand-in metric (or model) stage
+
+
+@pytest.fixture(scope="module")
+def scored_template(built_template, tmp_path_factory) -> Path:
+    from tests.flows.incoming_support import SCORE, with_stage
+
+    return with_stage(built_template, tmp_path_factory.mktemp("scored"), "score", SCORE)
+
+
+@pytest.fixture(scope="module")
+def predicting_template(built_template, tmp_path_factory) -> Path:
+    from tests.flows.incoming_support import PREDICT, with_stage
+
+    return with_stage(
+        built_template,
+        tmp_path_factory.mktemp("predicting"),
+        "predict",
+        PREDICT,
+        outs=["reports/standin/predictions.parquet"],
+    )

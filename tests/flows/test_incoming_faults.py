@@ -19,21 +19,13 @@ import flows.incoming.flow as incoming_mod
 from flows.incoming.flow import incoming
 from flows.shell import RepositoryError
 from tests.fixtures import env, run
-from tests.flows.test_incoming import (  # noqa: F401 - scored_template is a fixture
-    GATE,
-    drop,
-    head,
-    incoming_artifact,
-    lines,
-    scored_template,
-    tracked_changes,
-)
+from tests.flows.incoming_support import GATE, drop, head, incoming_artifact, lines, tracked_changes
 
 SECRET = "AKIA-TOP-SECRET-7f3e9c"
 
 
 @pytest.fixture()
-def repo(scored_template, tmp_path) -> Path:  # noqa: F811 - the imported fixture
+def repo(scored_template, tmp_path) -> Path:
     dest = tmp_path / "repo"
     shutil.copytree(scored_template, dest, symlinks=True)
     return dest

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import psutil
 import pyarrow as pa
@@ -23,7 +22,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
 
-from tests.fixtures import ROOT, env, project_params
+from tests.fixtures import ROOT, env, project_params, wait_while_running
 from textclf.artifacts import arrow_values, write_json, write_parquet
 from textclf.model import build_model, predict_proba
 from textclf.params import DistributedParams
@@ -205,12 +204,8 @@ def test_killed_two_process_run_resumes_to_the_same_result(fixture_split, fixtur
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text(encoding="utf-8"))["state"]["epoch"] >= 2:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "training finished before it could be killed"
+    ready = lambda: json.loads(state.read_text(encoding="utf-8"))["state"]["epoch"] >= 2  # noqa: E731
+    wait_while_running(proc, ready, "training", poll_s=0.005)
     ranks = psutil.Process(proc.pid).children(recursive=True)
     assert len(ranks) >= WORLD
     # what killing `dvc repro` does: SIGKILL to the group of `python -m stages.train`, which is

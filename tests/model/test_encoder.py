@@ -299,7 +299,7 @@ def test_serve_and_predict_cli_with_an_encoder_bundle(encoder_bundle, fixture_sp
     import httpx
 
     from tests.fixtures import ROOT
-    from tests.textclf.test_serve import LIMITS, serving
+    from tests.pipelines import LIMITS, serving
     from textclf.onnx import export
     from textclf.serve import create_app
 

@@ -4,34 +4,13 @@ checked on OOV only."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 
+from tests.fixtures import english, sample_docs
 from tests.pipelines import build_pipeline
 from textclf import drift
 from textclf.params import DriftParams
 from textclf.predict import Predictor
-
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "reviews-zh"
-ENGLISH = (
-    "the hotel room was clean and the staff were friendly but breakfast was cold and the wifi kept dropping "
-    "we would stay again for the location although parking cost far too much and the lift was slow"
-).split()
-
-
-def sample_docs(n_per_label: int = 700) -> list[tuple[str, str]]:
-    docs = []
-    for label in ("pos", "neg"):
-        lines = [t for t in (SAMPLE / f"{label}.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
-        docs += [(label, t) for t in lines[:n_per_label]]
-    return docs
-
-
-def english(n: int, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(ENGLISH, size=int(rng.integers(12, 30)))) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")

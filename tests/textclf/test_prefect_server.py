@@ -17,6 +17,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows import prefect_server as ps
+from flows import supervisor
 
 
 @pytest.fixture
@@ -222,7 +223,7 @@ def test_a_server_that_is_not_ours_on_the_port_is_not_taken(home, monkeypatch):
 def _group_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not ps._group_alive(pid):
+        if not supervisor.group_alive(pid):
             return True
         time.sleep(0.2)
     return False
@@ -254,7 +255,7 @@ def test_prefects_own_background_server_logs_to_pipes_nobody_reads(home):
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--background", "--host", "127.0.0.1"]
     started = subprocess.run([*cmd, "--port", str(port)], env=env, capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stdout + started.stderr
-    pid = int((home / ps.PREFECT_PID_NAME).read_text())
+    pid = int((home / supervisor.PREFECT_PID_NAME).read_text())
     try:
         for fd in (1, 2):
             target = os.readlink(f"/proc/{pid}/fd/{fd}")
@@ -281,7 +282,7 @@ def test_no_server_outlives_its_home_and_prefects_stop_stops_ours(home, monkeypa
     monkeypatch.setattr(ps, "DEFAULT_PORT", port)
     first = ps.start()
     assert first["api_url"] == f"http://127.0.0.1:{port}/api"
-    assert int((home / ps.PREFECT_PID_NAME).read_text()) == first["pid"]
+    assert int((home / supervisor.PREFECT_PID_NAME).read_text()) == first["pid"]
     shutil.rmtree(home)  # a temporary PREFECT_HOME, or a deleted clone's
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "second"))
     second = ps.start()

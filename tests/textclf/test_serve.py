@@ -7,52 +7,25 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 
 from tests.fixtures import ROOT
-from tests.pipelines import build_pipeline
+from tests.pipelines import LIMITS, build_pipeline, serving
 from textclf.bundle import load_bundle
 from textclf.cli import main
 from textclf.onnx_runtime import bundle_digest
 from textclf.predict import Predictor
-from textclf.serve import Limits, create_app, server_config
+from textclf.serve import Limits, create_app
 
-LIMITS = Limits(max_body_bytes=4096, max_texts=8, max_chars=200)
 METRICS = {
     "test": {"accuracy": 0.91, "macro_f1": 0.9},
     "baseline": {"accuracy": 0.8, "macro_f1": 0.79},
 }
 RUN = {"created": "2026-11-01T12:00:00+00:00", "device": "cpu", "versions": {"torch": "2.13.0"}}
-
-
-@contextmanager
-def serving(app, timeout: float = 20.0):
-    """uvicorn serving `app` on 127.0.0.1 in a thread; stopped (and joined) on exit."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
-        sock.close()
-        assert not thread.is_alive(), "the test server did not stop"
 
 
 @pytest.fixture(scope="module")
