@@ -1,17 +1,16 @@
 """How long a waiting flow run takes to get the repository's slot once its holder lets go:
-Prefect's own `concurrency()` against `flows.repolock.run_slot` (which calls the same lease API
-itself), on one local Prefect server (flows.prefect_server, a fresh PREFECT_HOME).
+`flows.repolock.run_slot` (Prefect's `concurrency()`, plus the file lock underneath, the lease
+record and the reclaim of a killed holder's slot) against Prefect's bare `concurrency()` on the
+same kind of limit, on one local Prefect server (flows.prefect_server, a fresh PREFECT_HOME).
 
-For each round a holder takes the slot, holds it `--hold` seconds and lets go; a waiter started
-just after the holder measures from the release to getting the slot. `concurrency()` waits as
-the server's 423 answers tell it (`Retry-After`: the limit's average occupancy, up to 30 s, with
-jitter); `run_slot` polls once a second. The slot's lease id, which `run_slot` records so that a
-SIGKILLed holder's slot is given back at once, is not exposed by `concurrency()`.
+For each round a holder process takes the slot, holds it `--hold` seconds and lets go; this
+process, waiting meanwhile, measures from the release to getting the slot. Both wait as the
+server's 423 answers pace them (`Retry-After`); the ratio shows what textclf's additions cost.
 
     .venv/bin/python bench/slot_wait.py                  # 3 rounds, each holding 8 s
     .venv/bin/python bench/slot_wait.py --rounds 1 --hold 1
 
-Prints the median latency of each and their ratio.
+Prints each way's waits, their medians and the ratio (concurrency() / run_slot).
 """
 
 from __future__ import annotations

@@ -12,16 +12,17 @@ per-run temporary server instead (nothing is left running).
     python -m flows.prefect_server status
     python -m flows.prefect_server stop       # or Prefect's own `prefect server stop`
 
-Why not `prefect server start --background`: in Prefect 3.9.1 it starts the server with its
-stdout and stderr on pipes that only the starting command reads, so once that command has
-exited the server dies on its first request (its access log line hits a closed pipe;
-tests/textclf/test_prefect_server.py proves it). So the server runs in the foreground under a
-small supervisor of ours (`flows/supervisor.py`), logging to a file. The supervisor is what Prefect's
-own tools see: its pid is in Prefect's `$PREFECT_HOME/server.pid`, so `prefect server stop`
-stops it and `prefect server start --background` does not start a second server beside it.
-It also stops the server when its PREFECT_HOME is deleted (a temporary home, a removed clone),
-so no server outlives the home that holds its database and secret, and a later start finds
-the port free instead of starting a second server on a random port.
+Why not `prefect server start --background`: in Prefect 3.9.1 it gives the server's stdout and
+stderr to pipes that only the starting command could read, and that command has exited, so
+nothing the server logs (why it failed to start) is kept (tests/textclf/test_prefect_server.py
+checks it); and the server stays in the starting command's process group, so a Ctrl-C on one
+flow command would stop the server every flow uses. So the server runs in the foreground under a
+small supervisor of ours (`flows/supervisor.py`), in a session of its own, logging to a file.
+The supervisor is what Prefect's own tools see: its pid is in Prefect's
+`$PREFECT_HOME/server.pid`, so `prefect server stop` stops it and `prefect server start
+--background` does not start a second server beside it. It also stops the server when its
+PREFECT_HOME is deleted (a temporary home, a removed clone): a later start then finds the
+port free instead of starting a second server on a random port.
 """
 
 from __future__ import annotations

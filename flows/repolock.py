@@ -46,7 +46,8 @@ log = logging.getLogger("textclf.flows")
 LOCK_FILE = Path(".dvc/tmp/textclf-pipeline.lock")
 OWNER_FILE = Path(".dvc/tmp/textclf-pipeline.owner.json")
 SLOT_FILE = Path(".dvc/tmp/textclf-pipeline.slot.json")  # the held slot's lease, pid and host
-SLOT_LEASE_S = 60.0  # renewed every third of that while held; Prefect's server accepts no less
+SLOT_LEASE_S = 60.0  # renewed by Prefect while held; Prefect's server accepts no less
+ACQUIRE_MIN_S = 2.0  # the least time concurrency() gets: taking a free slot is an API call too
 
 
 class RepoBusy(RunError):
@@ -266,7 +267,7 @@ def _take_slot(stack: ExitStack, root: Path, name: str, left_s: float, asked_s: 
             stack.enter_context(
                 concurrency(
                     name,
-                    timeout_seconds=max(left_s, 0.001),
+                    timeout_seconds=max(left_s, ACQUIRE_MIN_S),
                     lease_duration=SLOT_LEASE_S,
                     strict=True,
                     holder=_flow_run_holder(),

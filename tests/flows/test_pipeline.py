@@ -394,6 +394,13 @@ def test_a_killed_holders_slot_is_released_at_once_not_after_its_lease(built_rep
     assert active_slots(name) == 0
 
 
+def test_a_free_slot_is_taken_even_without_waiting(built_repo, prefect_api):
+    """lock_timeout_s=0 means "do not wait", not "do not even ask": a free slot is taken."""
+    with repolock.run_slot(built_repo, 0, "now"):
+        assert json.loads((built_repo / repolock.SLOT_FILE).read_text())["what"] == "now"
+    assert not (built_repo / repolock.SLOT_FILE).exists()
+
+
 def test_a_slot_whose_lease_the_server_lost_is_given_back_too(built_repo, prefect_api, caplog):
     """The server counts a slot but no longer knows its lease (restarted with leases in memory, or
     granted by another temporary server) and its recorded holder is dead: the next run decrements
