@@ -16,20 +16,21 @@ existing corpus, then the placing of accepted files into the raw folder (journal
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows import report
 from flows.incoming import transaction
 from flows.incoming.landing import unique_path
 from flows.incoming.transaction import Journal
 from flows.shell import RepositoryError
 from textclf import schemas
-from textclf.artifacts import read_parquet, write_bytes
+from textclf.artifacts import read_json, read_parquet, write_bytes
 from textclf.data.ingest import ingest
 from textclf.data.split import group_hash
 from textclf.errors import InputError
 from textclf.params import load_params
+from textclf.paths import INGEST_STATS
 from textclf.sources import FASTTEXT_EXT, SPLIT_DIRS, TABULAR_EXT, ReadOptions, detect_format, read_source
 from textclf.text import clean_batch, decode, hex_array, load_stopwords
 
@@ -299,6 +300,12 @@ def place(copy: Path, root: Path, spec: RawSpec, journal: Journal | None = None,
 
 def known_labels(root: Path) -> set[str] | None:
     """Labels of the current corpus, from ingest's report (None before the first run)."""
-    stats = report.read_metrics(root, "reports/data/ingest.json")
-    labels = (stats or {}).get("by_label")
+    if not (root / INGEST_STATS).exists():
+        return None  # before the first run
+    try:
+        stats = read_json(root / INGEST_STATS)
+    except (InputError, OSError) as err:
+        logging.getLogger("textclf.flows").warning("%s; the new-label check is off for this run", err)
+        return None
+    labels = stats.get("by_label") if isinstance(stats, dict) else None
     return set(labels) if isinstance(labels, dict) and labels else None
