@@ -51,7 +51,8 @@ MODES = ("auto", "temporary")
 
 
 def prefect_home() -> Path:
-    return Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    """PREFECT_HOME, absolute (a relative one would name another folder from another directory)."""
+    return Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser().absolute()
 
 
 def state_file() -> Path:
@@ -120,7 +121,7 @@ def running() -> dict | None:
         stop()
         return None
     url = state.get("api_url", "")
-    return state if healthy(url) and _listens(state["pid"], _port(url)) else None
+    return state if healthy(url) and supervisor.listens(state["pid"], _port(url)) else None
 
 
 def _port(url: str) -> int:
@@ -128,26 +129,6 @@ def _port(url: str) -> int:
         return int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
     except (IndexError, ValueError):
         return -1
-
-
-def _listens(pid: int, port: int) -> bool:
-    """Whether the process `pid` or one of its descendants listens on `port`: a server counts as
-    ours only then (another program answering /health on that port is not taken for it)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return False
-    for proc in procs:
-        try:
-            conns = (getattr(proc, "net_connections", None) or proc.connections)(kind="tcp")
-        except psutil.Error:
-            continue
-        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
-            return True
-    return False
 
 
 def server_mode() -> str:
@@ -259,7 +240,7 @@ def _answers(url: str, alive, timeout_s: float, pid: int | None = None) -> bool:
     descendants listen on, when given — or `alive()` says its process is gone or `timeout_s`
     passes (False)."""
     deadline = time.monotonic() + timeout_s
-    while not (healthy(url) and (pid is None or _listens(pid, _port(url)))):
+    while not (healthy(url) and (pid is None or supervisor.listens(pid, _port(url)))):
         if not alive() or time.monotonic() > deadline:
             return False
         time.sleep(0.25)
@@ -272,6 +253,10 @@ def _spawn(home: Path, port: int, timeout_s: float) -> dict:
     # concurrency leases on disk ($PREFECT_HOME/concurrency_leases), not in memory: a slot held
     # when the server stops is still known, and expires, after it starts again
     env.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", "prefect.server.concurrency.lease_storage.filesystem")
+    # a run waiting for the repository's slot retries as the server's 423 Retry-After says: the
+    # slot's average occupancy, capped at this (Prefect's default, 30 s, would let a waiting run
+    # take a freed slot up to ~39 s late)
+    env.setdefault("PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS", "1")
     env.pop("PREFECT_API_URL", None)
     # the API needs a secret (the flow commands read it from the 0600 file); browsers may call it
     # only from the server's own origin, and with a CSRF token
@@ -302,26 +287,9 @@ def _spawn(home: Path, port: int, timeout_s: float) -> dict:
     return state
 
 
-def _orphan_on(port: int) -> int | None:
-    """A supervisor of ours whose home is gone and whose server still listens on `port` (it is
-    stopping itself, or was started before supervisors watched their home)."""
-    import psutil
-
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if not supervisor.is_supervisor(proc.info["cmdline"] or []):
-                continue
-            home = proc.environ().get(supervisor.HOME_ENV)
-        except psutil.Error:
-            continue
-        if home and not supervisor.home_alive(Path(home)) and _listens(proc.info["pid"], port):
-            return proc.info["pid"]
-    return None
-
-
 def _wait_for_orphan(port: int, timeout_s: float = 30.0) -> bool:
     """If an orphaned server of ours holds `port`, stop it and wait until the port is free."""
-    pid = _orphan_on(port)
+    pid = supervisor.orphan_on(port)
     if pid is None:
         return False
     print(f"prefect_server: the server on port {port} (pid {pid}) lost its PREFECT_HOME; stopping it", file=sys.stderr)
@@ -343,7 +311,9 @@ def _is_our_server(pid: int) -> bool:
     except OSError:
         return False
     parts = [c.decode(errors="replace") for c in cmd]
-    return supervisor.is_supervisor(parts) or (b"prefect" in cmd and b"server" in cmd and b"start" in cmd)
+    if supervisor.is_supervisor(parts):  # and the one for this home (a reused pid runs another)
+        return supervisor.watched_home(pid) == str(prefect_home())
+    return b"prefect" in cmd and b"server" in cmd and b"start" in cmd
 
 
 def stop(timeout_s: float = 20.0) -> bool:

@@ -5,8 +5,8 @@ started in is gone.
 
 The supervisor is what Prefect's own tools see: its pid is in Prefect's `$PREFECT_HOME/server.pid`
 (unless that names a live server already), so `prefect server stop` stops it. It is started as
-a script (`python flows/supervisor.py --port N`, from any working directory) and imports only the
-standard library.
+a script (`python flows/supervisor.py --port N`, from any working directory); as a process it
+imports only the standard library (psutil only in the functions flows.prefect_server calls).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def command(port: int) -> list[str]:
 
 
 def is_supervisor(cmdline: list[str]) -> bool:
-    return any(Path(part).name == SCRIPT.name for part in cmdline[1:2])
+    """`python <a checkout>/flows/supervisor.py ...` (any checkout's: they share a PREFECT_HOME)."""
+    return any(Path(part).name == SCRIPT.name and Path(part).parent.name == "flows" for part in cmdline[1:2])
 
 
 def home_alive(home: Path) -> bool:
@@ -47,9 +48,15 @@ def claim_prefect_pid_file(home: Path, pid: int) -> None:
     try:
         other = int(path.read_text(encoding="utf-8").strip())
         os.kill(other, 0)
-        return
-    except (OSError, ValueError):
+        return  # a live process: Prefect's own background server
+    except PermissionError:
+        return  # alive too, another user's
+    except ValueError:
+        return  # empty or half written: Prefect is starting one right now
+    except (FileNotFoundError, ProcessLookupError):
         pass
+    except OSError:
+        return
     path.unlink(missing_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -97,6 +104,57 @@ def stop_group(pid: int, timeout_s: float) -> None:
             return
 
 
+# what flows.prefect_server asks about a running supervisor (psutil: imported only for these)
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether the process `pid` or one of its descendants listens on `port`: a server counts as
+    ours only then (another program answering /health on that port is not taken for it)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in procs:
+        try:
+            conns = (getattr(proc, "net_connections", None) or proc.connections)(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns):
+            return True
+    return False
+
+
+def orphan_on(port: int) -> int | None:
+    """A supervisor of ours whose home is gone and whose server still listens on `port` (it is
+    stopping itself, or was started before supervisors watched their home)."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if not is_supervisor(proc.info["cmdline"] or []):
+                continue
+            home = proc.environ().get(HOME_ENV)
+        except psutil.Error:
+            continue
+        gone = home and Path(home).is_absolute() and not home_alive(Path(home))
+        if gone and listens(proc.info["pid"], port):
+            return proc.info["pid"]
+    return None
+
+
+def watched_home(pid: int) -> str | None:
+    """The home a supervisor watches, from its environment (readable for our own processes)."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    key = HOME_ENV.encode() + b"="
+    return next((e[len(key) :].decode(errors="replace") for e in env if e.startswith(key)), None)
+
+
 def supervise(port: int, home: Path) -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -115,7 +173,7 @@ def supervise(port: int, home: Path) -> int:
         time.sleep(WATCH_S)
     code = server.wait()
     release_prefect_pid_file(home, os.getpid())
-    return code
+    return 0 if code in (0, -signal.SIGTERM) else code  # stopped as asked is a clean exit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -298,3 +298,27 @@ def test_no_server_outlives_its_home_and_prefects_stop_stops_ours(home, monkeypa
         assert ps.running() is None
     finally:
         ps.stop()
+
+
+def test_a_relative_prefect_home_is_made_absolute(home, monkeypatch, tmp_path):
+    """The supervisor records its home for later starts run from other directories."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_HOME", "rel/home")
+    assert ps.prefect_home() == tmp_path / "rel" / "home"
+
+
+def test_a_supervisor_for_another_home_is_not_ours(home, tmp_path):
+    """A pid in the state file that now runs some checkout's supervisor for another home (a
+    reused pid) is not stopped: the supervisor must watch this home."""
+    fake = tmp_path / "other" / "flows" / "supervisor.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("import time\ntime.sleep(30)\n")
+    for watched, ours in ((tmp_path / "elsewhere", False), (ps.prefect_home(), True)):
+        env = {**os.environ, supervisor.HOME_ENV: str(watched)}
+        proc = subprocess.Popen([sys.executable, str(fake), "--port", "1"], env=env, start_new_session=True)
+        try:
+            time.sleep(0.3)
+            assert ps._is_our_server(proc.pid) is ours
+        finally:
+            os.killpg(proc.pid, 9)
+            proc.wait()
