@@ -32,33 +32,34 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from flows import repolock
-from prefect.concurrency.sync import concurrency
-repo, hold_s, way = Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-ctx = repolock.run_slot(repo, 120, "holder") if way == "run_slot" else concurrency(
-    repolock.slot_name(repo), timeout_seconds=120, lease_duration=60)
-with ctx:
+from slot_wait import slot
+with slot(sys.argv[4], Path(sys.argv[2]), "holder"):
     print("held", flush=True)
-    time.sleep(hold_s)
+    time.sleep(float(sys.argv[3]))
     print(time.time(), flush=True)
 """
 
 
-def _round(way: str, repo: Path, hold_s: float) -> float:
-    """Seconds from a holder process's release to this process holding the slot."""
+def slot(way: str, repo: Path, what: str):
+    """The repository's slot, taken `way`: textclf's `run_slot`, or Prefect's bare `concurrency()`."""
     from flows import repolock
 
+    if way == "run_slot":
+        return repolock.run_slot(repo, 120, what)
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency(repolock.slot_name(repo), timeout_seconds=120, lease_duration=60)
+
+
+def _round(way: str, repo: Path, hold_s: float) -> float:
+    """Seconds from a holder process's release to this process holding the slot."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(ROOT), str(repo), str(hold_s), way], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLDER, str(ROOT / "bench"), str(repo), str(hold_s), way],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held", "the holder never got the slot"
-    if way == "run_slot":
-        ctx = repolock.run_slot(repo, 120, "waiter")
-    else:
-        from prefect.concurrency.sync import concurrency
-
-        ctx = concurrency(repolock.slot_name(repo), timeout_seconds=120, lease_duration=60)
-    with ctx:
+    with slot(way, repo, "waiter"):
         got = time.time()
     released = float(holder.stdout.readline())
     assert holder.wait(60) == 0

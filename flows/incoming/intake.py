@@ -34,6 +34,8 @@ from textclf.paths import INGEST_STATS
 from textclf.sources import FASTTEXT_EXT, SPLIT_DIRS, TABULAR_EXT, ReadOptions, detect_format, read_source
 from textclf.text import clean_batch, decode, hex_array, load_stopwords
 
+log = logging.getLogger("textclf.flows")
+
 SPLIT_FILES = ("train", "valid", "test")
 
 
@@ -305,7 +307,7 @@ def known_labels(root: Path) -> set[str] | None:
     try:
         stats = read_json(root / INGEST_STATS)
     except (InputError, OSError) as err:
-        logging.getLogger("textclf.flows").warning("%s; the new-label check is off for this run", err)
+        log.warning("%s; the new-label check is off for this run", err)
         return None
     labels = stats.get("by_label") if isinstance(stats, dict) else None
     return set(labels) if isinstance(labels, dict) and labels else None
